@@ -1,0 +1,129 @@
+"""The downlink: packets in from the executive, CADUs out to the radio port.
+
+The executive never waits on the radio: it hands packets to the multiplexer
+(bounded per virtual channel; a refused packet is counted) and a writer
+thread, started and stopped explicitly, turns them into CADUs as fast as the
+port takes them. When stopping, what is queued is flushed, within a bound.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import serial
+
+from .link.coding import ChannelCoder
+from .link.multiplexer import MasterChannelMultiplexer
+from .link.tmframe import FrameLayout
+
+log = logging.getLogger(__name__)
+
+
+def build_channel_coder(link_config) -> ChannelCoder:
+    codec = None
+    if link_config.reed_solomon:
+        from .link.reed_solomon import ReedSolomonCodec
+
+        depth = link_config.interleave_depth
+        codec = ReedSolomonCodec(depth, virtual_fill=223 - link_config.frame_length // depth)
+    return ChannelCoder(link_config.frame_length, link_config.randomize, codec)
+
+
+def frame_layout(link_config) -> FrameLayout:
+    return FrameLayout(link_config.frame_length, link_config.ocf, link_config.fecf)
+
+
+class Downlink:
+    def __init__(self, link_config, port, clock=time.monotonic):
+        self.config = link_config
+        self.port = port
+        self._clock = clock
+        self.layout = frame_layout(link_config)
+        self.mux = MasterChannelMultiplexer(link_config.spacecraft_id, self.layout,
+                                            tuple(link_config.vc_priority),
+                                            max_pending_octets=link_config.max_pending_octets)
+        self.coder = build_channel_coder(link_config)
+        self._cadu_seconds = self.coder.cadu_length * 10 / link_config.baud  # 8N1: 10 bits an octet
+        self._wake = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self.bytes_sent = 0
+        self.cadus_sent = 0
+        self.packets_sent = 0
+        self.packets_dropped = 0
+        self.write_errors = 0
+
+    # --- executive side ---------------------------------------------------
+    def submit(self, vcid: int, packet: bytes) -> bool:
+        with self._wake:
+            accepted = self.mux.push(vcid, packet)
+            if accepted:
+                self.packets_sent += 1
+            else:
+                self.packets_dropped += 1
+            self._wake.notify()
+        return accepted
+
+    def queued_octets(self) -> int:
+        with self._wake:
+            return sum(c.pending_octets for c in self.mux.channels.values())
+
+    # --- writer -------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="downlink-writer", daemon=True)
+        self._thread.start()
+
+    def stop(self, flush_timeout: float) -> bool:
+        """Stop after sending what is queued; False if the port did not take it all in time."""
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        if self._thread is not None:
+            self._thread.join(flush_timeout)
+            drained = not self._thread.is_alive()
+        else:
+            drained = not self.mux.has_data()
+        if not drained:
+            log.error("downlink: %d octets still queued after %.1f s; giving up", self.queued_octets(), flush_timeout)
+        return drained
+
+    def _next_cadu(self) -> bytes | None:
+        with self._wake:
+            while True:
+                frame = self.mux.next_frame(flush=True)
+                if frame is not None:
+                    return self.coder.encode(frame)
+                if self._stopping:
+                    return None
+                if self.config.continuous:
+                    return self.coder.encode(self.mux.idle_frame())
+                self._wake.wait(0.5)
+
+    def _run(self) -> None:
+        next_idle_ok = self._clock()
+        while True:
+            cadu = self._next_cadu()
+            if cadu is None:
+                break
+            try:
+                self.port.write(cadu)
+            except (serial.SerialException, OSError) as exc:
+                self.write_errors += 1
+                log.error("downlink: write failed: %s", exc)
+                time.sleep(0.1)
+                continue
+            self.bytes_sent += len(cadu)
+            self.cadus_sent += 1
+            if self.config.continuous:
+                # A pty or socket takes bytes faster than a radio would send
+                # them; pace to the line rate so idle frames do not pile up
+                # ahead of real data in OS buffers.
+                next_idle_ok = max(next_idle_ok + self._cadu_seconds, self._clock() - 1.0)
+                delay = next_idle_ok - self._clock()
+                if delay > 0:
+                    time.sleep(delay)
+        try:
+            self.port.flush()
+        except (serial.SerialException, OSError):
+            pass

@@ -1,0 +1,138 @@
+"""The flight executive: one fixed-rate loop from sensor to downlink.
+
+Each cycle reads a frame, runs the detector (the kernel releases the GIL, so
+the downlink writer keeps the radio busy meanwhile), sends a detection report,
+and every housekeeping period a housekeeping report. A bad frame or a failed
+stage becomes an event and a counter; the loop carries on.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, fields
+
+from . import products
+from .detection import Detector
+from .link.timecode import CucCodec
+from .sensor import SensorError, open_sensor
+from .telemetry import TelemetryPacketFactory
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExecutiveCounters:
+    frames_processed: int = 0
+    frames_failed: int = 0
+    loop_time_last_us: int = 0
+    loop_time_max_us: int = 0
+    loop_overruns: int = 0
+    detections_total: int = 0
+    errors: int = 0
+
+
+class Executive:
+    def __init__(self, config, downlink, stop: threading.Event, sensor=None,
+                 clock=time.monotonic, wallclock=time.time):
+        self.config = config
+        self.downlink = downlink
+        self.stop = stop
+        self._clock = clock
+        self.sensor = sensor if sensor is not None else open_sensor(config.sensor, config.scene)
+        self.detector = Detector(config.detection, self.sensor.shape,
+                                 calibration_bad_pixels=self.sensor.calibration_bad_pixels)
+        self.packets = TelemetryPacketFactory(CucCodec(config.link.time), config.link.destination_id, wallclock)
+        self.counters = ExecutiveCounters()
+        self._started = clock()
+
+    # --- products -------------------------------------------------------------
+    def _send(self, vcid: int, apid: int, service: int, subtype: int, data: bytes, ticks=None) -> None:
+        self.downlink.submit(vcid, self.packets.make(apid, service, subtype, data, ticks))
+
+    def event(self, severity: int, event_id: int, text: str) -> None:
+        log.log(logging.INFO if severity == products.EVENT_INFO else logging.WARNING, "event %d: %s", event_id, text)
+        data = products.EVENT_REPORT.build(dict(event_id=event_id, text=text.encode("utf8")[:255].decode("utf8", "ignore")))
+        self._send(self.config.link.vc_events, products.APID_EVENTS, products.SERVICE_EVENTS, severity, data)
+
+    def housekeeping(self) -> dict:
+        values = {f.name: getattr(self.counters, f.name) for f in fields(self.counters)}
+        values.update(
+            uptime_s=int(self._clock() - self._started),
+            packets_sent=self.downlink.packets_sent,
+            packets_dropped=self.downlink.packets_dropped,
+            bytes_sent=self.downlink.bytes_sent,
+            frames_sent=self.downlink.cadus_sent,
+            queue_octets=self.downlink.queued_octets(),
+        )
+        values["errors"] += self.downlink.write_errors
+        values = {k: min(int(v), 0xFFFFFFFF) for k, v in values.items()}
+        data = products.HOUSEKEEPING_REPORT.build(values)
+        self._send(self.config.link.vc_housekeeping, products.APID_HOUSEKEEPING,
+                   products.SERVICE_HOUSEKEEPING, products.SUBTYPE_HK_REPORT, data)
+        return values
+
+    # --- the loop ----------------------------------------------------------------
+    def cycle(self) -> bool:
+        """One frame through the pipeline; False when the sensor has no more frames."""
+        c = self.counters
+        try:
+            item = self.sensor.read()
+        except SensorError as exc:
+            c.frames_failed += 1
+            c.errors += 1
+            self.event(products.EVENT_MEDIUM, products.EVENT_SENSOR_ERROR, str(exc))
+            return True
+        if item is None:
+            return False
+        index, pixels = item
+        frame_ticks = self.packets.now_ticks()
+        try:
+            detections = self.detector.process(pixels)
+        except ValueError as exc:
+            c.frames_failed += 1
+            c.errors += 1
+            self.event(products.EVENT_MEDIUM, products.EVENT_DETECTION_ERROR, f"frame {index}: {exc}")
+            return True
+        report = products.DetectionReport(index, self.packets.cuc.encode(frame_ticks), detections)
+        self._send(self.config.link.vc_detections, products.APID_DETECTIONS, products.SERVICE_DETECTIONS,
+                   products.SUBTYPE_DETECTION_REPORT, report.pack(), frame_ticks)
+        c.frames_processed += 1
+        c.detections_total += len(detections)
+        return True
+
+    def run(self) -> ExecutiveCounters:
+        cfg = self.config
+        period = 1.0 / cfg.sensor.frame_rate_hz
+        hk_period = cfg.flight.housekeeping_period_s
+        self.event(products.EVENT_INFO, products.EVENT_STARTED,
+                   f"kestrel-flight started, {self.sensor.shape[1]}x{self.sensor.shape[0]} frames at {cfg.sensor.frame_rate_hz:g} Hz")
+        self.housekeeping()
+        next_tick = next_hk = self._clock()
+        next_hk += hk_period
+        attempts = 0
+        while not self.stop.is_set():
+            if cfg.sensor.max_frames and attempts >= cfg.sensor.max_frames:
+                break
+            started = self._clock()
+            attempts += 1
+            if not self.cycle():
+                break
+            elapsed = self._clock() - started
+            self.counters.loop_time_last_us = int(elapsed * 1e6)
+            self.counters.loop_time_max_us = max(self.counters.loop_time_max_us, self.counters.loop_time_last_us)
+            now = self._clock()
+            if now >= next_hk:
+                self.housekeeping()
+                next_hk += hk_period * max(1, int((now - next_hk) // hk_period) + 1)
+            next_tick += period
+            delay = next_tick - self._clock()
+            if delay < 0:
+                self.counters.loop_overruns += 1
+                next_tick = self._clock()
+            else:
+                self.stop.wait(delay)
+        self.event(products.EVENT_INFO, products.EVENT_STOPPING,
+                   f"kestrel-flight stopping after {self.counters.frames_processed} frames")
+        self.housekeeping()
+        return self.counters

@@ -1,0 +1,100 @@
+"""What the payload sends: the products' source-data formats and where each goes.
+
+| product        | APID | PUS service, subtype | virtual channel (default) |
+|----------------|------|----------------------|---------------------------|
+| housekeeping   | 100  | 3, 25 (HK report)    | link.vc_housekeeping (0)  |
+| event          | 101  | 5, 1..4 (by severity)| link.vc_events (0)        |
+| detections     | 110  | 130, 1 (mission)     | link.vc_detections (0)    |
+
+Services 128-255 are mission-specific in ECSS-E-ST-70-41C. Every format is
+declared once here; flight builds with it, ground parses with it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+import construct as cs
+import numpy as np
+
+from .detection import DETECTION_DTYPE
+
+APID_HOUSEKEEPING: Final = 100
+APID_EVENTS: Final = 101
+APID_DETECTIONS: Final = 110
+
+SERVICE_HOUSEKEEPING, SUBTYPE_HK_REPORT = 3, 25
+SERVICE_EVENTS = 5
+SERVICE_DETECTIONS, SUBTYPE_DETECTION_REPORT = 130, 1
+
+HK_STRUCTURE_FLIGHT: Final = 1
+
+# Event severities are the ST[05] subtypes.
+EVENT_INFO, EVENT_LOW, EVENT_MEDIUM, EVENT_HIGH = 1, 2, 3, 4
+
+# Detection records travel big-endian, packed, in the order of DETECTION_DTYPE.
+DETECTION_WIRE_DTYPE: Final = DETECTION_DTYPE.newbyteorder(">")
+
+
+def detection_report_format(time_length: int) -> cs.Construct:
+    return cs.Struct(
+        "frame_index" / cs.Int32ub,
+        "frame_time" / cs.Bytes(time_length),
+        "count" / cs.Int16ub,
+        "records" / cs.Bytes(cs.this.count * DETECTION_WIRE_DTYPE.itemsize),
+        cs.Terminated,
+    )
+
+
+@dataclass(frozen=True)
+class DetectionReport:
+    frame_index: int
+    frame_time: bytes
+    detections: np.ndarray  # DETECTION_DTYPE
+
+    def pack(self) -> bytes:
+        records = np.ascontiguousarray(self.detections, dtype=DETECTION_WIRE_DTYPE).tobytes()
+        return detection_report_format(len(self.frame_time)).build(dict(
+            frame_index=self.frame_index, frame_time=self.frame_time,
+            count=len(self.detections), records=records))
+
+    @classmethod
+    def unpack(cls, data: bytes, time_length: int) -> "DetectionReport":
+        parsed = detection_report_format(time_length).parse(data)
+        records = np.frombuffer(parsed.records, DETECTION_WIRE_DTYPE).astype(DETECTION_DTYPE)
+        return cls(parsed.frame_index, parsed.frame_time, records)
+
+
+HOUSEKEEPING_REPORT = cs.Struct(
+    "structure_id" / cs.Const(HK_STRUCTURE_FLIGHT, cs.Int16ub),
+    "uptime_s" / cs.Int32ub,
+    "frames_processed" / cs.Int32ub,
+    "frames_failed" / cs.Int32ub,
+    "loop_time_last_us" / cs.Int32ub,
+    "loop_time_max_us" / cs.Int32ub,
+    "loop_overruns" / cs.Int32ub,
+    "detections_total" / cs.Int32ub,
+    "packets_sent" / cs.Int32ub,
+    "packets_dropped" / cs.Int32ub,
+    "bytes_sent" / cs.Int32ub,
+    "frames_sent" / cs.Int32ub,
+    "errors" / cs.Int32ub,
+    "queue_octets" / cs.Int32ub,
+    cs.Terminated,
+)
+HOUSEKEEPING_FIELDS: Final = tuple(
+    sc.name for sc in HOUSEKEEPING_REPORT.subcons if sc.name and sc.name != "structure_id")
+
+EVENT_REPORT = cs.Struct(
+    "event_id" / cs.Int16ub,
+    "text" / cs.PascalString(cs.Int8ub, "utf8"),
+    cs.Terminated,
+)
+
+# Event ids (ST[05] report ids of this payload).
+EVENT_STARTED: Final = 1
+EVENT_STOPPING: Final = 2
+EVENT_SENSOR_ERROR: Final = 10
+EVENT_DETECTION_ERROR: Final = 11
+EVENT_LINK_ERROR: Final = 12
+EVENT_QUEUE_OVERFLOW: Final = 13

@@ -1,0 +1,84 @@
+"""Packets out of a virtual channel's frames, using the first header pointer.
+
+A frame-count gap means lost frames: the packet being assembled is dropped
+(counted), and assembly restarts at the next frame where a packet begins.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flight.link.spacepacket import MAX_PACKET_LENGTH, PRIMARY_HEADER_LENGTH, packet_length
+from flight.link.tmframe import FHP_IDLE_DATA, FHP_NO_PACKET_START, TmFrame
+
+
+@dataclass
+class ReassemblyCounters:
+    frames: int = 0
+    frame_gaps: int = 0
+    frames_lost: int = 0
+    packets: int = 0
+    packets_lost: int = 0       # partial packets dropped at a gap or inconsistency
+    bad_pointers: int = 0
+
+
+class VirtualChannelReassembler:
+    def __init__(self, vcid: int):
+        self.vcid = vcid
+        self.counters = ReassemblyCounters()
+        self._expected_count: int | None = None
+        self._partial = bytearray()
+        self._in_sync = False
+
+    def _drop_partial(self) -> None:
+        if self._partial:
+            self.counters.packets_lost += 1
+        self._partial.clear()
+
+    def _extract(self) -> list[bytes]:
+        packets = []
+        buf = self._partial
+        while len(buf) >= PRIMARY_HEADER_LENGTH:
+            total = packet_length(buf)
+            if len(buf) < total:
+                break
+            packets.append(bytes(buf[:total]))
+            del buf[:total]
+        self.counters.packets += len(packets)
+        return packets
+
+    def feed(self, frame: TmFrame) -> list[bytes]:
+        c = self.counters
+        c.frames += 1
+        count = frame.virtual_channel_frame_count
+        if self._expected_count is not None and count != self._expected_count:
+            c.frame_gaps += 1
+            c.frames_lost += (count - self._expected_count) % 256
+            self._drop_partial()
+            self._in_sync = False
+        self._expected_count = (count + 1) % 256
+        pointer = frame.first_header_pointer
+        data = frame.data
+        if pointer == FHP_IDLE_DATA:
+            return []
+        if pointer == FHP_NO_PACKET_START:
+            if self._in_sync:
+                self._partial += data
+                if len(self._partial) > MAX_PACKET_LENGTH:
+                    self._drop_partial()
+                    self._in_sync = False
+                return self._extract()
+            return []
+        if pointer >= len(data):
+            c.bad_pointers += 1
+            self._drop_partial()
+            self._in_sync = False
+            return []
+        packets: list[bytes] = []
+        if self._in_sync:
+            self._partial += data[:pointer]
+            packets = self._extract()
+            # What precedes the pointer must complete the packet in progress exactly.
+            self._drop_partial()
+        self._partial = bytearray(data[pointer:])
+        self._in_sync = True
+        return packets + self._extract()

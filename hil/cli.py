@@ -1,0 +1,56 @@
+"""kestrel-hil: the test bench."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from flight.cli_support import add_common_arguments, fail, setup
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kestrel-hil", description="Kestrel hardware-in-the-loop bench.")
+    add_common_arguments(parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    demo = sub.add_parser("demo", help="run flight and ground over a paced pseudo-serial link and score the pass")
+    add_common_arguments(demo)
+    demo.add_argument("--frames", metavar="DIR", help="fly recorded .npy frames instead of the simulated scene")
+    demo.add_argument("--capture", metavar="FILE", help="write the exact downlink bytes to FILE")
+    demo.add_argument("--out", metavar="DIR", help="keep the ground's outputs and report.json in DIR")
+    demo.add_argument("--duration", type=float, metavar="S", help="seconds of scene (default hil.duration_s)")
+    scene = sub.add_parser("scene", help="write simulated frames as .npy files")
+    add_common_arguments(scene)
+    scene.add_argument("--count", type=int, default=100, help="number of frames")
+    scene.add_argument("--out", metavar="DIR", required=True)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None and not args.print_config:
+        parser.print_usage(sys.stderr)
+        fail(parser, "a command is required: demo or scene", 2)
+    config = setup(parser, args)
+    if args.command == "scene":
+        from .scene import SceneSimulator, write_npy_frames
+
+        if args.count < 1:
+            fail(parser, f"--count must be >= 1, got {args.count}", 2)
+        paths = write_npy_frames(SceneSimulator(config.scene), args.count, args.out)
+        print(f"wrote {len(paths)} frames to {args.out}")
+        return 0
+    from .demo import run_demo
+
+    if args.duration is not None and args.duration <= 0:
+        fail(parser, f"--duration must be positive, got {args.duration}", 2)
+    frames = Path(args.frames) if args.frames else None
+    if frames is not None and not frames.is_dir():
+        fail(parser, f"--frames {frames}: not a directory", 2)
+    try:
+        report = run_demo(config, args.config, Path(args.out) if args.out else None, frames,
+                          Path(args.capture) if args.capture else None, args.duration)
+    except (OSError, ValueError) as exc:
+        fail(parser, str(exc))
+    print(report.text())
+    return 0 if report.passed else 1

@@ -1,0 +1,135 @@
+"""The bench's verdict: what the ground received, scored against the scene's truth."""
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class PassReport:
+    frames_commanded: int
+    frames_processed: int          # by the flight program, from its last housekeeping
+    reports_received: int          # detection reports decoded on the ground
+    detections_received: int
+    bytes_over_link: int
+    latency_median_s: float
+    latency_worst_s: float
+    truth: bool                    # scored against simulator truth
+    target_frames: dict = field(default_factory=dict)     # SNR class -> [detected, total]
+    targets_detected: int = 0      # distinct targets found at least once
+    targets_total: int = 0
+    false_alarms: int = 0
+    false_alarms_per_frame: float = 0.0
+    centroid_rms_px: float = float("nan")
+    ground: dict = field(default_factory=dict)
+    checks: list = field(default_factory=list)   # (name, passed, detail)
+    passed: bool = False
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, default=float)
+
+    def text(self) -> str:
+        lines = ["Kestrel HIL pass report", ""]
+        lines.append(f"frames: commanded {self.frames_commanded}, processed on board {self.frames_processed}, "
+                     f"reports decoded on ground {self.reports_received}")
+        lines.append(f"bytes over the downlink: {self.bytes_over_link}")
+        lines.append(f"latency frame time -> ground decode: median {self.latency_median_s * 1000:.0f} ms, "
+                     f"worst {self.latency_worst_s * 1000:.0f} ms")
+        if self.truth:
+            lines.append(f"targets detected: {self.targets_detected} of {self.targets_total} "
+                         f"(found in at least one frame)")
+            for snr, (hit, total) in sorted(self.target_frames.items(), key=lambda kv: float(kv[0])):
+                pd = hit / total if total else float("nan")
+                lines.append(f"  SNR {float(snr):5.1f}: detected in {hit:4d} of {total:4d} target-frames  Pd {pd:.3f}")
+            lines.append(f"false alarms: {self.false_alarms} ({self.false_alarms_per_frame:.2f} per frame)")
+            lines.append(f"centroid rms error: {self.centroid_rms_px:.3f} px")
+        else:
+            lines.append(f"detections received: {self.detections_received} (no truth: recorded frames)")
+        lines.append("")
+        for name, ok, detail in self.checks:
+            lines.append(f"[{'PASS' if ok else 'FAIL'}] {name}: {detail}")
+        lines.append("")
+        lines.append("RESULT: " + ("PASS" if self.passed else "FAIL"))
+        return "\n".join(lines)
+
+
+def _snr_class(snr: float, classes) -> float:
+    return float(min(classes, key=lambda c: abs(c - snr)))
+
+
+def score(out_dir: Path, frames_commanded: int, bytes_over_link: int, hil_config,
+          truth_for_frame=None, snr_classes=(), frames_processed: int | None = None) -> PassReport:
+    """Read the ground's outputs in `out_dir`; `truth_for_frame(i)` gives TRUTH_DTYPE rows."""
+    db = sqlite3.connect(out_dir / "archive.sqlite")
+    try:
+        reports = db.execute("SELECT frame_index, frame_time, received_at FROM detection_reports").fetchall()
+        hk = db.execute("SELECT frames_processed FROM housekeeping ORDER BY packet_time DESC, id DESC LIMIT 1").fetchone()
+    finally:
+        db.close()
+    detections = []
+    det_path = out_dir / "detections.jsonl"
+    if det_path.exists():
+        detections = [json.loads(line) for line in det_path.read_text().splitlines() if line.strip()]
+    ground = json.loads((out_dir / "summary.json").read_text()) if (out_dir / "summary.json").exists() else {}
+    latencies = np.array([r[2] - r[1] for r in reports]) if reports else np.array([np.inf])
+    processed = frames_processed if frames_processed is not None else (hk[0] if hk else 0)
+    report = PassReport(
+        frames_commanded=frames_commanded, frames_processed=processed,
+        reports_received=len({r[0] for r in reports}), detections_received=len(detections),
+        bytes_over_link=bytes_over_link,
+        latency_median_s=float(np.median(latencies)), latency_worst_s=float(np.max(latencies)),
+        truth=truth_for_frame is not None, ground=ground)
+    checks = report.checks
+    checks.append(("every processed frame's report reached the ground",
+                   report.reports_received == processed and processed > 0,
+                   f"{report.reports_received} of {processed}"))
+    checks.append(("worst latency", report.latency_worst_s <= hil_config.pass_max_latency_s,
+                   f"{report.latency_worst_s:.2f} s <= {hil_config.pass_max_latency_s:.2f} s"))
+    if truth_for_frame is not None:
+        _score_truth(report, detections, sorted({r[0] for r in reports}), truth_for_frame, hil_config, snr_classes)
+        hit = sum(v[0] for k, v in report.target_frames.items() if float(k) >= hil_config.pass_snr)
+        total = sum(v[1] for k, v in report.target_frames.items() if float(k) >= hil_config.pass_snr)
+        pd = hit / total if total else 0.0
+        checks.append((f"Pd at SNR >= {hil_config.pass_snr:g}", total > 0 and pd >= hil_config.pass_min_pd,
+                       f"{pd:.3f} >= {hil_config.pass_min_pd:.3f} ({hit}/{total})"))
+        checks.append(("false alarms per frame", report.false_alarms_per_frame <= hil_config.pass_max_false_per_frame,
+                       f"{report.false_alarms_per_frame:.2f} <= {hil_config.pass_max_false_per_frame:.2f}"))
+    report.passed = all(ok for _, ok, _ in checks)
+    return report
+
+
+def _score_truth(report: PassReport, detections, frame_indices, truth_for_frame, hil_config, snr_classes) -> None:
+    by_frame: dict[int, list] = {}
+    for d in detections:
+        by_frame.setdefault(d["frame_index"], []).append((d["x"], d["y"]))
+    radius2 = hil_config.match_radius_px ** 2
+    seen_targets, found_targets = set(), set()
+    errors = []
+    false_alarms = 0
+    for index in frame_indices:
+        truth = truth_for_frame(index)
+        found = np.array(by_frame.get(index, []), dtype=float).reshape(-1, 2)
+        matched = np.zeros(len(found), bool)
+        for row in truth:
+            key = str(_snr_class(row["snr"], snr_classes) if snr_classes else round(float(row["snr"]), 1))
+            tally = report.target_frames.setdefault(key, [0, 0])
+            tally[1] += 1
+            seen_targets.add(int(row["target"]))
+            if len(found):
+                d2 = (found[:, 0] - row["x"]) ** 2 + (found[:, 1] - row["y"]) ** 2
+                best = int(np.argmin(d2))
+                if d2[best] <= radius2:
+                    tally[0] += 1
+                    found_targets.add(int(row["target"]))
+                    errors.append(d2[best])
+                matched |= d2 <= radius2
+        false_alarms += int((~matched).sum())
+    report.targets_total = len(seen_targets)
+    report.targets_detected = len(found_targets)
+    report.false_alarms = false_alarms
+    report.false_alarms_per_frame = false_alarms / max(1, len(frame_indices))
+    report.centroid_rms_px = float(np.sqrt(np.mean(errors))) if errors else float("nan")
