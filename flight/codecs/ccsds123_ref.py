@@ -1,0 +1,295 @@
+"""Plain-Python reference of the CCSDS 123.0-B-2 predictor and
+sample-adaptive coder, written equation by equation from the standard
+(section numbers in comments). Slow on purpose: it is the twin that the
+Cython kernel (ext/ccsds123.pyx) must match bit for bit.
+
+Samples are indexed s[z, y, x]; t = y * nx + x.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from flight.codecs.ccsds123 import Ccsds123Params
+
+
+def _sgn(v: int) -> int:
+    return (v > 0) - (v < 0)
+
+
+def _clip(v: int, lo: int, hi: int) -> int:
+    return lo if v < lo else hi if v > hi else v
+
+
+def _mod_star(v: int, r: int) -> int:
+    # 4.7.1: signed residue of v modulo 2**R, in [-2**(R-1), 2**(R-1)).
+    half = 1 << (r - 1)
+    return ((v + half) % (1 << r)) - half
+
+
+class Predictor:
+    """State of the adaptive predictor for one image (section 4)."""
+
+    def __init__(self, p: Ccsds123Params):
+        self.p = p
+        self.rep = np.zeros((p.nz, p.ny, p.nx), dtype=np.int64)  # s''
+        self.diff = np.zeros(p.nz, dtype=np.int64)  # d_z(t) of the current t
+        omega = p.weight_resolution
+        self.wmin, self.wmax = -(1 << (omega + 2)), (1 << (omega + 2)) - 1
+        self.weights = []
+        # 4.6.3.2 default weight initialisation.
+        for z in range(p.nz):
+            w = [0, 0, 0] if p.full_prediction else []
+            spectral = []
+            for i in range(min(z, p.prediction_bands)):
+                spectral.append((7 << omega) // 8 if i == 0 else spectral[-1] // 8)
+            self.weights.append(w + spectral)
+        self.abs_limits = p.limits_array("absolute_limits")
+        self.rel_limits = p.limits_array("relative_limits")
+
+    def local_sum(self, z, y, x) -> int:
+        # 4.4, equations for the four local sum types (on representatives).
+        s, p = self.rep, self.p
+        kind = p.local_sum_type
+        if kind == 0:  # wide neighbour-oriented
+            if y > 0 and 0 < x < p.nx - 1:
+                return s[z, y, x - 1] + s[z, y - 1, x - 1] + s[z, y - 1, x] + s[z, y - 1, x + 1]
+            if y == 0:
+                return 4 * s[z, y, x - 1]
+            if x == 0:
+                return 2 * (s[z, y - 1, x] + s[z, y - 1, x + 1])
+            return s[z, y, x - 1] + s[z, y - 1, x - 1] + 2 * s[z, y - 1, x]
+        if kind == 1:  # narrow neighbour-oriented
+            if y > 0 and 0 < x < p.nx - 1:
+                return s[z, y - 1, x - 1] + 2 * s[z, y - 1, x] + s[z, y - 1, x + 1]
+            if y == 0:
+                return 4 * s[z - 1, y, x - 1] if z > 0 else 4 * p.smid
+            if x == 0:
+                return 2 * (s[z, y - 1, x] + s[z, y - 1, x + 1])
+            return 2 * (s[z, y - 1, x - 1] + s[z, y - 1, x])
+        if kind == 2:  # wide column-oriented
+            return 4 * s[z, y - 1, x] if y > 0 else 4 * s[z, y, x - 1]
+        # narrow column-oriented
+        if y > 0:
+            return 4 * s[z, y - 1, x]
+        return 4 * s[z - 1, y, x - 1] if z > 0 else 4 * p.smid
+
+    def directional(self, z, y, x, sigma) -> list[int]:
+        # 4.5.2 directional local differences N, W, NW.
+        s = self.rep
+        if y == 0:
+            return [0, 0, 0]
+        north = 4 * s[z, y - 1, x] - sigma
+        if x == 0:
+            return [north, north, north]
+        return [north, 4 * s[z, y, x - 1] - sigma, 4 * s[z, y - 1, x - 1] - sigma]
+
+    def max_error(self, z, s_hat) -> int:
+        # 4.8.2: absolute, relative, or the smaller of both.
+        p = self.p
+        limits = []
+        if p.absolute_limits is not None:
+            limits.append(int(self.abs_limits[z]))
+        if p.relative_limits is not None:
+            limits.append((int(self.rel_limits[z]) * abs(s_hat)) >> p.dynamic_range)
+        return min(limits) if limits else 0
+
+    def step(self, z, y, x, sample=None, delta=None):
+        """Predict s_z(t); with ``sample`` return the mapped quantizer index,
+        with ``delta`` (decoding) return the reconstructed sample."""
+        p = self.p
+        t = y * p.nx + x
+        omega = p.weight_resolution
+        pstar = min(z, p.prediction_bands)
+        if t == 0:
+            # 4.7.3 first sample of a band: previous band's sample or mid value.
+            s_tilde = 2 * int(self.rep[z - 1, 0, 0]) if (pstar > 0) else 2 * p.smid
+            s_check = None
+            u = []
+            sigma = 0
+            m = 0
+        else:
+            sigma = int(self.local_sum(z, y, x))
+            u = [int(v) for v in (self.directional(z, y, x, sigma) if p.full_prediction else [])]
+            u += [int(self.diff[z - i]) for i in range(1, pstar + 1)]
+            d_hat = sum(w * ui for w, ui in zip(self.weights[z], u))  # 4.7.1
+            s_check = _clip(
+                _mod_star(d_hat + (1 << omega) * (sigma - 4 * p.smid), p.register_size)
+                + (1 << (omega + 2)) * p.smid
+                + (1 << (omega + 1)),
+                (1 << (omega + 2)) * p.smin,
+                (1 << (omega + 2)) * p.smax + (1 << (omega + 1)),
+            )
+            s_tilde = s_check >> (omega + 1)  # 4.7.2
+        s_hat = s_tilde >> 1  # 4.7.3
+        if t > 0:
+            m = self.max_error(z, s_hat)
+        # 4.11 mapped quantizer index bounds.
+        if t == 0:
+            theta = min(s_hat - p.smin, p.smax - s_hat)
+        else:
+            theta = min((s_hat - p.smin + m) // (2 * m + 1), (p.smax - s_hat + m) // (2 * m + 1))
+
+        if sample is not None:
+            residual = int(sample) - s_hat
+            q = residual if t == 0 else _sgn(residual) * ((abs(residual) + m) // (2 * m + 1))  # 4.8.1
+            aq = abs(q)
+            if aq > theta:
+                delta_out = aq + theta
+            elif 0 <= (q if s_tilde % 2 == 0 else -q) <= theta:
+                delta_out = 2 * aq
+            else:
+                delta_out = 2 * aq - 1
+        else:
+            delta_in = int(delta)
+            if delta_in > 2 * theta:
+                aq = delta_in - theta
+                lower_side = (s_hat - p.smin + m) // (2 * m + 1) if t > 0 else s_hat - p.smin
+                q = aq if lower_side == theta else -aq
+            elif delta_in % 2 == 0:
+                q = delta_in // 2 if s_tilde % 2 == 0 else -(delta_in // 2)
+            else:
+                q = -((delta_in + 1) // 2) if s_tilde % 2 == 0 else (delta_in + 1) // 2
+
+        # 4.9 clipped quantizer bin centre and sample representative.
+        unclipped = s_hat + q * (2 * m + 1)
+        if sample is None and not (p.smin - m <= unclipped <= p.smax + m):
+            raise ValueError("decoded sample outside the dynamic range")
+        s_prime = _clip(unclipped, p.smin, p.smax)
+        if t == 0:
+            rep = s_prime
+        else:
+            th, phi, psi = p.representative_resolution, p.damping, p.offset
+            num = (
+                4 * ((1 << th) - phi) * ((s_prime << omega) - _sgn(q) * m * psi * (1 << (omega - th)))
+                + phi * s_check
+                - phi * (1 << (omega + 1))
+            )
+            rep = ((num >> (omega + th + 1)) + 1) >> 1
+        self.rep[z, y, x] = rep
+
+        if t > 0:
+            # 4.10 weight update from the double-resolution prediction error.
+            err = 2 * s_prime - s_tilde
+            rho = _clip(p.nu_min + ((t - p.nx) >> p.t_inc_log2), p.nu_min, p.nu_max) + p.dynamic_range - omega
+            sign = 1 if err >= 0 else -1
+            w = self.weights[z]
+            for i, ui in enumerate(u):
+                v = sign * ui
+                step = (v + (1 << rho)) >> (rho + 1) if rho >= 0 else ((v << -rho) + 1) >> 1
+                w[i] = _clip(w[i] + step, self.wmin, self.wmax)
+            self.diff[z] = 4 * rep - sigma  # 4.5.1 central local difference
+        return delta_out if sample is not None else s_prime
+
+
+def mapped_indices(image: np.ndarray, p: Ccsds123Params) -> np.ndarray:
+    """Section 4: mapped quantizer indices delta[z, y, x] of ``image``."""
+    pred = Predictor(p)
+    out = np.zeros((p.nz, p.ny, p.nx), dtype=np.int64)
+    for y in range(p.ny):
+        for x in range(p.nx):
+            for z in range(p.nz):
+                out[z, y, x] = pred.step(z, y, x, sample=image[z, y, x])
+    return out
+
+
+def reconstruct(delta: np.ndarray, p: Ccsds123Params) -> np.ndarray:
+    """Inverse of ``mapped_indices``: the decoded samples."""
+    pred = Predictor(p)
+    out = np.zeros((p.nz, p.ny, p.nx), dtype=np.int64)
+    for y in range(p.ny):
+        for x in range(p.nx):
+            for z in range(p.nz):
+                out[z, y, x] = pred.step(z, y, x, delta=delta[z, y, x])
+    return out
+
+
+def encoding_order(p: Ccsds123Params):
+    """(z, y, x) in the order samples appear in the body (5.4.2)."""
+    if p.sample_order == "bsq":
+        for z in range(p.nz):
+            for y in range(p.ny):
+                for x in range(p.nx):
+                    yield z, y, x
+        return
+    m = p.interleaving_depth
+    for y in range(p.ny):
+        for z0 in range(0, p.nz, m):
+            for x in range(p.nx):
+                for z in range(z0, min(z0 + m, p.nz)):
+                    yield z, y, x
+
+
+class _CoderState:
+    """5.4.3.2 adaptive code selection statistics for one band."""
+
+    def __init__(self, p: Ccsds123Params):
+        self.counter = 1 << p.initial_count_exponent
+        self.accumulator = ((3 * (1 << (p.accumulator_init_constant + 6)) - 49) * self.counter) >> 7
+        self.p = p
+
+    def k(self) -> int:
+        threshold = self.accumulator + ((49 * self.counter) >> 7)
+        k = 0
+        while k < self.p.dynamic_range - 2 and self.counter << (k + 1) <= threshold:
+            k += 1
+        return k
+
+    def update(self, delta: int) -> None:
+        if self.counter < (1 << self.p.rescaling_counter_size) - 1:
+            self.accumulator += delta
+            self.counter += 1
+        else:
+            self.accumulator = (self.accumulator + delta + 1) >> 1
+            self.counter = (self.counter + 1) >> 1
+
+
+def encode_body(delta: np.ndarray, p: Ccsds123Params) -> bytes:
+    """5.4.3: sample-adaptive codewords for every delta, padded to B bytes."""
+    bits: list[str] = []
+    states = [_CoderState(p) for _ in range(p.nz)]
+    for z, y, x in encoding_order(p):
+        d = int(delta[z, y, x])
+        if y == 0 and x == 0:
+            bits.append(format(d, f"0{p.dynamic_range}b"))
+            continue
+        st = states[z]
+        k = st.k()
+        if d >> k < p.unary_length_limit:
+            bits.append("0" * (d >> k) + "1" + (format(d & ((1 << k) - 1), f"0{k}b") if k else ""))
+        else:
+            bits.append("0" * p.unary_length_limit + format(d, f"0{p.dynamic_range}b"))
+        st.update(d)
+    text = "".join(bits)
+    word = 8 * p.output_word_size
+    text += "0" * (-len(text) % word)
+    return int(text, 2).to_bytes(len(text) // 8, "big") if text else b""
+
+
+def decode_body(body: bytes, p: Ccsds123Params) -> np.ndarray:
+    """Inverse of ``encode_body``; raises ValueError when the body runs out."""
+    text = "".join(format(b, "08b") for b in body)
+    pos = 0
+
+    def take(n):
+        nonlocal pos
+        if pos + n > len(text):
+            raise ValueError("body truncated")
+        value = int(text[pos : pos + n], 2) if n else 0
+        pos += n
+        return value
+
+    delta = np.zeros((p.nz, p.ny, p.nx), dtype=np.int64)
+    states = [_CoderState(p) for _ in range(p.nz)]
+    for z, y, x in encoding_order(p):
+        if y == 0 and x == 0:
+            delta[z, y, x] = take(p.dynamic_range)
+            continue
+        st = states[z]
+        k = st.k()
+        zeros = 0
+        while zeros < p.unary_length_limit and take(1) == 0:
+            zeros += 1
+        d = take(p.dynamic_range) if zeros == p.unary_length_limit else (zeros << k) | take(k)
+        delta[z, y, x] = d
+        st.update(d)
+    return delta
