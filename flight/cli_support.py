@@ -10,11 +10,16 @@ from .config import ConfigError, KestrelConfig, load_config, render_defaults
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="FILE", help="TOML configuration; every key has a default (see --print-config)")
-    parser.add_argument("--print-config", action="store_true", help="print the default configuration, documented, and exit")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-v info, -vv debug)")
-    parser.add_argument("--log-level", choices=LOG_LEVELS, help="log level (default warning)")
+def add_common_arguments(parser: argparse.ArgumentParser, subcommand: bool = False) -> None:
+    """The shared options; a subcommand takes them too, without resetting what came before it."""
+    kept = {"default": argparse.SUPPRESS} if subcommand else {}
+    parser.add_argument("--config", metavar="FILE", help="TOML configuration; every key has a default (see --print-config)",
+                        **kept)
+    parser.add_argument("--print-config", action="store_true", help="print the default configuration, documented, and exit",
+                        **kept)
+    parser.add_argument("-v", "--verbose", action="count", help="more log output (-v info, -vv debug)",
+                        **(kept or {"default": 0}))
+    parser.add_argument("--log-level", choices=LOG_LEVELS, help="log level (default warning)", **kept)
 
 
 def setup(parser: argparse.ArgumentParser, args: argparse.Namespace) -> KestrelConfig:

@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     listen.add_argument("--out", metavar="DIR", required=True, help="directory for detections.jsonl and archive.sqlite")
     listen.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     for p in (decode, listen):
-        add_common_arguments(p)
+        add_common_arguments(p, subcommand=True)
     return parser
 
 

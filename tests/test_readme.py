@@ -1,0 +1,18 @@
+"""README's two commands stay true: CI runs the test command verbatim, the demo command names the demo."""
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def readme_commands():
+    text = (ROOT / "README.md").read_text()
+    blocks = text.split("```")[1::2]
+    return [b.strip() for b in blocks if b.strip().startswith("python3 -m venv")]
+
+
+def test_two_commands_and_ci_runs_the_test_one():
+    demo, tests = readme_commands()
+    assert demo.endswith("kestrel-hil demo") and "pip install ." in demo
+    assert tests.endswith("pytest") and '".[test]"' in tests
+    ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert tests in ci_lines
