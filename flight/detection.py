@@ -1,0 +1,399 @@
+"""Point-target detection: the public API over flight.kernels.detect.
+
+A Detector is built once for a sensor shape; ``process(frame)`` checks the
+frame, then runs the kernel stages (each releases the GIL) on buffers
+allocated here at start-up:
+
+    tile statistics (median, MAD sigma) -> bilinear background and noise maps
+    -> k-sigma threshold + 8-connected components -> per-component measurement
+
+The result is one structured array of DETECTION_DTYPE, most significant first.
+flight/detection_ref.py is the numpy twin with the same interface.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+
+from flight.kernels import detect as _kernel
+from flight.kernels import detect_temporal as _temporal
+
+# One record per candidate; everything a tracker needs.
+#   x, y      sub-pixel centroid, pixel coordinates (column, row), pixel centres at integers
+#   sigma_x/y 1-sigma centroid uncertainty (px), Cramer-Rao bound of a Gaussian PSF
+#   flux      background-subtracted sum in the aperture (counts)
+#   snr       detection significance: peak of the noise-normalised detection statistic
+#   peak      peak value above background (counts)
+#   npix      pixels in the connected component above threshold
+#   a, b, theta  second-moment shape: semi-axes (px) and angle of a from +x (rad)
+DETECTION_DTYPE = np.dtype([
+    ("x", "f4"), ("y", "f4"), ("sigma_x", "f4"), ("sigma_y", "f4"), ("flux", "f4"),
+    ("snr", "f4"), ("peak", "f4"), ("npix", "u2"), ("a", "f4"), ("b", "f4"), ("theta", "f4"),
+])
+
+FRAME_DTYPE = np.dtype(np.uint16)
+
+# The model is moved by whole pixels once the offset exceeds this, keeping it over the view.
+REANCHOR_PX = 4.0
+
+
+def _doc(default, doc: str):
+    return field(default=default, metadata={"doc": doc})
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Detector parameters; every one has a documented default (see describe())."""
+
+    k_sigma: float = _doc(5.0, "threshold in units of the local noise sigma (CFAR level)")
+    min_pixels: int = _doc(1, "smallest connected component (pixels) reported as a detection")
+    max_detections: int = _doc(256, "most detections reported per frame, most significant first")
+    tile_size: int = _doc(32, "side (px) of the background/noise estimation tiles")
+    min_tile_fraction: float = _doc(
+        0.25, "fraction of good pixels a tile needs for its own estimate, else the grid median")
+    noise_floor: float = _doc(1.0, "lowest noise sigma (counts) used, guards flat/saturated tiles")
+    aperture_radius: int = _doc(2, "half-size (px) of the square window for flux and shape")
+    psf_sigma: float = _doc(1.0, "expected PSF Gaussian sigma (px): matched filter and centroid uncertainty")
+    mode: str = _doc("temporal", "pipeline: temporal (registered background model) | single (one frame)")
+    read_noise: float = _doc(10.0, "sensor read noise sigma (counts), for the shot+read noise model")
+    gain: float = _doc(1.0, "sensor gain (electrons per count), for the shot noise model")
+    filter_radius: int = _doc(2, "half-width (px) of the separable Gaussian matched filter")
+    model_rate: float = _doc(0.05, "background model update rate per frame (temporal mode)")
+    model_clip: float = _doc(2.5, "positive residuals update the model at most this many noise sigmas")
+    variance_rate: float = _doc(0.03, "update rate of the per-pixel variance of the filtered residual")
+    variance_clip: float = _doc(2.5, "a frame raises the variance at most as by this many sigmas")
+    variance_hold: float = _doc(0.1, "variance rate multiplier where the statistic is above k_sigma")
+    hot_rate: float = _doc(0.02, "update rate of the per-pixel persistent-residual (hot pixel) score")
+    hot_on: float = _doc(3.5, "persistent residual (noise sigmas) that marks a pixel as gone hot")
+    hot_off: float = _doc(1.5, "score below which a pixel marked hot is trusted again")
+    register_stride: int = _doc(8, "registration uses every n-th row and column")
+    register_margin: int = _doc(8, "registration ignores this many pixels at each edge")
+    register_clip: float = _doc(4.0, "registration ignores pixels whose residual exceeds this many sigmas")
+    register_iterations: int = _doc(3, "Gauss-Newton iterations of the registration")
+    drift_rate: float = _doc(0.2, "update rate of the drift estimate that seeds the registration")
+    max_sharpness: float = _doc(0.5, "peak pixel / 3x3 sum above which a hit is a cosmic ray or hot pixel")
+
+    def __post_init__(self) -> None:
+        checks = (
+            ("k_sigma", self.k_sigma > 0, "> 0"),
+            ("min_pixels", self.min_pixels >= 1, ">= 1"),
+            ("max_detections", self.max_detections >= 1, ">= 1"),
+            ("tile_size", self.tile_size >= 4, ">= 4"),
+            ("min_tile_fraction", 0.0 < self.min_tile_fraction <= 1.0, "in (0, 1]"),
+            ("noise_floor", self.noise_floor > 0, "> 0"),
+            ("aperture_radius", self.aperture_radius >= 1, ">= 1"),
+            ("psf_sigma", self.psf_sigma > 0, "> 0"),
+            ("mode", self.mode in ("temporal", "single"), "'temporal' or 'single'"),
+            ("read_noise", self.read_noise >= 0, ">= 0"),
+            ("gain", self.gain > 0, "> 0"),
+            ("filter_radius", self.filter_radius >= 1, ">= 1"),
+            ("model_rate", 0 < self.model_rate <= 1, "in (0, 1]"),
+            ("model_clip", self.model_clip > 0, "> 0"),
+            ("variance_rate", 0 < self.variance_rate <= 1, "in (0, 1]"),
+            ("variance_clip", self.variance_clip >= 1, ">= 1"),
+            ("variance_hold", 0 <= self.variance_hold <= 1, "in [0, 1]"),
+            ("hot_rate", 0 < self.hot_rate <= 1, "in (0, 1]"),
+            ("hot_off", 0 <= self.hot_off <= self.hot_on, "in [0, hot_on]"),
+            ("register_stride", self.register_stride >= 1, ">= 1"),
+            ("register_margin", self.register_margin >= 2, ">= 2"),
+            ("register_clip", self.register_clip > 0, "> 0"),
+            ("register_iterations", self.register_iterations >= 0, ">= 0"),
+            ("drift_rate", 0 <= self.drift_rate <= 1, "in [0, 1]"),
+            ("max_sharpness", 0 < self.max_sharpness <= 1, "in (0, 1]"),
+        )
+        for name, ok, rule in checks:
+            if not ok:
+                raise ValueError(f"DetectorConfig.{name} must be {rule}, got {getattr(self, name)!r}")
+
+    @classmethod
+    def describe(cls) -> list[tuple[str, object, str]]:
+        """(name, default, one-line doc) for every parameter, in declaration order."""
+        return [(f.name, f.default, f.metadata.get("doc", "")) for f in fields(cls)]
+
+
+def check_frame(frame: np.ndarray, shape: tuple[int, int]) -> None:
+    """Raise ValueError (expected vs actual) unless frame is a C-contiguous uint16 of shape."""
+    if not isinstance(frame, np.ndarray):
+        raise ValueError(f"frame must be a numpy.ndarray, got {type(frame).__name__}")
+    if frame.ndim != 2:
+        raise ValueError(f"frame must be 2-D, got {frame.ndim}-D")
+    if frame.dtype != FRAME_DTYPE:
+        raise ValueError(f"frame dtype must be uint16, got {frame.dtype}")
+    if frame.shape != tuple(shape):
+        raise ValueError(f"frame shape must be {tuple(shape)}, got {frame.shape}")
+    if not frame.flags.c_contiguous:
+        raise ValueError("frame must be C-contiguous, got a strided view")
+
+
+def check_shape(shape) -> tuple[int, int]:
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 2 or min(shape) < 3:
+        raise ValueError(f"shape must be (height, width) with both >= 3, got {shape}")
+    return shape
+
+
+def bad_pixel_mask(calibration_bad_pixels, shape: tuple[int, int]) -> np.ndarray:
+    """The calibration map as a C-contiguous uint8 mask (1 = bad), zeros if none."""
+    if calibration_bad_pixels is None:
+        return np.zeros(shape, np.uint8)
+    mask = np.asarray(calibration_bad_pixels)
+    if mask.shape != tuple(shape):
+        raise ValueError(f"calibration_bad_pixels shape must be {tuple(shape)}, got {mask.shape}")
+    return np.ascontiguousarray(mask != 0, dtype=np.uint8)
+
+
+def interpolation_axis(length: int, tile: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-pixel (lower tile, upper tile, weight) for bilinear interpolation between tile centres.
+
+    Tile centres are the middle of each tile's pixels (the last tile may be
+    short); pixels beyond the outer centres take the outer tile's value.
+    """
+    starts = np.arange(0, length, tile)
+    ends = np.minimum(starts + tile, length)
+    centres = (starts + ends - 1) * 0.5
+    pos = np.arange(length, dtype=np.float64)
+    upper = np.searchsorted(centres, pos, side="right")
+    lo = np.clip(upper - 1, 0, len(centres) - 1)
+    hi = np.clip(upper, 0, len(centres) - 1)
+    span = centres[hi] - centres[lo]
+    weight = np.where(span > 0, (pos - centres[lo]) / np.where(span > 0, span, 1.0), 0.0)
+    return lo.astype(np.int32), hi.astype(np.int32), np.ascontiguousarray(weight)
+
+
+def fill_invalid_tiles(median: np.ndarray, sigma: np.ndarray, noise_floor: float) -> None:
+    """Tiles without enough good pixels take the grid median; sigma gets the floor (in place)."""
+    for grid in (median, sigma):
+        missing = np.isnan(grid)
+        if missing.any():
+            grid[missing] = np.median(grid[~missing]) if (~missing).any() else 0.0
+    np.maximum(sigma, noise_floor, out=sigma)
+
+
+def to_detections(table: np.ndarray, config: DetectorConfig) -> np.ndarray:
+    """Measurement table rows -> DETECTION_DTYPE, filtered, sorted by decreasing snr, capped."""
+    npix = table[:, 7]
+    table = table[npix >= config.min_pixels]
+    order = np.argsort(-table[:, 5], kind="stable")[: config.max_detections]
+    table = table[order]
+    out = np.empty(len(table), DETECTION_DTYPE)
+    for col, name in enumerate(DETECTION_DTYPE.names):
+        if name == "npix":
+            out[name] = np.minimum(table[:, col], np.iinfo(np.uint16).max)
+        else:
+            out[name] = table[:, col]
+    return out
+
+
+class SingleFrameDetector:
+    """Single-frame detector (tile background, k-sigma, components). Buffers allocated once."""
+
+    def __init__(self, config: DetectorConfig, shape: tuple[int, int],
+                 calibration_bad_pixels: np.ndarray | None = None) -> None:
+        self.config = config
+        self.shape = check_shape(shape)
+        h, w = self.shape
+        t = config.tile_size
+        self.bad = bad_pixel_mask(calibration_bad_pixels, self.shape)
+        self._iy = interpolation_axis(h, t)
+        self._ix = interpolation_axis(w, t)
+        grid = (-(-h // t), -(-w // t))
+        self._min_valid = max(1, int(np.ceil(config.min_tile_fraction * t * t)))
+        self._tile_median = np.empty(grid, np.float64)
+        self._tile_sigma = np.empty(grid, np.float64)
+        self._scratch = np.empty(t * t, np.int32)
+        self.background = np.empty(self.shape, np.float32)
+        self.noise = np.empty(self.shape, np.float32)
+        self.labels = np.empty(self.shape, np.int32)
+        nlab = h * ((w + 1) // 2) + 1
+        self._parent = np.empty(nlab, np.int32)
+        self._remap = np.empty(nlab, np.int32)
+        self.frames_processed = 0
+
+    def process(self, frame: np.ndarray) -> np.ndarray:
+        check_frame(frame, self.shape)
+        cfg = self.config
+        _kernel.tile_statistics(frame, self.bad, cfg.tile_size, self._min_valid,
+                                self._tile_median, self._tile_sigma, self._scratch)
+        fill_invalid_tiles(self._tile_median, self._tile_sigma, cfg.noise_floor)
+        _kernel.interpolate_grid(self._tile_median, *self._iy, *self._ix, self.background)
+        _kernel.interpolate_grid(self._tile_sigma, *self._iy, *self._ix, self.noise)
+        n = _kernel.label_above_threshold(frame, self.bad, self.background, self.noise,
+                                          float(cfg.k_sigma), self.labels,
+                                          self._parent, self._remap)
+        table = np.empty((n, len(_kernel.COLUMNS)), np.float64)
+        _kernel.measure_components(frame, self.bad, self.background, self.noise, self.labels, n,
+                                   cfg.aperture_radius, float(cfg.psf_sigma),
+                                   np.empty(n, np.int64), np.empty(n, np.float64), table)
+        self.frames_processed += 1
+        return to_detections(table, cfg)
+
+
+def filter_taps(config: DetectorConfig) -> np.ndarray:
+    """Sampled Gaussian PSF, unit sum: the separable matched filter."""
+    k = np.arange(-config.filter_radius, config.filter_radius + 1, dtype=np.float64)
+    taps = np.exp(-0.5 * (k / config.psf_sigma) ** 2)
+    return taps / taps.sum()
+
+
+def fill_bad(frame: np.ndarray, bad: np.ndarray) -> np.ndarray:
+    """float32 copy of frame with bad pixels replaced by the median of good 3x3 neighbours."""
+    out = frame.astype(np.float32)
+    h, w = frame.shape
+    for y, x in np.argwhere(bad):
+        block = frame[max(y - 1, 0):y + 2, max(x - 1, 0):x + 2]
+        good = block[bad[max(y - 1, 0):y + 2, max(x - 1, 0):x + 2] == 0]
+        out[y, x] = np.median(good) if good.size else np.median(frame)
+    return out
+
+
+def initial_variance(model: np.ndarray, config: DetectorConfig, taps: np.ndarray) -> np.ndarray:
+    """Variance of the filtered residual before any is seen: white shot+read noise,
+    doubled because the first model is itself one noisy frame."""
+    pixel_var = config.read_noise**2 + np.maximum(model, 0.0) / config.gain
+    return (2.0 * pixel_var * float(np.sum(taps**2)) ** 2).astype(np.float32)
+
+
+def finish_detections(table: np.ndarray, config: DetectorConfig) -> np.ndarray:
+    """Drop sharp hits (cosmic rays, unflagged hot pixels), then as to_detections."""
+    return to_detections(table[table[:, 11] <= config.max_sharpness, :11], config)
+
+
+def cubic_weights(t: float) -> np.ndarray:
+    """Catmull-Rom weights of the samples at -1, 0, 1, 2 for a point t in [0, 1) past 0."""
+    t2, t3 = t * t, t * t * t
+    return np.array([(-t3 + 2 * t2 - t) / 2, (3 * t3 - 5 * t2 + 2) / 2,
+                     (-3 * t3 + 4 * t2 + t) / 2, (t3 - t2) / 2])
+
+
+def split_shift(shift: float) -> tuple[int, np.ndarray]:
+    """Integer part and cubic weights of a shift, for warp_separable."""
+    whole = int(np.floor(shift))
+    return whole, cubic_weights(shift - whole)
+
+
+def reanchor(array: np.ndarray, ky: int, kx: int, fill: np.ndarray) -> None:
+    """array(u) <- array(u + k) in place, integer k (exact); vacated cells take fill(u)."""
+    h, w = array.shape
+    moved = np.array(fill, dtype=array.dtype, copy=True)
+    src_y = slice(max(ky, 0), min(h + ky, h))
+    dst_y = slice(max(-ky, 0), min(h - ky, h))
+    src_x = slice(max(kx, 0), min(w + kx, w))
+    dst_x = slice(max(-kx, 0), min(w - kx, w))
+    moved[dst_y, dst_x] = array[src_y, src_x]
+    array[...] = moved
+
+
+class TemporalDetector:
+    """Registered temporal pipeline: bad pixels -> registration -> background model ->
+    matched filter -> CFAR -> components -> centroids -> cosmic-ray rejection.
+
+    The background model and the variance of the filtered residual are held in
+    scene coordinates: sensor pixel (y, x) sees model (y + fy, x + fx), with
+    the offset f from the registration.  The model is only ever resampled by
+    whole pixels (exact) and read through one cubic interpolation per frame,
+    so it does not blur as the platform drifts; hot-pixel scores stay in
+    sensor coordinates, where hot pixels stay.  Frame 0 only seeds the model
+    and returns no detections.
+    """
+
+    def __init__(self, config: DetectorConfig, shape: tuple[int, int],
+                 calibration_bad_pixels: np.ndarray | None = None) -> None:
+        self.config = config
+        self.shape = check_shape(shape)
+        self.calibration = bad_pixel_mask(calibration_bad_pixels, self.shape)
+        self.bad = self.calibration.copy()  # bit 1 calibration, bit 2 found hot from the data
+        self.taps = filter_taps(config)
+        h, w = self.shape
+        f32 = lambda: np.zeros(self.shape, np.float32)  # noqa: E731
+        self.model, self.prediction, self.residual, self._clipped = f32(), f32(), f32(), f32()
+        self._update, self._scratch, self.filtered, self.zscore = f32(), f32(), f32(), f32()
+        self.variance, self.hot_score = f32(), f32()
+        self.outside = np.zeros(self.shape, np.uint8)
+        self._outside_update = np.zeros(self.shape, np.uint8)
+        self.labels = np.zeros(self.shape, np.int32)
+        nlab = h * ((w + 1) // 2) + 1
+        self._parent = np.empty(nlab, np.int32)
+        self._remap = np.empty(nlab, np.int32)
+        self._reg = np.zeros(4, np.float64)
+        self.offset = np.zeros(2)  # (fx, fy): sensor pixel p sees model p + f
+        self.drift = np.zeros(2)  # (dx, dy) per frame, seeds the registration
+        self.shift = np.zeros(2)  # last measured frame-to-frame (dx, dy)
+        self.frames_processed = 0
+        self.last_candidates = 0  # components before cosmic-ray rejection and capping
+        self.table = np.empty((0, len(_temporal.COLUMNS)))
+
+    def _white_variance(self, level: np.ndarray) -> np.ndarray:
+        return initial_variance(level, self.config, self.taps)
+
+    def process(self, frame: np.ndarray) -> np.ndarray:
+        check_frame(frame, self.shape)
+        cfg = self.config
+        read_var, inv_gain = cfg.read_noise**2, 1.0 / cfg.gain
+        if self.frames_processed == 0:
+            self.model[...] = fill_bad(frame, self.calibration)
+            self.variance[...] = self._white_variance(self.model)
+            self.frames_processed = 1
+            return np.empty(0, DETECTION_DTYPE)
+        guess = self.offset + self.drift
+        _temporal.register_shift(frame, self.bad, self.model, read_var, inv_gain,
+                                 float(guess[0]), float(guess[1]), cfg.register_stride,
+                                 cfg.register_margin, cfg.register_clip,
+                                 cfg.register_iterations, self._reg)
+        self.shift = self._reg[:2] - self.offset
+        self.drift += cfg.drift_rate * (self.shift - self.drift)
+        self.offset = self._reg[:2].copy()
+        if np.any(np.abs(self.offset) > REANCHOR_PX):
+            kx, ky = (int(v) for v in np.rint(self.offset))
+            level = frame.astype(np.float32)
+            reanchor(self.model, ky, kx, level)
+            reanchor(self.variance, ky, kx, self._white_variance(level))
+            self.offset -= (kx, ky)
+        fx, fy = float(self.offset[0]), float(self.offset[1])
+        (oy, wy), (ox, wx) = split_shift(fy), split_shift(fx)
+        _temporal.warp_separable(self.model, oy, ox, wy, wx, self._scratch, self.prediction,
+                                 self.outside)
+        _temporal.residual_and_hot(frame, self.bad, self.prediction, self.outside, self.residual,
+                                   self._clipped, self.hot_score, cfg.model_clip, read_var,
+                                   inv_gain, cfg.hot_rate, cfg.hot_on, cfg.hot_off)
+        _temporal.matched_filter(self.residual, self.taps, self._scratch, self.filtered,
+                                 self.zscore, self.variance, int(round(fy)), int(round(fx)),
+                                 cfg.variance_rate, cfg.variance_clip, 1e-6, float(cfg.k_sigma),
+                                 cfg.variance_rate * cfg.variance_hold)
+        n = _temporal.label_above(self.zscore, self.bad, float(cfg.k_sigma), self.labels,
+                                  self._parent, self._remap)
+        if n:
+            _temporal.hold_detected(self._clipped, self.labels)
+        # a running mean while the model is young, then the configured rate
+        alpha = max(cfg.model_rate, 1.0 / (self.frames_processed + 1))
+        (uy, vy_w), (ux, vx_w) = split_shift(-fy), split_shift(-fx)
+        _temporal.warp_separable(self._clipped, uy, ux, vy_w, vx_w, self._scratch, self._update,
+                                 self._outside_update)
+        _temporal.apply_update(self.model, self._update, self._outside_update, alpha)
+        table = np.empty((n, len(_temporal.COLUMNS)), np.float64)
+        _temporal.measure_targets(self.residual, self.filtered, self.zscore, self.bad, self.labels,
+                                  n, cfg.aperture_radius, float(cfg.psf_sigma), read_var, inv_gain,
+                                  self.prediction, np.empty(n, np.int64), np.empty(n, np.float64),
+                                  table)
+        self.frames_processed += 1
+        self.last_candidates = n
+        self.table = table
+        return finish_detections(table, cfg)
+
+
+class Detector:
+    """The flight detector: config.mode picks the temporal or the single-frame pipeline.
+
+    ``process(frame)`` returns DETECTION_DTYPE rows, most significant first, at
+    most config.max_detections; the pipeline object is ``self.pipeline``.
+    """
+
+    def __init__(self, config: DetectorConfig, shape: tuple[int, int],
+                 calibration_bad_pixels: np.ndarray | None = None) -> None:
+        kind = TemporalDetector if config.mode == "temporal" else SingleFrameDetector
+        self.config = config
+        self.pipeline = kind(config, shape, calibration_bad_pixels)
+        self.shape = self.pipeline.shape
+
+    def process(self, frame: np.ndarray) -> np.ndarray:
+        return self.pipeline.process(frame)

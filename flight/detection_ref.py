@@ -1,0 +1,442 @@
+"""Plain numpy/Python twin of flight.kernels.detect, stage by stage.
+
+Slow on purpose: it says what each kernel stage computes in the most direct
+form, and tests/test_detection.py demands the kernel give the same answer.
+Arithmetic is done in float64 in the same order as the kernel so that the
+thresholded pixel sets agree exactly.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from flight.detection import (
+    DetectorConfig, bad_pixel_mask, check_frame, check_shape, fill_invalid_tiles,
+    interpolation_axis, to_detections,
+)
+
+MAD_TO_SIGMA = 1.482602218505602
+N_COLUMNS = 11
+
+
+def tile_statistics(frame, bad, tile, min_valid):
+    h, w = frame.shape
+    gh, gw = -(-h // tile), -(-w // tile)
+    median = np.full((gh, gw), np.nan)
+    sigma = np.full((gh, gw), np.nan)
+    for ty in range(gh):
+        for tx in range(gw):
+            block = frame[ty * tile:(ty + 1) * tile, tx * tile:(tx + 1) * tile]
+            good = block[bad[ty * tile:(ty + 1) * tile, tx * tile:(tx + 1) * tile] == 0]
+            if good.size < min_valid or good.size == 0:
+                continue
+            vals = good.astype(np.float64)
+            med = np.median(vals)
+            median[ty, tx] = med
+            sigma[ty, tx] = MAD_TO_SIGMA * np.median(np.abs(vals - med))
+    return median, sigma
+
+
+def interpolate_grid(grid, iy, ix):
+    iy0, iy1, wy = iy
+    ix0, ix1, wx = ix
+    fy = wy[:, None]
+    fx = wx[None, :]
+    a = grid[iy0][:, ix0]
+    b = grid[iy0][:, ix1]
+    c = grid[iy1][:, ix0]
+    d = grid[iy1][:, ix1]
+    return ((1.0 - fy) * ((1.0 - fx) * a + fx * b) + fy * ((1.0 - fx) * c + fx * d)).astype(np.float32)
+
+
+def label_above_threshold(frame, bad, background, noise, k_sigma):
+    """8-connected components by union-find over the above-threshold pixels."""
+    signal = frame.astype(np.float64) - background.astype(np.float64)
+    above = (signal > k_sigma * noise.astype(np.float64)) & (bad == 0)
+    h, w = frame.shape
+    coords = [tuple(p) for p in np.argwhere(above)]  # raster order
+    index = {p: i for i, p in enumerate(coords)}
+    parent = list(range(len(coords)))
+
+    def find(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, (y, x) in enumerate(coords):
+        for dy, dx in ((0, -1), (-1, -1), (-1, 0), (-1, 1)):
+            j = index.get((y + dy, x + dx))
+            if j is not None:
+                ri, rj = find(i), find(j)
+                if ri != rj:
+                    parent[max(ri, rj)] = min(ri, rj)
+    labels = np.zeros((h, w), np.int32)
+    root_label: dict[int, int] = {}
+    for i, (y, x) in enumerate(coords):
+        labels[y, x] = root_label.setdefault(find(i), len(root_label) + 1)
+    return labels, len(root_label)
+
+
+def _gauss3(left, centre, right):
+    """Log-parabola vertex offset, or None where the three points do not make a peak."""
+    if left > 0.0 and right > 0.0 and centre > 0.0:
+        den = math.log(left) - 2.0 * math.log(centre) + math.log(right)
+        if den < 0.0:
+            return (math.log(left) - math.log(right)) / (2.0 * den)
+    return None
+
+
+def measure_components(frame, bad, background, noise, labels, n, radius, psf_sigma):
+    h, w = frame.shape
+    sig_img = frame.astype(np.float64) - background.astype(np.float64)
+    out = np.zeros((n, N_COLUMNS))
+    for i in range(n):
+        ys, xs = np.nonzero(labels == i + 1)  # raster order
+        significance = sig_img[ys, xs] / noise[ys, xs].astype(np.float64)
+        k = int(np.argmax(significance))  # first maximum, as the kernel's strict '>'
+        py, px = int(ys[k]), int(xs[k])
+        good = bad == 0
+        win = (slice(max(py - radius, 0), min(py + radius + 1, h)),
+               slice(max(px - radius, 0), min(px + radius + 1, w)))
+        flux = 0.0
+        for y in range(win[0].start, win[0].stop):
+            for x in range(win[1].start, win[1].stop):
+                if good[y, x]:
+                    flux += sig_img[y, x]
+        wsum = sx = sy = 0.0
+        for y in range(max(py - 1, 0), min(py + 2, h)):
+            for x in range(max(px - 1, 0), min(px + 2, w)):
+                s = sig_img[y, x]
+                if good[y, x] and s > 0.0:
+                    wsum += s
+                    sx += s * (x - px)
+                    sy += s * (y - py)
+        centre = sig_img[py, px]
+        dx = sx / wsum if wsum > 0.0 else 0.0
+        dy = sy / wsum if wsum > 0.0 else 0.0
+        if 0 < px < w - 1 and 0 < py < h - 1 and good[py - 1:py + 2, px - 1:px + 2].all():
+            block = sig_img[py - 1:py + 2, px - 1:px + 2]
+            cols = [block[0, j] + block[1, j] + block[2, j] for j in range(3)]
+            rows = [block[i, 0] + block[i, 1] + block[i, 2] for i in range(3)]
+            fit = _gauss3(*cols)
+            dx = dx if fit is None else fit
+            fit = _gauss3(*rows)
+            dy = dy if fit is None else fit
+        xc = px + min(max(dx, -1.0), 1.0)
+        yc = py + min(max(dy, -1.0), 1.0)
+        wsum = sxx = syy = sxy = 0.0
+        for y in range(win[0].start, win[0].stop):
+            for x in range(win[1].start, win[1].stop):
+                s = sig_img[y, x]
+                if good[y, x] and s > 0.0:
+                    wsum += s
+                    sxx += s * (x - xc) * (x - xc)
+                    syy += s * (y - yc) * (y - yc)
+                    sxy += s * (x - xc) * (y - yc)
+        if wsum > 0.0:
+            sxx, syy, sxy = sxx / wsum, syy / wsum, sxy / wsum
+        half = 0.5 * (sxx + syy)
+        root = math.sqrt(0.25 * (sxx - syy) * (sxx - syy) + sxy * sxy)
+        sigma_n = float(noise[py, px])
+        crb = min(math.sqrt(8.0 * math.pi) * psf_sigma ** 2 * sigma_n / flux, 1.0) if flux > 0 else 1.0
+        out[i] = (xc, yc, crb, crb, flux, significance[k], centre, len(ys),
+                  math.sqrt(half + root), math.sqrt(max(half - root, 0.0)),
+                  0.5 * math.atan2(2.0 * sxy, sxx - syy))
+    return out
+
+
+class SingleFrameDetector:
+    """Reference single-frame detector: flight.detection.SingleFrameDetector in numpy."""
+
+    def __init__(self, config: DetectorConfig, shape: tuple[int, int],
+                 calibration_bad_pixels: np.ndarray | None = None) -> None:
+        self.config = config
+        self.shape = check_shape(shape)
+        self.bad = bad_pixel_mask(calibration_bad_pixels, self.shape)
+        t = config.tile_size
+        self._iy = interpolation_axis(self.shape[0], t)
+        self._ix = interpolation_axis(self.shape[1], t)
+        self._min_valid = max(1, int(np.ceil(config.min_tile_fraction * t * t)))
+        self.frames_processed = 0
+
+    def process(self, frame: np.ndarray) -> np.ndarray:
+        check_frame(frame, self.shape)
+        cfg = self.config
+        median, sigma = tile_statistics(frame, self.bad, cfg.tile_size, self._min_valid)
+        fill_invalid_tiles(median, sigma, cfg.noise_floor)
+        self.background = interpolate_grid(median, self._iy, self._ix)
+        self.noise = interpolate_grid(sigma, self._iy, self._ix)
+        self.labels, n = label_above_threshold(frame, self.bad, self.background, self.noise,
+                                               float(cfg.k_sigma))
+        table = measure_components(frame, self.bad, self.background, self.noise, self.labels, n,
+                                   cfg.aperture_radius, float(cfg.psf_sigma))
+        self.frames_processed += 1
+        return to_detections(table, cfg)
+
+
+# ---------------------------------------------------------------------------
+# Temporal pipeline twins (flight.kernels.detect_temporal)
+# ---------------------------------------------------------------------------
+BAD_CALIBRATION, BAD_DETECTED = 1, 2
+
+
+def _bilinear(img, y, x):
+    h, w = img.shape
+    y0 = np.minimum(np.floor(y).astype(np.int64), h - 2)
+    x0 = np.minimum(np.floor(x).astype(np.int64), w - 2)
+    fy, fx = y - y0, x - x0
+    im = img.astype(np.float64)
+    return ((1.0 - fy) * ((1.0 - fx) * im[y0, x0] + fx * im[y0, x0 + 1])
+            + fy * ((1.0 - fx) * im[y0 + 1, x0] + fx * im[y0 + 1, x0 + 1]))
+
+
+def register_shift(frame, bad, model, read_var, inv_gain, dx0, dy0, stride, margin,
+                   clip_sigma, iterations):
+    """Robust Gauss-Newton translation on the sparse grid; returns (dx, dy, n, det/n^2)."""
+    h, w = frame.shape
+    ys, xs = np.meshgrid(np.arange(margin, h - margin, stride), np.arange(margin, w - margin, stride),
+                         indexing="ij")
+    ys, xs = ys.ravel(), xs.ravel()
+    dx, dy, det, n = dx0, dy0, 0.0, 0
+    for it in range(iterations):
+        clip = clip_sigma * 2 ** (iterations - 1 - it)
+        sy, sx = ys + dy, xs + dx
+        ok = (sy >= 1.0) & (sy <= h - 2.0) & (sx >= 1.0) & (sx <= w - 2.0) & (bad[ys, xs] == 0)
+        y, x, sy, sx = ys[ok], xs[ok], sy[ok], sx[ok]
+        m = _bilinear(model, sy, sx)
+        r = frame[y, x].astype(np.float64) - m
+        keep = r * r <= clip * clip * (read_var + np.maximum(m, 0.0) * inv_gain)
+        sy, sx, r = sy[keep], sx[keep], r[keep]
+        gx = 0.5 * (_bilinear(model, sy, sx + 1.0) - _bilinear(model, sy, sx - 1.0))
+        gy = 0.5 * (_bilinear(model, sy + 1.0, sx) - _bilinear(model, sy - 1.0, sx))
+        axx, axy, ayy = (gx * gx).sum(), (gx * gy).sum(), (gy * gy).sum()
+        bx, by = (gx * r).sum(), (gy * r).sum()
+        n = len(r)
+        det = axx * ayy - axy * axy
+        if n == 0 or det <= 1e-12 * (axx + ayy) ** 2 or det <= 0.0:
+            det = 0.0
+            break
+        dx += min(max((ayy * bx - axy * by) / det, -2.0), 2.0)
+        dy += min(max((axx * by - axy * bx) / det, -2.0), 2.0)
+    return np.array([dx, dy, n, det / (n * n) if n else 0.0])
+
+
+def warp_separable(src, oy, ox, wy, wx):
+    """Separable 4x4 interpolation; (out, outside) as the kernel."""
+    h, w = src.shape
+    s = src.astype(np.float64)
+    scratch = np.zeros((h, w))
+    xs = np.arange(w) + ox - 1
+    okx = (xs >= 0) & (xs + 3 < w)
+    acc = np.zeros((h, int(okx.sum())))
+    for j in range(4):
+        acc = acc + wx[j] * s[:, xs[okx] + j]
+    scratch[:, okx] = acc
+    scratch = scratch.astype(np.float32).astype(np.float64)
+    ys = np.arange(h) + oy - 1
+    oky = (ys >= 0) & (ys + 3 < h)
+    out = np.zeros((h, w))
+    inside = oky[:, None] & okx[None, :]
+    acc = np.zeros((int(oky.sum()), w))
+    for j in range(4):
+        acc = acc + wy[j] * scratch[ys[oky] + j, :]
+    out[oky, :] = acc
+    out[~inside] = 0.0
+    return out.astype(np.float32), (~inside).astype(np.uint8)
+
+
+def residual_and_hot(frame, bad, prediction, outside, hot_score, clip_sigma, read_var, inv_gain,
+                     hot_rate, hot_on, hot_off):
+    """(residual, clipped, hot_score, bad) as the kernel computes them."""
+    p = prediction.astype(np.float64)
+    r = frame.astype(np.float64) - p
+    sigma = np.sqrt(read_var + np.maximum(p, 0.0) * inv_gain)
+    score = (1.0 - hot_rate) * hot_score.astype(np.float64) + hot_rate * np.clip(r / sigma, -5.0, 20.0)
+    inside = outside == 0
+    new_score = np.where(inside, score.astype(np.float32), hot_score)
+    hot = (score > hot_on) | (((bad & BAD_DETECTED) != 0) & (score > hot_off))
+    new_bad = np.where(inside, (bad & BAD_CALIBRATION) | np.where(hot, BAD_DETECTED, 0), bad).astype(np.uint8)
+    use = inside & (new_bad == 0)
+    residual = np.where(use, r, 0.0).astype(np.float32)
+    clipped = np.where(use, np.minimum(r, clip_sigma * sigma), 0.0).astype(np.float32)
+    return residual, clipped, new_score.astype(np.float32), new_bad
+
+
+def apply_update(model, update, outside, alpha):
+    return np.where(outside == 0, (model.astype(np.float64) + alpha * update.astype(np.float64)),
+                    model).astype(np.float32)
+
+
+def matched_filter(residual, taps, variance, vy, vx, rate, clip, variance_floor, hold_z, hold_rate):
+    """(filtered, zscore, new variance) as the kernel computes them."""
+    h, w = residual.shape
+    r = len(taps) // 2
+    res = residual.astype(np.float64)
+    scratch = np.zeros((h, w))
+    for k in range(-r, r + 1):
+        shifted = np.zeros((h, w))
+        if k >= 0:
+            shifted[:, :w - k] = res[:, k:]
+        else:
+            shifted[:, -k:] = res[:, :w + k]
+        scratch = scratch + taps[k + r] * shifted
+    scratch = scratch.astype(np.float32).astype(np.float64)
+    acc = np.zeros((h, w))
+    for k in range(-r, r + 1):
+        shifted = np.zeros((h, w))
+        if k >= 0:
+            shifted[:h - k, :] = scratch[k:, :]
+        else:
+            shifted[-k:, :] = scratch[:h + k, :]
+        acc = acc + taps[k + r] * shifted
+    variance = variance.copy()
+    zscore = np.empty((h, w), np.float32)
+    # pixels read the variance cell (y + vy, x + vx) clamped: done in raster order
+    # because clamped edge pixels share a cell, each reading the previous update
+    for y in range(h):
+        vyy = min(max(y + vy, 0), h - 1)
+        for x in range(w):
+            vxx = min(max(x + vx, 0), w - 1)
+            v = float(variance[vyy, vxx])
+            a = float(acc[y, x])
+            z = a / math.sqrt(v)
+            zscore[y, x] = np.float32(z)
+            u = hold_rate if z > hold_z else rate
+            variance[vyy, vxx] = np.float32(max((1.0 - u) * v + u * min(a * a, clip * clip * v),
+                                                variance_floor))
+    return acc.astype(np.float32), zscore, variance
+
+
+def label_above(zscore, bad, k_sigma):
+    """Components of good pixels with zscore > k_sigma (via the union-find twin above)."""
+    h, w = zscore.shape
+    frame = ((zscore.astype(np.float64) > k_sigma) & (bad == 0)).astype(np.uint16)
+    zeros = np.zeros((h, w), np.float32)
+    return label_above_threshold(frame, np.zeros((h, w), np.uint8), zeros,
+                                 np.ones((h, w), np.float32), 0.5)
+
+
+def measure_targets(residual, filtered, zscore, labels, n, radius, psf_sigma, read_var, inv_gain,
+                    prediction):
+    h, w = residual.shape
+    res = residual.astype(np.float64)
+    filt = filtered.astype(np.float64)
+    out = np.zeros((n, 12))
+    for i in range(n):
+        ys, xs = np.nonzero(labels == i + 1)
+        z = zscore[ys, xs].astype(np.float64)
+        k = int(np.argmax(z))
+        py, px = int(ys[k]), int(xs[k])
+        c = filt[py, px]
+        dx = dy = 0.0
+        if 0 < px < w - 1:
+            fit = _gauss3(filt[py, px - 1], c, filt[py, px + 1])
+            dx = 0.0 if fit is None else fit
+        if 0 < py < h - 1:
+            fit = _gauss3(filt[py - 1, px], c, filt[py + 1, px])
+            dy = 0.0 if fit is None else fit
+        xc = px + min(max(dx, -1.0), 1.0)
+        yc = py + min(max(dy, -1.0), 1.0)
+        qy = min(max(int(math.floor(yc + 0.5)), 0), h - 1)
+        qx = min(max(int(math.floor(xc + 0.5)), 0), w - 1)
+        peak_r, sum3 = -1e300, 0.0
+        for y in range(max(qy - 1, 0), min(qy + 2, h)):
+            for x in range(max(qx - 1, 0), min(qx + 2, w)):
+                sum3 += res[y, x]
+                peak_r = max(peak_r, res[y, x])
+        flux = wsum = sxx = syy = sxy = 0.0
+        for y in range(max(py - radius, 0), min(py + radius + 1, h)):
+            for x in range(max(px - radius, 0), min(px + radius + 1, w)):
+                s = res[y, x]
+                flux += s
+                if s > 0.0:
+                    wsum += s
+                    sxx += s * (x - xc) * (x - xc)
+                    syy += s * (y - yc) * (y - yc)
+                    sxy += s * (x - xc) * (y - yc)
+        if wsum > 0.0:
+            sxx, syy, sxy = sxx / wsum, syy / wsum, sxy / wsum
+        half = 0.5 * (sxx + syy)
+        root = math.sqrt(0.25 * (sxx - syy) * (sxx - syy) + sxy * sxy)
+        sigma_n = math.sqrt(read_var + max(float(prediction[py, px]), 0.0) * inv_gain)
+        crb = min(math.sqrt(8.0 * math.pi) * psf_sigma ** 2 * sigma_n / flux, 1.0) if flux > 0 else 1.0
+        out[i] = (xc, yc, crb, crb, flux, z[k], peak_r, len(ys), math.sqrt(half + root),
+                  math.sqrt(max(half - root, 0.0)), 0.5 * math.atan2(2.0 * sxy, sxx - syy),
+                  peak_r / sum3 if sum3 > 0.0 else 1.0)
+    return out
+
+
+class TemporalDetector:
+    """Reference temporal detector: flight.detection.TemporalDetector, stage by stage in numpy."""
+
+    def __init__(self, config: DetectorConfig, shape, calibration_bad_pixels=None) -> None:
+        from flight import detection as d
+        self._d = d
+        self.config = config
+        self.shape = check_shape(shape)
+        self.calibration = bad_pixel_mask(calibration_bad_pixels, self.shape)
+        self.bad = self.calibration.copy()
+        self.taps = d.filter_taps(config)
+        self.model = self.variance = None
+        self.hot_score = np.zeros(self.shape, np.float32)
+        self.offset = np.zeros(2)
+        self.drift = np.zeros(2)
+        self.frames_processed = 0
+
+    def process(self, frame):
+        d, cfg = self._d, self.config
+        check_frame(frame, self.shape)
+        read_var, inv_gain = cfg.read_noise**2, 1.0 / cfg.gain
+        if self.frames_processed == 0:
+            self.model = d.fill_bad(frame, self.calibration)
+            self.variance = d.initial_variance(self.model, cfg, self.taps)
+            self.frames_processed = 1
+            return np.empty(0, d.DETECTION_DTYPE)
+        guess = self.offset + self.drift
+        reg = register_shift(frame, self.bad, self.model, read_var, inv_gain, float(guess[0]),
+                             float(guess[1]), cfg.register_stride, cfg.register_margin,
+                             cfg.register_clip, cfg.register_iterations)
+        self.drift += cfg.drift_rate * ((reg[:2] - self.offset) - self.drift)
+        self.offset = reg[:2].copy()
+        if np.any(np.abs(self.offset) > d.REANCHOR_PX):
+            kx, ky = (int(v) for v in np.rint(self.offset))
+            level = frame.astype(np.float32)
+            d.reanchor(self.model, ky, kx, level)
+            d.reanchor(self.variance, ky, kx, d.initial_variance(level, cfg, self.taps))
+            self.offset -= (kx, ky)
+        fx, fy = float(self.offset[0]), float(self.offset[1])
+        (oy, wy), (ox, wx) = d.split_shift(fy), d.split_shift(fx)
+        self.prediction, outside = warp_separable(self.model, oy, ox, wy, wx)
+        self.residual, clipped, self.hot_score, self.bad = residual_and_hot(
+            frame, self.bad, self.prediction, outside, self.hot_score, cfg.model_clip, read_var,
+            inv_gain, cfg.hot_rate, cfg.hot_on, cfg.hot_off)
+        self.filtered, self.zscore, self.variance = matched_filter(
+            self.residual, self.taps, self.variance, int(round(fy)), int(round(fx)),
+            cfg.variance_rate, cfg.variance_clip, 1e-6, float(cfg.k_sigma),
+            cfg.variance_rate * cfg.variance_hold)
+        self.labels, n = label_above(self.zscore, self.bad, float(cfg.k_sigma))
+        clipped = np.where(self.labels != 0, np.float32(0.0), clipped)
+        alpha = max(cfg.model_rate, 1.0 / (self.frames_processed + 1))
+        (uy, vwy), (ux, vwx) = d.split_shift(-fy), d.split_shift(-fx)
+        update, outside_u = warp_separable(clipped, uy, ux, vwy, vwx)
+        self.model = apply_update(self.model, update, outside_u, alpha)
+        table = measure_targets(self.residual, self.filtered, self.zscore, self.labels, n,
+                                cfg.aperture_radius, float(cfg.psf_sigma), read_var, inv_gain,
+                                self.prediction)
+        self.frames_processed += 1
+        return d.finish_detections(table, cfg)
+
+
+class Detector:
+    """Reference detector, same interface and results as flight.detection.Detector."""
+
+    def __init__(self, config: DetectorConfig, shape, calibration_bad_pixels=None) -> None:
+        kind = TemporalDetector if config.mode == "temporal" else SingleFrameDetector
+        self.config = config
+        self.pipeline = kind(config, shape, calibration_bad_pixels)
+        self.shape = self.pipeline.shape
+
+    def process(self, frame):
+        return self.pipeline.process(frame)

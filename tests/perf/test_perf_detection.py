@@ -1,0 +1,124 @@
+"""Detection benchmarks: speed at 1024x1024 on one core, and quality on the same scenes,
+against the peers named in the issue: an OpenCV pipeline (top-hat, threshold,
+connectedComponentsWithStats) and sep (Background + extract).
+
+    cd /work/main && /work/venv/bin/python -m pytest tests/perf/test_perf_detection.py -m perf -s
+
+Speeds are medians over frames, measured in the same run (shared, noisy machine).
+"""
+import time
+
+import numpy as np
+import pytest
+
+from flight.detection import Detector, DetectorConfig
+from hil import metrics
+from hil.scene import SceneConfig, SceneSimulator
+
+cv2 = pytest.importorskip("cv2")
+sep = pytest.importorskip("sep")
+
+pytestmark = pytest.mark.perf
+
+K_SIGMA = 5.0
+MAD_TO_SIGMA = 1.482602218505602
+
+
+def opencv_detector(shape, calibration):
+    """Top-hat (7x7 ellipse) -> global robust k-sigma threshold -> 8-connected components."""
+    cv2.setNumThreads(1)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
+
+    def run(frame):
+        hat = cv2.morphologyEx(frame, cv2.MORPH_TOPHAT, kernel)
+        sample = hat[::8, ::8].astype(np.float32)
+        med = float(np.median(sample))
+        sigma = MAD_TO_SIGMA * float(np.median(np.abs(sample - med))) or 1.0
+        mask = (hat > med + K_SIGMA * sigma).astype(np.uint8)
+        n, _, stats, centroids = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        out = np.zeros(n - 1, [("x", "f4"), ("y", "f4"), ("snr", "f4")])
+        out["x"], out["y"] = centroids[1:, 0], centroids[1:, 1]
+        out["snr"] = stats[1:, cv2.CC_STAT_AREA]
+        return out
+    return run
+
+
+def sep_detector(shape, calibration):
+    """sep.Background (64 px meshes) -> subtract -> sep.extract at K_SIGMA x global rms."""
+    mask = None if calibration is None else np.ascontiguousarray(calibration, dtype=bool)
+
+    def run(frame):
+        data = frame.astype(np.float32)
+        bkg = sep.Background(data, mask=mask, bw=64, bh=64)
+        data -= bkg.back()
+        try:
+            objs = sep.extract(data, K_SIGMA, err=bkg.globalrms, mask=mask, minarea=1)
+        except Exception:  # sep raises on too many objects in heavy clutter
+            return np.zeros(0, [("x", "f4"), ("y", "f4"), ("snr", "f4")])
+        out = np.zeros(len(objs), [("x", "f4"), ("y", "f4"), ("snr", "f4")])
+        out["x"], out["y"], out["snr"] = objs["x"], objs["y"], objs["peak"] / bkg.globalrms
+        return out
+    return run
+
+
+def time_per_frame(run, frames, warmup=3):
+    for f in frames[:warmup]:
+        run(f)
+    times = []
+    for f in frames[warmup:]:
+        t0 = time.perf_counter()
+        run(f)
+        times.append(time.perf_counter() - t0)
+    return 1e3 * float(np.median(times))
+
+
+@pytest.fixture(scope="module")
+def frames_1024():
+    sim = SceneSimulator(SceneConfig(kind="cloudy", width=1024, height=1024, seed=5, n_targets=40))
+    return sim, [sim.frame(i)[0] for i in range(25)]
+
+
+def test_speed_1024(frames_1024):
+    sim, frames = frames_1024
+    shape = frames[0].shape
+    cal = sim.calibration_bad_pixels()
+    flight = Detector(DetectorConfig(), shape, cal)
+    single = Detector(DetectorConfig(mode="single"), shape, cal)
+    results = {
+        "flight temporal (ext/detect_temporal)": time_per_frame(flight.process, frames),
+        "flight single-frame (ext/detect)": time_per_frame(single.process, frames),
+        "OpenCV top-hat + threshold + CC": time_per_frame(opencv_detector(shape, cal), frames),
+        "sep Background + extract": time_per_frame(sep_detector(shape, cal), frames),
+    }
+    base = results["flight temporal (ext/detect_temporal)"]
+    print("\n1024x1024 cloudy, one core, median ms/frame over 22 frames")
+    print("| pipeline | ms/frame | ratio to flight temporal |")
+    print("|---|---|---|")
+    for name, ms in results.items():
+        print(f"| {name} | {ms:.2f} | {ms / base:.2f} |")
+    assert base < 50.0  # sanity only; the 2 ms target is reported, not asserted
+
+
+@pytest.mark.parametrize("kind", ["cloudy", "heavy"])
+def test_quality_against_peers(kind):
+    scene = metrics.scene_for(kind, 256, 3)
+    frames = 60
+    rows = {
+        "flight temporal": metrics.evaluate(metrics.flight_detector(), scene, frames),
+        "flight single-frame": metrics.evaluate(metrics.flight_detector(DetectorConfig(mode="single")),
+                                                scene, frames),
+        "OpenCV top-hat": metrics.evaluate(opencv_detector, scene, frames),
+        "sep": metrics.evaluate(sep_detector, scene, frames),
+    }
+    print(f"\n{kind}, 256x256, {frames} frames ({metrics.WARMUP_FRAMES} warm-up), calibration map, "
+          f"k = {K_SIGMA}")
+    print("| detector | Pd@5 | Pd@8 | Pd@12 | Pd@20 | FA/frame |")
+    print("|---|---|---|---|---|---|")
+    for name, s in rows.items():
+        print(f"| {name} | " + " | ".join(f"{s.pd(c):.3f}" for c in (5.0, 8.0, 12.0, 20.0))
+              + f" | {s.fa_per_frame():.2f} |")
+    flight = rows["flight temporal"]
+    for name in ("OpenCV top-hat", "sep"):
+        peer = rows[name]
+        # the temporal detector must beat each single-frame peer on Pd at SNR 8 or on false alarms
+        assert flight.pd(8.0) >= peer.pd(8.0) or flight.fa_per_frame() <= peer.fa_per_frame()
