@@ -32,6 +32,9 @@ BAD_BITS = {"calibration": BAD_CALIBRATION, "detected": BAD_DETECTED}
 COLUMNS = ("x", "y", "sigma_x", "sigma_y", "flux", "snr", "peak", "npix", "a", "b", "theta",
            "sharpness")
 cdef enum:
+    MAX_TAPS = 33
+
+cdef enum:
     C_X = 0
     C_Y
     C_SX
@@ -244,22 +247,35 @@ def matched_filter(const float[:, ::1] residual, const double[::1] taps,
     cdef Py_ssize_t H = residual.shape[0], W = residual.shape[1], y, x, k
     cdef Py_ssize_t r = taps.shape[0] // 2, j, vyy, vxx
     cdef double acc, v, f2, z, u
+    cdef double tap[MAX_TAPS]
+    if taps.shape[0] > MAX_TAPS:
+        raise ValueError(f"at most {MAX_TAPS} filter taps, got {taps.shape[0]}")
+    for k in range(taps.shape[0]):
+        tap[k] = taps[k]
     with nogil:
         for y in range(H):
             for x in range(W):
                 acc = 0.0
-                for k in range(-r, r + 1):
-                    j = x + k
-                    if 0 <= j < W:
-                        acc += taps[k + r] * residual[y, j]
+                if r <= x < W - r:  # interior: no bounds test, the loop vectorises
+                    for k in range(2 * r + 1):
+                        acc += tap[k] * residual[y, x + k - r]
+                else:
+                    for k in range(-r, r + 1):
+                        j = x + k
+                        if 0 <= j < W:
+                            acc += taps[k + r] * residual[y, j]
                 scratch[y, x] = <float>acc
         for y in range(H):
             for x in range(W):
                 acc = 0.0
-                for k in range(-r, r + 1):
-                    j = y + k
-                    if 0 <= j < H:
-                        acc += taps[k + r] * scratch[j, x]
+                if r <= y < H - r:
+                    for k in range(2 * r + 1):
+                        acc += tap[k] * scratch[y + k - r, x]
+                else:
+                    for k in range(-r, r + 1):
+                        j = y + k
+                        if 0 <= j < H:
+                            acc += taps[k + r] * scratch[j, x]
                 filtered[y, x] = <float>acc
                 vyy = min(max(y + vy, 0), H - 1)
                 vxx = min(max(x + vx, 0), W - 1)

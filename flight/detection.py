@@ -87,7 +87,7 @@ class DetectorConfig:
             ("mode", self.mode in ("temporal", "single"), "'temporal' or 'single'"),
             ("read_noise", self.read_noise >= 0, ">= 0"),
             ("gain", self.gain > 0, "> 0"),
-            ("filter_radius", self.filter_radius >= 1, ">= 1"),
+            ("filter_radius", 1 <= self.filter_radius <= 16, "in [1, 16]"),
             ("model_rate", 0 < self.model_rate <= 1, "in (0, 1]"),
             ("model_clip", self.model_clip > 0, "> 0"),
             ("variance_rate", 0 < self.variance_rate <= 1, "in (0, 1]"),
