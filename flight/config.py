@@ -16,6 +16,7 @@ from pathlib import Path
 from hil.scene import SceneConfig
 
 from .detection import DetectorConfig
+from .imaging import ImagingConfig
 from .link.errors import ConfigurationError
 from .link.timecode import CucConfig
 
@@ -48,9 +49,11 @@ class LinkConfig:
     vc_housekeeping: int = _doc(0, "virtual channel carrying housekeeping")
     vc_events: int = _doc(0, "virtual channel carrying events")
     vc_detections: int = _doc(0, "virtual channel carrying detection reports")
+    vc_images: int = _doc(1, "virtual channel carrying image chips and quick-look frames")
     max_pending_octets: int = _doc(262144, "octets each virtual channel may queue before packets are dropped")
     continuous: bool = _doc(False, "keep the downlink continuous with idle frames (transparent radios)")
-    baud: int = _doc(115200, "radio line rate (bit/s, 8N1); paces idle frames in continuous mode")
+    baud: int = _doc(115200, "radio line rate (bit/s, 8N1); the downlink writes no faster than this")
+    line_lead_cadus: int = _doc(2, "CADUs the writer may run ahead of the line (bounds OS buffering, so priority holds)")
     destination_id: int = _doc(0, "PUS destination id of telemetry")
     time: CucConfig = _doc(CucConfig(), "CUC time code of packet and frame times")
 
@@ -65,12 +68,14 @@ class LinkConfig:
                     f"frame_length {self.frame_length} does not fit Reed-Solomon interleaving depth "
                     f"{self.interleave_depth}: it must be depth x (223 - virtual fill), at most "
                     f"{223 * self.interleave_depth}")
-        for name in ("vc_housekeeping", "vc_events", "vc_detections"):
+        for name in ("vc_housekeeping", "vc_events", "vc_detections", "vc_images"):
             if getattr(self, name) not in self.vc_priority:
                 raise ConfigurationError(
                     f"{name} = {getattr(self, name)} is not among vc_priority {list(self.vc_priority)}")
         if self.baud <= 0:
             raise ConfigurationError(f"baud must be positive, got {self.baud}")
+        if self.line_lead_cadus < 1:
+            raise ConfigurationError(f"line_lead_cadus must be >= 1, got {self.line_lead_cadus}")
 
 
 @dataclass(frozen=True)
@@ -125,6 +130,7 @@ class KestrelConfig:
     sensor: SensorConfig = _doc(SensorConfig(), "the frame source of the flight program")
     scene: SceneConfig = _doc(SceneConfig(), "the scene simulator (sensor source 'sim', and the bench's truth)")
     detection: DetectorConfig = _doc(DetectorConfig(), "the onboard detector")
+    imaging: ImagingConfig = _doc(ImagingConfig(), "image products: chips and quick-look frames")
     flight: FlightConfig = _doc(FlightConfig(), "the flight executive")
     ground: GroundConfig = _doc(GroundConfig(), "the ground decoder")
     hil: HilConfig = _doc(HilConfig(), "the bench")

@@ -101,7 +101,12 @@ class Downlink:
                 self._wake.wait(0.5)
 
     def _run(self) -> None:
-        next_idle_ok = self._clock()
+        # The port (a pty, a socket, a USB radio) may buffer far more than the
+        # line sends in a moment. Writing ahead of the line rate would move
+        # the queue into that buffer, where an alert can no longer overtake
+        # imagery; so the writer keeps at most `lead` CADUs ahead of the line.
+        lead = self.config.line_lead_cadus * self._cadu_seconds
+        line_free_at = self._clock()
         while True:
             cadu = self._next_cadu()
             if cadu is None:
@@ -115,14 +120,10 @@ class Downlink:
                 continue
             self.bytes_sent += len(cadu)
             self.cadus_sent += 1
-            if self.config.continuous:
-                # A pty or socket takes bytes faster than a radio would send
-                # them; pace to the line rate so idle frames do not pile up
-                # ahead of real data in OS buffers.
-                next_idle_ok = max(next_idle_ok + self._cadu_seconds, self._clock() - 1.0)
-                delay = next_idle_ok - self._clock()
-                if delay > 0:
-                    time.sleep(delay)
+            line_free_at = max(line_free_at, self._clock()) + self._cadu_seconds
+            delay = line_free_at - lead - self._clock()
+            if delay > 0:
+                time.sleep(delay)
         try:
             self.port.flush()
         except (serial.SerialException, OSError):

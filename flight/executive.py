@@ -12,7 +12,7 @@ import threading
 import time
 from dataclasses import dataclass, fields
 
-from . import products
+from . import imaging, products
 from .detection import Detector
 from .link.timecode import CucCodec
 from .sensor import SensorError, open_sensor
@@ -29,6 +29,7 @@ class ExecutiveCounters:
     loop_time_max_us: int = 0
     loop_overruns: int = 0
     detections_total: int = 0
+    images_sent: int = 0
     errors: int = 0
 
 
@@ -45,6 +46,8 @@ class Executive:
         self.packets = TelemetryPacketFactory(CucCodec(config.link.time), config.link.destination_id, wallclock)
         self.counters = ExecutiveCounters()
         self._started = clock()
+        self._next_product_id = 0
+        self._next_quicklook = clock()
 
     # --- products -------------------------------------------------------------
     def _send(self, vcid: int, apid: int, service: int, subtype: int, data: bytes, ticks=None) -> None:
@@ -54,6 +57,31 @@ class Executive:
         log.log(logging.INFO if severity == products.EVENT_INFO else logging.WARNING, "event %d: %s", event_id, text)
         data = products.EVENT_REPORT.build(dict(event_id=event_id, text=text.encode("utf8")[:255].decode("utf8", "ignore")))
         self._send(self.config.link.vc_events, products.APID_EVENTS, products.SERVICE_EVENTS, severity, data)
+
+    def send_image(self, product: imaging.ImageProduct, frame_index: int, frame_time: bytes) -> None:
+        fmt = products.image_segment_format(len(frame_time))
+        pieces = imaging.segments(product.compressed, self.config.imaging.segment_octets)
+        product_id = self._next_product_id
+        self._next_product_id = (product_id + 1) & 0xFFFFFFFF
+        height, width = product.pixels.shape
+        for index, piece in enumerate(pieces):
+            data = fmt.build(dict(product_id=product_id, frame_index=frame_index, frame_time=frame_time,
+                                  x0=product.x0, y0=product.y0, width=width, height=height,
+                                  max_error=product.max_error, segment_index=index,
+                                  segment_count=len(pieces), data=piece))
+            self._send(self.config.link.vc_images, products.APID_IMAGES, products.SERVICE_IMAGES,
+                       product.subtype, data)
+        self.counters.images_sent += 1
+
+    def images(self, index: int, pixels, detections, frame_time: bytes) -> None:
+        cfg = self.config.imaging
+        chips = imaging.make_chips(pixels, detections, cfg, products.SUBTYPE_CHIP) if cfg.chips_per_frame else []
+        for chip in chips:
+            self.send_image(chip, index, frame_time)
+        now = self._clock()
+        if cfg.quicklook_period_s and now >= self._next_quicklook:
+            self._next_quicklook = now + cfg.quicklook_period_s
+            self.send_image(imaging.make_quicklook(pixels, cfg, products.SUBTYPE_QUICKLOOK), index, frame_time)
 
     def housekeeping(self) -> dict:
         values = {f.name: getattr(self.counters, f.name) for f in fields(self.counters)}
@@ -94,11 +122,18 @@ class Executive:
             c.errors += 1
             self.event(products.EVENT_MEDIUM, products.EVENT_DETECTION_ERROR, f"frame {index}: {exc}")
             return True
-        report = products.DetectionReport(index, self.packets.cuc.encode(frame_ticks), detections)
+        frame_time = self.packets.cuc.encode(frame_ticks)
+        report = products.DetectionReport(index, frame_time, detections)
+        # The report goes first: imagery must never delay what the detections say.
         self._send(self.config.link.vc_detections, products.APID_DETECTIONS, products.SERVICE_DETECTIONS,
                    products.SUBTYPE_DETECTION_REPORT, report.pack(), frame_ticks)
         c.frames_processed += 1
         c.detections_total += len(detections)
+        try:
+            self.images(index, pixels, detections, frame_time)
+        except ValueError as exc:
+            c.errors += 1
+            self.event(products.EVENT_MEDIUM, products.EVENT_IMAGE_ERROR, f"frame {index}: {exc}")
         return True
 
     def run(self) -> ExecutiveCounters:

@@ -5,6 +5,8 @@
 | housekeeping   | 100  | 3, 25 (HK report)    | link.vc_housekeeping (0)  |
 | event          | 101  | 5, 1..4 (by severity)| link.vc_events (0)        |
 | detections     | 110  | 130, 1 (mission)     | link.vc_detections (0)    |
+| image chip     | 120  | 131, 1 (mission)     | link.vc_images (1)        |
+| quick-look     | 120  | 131, 2 (mission)     | link.vc_images (1)        |
 
 Services 128-255 are mission-specific in ECSS-E-ST-70-41C. Every format is
 declared once here; flight builds with it, ground parses with it.
@@ -22,10 +24,12 @@ from .detection import DETECTION_DTYPE
 APID_HOUSEKEEPING: Final = 100
 APID_EVENTS: Final = 101
 APID_DETECTIONS: Final = 110
+APID_IMAGES: Final = 120
 
 SERVICE_HOUSEKEEPING, SUBTYPE_HK_REPORT = 3, 25
 SERVICE_EVENTS = 5
 SERVICE_DETECTIONS, SUBTYPE_DETECTION_REPORT = 130, 1
+SERVICE_IMAGES, SUBTYPE_CHIP, SUBTYPE_QUICKLOOK = 131, 1, 2
 
 HK_STRUCTURE_FLIGHT: Final = 1
 
@@ -74,6 +78,7 @@ HOUSEKEEPING_REPORT = cs.Struct(
     "loop_time_max_us" / cs.Int32ub,
     "loop_overruns" / cs.Int32ub,
     "detections_total" / cs.Int32ub,
+    "images_sent" / cs.Int32ub,
     "packets_sent" / cs.Int32ub,
     "packets_dropped" / cs.Int32ub,
     "bytes_sent" / cs.Int32ub,
@@ -98,3 +103,28 @@ EVENT_SENSOR_ERROR: Final = 10
 EVENT_DETECTION_ERROR: Final = 11
 EVENT_LINK_ERROR: Final = 12
 EVENT_QUEUE_OVERFLOW: Final = 13
+EVENT_IMAGE_ERROR: Final = 14
+
+
+# An image product (a chip around a detection, or a quick-look frame) is
+# compressed once and cut into segments, one a packet. Each segment says
+# which product it belongs to and which piece it is, so the ground can tell
+# a whole product from one with a piece missing.
+IMAGE_CODEC_CCSDS123 = 1
+
+
+def image_segment_format(time_length: int) -> cs.Construct:
+    return cs.Struct(
+        "product_id" / cs.Int32ub,
+        "frame_index" / cs.Int32ub,
+        "frame_time" / cs.Bytes(time_length),
+        "x0" / cs.Int16ub,
+        "y0" / cs.Int16ub,
+        "width" / cs.Int16ub,
+        "height" / cs.Int16ub,
+        "codec" / cs.Const(IMAGE_CODEC_CCSDS123, cs.Int8ub),
+        "max_error" / cs.Int16ub,
+        "segment_index" / cs.Int16ub,
+        "segment_count" / cs.Int16ub,
+        "data" / cs.GreedyBytes,
+    )

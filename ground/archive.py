@@ -34,6 +34,19 @@ CREATE TABLE IF NOT EXISTS detection_reports (
     frame_time REAL NOT NULL,
     count INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS images (
+    id INTEGER PRIMARY KEY,
+    received_at REAL NOT NULL,
+    product_id INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    frame_index INTEGER NOT NULL,
+    frame_time REAL NOT NULL,
+    x0 INTEGER NOT NULL, y0 INTEGER NOT NULL, width INTEGER NOT NULL, height INTEGER NOT NULL,
+    max_error INTEGER NOT NULL,
+    status TEXT NOT NULL,          -- complete | incomplete | corrupt
+    detail TEXT NOT NULL,
+    path TEXT
+);
 CREATE TABLE IF NOT EXISTS packets (
     id INTEGER PRIMARY KEY,
     received_at REAL NOT NULL,
@@ -68,6 +81,14 @@ class GroundArchive:
     def event(self, received_at: float, packet_time: float, severity: int, event_id: int, text: str) -> None:
         self.db.execute("INSERT INTO events (received_at, packet_time, severity, event_id, text) VALUES (?, ?, ?, ?, ?)",
                         (received_at, packet_time, severity, event_id, text))
+        self.db.commit()
+
+    def image(self, received_at: float, product_id: int, kind: str, meta: dict, status: str, detail: str, path) -> None:
+        self.db.execute(
+            "INSERT INTO images (received_at, product_id, kind, frame_index, frame_time, x0, y0, width, height, "
+            "max_error, status, detail, path) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (received_at, product_id, kind, meta["frame_index"], meta["frame_time"], meta["x0"], meta["y0"],
+             meta["width"], meta["height"], meta["max_error"], status, detail, path))
         self.db.commit()
 
     def detections(self, received_at: float, frame_index: int, frame_time: float, records) -> None:

@@ -63,10 +63,22 @@ def test_ground_listen_port_that_cannot_be_opened(tmp_path):
     assert result.returncode == 1 and "cannot open port" in result.stderr
 
 
-def test_flight_over_loop_url_then_ground_decodes_a_capture(tmp_path):
-    # loop:// is a real pyserial port; with 3 frames the whole output fits its buffer.
-    result = run("flight", "--port", "loop://", "--max-frames", "3")
+def test_flight_over_loop_url(tmp_path):
+    # loop:// is a real pyserial port whose buffer nobody drains here: without
+    # imagery, 3 frames of output fit in it and the program ends cleanly.
+    config = tmp_path / "k.toml"
+    config.write_text("[imaging]\nchips_per_frame = 0\nquicklook_period_s = 0\n[link]\nbaud = 10000000\n")
+    result = run("flight", "--config", str(config), "--port", "loop://", "--max-frames", "3")
     assert result.returncode == 0, result.stderr
+
+
+def test_flight_that_cannot_flush_says_so(tmp_path):
+    config = tmp_path / "k.toml"
+    config.write_text("[flight]\nflush_timeout_s = 1.0\n[link]\nbaud = 10000000\n")
+    # The quick-look of the first frame overflows loop://'s buffer: the flush cannot finish.
+    result = run("flight", "--config", str(config), "--port", "loop://", "--max-frames", "2")
+    assert result.returncode == 1
+    assert "still queued" in result.stderr
 
 
 def test_ground_decode_of_garbage_file(tmp_path):

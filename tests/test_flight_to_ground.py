@@ -43,7 +43,8 @@ def small_config(**link) -> KestrelConfig:
         base,
         scene=SceneConfig(width=96, height=80, kind="clear", seed=5, n_targets=3, snr_values=(20.0,)),
         sensor=dataclasses.replace(base.sensor, frame_rate_hz=200.0, max_frames=12),
-        link=dataclasses.replace(base.link, **link),
+        # A fast line: these tests are about content, not pacing.
+        link=dataclasses.replace(base.link, **{"baud": 20_000_000, **link}),
     )
 
 
@@ -182,3 +183,42 @@ def test_housekeeping_declaration_round_trips():
     values.pop("structure_id")
     parsed = HOUSEKEEPING_REPORT.parse(HOUSEKEEPING_REPORT.build(values))
     assert {k: parsed[k] for k in values} == values
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_signal_stops_the_flight_program_after_flushing(tmp_path, sig):
+    """kestrel-flight as a process on a pty: a signal ends it cleanly, and its last words arrive."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    master, slave = os.openpty()
+    received = bytearray()
+    done = threading.Event()
+
+    def reader():
+        while not done.is_set():
+            try:
+                received.extend(os.read(master, 65536))
+            except OSError:
+                return
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    process = subprocess.Popen([sys.executable, "-m", "flight", "--port", os.ttyname(slave)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2.0)
+    process.send_signal(getattr(signal, sig))
+    assert process.wait(15) == 0, process.stderr.read()
+    time.sleep(0.3)
+    done.set()
+    os.close(slave)
+    os.close(master)
+    summary = decode(KestrelConfig(), bytes(received), tmp_path)
+    assert summary.packets["detection_reports"] >= 5
+    db = sqlite3.connect(tmp_path / "archive.sqlite")
+    texts = [r[0] for r in db.execute("SELECT text FROM events ORDER BY id")]
+    processed = db.execute("SELECT frames_processed FROM housekeeping ORDER BY id DESC").fetchone()[0]
+    assert texts[-1].startswith("kestrel-flight stopping after")
+    assert processed == summary.packets["detection_reports"]

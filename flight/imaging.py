@@ -1,0 +1,100 @@
+"""Image products on board: lossless chips around detections, near-lossless quick-look frames.
+
+Both are compressed with CCSDS 123 (its header makes each product describe
+itself) and cut into segments that fit one packet each. Which detections get
+a chip, and how often a quick-look goes, is set in the config: the link is
+narrow, and imagery waits behind alerts on a lower-priority virtual channel.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .codecs import ccsds123
+from .link.errors import ConfigurationError
+
+
+def _doc(default, doc: str):
+    return field(default=default, metadata={"doc": doc})
+
+
+@dataclass(frozen=True)
+class ImagingConfig:
+    chips_per_frame: int = _doc(1, "most lossless chips sent per frame, brightest detections first (0: none)")
+    chip_size: int = _doc(16, "chip side (px), centred on the detection, clipped at the frame edge")
+    chip_min_snr: float = _doc(8.0, "only detections at least this significant get a chip")
+    quicklook_period_s: float = _doc(10.0, "seconds between near-lossless quick-look frames (0: none)")
+    quicklook_max_error: int = _doc(4, "quick-look absolute error bound per pixel (counts; 0 is lossless)")
+    quicklook_binning: int = _doc(1, "quick-look binning factor (1: full resolution), averaging bins")
+    segment_octets: int = _doc(1024, "compressed octets carried per image packet")
+    bits: int = _doc(14, "sensor sample depth (bits)")
+
+    def __post_init__(self):
+        if self.chips_per_frame < 0:
+            raise ConfigurationError(f"chips_per_frame must be >= 0, got {self.chips_per_frame}")
+        if not 2 <= self.chip_size <= 256:
+            raise ConfigurationError(f"chip_size must be 2..256, got {self.chip_size}")
+        if self.quicklook_period_s < 0:
+            raise ConfigurationError(f"quicklook_period_s must be >= 0, got {self.quicklook_period_s}")
+        if not 0 <= self.quicklook_max_error <= 255:
+            raise ConfigurationError(f"quicklook_max_error must be 0..255, got {self.quicklook_max_error}")
+        if not 1 <= self.quicklook_binning <= 16:
+            raise ConfigurationError(f"quicklook_binning must be 1..16, got {self.quicklook_binning}")
+        if not 64 <= self.segment_octets <= 60000:
+            raise ConfigurationError(f"segment_octets must be 64..60000, got {self.segment_octets}")
+        if not 2 <= self.bits <= 16:
+            raise ConfigurationError(f"bits must be 2..16, got {self.bits}")
+
+
+@dataclass(frozen=True)
+class ImageProduct:
+    subtype: int
+    x0: int
+    y0: int
+    pixels: np.ndarray     # what was compressed (binned for a quick-look)
+    max_error: int
+    compressed: bytes
+
+
+def chip_window(x: float, y: float, size: int, shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(x0, y0, width, height) of a size x size window centred on (x, y), kept inside the frame."""
+    height, width = shape
+    w, h = min(size, width), min(size, height)
+    x0 = int(np.clip(round(x) - w // 2, 0, width - w))
+    y0 = int(np.clip(round(y) - h // 2, 0, height - h))
+    return x0, y0, w, h
+
+
+def make_chips(frame: np.ndarray, detections: np.ndarray, config: ImagingConfig, subtype: int) -> list[ImageProduct]:
+    chosen = detections[detections["snr"] >= config.chip_min_snr][: config.chips_per_frame]
+    chips = []
+    for det in chosen:
+        x0, y0, w, h = chip_window(float(det["x"]), float(det["y"]), config.chip_size, frame.shape)
+        pixels = np.ascontiguousarray(frame[y0:y0 + h, x0:x0 + w])
+        chips.append(ImageProduct(subtype, x0, y0, pixels, 0, ccsds123.encode(pixels, bits=config.bits)))
+    return chips
+
+
+def bin_frame(frame: np.ndarray, factor: int) -> np.ndarray:
+    if factor == 1:
+        return frame
+    h, w = (frame.shape[0] // factor) * factor, (frame.shape[1] // factor) * factor
+    binned = frame[:h, :w].reshape(h // factor, factor, w // factor, factor).mean(axis=(1, 3))
+    return np.rint(binned).astype(np.uint16)
+
+
+def make_quicklook(frame: np.ndarray, config: ImagingConfig, subtype: int) -> ImageProduct:
+    pixels = np.ascontiguousarray(bin_frame(frame, config.quicklook_binning))
+    data = ccsds123.encode(pixels, bits=config.bits, max_error=config.quicklook_max_error)
+    return ImageProduct(subtype, 0, 0, pixels, config.quicklook_max_error, data)
+
+
+def segments(compressed: bytes, segment_octets: int) -> list[bytes]:
+    """The pieces of a compressed product, one a packet.
+
+    Each piece travels in a stand-alone PUS packet (sequence flags '11', as
+    ECSS-E-ST-70-41C asks); the segment header, not the packet header, says
+    where a piece belongs.
+    """
+    return [compressed[i:i + segment_octets] for i in range(0, len(compressed), segment_octets)] or [b""]

@@ -1,0 +1,113 @@
+"""Image products on the ground: segments in, whole images out, or a clear 'incomplete'.
+
+Segments of one product arrive in order on their virtual channel. A product
+is written (`.npy` for tools, `.png` for people) only when every segment came
+and it decompressed; one that is missing a segment when later products have
+moved on, or when the pass ends, is recorded as incomplete with what is
+missing, never written as if whole.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from flight.codecs import ccsds123
+from flight.products import SUBTYPE_CHIP, SUBTYPE_QUICKLOOK, image_segment_format
+
+from .png import display_stretch, write_png
+
+log = logging.getLogger(__name__)
+
+KIND_NAMES = {SUBTYPE_CHIP: "chip", SUBTYPE_QUICKLOOK: "quicklook"}
+# How many newer products may start before an unfinished one is declared incomplete.
+REORDER_WINDOW = 4
+
+
+@dataclass
+class _Pending:
+    kind: int
+    meta: dict
+    count: int
+    pieces: dict = field(default_factory=dict)
+
+
+@dataclass
+class ImageCounters:
+    images_complete: int = 0
+    images_incomplete: int = 0
+    images_corrupt: int = 0
+    segments: int = 0
+    segments_inconsistent: int = 0
+
+
+class ImageAssembler:
+    def __init__(self, out_dir: str | Path, time_length: int, cuc, archive):
+        self.dir = Path(out_dir) / "images"
+        self.format = image_segment_format(time_length)
+        self.cuc = cuc
+        self.archive = archive
+        self.counters = ImageCounters()
+        self._pending: dict[int, _Pending] = {}
+
+    def segment(self, subtype: int, data: bytes, received_at: float) -> None:
+        c = self.counters
+        seg = self.format.parse(data)
+        c.segments += 1
+        meta = dict(frame_index=seg.frame_index, frame_time=self.cuc.to_unix(self.cuc.decode(seg.frame_time)),
+                    x0=seg.x0, y0=seg.y0, width=seg.width, height=seg.height, max_error=seg.max_error)
+        pending = self._pending.get(seg.product_id)
+        if pending is None:
+            if seg.segment_count == 0 or seg.segment_index >= seg.segment_count:
+                c.segments_inconsistent += 1
+                return
+            pending = self._pending[seg.product_id] = _Pending(subtype, meta, seg.segment_count)
+        elif (pending.meta != meta or pending.count != seg.segment_count or pending.kind != subtype
+              or seg.segment_index >= pending.count):
+            c.segments_inconsistent += 1
+            return
+        pending.pieces[seg.segment_index] = seg.data
+        if len(pending.pieces) == pending.count:
+            del self._pending[seg.product_id]
+            self._complete(seg.product_id, pending, received_at)
+        self._expire(seg.product_id, received_at)
+
+    def _expire(self, newest: int, received_at: float) -> None:
+        for product_id in [p for p in self._pending if (newest - p) & 0xFFFFFFFF > REORDER_WINDOW]:
+            self._incomplete(product_id, self._pending.pop(product_id), received_at)
+
+    def finish(self, received_at: float) -> None:
+        for product_id in list(self._pending):
+            self._incomplete(product_id, self._pending.pop(product_id), received_at)
+
+    def _name(self, product_id: int, pending: _Pending) -> str:
+        return f"{KIND_NAMES.get(pending.kind, 'image')}_{pending.meta['frame_index']:06d}_{product_id}"
+
+    def _incomplete(self, product_id: int, pending: _Pending, received_at: float) -> None:
+        missing = sorted(set(range(pending.count)) - set(pending.pieces))
+        self.counters.images_incomplete += 1
+        log.warning("image %s incomplete: segments %s of %d missing", self._name(product_id, pending), missing, pending.count)
+        self.archive.image(received_at, product_id, KIND_NAMES.get(pending.kind, "image"), pending.meta,
+                           "incomplete", f"missing segments {missing} of {pending.count}", None)
+
+    def _complete(self, product_id: int, pending: _Pending, received_at: float) -> None:
+        kind = KIND_NAMES.get(pending.kind, "image")
+        compressed = b"".join(pending.pieces[i] for i in range(pending.count))
+        meta = pending.meta
+        try:
+            image = ccsds123.decode(compressed)
+            if image.shape != (meta["height"], meta["width"]):
+                raise ccsds123.CompressedDataError(
+                    f"image is {image.shape}, its segments said {(meta['height'], meta['width'])}")
+        except ccsds123.CompressedDataError as exc:
+            self.counters.images_corrupt += 1
+            self.archive.image(received_at, product_id, kind, meta, "corrupt", str(exc), None)
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        stem = self.dir / self._name(product_id, pending)
+        np.save(stem.with_suffix(".npy"), image)
+        write_png(stem.with_suffix(".png"), display_stretch(image))
+        self.counters.images_complete += 1
+        self.archive.image(received_at, product_id, kind, meta, "complete", "", str(stem.with_suffix(".npy")))
