@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import tomllib
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from hil.scene import SceneConfig
@@ -19,16 +19,11 @@ from .detection import DetectorConfig
 from .imaging import ImagingConfig
 from .link.errors import ConfigurationError
 from .link.timecode import CucConfig
+from .settings import setting
 
 
 class ConfigError(Exception):
     """The configuration file cannot be used; the message names the file and key."""
-
-
-def _doc(default, doc: str):
-    if isinstance(default, (list, dict)) or dataclasses.is_dataclass(default):
-        return field(default_factory=lambda: default, metadata={"doc": doc})
-    return field(default=default, metadata={"doc": doc})
 
 
 SUPPORTED_INTERLEAVING = (1, 2, 3, 4, 5, 8)
@@ -38,24 +33,24 @@ SUPPORTED_INTERLEAVING = (1, 2, 3, 4, 5, 8)
 class LinkConfig:
     """The downlink as both ends must agree on it."""
 
-    spacecraft_id: int = _doc(42, "spacecraft id in every TM frame header (0..1023)")
-    frame_length: int = _doc(223, "TM transfer frame length in octets, FECF and OCF included")
-    ocf: bool = _doc(False, "frames carry an operational control field (CLCW)")
-    fecf: bool = _doc(True, "frames end with a CRC-16 frame error control field")
-    randomize: bool = _doc(True, "apply the CCSDS pseudo-randomizer to frames (not the ASM)")
-    reed_solomon: bool = _doc(False, "Reed-Solomon (255,223) E=16 code the frames")
-    interleave_depth: int = _doc(1, "Reed-Solomon interleaving depth (1,2,3,4,5,8)")
-    vc_priority: tuple[int, ...] = _doc((0, 1), "virtual channels in priority order, highest first (7 is idle)")
-    vc_housekeeping: int = _doc(0, "virtual channel carrying housekeeping")
-    vc_events: int = _doc(0, "virtual channel carrying events")
-    vc_detections: int = _doc(0, "virtual channel carrying detection reports")
-    vc_images: int = _doc(1, "virtual channel carrying image chips and quick-look frames")
-    max_pending_octets: int = _doc(262144, "octets each virtual channel may queue before packets are dropped")
-    continuous: bool = _doc(False, "keep the downlink continuous with idle frames (transparent radios)")
-    baud: int = _doc(115200, "radio line rate (bit/s, 8N1); the downlink writes no faster than this")
-    line_lead_cadus: int = _doc(2, "CADUs the writer may run ahead of the line (bounds OS buffering, so priority holds)")
-    destination_id: int = _doc(0, "PUS destination id of telemetry")
-    time: CucConfig = _doc(CucConfig(), "CUC time code of packet and frame times")
+    spacecraft_id: int = setting(42, "spacecraft id in every TM frame header (0..1023)")
+    frame_length: int = setting(223, "TM transfer frame length in octets, FECF and OCF included")
+    ocf: bool = setting(False, "frames carry an operational control field (CLCW)")
+    fecf: bool = setting(True, "frames end with a CRC-16 frame error control field")
+    randomize: bool = setting(True, "apply the CCSDS pseudo-randomizer to frames (not the ASM)")
+    reed_solomon: bool = setting(False, "Reed-Solomon (255,223) E=16 code the frames")
+    interleave_depth: int = setting(1, "Reed-Solomon interleaving depth (1,2,3,4,5,8)")
+    vc_priority: tuple[int, ...] = setting((0, 1), "virtual channels in priority order, highest first (7 is idle)")
+    vc_housekeeping: int = setting(0, "virtual channel carrying housekeeping")
+    vc_events: int = setting(0, "virtual channel carrying events")
+    vc_detections: int = setting(0, "virtual channel carrying detection reports")
+    vc_images: int = setting(1, "virtual channel carrying image chips and quick-look frames")
+    max_pending_octets: int = setting(262144, "octets each virtual channel may queue before packets are dropped")
+    continuous: bool = setting(False, "keep the downlink continuous with idle frames (transparent radios)")
+    baud: int = setting(115200, "radio line rate (bit/s, 8N1); the downlink writes no faster than this")
+    line_lead_cadus: int = setting(2, "CADUs the writer may run ahead of the line (bounds OS buffering, so priority holds)")
+    destination_id: int = setting(0, "PUS destination id of telemetry")
+    time: CucConfig = setting(CucConfig(), "CUC time code of packet and frame times")
 
     def __post_init__(self):
         if self.interleave_depth not in SUPPORTED_INTERLEAVING:
@@ -80,10 +75,10 @@ class LinkConfig:
 
 @dataclass(frozen=True)
 class SensorConfig:
-    source: str = _doc("sim", "where frames come from: 'sim' (scene simulator) or 'npy' (a directory)")
-    directory: str = _doc("", "with source 'npy': directory of 2-D uint16 .npy frames, read in name order")
-    frame_rate_hz: float = _doc(10.0, "frames per second the executive processes")
-    max_frames: int = _doc(0, "stop after this many frames (0: run until stopped or out of frames)")
+    source: str = setting("sim", "where frames come from: 'sim' (scene simulator) or 'npy' (a directory)")
+    directory: str = setting("", "with source 'npy': directory of 2-D uint16 .npy frames, read in name order")
+    frame_rate_hz: float = setting(10.0, "frames per second the executive processes")
+    max_frames: int = setting(0, "stop after this many frames (0: run until stopped or out of frames)")
 
     def __post_init__(self):
         if self.source not in ("sim", "npy"):
@@ -98,9 +93,9 @@ class SensorConfig:
 
 @dataclass(frozen=True)
 class FlightConfig:
-    port: str = _doc("", "radio port URL (any pyserial URL); --port overrides it")
-    housekeeping_period_s: float = _doc(1.0, "seconds between housekeeping reports")
-    flush_timeout_s: float = _doc(10.0, "longest wait, when stopping, for queued data to go out")
+    port: str = setting("", "radio port URL (any pyserial URL); --port overrides it")
+    housekeeping_period_s: float = setting(1.0, "seconds between housekeeping reports")
+    flush_timeout_s: float = setting(10.0, "longest wait, when stopping, for queued data to go out")
 
     def __post_init__(self):
         if not self.housekeeping_period_s > 0:
@@ -109,31 +104,31 @@ class FlightConfig:
 
 @dataclass(frozen=True)
 class GroundConfig:
-    read_size: int = _doc(4096, "octets asked of the port or file per read")
-    idle_exit_s: float = _doc(0.0, "listen: stop after this many seconds without a byte (0: never)")
+    read_size: int = setting(4096, "octets asked of the port or file per read")
+    idle_exit_s: float = setting(0.0, "listen: stop after this many seconds without a byte (0: never)")
 
 
 @dataclass(frozen=True)
 class HilConfig:
-    duration_s: float = _doc(20.0, "seconds of scene the demo runs")
-    match_radius_px: float = _doc(1.5, "a detection within this distance of a true target is a hit")
-    pass_min_pd: float = _doc(0.9, "pass bar: fraction of target-frames at SNR >= pass_snr detected")
-    pass_snr: float = _doc(8.0, "pass bar: the SNR from which targets count towards pass_min_pd")
-    pass_max_false_per_frame: float = _doc(1.0, "pass bar: most false alarms per frame")
-    pass_max_latency_s: float = _doc(2.0, "pass bar: worst frame-time-to-ground-decode latency")
-    drain_s: float = _doc(3.0, "seconds the ground keeps listening after the flight program ends")
+    duration_s: float = setting(20.0, "seconds of scene the demo runs")
+    match_radius_px: float = setting(1.5, "a detection within this distance of a true target is a hit")
+    pass_min_pd: float = setting(0.9, "pass bar: fraction of target-frames at SNR >= pass_snr detected")
+    pass_snr: float = setting(8.0, "pass bar: the SNR from which targets count towards pass_min_pd")
+    pass_max_false_per_frame: float = setting(1.0, "pass bar: most false alarms per frame")
+    pass_max_latency_s: float = setting(2.0, "pass bar: worst frame-time-to-ground-decode latency")
+    drain_s: float = setting(3.0, "seconds the ground keeps listening after the flight program ends")
 
 
 @dataclass(frozen=True)
 class KestrelConfig:
-    link: LinkConfig = _doc(LinkConfig(), "the downlink, shared by flight and ground")
-    sensor: SensorConfig = _doc(SensorConfig(), "the frame source of the flight program")
-    scene: SceneConfig = _doc(SceneConfig(), "the scene simulator (sensor source 'sim', and the bench's truth)")
-    detection: DetectorConfig = _doc(DetectorConfig(), "the onboard detector")
-    imaging: ImagingConfig = _doc(ImagingConfig(), "image products: chips and quick-look frames")
-    flight: FlightConfig = _doc(FlightConfig(), "the flight executive")
-    ground: GroundConfig = _doc(GroundConfig(), "the ground decoder")
-    hil: HilConfig = _doc(HilConfig(), "the bench")
+    link: LinkConfig = setting(LinkConfig(), "the downlink, shared by flight and ground")
+    sensor: SensorConfig = setting(SensorConfig(), "the frame source of the flight program")
+    scene: SceneConfig = setting(SceneConfig(), "the scene simulator (sensor source 'sim', and the bench's truth)")
+    detection: DetectorConfig = setting(DetectorConfig(), "the onboard detector")
+    imaging: ImagingConfig = setting(ImagingConfig(), "image products: chips and quick-look frames")
+    flight: FlightConfig = setting(FlightConfig(), "the flight executive")
+    ground: GroundConfig = setting(GroundConfig(), "the ground decoder")
+    hil: HilConfig = setting(HilConfig(), "the bench")
 
 
 # --- loading ---------------------------------------------------------------

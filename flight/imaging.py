@@ -7,28 +7,25 @@ narrow, and imagery waits behind alerts on a lower-priority virtual channel.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from .codecs import ccsds123
 from .link.errors import ConfigurationError
-
-
-def _doc(default, doc: str):
-    return field(default=default, metadata={"doc": doc})
+from .settings import setting
 
 
 @dataclass(frozen=True)
 class ImagingConfig:
-    chips_per_frame: int = _doc(1, "most lossless chips sent per frame, brightest detections first (0: none)")
-    chip_size: int = _doc(16, "chip side (px), centred on the detection, clipped at the frame edge")
-    chip_min_snr: float = _doc(8.0, "only detections at least this significant get a chip")
-    quicklook_period_s: float = _doc(10.0, "seconds between near-lossless quick-look frames (0: none)")
-    quicklook_max_error: int = _doc(4, "quick-look absolute error bound per pixel (counts; 0 is lossless)")
-    quicklook_binning: int = _doc(1, "quick-look binning factor (1: full resolution), averaging bins")
-    segment_octets: int = _doc(1024, "compressed octets carried per image packet")
-    bits: int = _doc(14, "sensor sample depth (bits)")
+    chips_per_frame: int = setting(1, "most lossless chips sent per frame, brightest detections first (0: none)")
+    chip_size: int = setting(16, "chip side (px), centred on the detection, clipped at the frame edge")
+    chip_min_snr: float = setting(8.0, "only detections at least this significant get a chip")
+    quicklook_period_s: float = setting(10.0, "seconds between near-lossless quick-look frames (0: none)")
+    quicklook_max_error: int = setting(4, "quick-look absolute error bound per pixel (counts; 0 is lossless)")
+    quicklook_binning: int = setting(1, "quick-look binning factor (1: full resolution), averaging bins")
+    segment_octets: int = setting(1024, "compressed octets carried per image packet")
+    bits: int = setting(14, "sensor sample depth (bits)")
 
     def __post_init__(self):
         if self.chips_per_frame < 0:

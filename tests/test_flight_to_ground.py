@@ -37,6 +37,37 @@ class CapturePort:
         pass
 
 
+class PtyPair:
+    """A pseudo-terminal: the program writes to `path` with pyserial; a thread collects it all."""
+
+    def __init__(self):
+        self._master, self._slave = os.openpty()
+        self.path = os.ttyname(self._slave)
+        self.received = bytearray()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self):
+        while not self._done.is_set():
+            try:
+                self.received.extend(os.read(self._master, 65536))
+            except OSError:
+                return
+
+    def close(self, expect: int | None = None, timeout: float = 5.0) -> bytes:
+        import time
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and (expect is None or len(self.received) < expect):
+            time.sleep(0.05)
+            if expect is None:
+                break
+        self._done.set()
+        os.close(self._slave)
+        os.close(self._master)
+        return bytes(self.received)
+
+
 def small_config(**link) -> KestrelConfig:
     base = KestrelConfig()
     return dataclasses.replace(
@@ -146,33 +177,15 @@ def test_recorded_npy_frames_with_one_bad_file(tmp_path):
 def test_over_a_real_pseudo_terminal(tmp_path):
     """pyserial on both ends of a pty pair: the flight writes, the ground reads."""
     config = small_config()
-    master, slave = os.openpty()
-    port = serial.serial_for_url(os.ttyname(slave), baudrate=115200, timeout=0.1)
-    received = bytearray()
-    done = threading.Event()
-
-    def reader():
-        while not done.is_set():
-            try:
-                received.extend(os.read(master, 65536))
-            except OSError:
-                return
-
-    thread = threading.Thread(target=reader, daemon=True)
-    thread.start()
+    pty = PtyPair()
+    port = serial.serial_for_url(pty.path, baudrate=115200, timeout=0.1)
     downlink = Downlink(config.link, port)
     executive = Executive(config, downlink, threading.Event())
     downlink.start()
     executive.run()
     assert downlink.stop(10)
-    import time
-    deadline = time.monotonic() + 5
-    while len(received) < downlink.bytes_sent and time.monotonic() < deadline:
-        time.sleep(0.05)
-    done.set()
     port.close()
-    os.close(slave)
-    os.close(master)
+    received = pty.close(expect=downlink.bytes_sent)
     assert len(received) == downlink.bytes_sent
     summary = decode(config, bytes(received), tmp_path)
     assert summary.packets["detection_reports"] == 12
@@ -193,28 +206,14 @@ def test_signal_stops_the_flight_program_after_flushing(tmp_path, sig):
     import sys
     import time
 
-    master, slave = os.openpty()
-    received = bytearray()
-    done = threading.Event()
-
-    def reader():
-        while not done.is_set():
-            try:
-                received.extend(os.read(master, 65536))
-            except OSError:
-                return
-
-    thread = threading.Thread(target=reader, daemon=True)
-    thread.start()
-    process = subprocess.Popen([sys.executable, "-m", "flight", "--port", os.ttyname(slave)],
+    pty = PtyPair()
+    process = subprocess.Popen([sys.executable, "-m", "flight", "--port", pty.path],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(2.0)
     process.send_signal(getattr(signal, sig))
     assert process.wait(15) == 0, process.stderr.read()
     time.sleep(0.3)
-    done.set()
-    os.close(slave)
-    os.close(master)
+    received = pty.close()
     summary = decode(KestrelConfig(), bytes(received), tmp_path)
     assert summary.packets["detection_reports"] >= 5
     db = sqlite3.connect(tmp_path / "archive.sqlite")

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import bisect
 import datetime as _dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 
 import construct as cs
 
+from ..settings import setting
 from .errors import ConfigurationError, MalformedError
 
 # TAI-UTC (s) from each UTC date on (IERS Bulletin C). Before 1972 the offset
@@ -56,10 +57,10 @@ def _tai_minus_utc_on_tai_line(tai_calendar_seconds: Fraction) -> int:
 class CucConfig:
     """Layout of the CUC fields we send; flight and ground share it."""
 
-    coarse_octets: int = field(default=4, metadata={"doc": "octets of whole seconds (1-7)"})
-    fine_octets: int = field(default=2, metadata={"doc": "octets of binary fraction of a second (0-10)"})
-    epoch: str = field(default=CCSDS_EPOCH, metadata={"doc": "epoch as a TAI calendar instant, ISO 8601; 1958-01-01T00:00:00 is the CCSDS epoch"})
-    explicit_pfield: bool = field(default=False, metadata={"doc": "send the P-field before each T-field"})
+    coarse_octets: int = setting(4, "octets of whole seconds (1-7)")
+    fine_octets: int = setting(2, "octets of binary fraction of a second (0-10)")
+    epoch: str = setting(CCSDS_EPOCH, "epoch as a TAI calendar instant, ISO 8601; 1958-01-01T00:00:00 is the CCSDS epoch")
+    explicit_pfield: bool = setting(False, "send the P-field before each T-field")
 
     def __post_init__(self):
         if not 1 <= self.coarse_octets <= 7:
