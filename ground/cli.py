@@ -65,6 +65,10 @@ def listen(config, url: str, out: Path, duration: float | None, parser) -> int:
         signal.signal(sig, lambda *_: stop.set())
     archive = GroundArchive(out)
     decoder = GroundDecoder(config, archive)
+    # Say so once the port is open: whoever started us (the bench) waits for
+    # this before the other end may talk, since opening a port drops what
+    # was already waiting in it.
+    print(f"kestrel-ground: listening on {url}", flush=True)
     started = last_byte = time.monotonic()
     idle_exit = config.ground.idle_exit_s
     try:

@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     try:
         report = run_demo(config, args.config, Path(args.out) if args.out else None, frames,
                           Path(args.capture) if args.capture else None, args.duration)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RuntimeError) as exc:
         fail(parser, str(exc))
     print(report.text())
     return 0 if report.passed else 1

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -42,6 +43,22 @@ def _stop(process: subprocess.Popen, timeout: float) -> int:
     return process.returncode
 
 
+def _wait_for_line(process: subprocess.Popen, marker: str, timeout: float) -> bool:
+    """Read the process's stdout until a line with `marker`; False if it ended or time ran out."""
+    found = threading.Event()
+
+    def watch():
+        for line in process.stdout:
+            if marker in line:
+                found.set()
+                return
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    watcher.join(timeout)
+    return found.is_set()
+
+
 def run_demo(config, config_path: str | None, out_dir: Path | None, frames_dir: Path | None,
              capture_path: Path | None, duration_s: float | None = None) -> PassReport:
     hil = config.hil
@@ -64,6 +81,10 @@ def run_demo(config, config_path: str | None, out_dir: Path | None, frames_dir: 
         ground = subprocess.Popen(_program("ground", config_path, "listen", "--port", link.ground_port,
                                            "--out", str(out_dir)),
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        ready = _wait_for_line(ground, "listening", timeout=60)
+        if not ready:
+            _stop(ground, 5)
+            raise RuntimeError(f"kestrel-ground did not start: {ground.stderr.read().strip()[-500:]}")
         flight_args = ["--port", link.flight_port, "--max-frames", str(frame_count)]
         if frames_dir is not None:
             flight_args += ["--frames", str(frames_dir)]

@@ -36,3 +36,34 @@ def test_demo_on_recorded_frames(tmp_path):
     assert "no truth: recorded frames" in result.stdout
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     assert report["frames_processed"] == 15 == report["reports_received"] and not report["truth"]
+
+
+def test_damaged_demo_capture_decodes_and_counts_what_it_dropped(tmp_path):
+    """A recorded downlink with flipped bits and injected garbage: no exception, drops counted."""
+    import random
+
+    frames = tmp_path / "frames"
+    subprocess.run([sys.executable, "-m", "hil", "scene", "--count", "20", "--out", str(frames)],
+                   check=True, capture_output=True, timeout=120)
+    capture = tmp_path / "clean.bin"
+    made = subprocess.run([sys.executable, "-m", "hil", "demo", "--frames", str(frames), "--capture", str(capture)],
+                          capture_output=True, text=True, timeout=180)
+    assert made.returncode == 0, made.stdout + made.stderr
+    data = bytearray(capture.read_bytes())
+    rnd = random.Random(7)
+    for _ in range(40):
+        data[rnd.randrange(len(data))] ^= 1 << rnd.randrange(8)
+    for _ in range(5):
+        at = rnd.randrange(len(data))
+        data[at:at] = rnd.randbytes(rnd.randint(1, 300))
+    damaged = tmp_path / "damaged.bin"
+    damaged.write_bytes(bytes(data))
+    result = subprocess.run([sys.executable, "-m", "ground", "decode", str(damaged), "--out", str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    sync = summary["sync"]
+    assert sync["frames_bad"] > 0 and sync["bytes_skipped"] > 0
+    assert sync["bytes_read"] == len(data) == sync["bytes_in_frames"] + sync["bytes_skipped"]
+    assert 0 < summary["packets"]["detection_reports"] < 20
