@@ -106,6 +106,11 @@ class FlightConfig:
 class GroundConfig:
     read_size: int = setting(4096, "octets asked of the port or file per read")
     idle_exit_s: float = setting(0.0, "listen: stop after this many seconds without a byte (0: never)")
+    sync_search_errors: int = setting(1, "ASM bit errors accepted while searching (0..8)")
+    sync_lock_errors: int = setting(3, "ASM bit errors accepted in lock (0..8, at least sync_search_errors)")
+    sync_flywheel: int = setting(3, "missing markers bridged in lock before searching again (0..64)")
+    sync_slip_window_bits: int = setting(16, "a marker this many bits from the expected one is a slip, re-aligned at once (0..64)")
+    sync_allow_inverted: bool = setting(True, "accept an inverted ASM (BPSK phase flip) and invert the data back")
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,16 @@ from pathlib import Path
 
 from flight.cli_support import add_common_arguments, fail, setup
 from flight.link.port import PortError, open_port
+from flight.link.timecode import CucCodec
 
 from .archive import GroundArchive
 from .decoder import GroundDecoder
+from .images import ImageAssembler
+
+
+def image_assembler(config, out: Path, archive: GroundArchive) -> ImageAssembler:
+    cuc = CucCodec(config.link.time)
+    return ImageAssembler(out, cuc.length, cuc, archive)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,7 +54,7 @@ def decode_file(config, path: Path, out: Path, parser) -> int:
     except OSError as exc:
         fail(parser, f"cannot read {path}: {exc.strerror}")
     archive = GroundArchive(out)
-    decoder = GroundDecoder(config, archive)
+    decoder = GroundDecoder(config, archive, images=image_assembler(config, out, archive))
     with stream:
         while chunk := stream.read(1 << 16):
             decoder.feed(chunk)
@@ -64,7 +71,7 @@ def listen(config, url: str, out: Path, duration: float | None, parser) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     archive = GroundArchive(out)
-    decoder = GroundDecoder(config, archive)
+    decoder = GroundDecoder(config, archive, images=image_assembler(config, out, archive))
     # Say so once the port is open: whoever started us (the bench) waits for
     # this before the other end may talk, since opening a port drops what
     # was already waiting in it.

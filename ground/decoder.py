@@ -13,9 +13,10 @@ from dataclasses import asdict, dataclass, field
 
 from flight import products
 from flight.downlink import build_channel_coder, frame_layout
-from flight.link.errors import ChecksumMismatch, LinkError
-from flight.link.spacepacket import IDLE_APID, PRIMARY_HEADER, PusTm
+from flight.link.errors import ChecksumMismatch, ConfigurationError, LinkError
+from flight.link.spacepacket import IDLE_APID, PusTm
 from flight.link.timecode import CucCodec
+from flight.link.tmframe import IDLE_VCID
 
 from .reassembly import VirtualChannelReassembler
 from .sync import FrameSynchronizer
@@ -36,6 +37,8 @@ class PacketCounters:
     housekeeping_reports: int = 0
     events: int = 0
     frames_foreign: int = 0
+    frames_unknown_vc: int = 0     # frames of a virtual channel the link does not configure
+    idle_frames: int = 0
 
 
 @dataclass
@@ -43,6 +46,7 @@ class GroundSummary:
     sync: dict = field(default_factory=dict)
     virtual_channels: dict = field(default_factory=dict)
     packets: dict = field(default_factory=dict)
+    images: dict = field(default_factory=dict)
 
     def lines(self) -> list[str]:
         s, p = self.sync, self.packets
@@ -50,68 +54,100 @@ class GroundSummary:
         plost = sum(v["packets_lost"] for v in self.virtual_channels.values())
         return [
             f"bytes read {s['bytes_read']}, in good frames {s['bytes_in_frames']}, skipped {s['bytes_skipped']}",
-            f"frames good {s['frames_good']}, bad {s['frames_bad']}, lost in gaps {lost}, foreign {p['frames_foreign']}",
+            f"frames good {s['frames_good']}, bad {s['frames_bad']}, lost in gaps {lost}, foreign {p['frames_foreign']}, "
+            f"unknown virtual channel {p['frames_unknown_vc']}, idle {p['idle_frames']}",
+            f"Reed-Solomon symbols corrected {s['symbols_corrected']}, codewords uncorrectable "
+            f"{s['codewords_uncorrectable']}, FECF failures {s['crc_failures']}, slips {s['slips']}, "
+            f"inversions {s['inversions']}, locks {s['locks']}, locks lost {s['locks_lost']}",
             f"packets {p['packets']} (idle {p['idle_packets']}), CRC errors {p['packet_crc_errors']}, "
             f"malformed {p['packets_malformed']}, partial dropped {plost}, sequence gaps {p['sequence_gaps']}",
             f"detection reports {p['detection_reports']}, detections {p['detections']}, "
             f"housekeeping {p['housekeeping_reports']}, events {p['events']}",
-        ]
+        ] + ([f"images complete {self.images['images_complete']}, incomplete {self.images['images_incomplete']}, "
+              f"corrupt {self.images['images_corrupt']}"] if self.images else [])
 
 
 class GroundDecoder:
-    def __init__(self, config, archive, wallclock=time.time):
+    """`images`: an ImageAssembler for image products, or None to count them as unknown."""
+
+    def __init__(self, config, archive, wallclock=time.time, images=None):
+        link = config.link
+        vcs = tuple(link.vc_priority)
+        if not vcs or len(set(vcs)) != len(vcs) or not all(0 <= v < IDLE_VCID for v in vcs):
+            raise ConfigurationError(f"vc_priority must list distinct virtual channels 0..{IDLE_VCID - 1}, "
+                                     f"got {list(vcs)}")
         self.config = config
         self.archive = archive
         self._wallclock = wallclock
-        link = config.link
+        self._spacecraft_id = link.spacecraft_id
         self.cuc = CucCodec(link.time)
-        self.sync = FrameSynchronizer(frame_layout(link), build_channel_coder(link))
-        self.channels: dict[int, VirtualChannelReassembler] = {}
+        g = config.ground
+        self.sync = FrameSynchronizer(frame_layout(link), build_channel_coder(link),
+                                      search_errors=g.sync_search_errors, lock_errors=g.sync_lock_errors,
+                                      flywheel=g.sync_flywheel, slip_window_bits=g.sync_slip_window_bits,
+                                      allow_inverted=g.sync_allow_inverted)
+        self.images = images
+        # Only configured channels get a reassembler: a corrupted VC id that passed
+        # the FECF must not grow the ground's state.
+        self.channels: dict[int, VirtualChannelReassembler] = {v: VirtualChannelReassembler(v) for v in vcs}
         self.counters = PacketCounters()
         self._last_sequence: dict[int, int] = {}
 
-    def feed(self, chunk: bytes) -> None:
-        received_at = self._wallclock()
-        for frame in self.sync.feed(chunk):
-            if frame.spacecraft_id != self.config.link.spacecraft_id:
-                self.counters.frames_foreign += 1
-                continue
-            channel = self.channels.get(frame.virtual_channel_id)
-            if channel is None:
-                channel = self.channels[frame.virtual_channel_id] = VirtualChannelReassembler(frame.virtual_channel_id)
-            for packet in channel.feed(frame):
-                self._packet(packet, received_at)
+    def feed(self, chunk) -> None:
+        self._frames(self.sync.feed(chunk), self._wallclock())
 
     def finish(self) -> GroundSummary:
-        self.sync.finish()
+        self._frames(self.sync.finish(), self._wallclock())
+        if self.images is not None:
+            self.images.finish(self._wallclock())
         self.archive.commit()
         return self.summary()
+
+    def _frames(self, frames, received_at: float) -> None:
+        c = self.counters
+        channels = self.channels
+        for frame in frames:
+            if frame.spacecraft_id != self._spacecraft_id:
+                c.frames_foreign += 1
+                continue
+            channel = channels.get(frame.virtual_channel_id)
+            if channel is None:
+                if frame.virtual_channel_id == IDLE_VCID:
+                    c.idle_frames += 1
+                else:
+                    c.frames_unknown_vc += 1
+                continue
+            for packet in channel.feed(frame):
+                self._packet(packet, received_at)
 
     def summary(self) -> GroundSummary:
         return GroundSummary(sync=asdict(self.sync.counters),
                              virtual_channels={v: asdict(c.counters) for v, c in self.channels.items()},
-                             packets=asdict(self.counters))
+                             packets=asdict(self.counters),
+                             images=asdict(self.images.counters) if self.images is not None else {})
 
     def _packet(self, raw: bytes, received_at: float) -> None:
         c = self.counters
         c.packets += 1
-        header = PRIMARY_HEADER.parse(raw)
-        if header.apid == IDLE_APID:
+        # The reassembler hands over whole packets: at least a primary header and one octet.
+        apid = ((raw[0] << 8) | raw[1]) & 0x7FF
+        if apid == IDLE_APID:
             c.idle_packets += 1
             return
-        last = self._last_sequence.get(header.apid)
-        if last is not None and header.sequence_count != (last + 1) & 0x3FFF:
+        sequence_count = ((raw[2] << 8) | raw[3]) & 0x3FFF
+        last = self._last_sequence.get(apid)
+        if last is not None and sequence_count != (last + 1) & 0x3FFF:
             c.sequence_gaps += 1
-        self._last_sequence[header.apid] = header.sequence_count
+        self._last_sequence[apid] = sequence_count
         try:
             tm = PusTm.unpack(raw, self.cuc.length)
         except ChecksumMismatch as exc:
             c.packet_crc_errors += 1
-            log.debug("APID %d: %s", header.apid, exc)
+            log.debug("APID %d: %s", apid, exc)
             return
         except LinkError as exc:
             c.packets_malformed += 1
-            log.debug("APID %d: %s", header.apid, exc)
+            log.debug("APID %d: %s", apid, exc)
             return
         self.archive.packet(received_at, tm.apid, tm.service, tm.subtype, tm.sequence_count, len(raw))
         try:
@@ -122,7 +158,6 @@ class GroundDecoder:
 
     def _product(self, tm: PusTm, received_at: float) -> None:
         c = self.counters
-        packet_time = self.cuc.to_unix(self.cuc.decode(tm.time))
         key = (tm.apid, tm.service, tm.subtype)
         if key == (products.APID_DETECTIONS, products.SERVICE_DETECTIONS, products.SUBTYPE_DETECTION_REPORT):
             report = products.DetectionReport.unpack(tm.data, self.cuc.length)
@@ -132,12 +167,19 @@ class GroundDecoder:
             c.detections += len(report.detections)
         elif key == (products.APID_HOUSEKEEPING, products.SERVICE_HOUSEKEEPING, products.SUBTYPE_HK_REPORT):
             values = products.HOUSEKEEPING_REPORT.parse(tm.data)
-            self.archive.housekeeping(received_at, packet_time, tm.sequence_count,
+            self.archive.housekeeping(received_at, self._packet_time(tm), tm.sequence_count,
                                       {n: values[n] for n in products.HOUSEKEEPING_FIELDS})
             c.housekeeping_reports += 1
         elif tm.apid == products.APID_EVENTS and tm.service == products.SERVICE_EVENTS:
             event = products.EVENT_REPORT.parse(tm.data)
-            self.archive.event(received_at, packet_time, tm.subtype, event.event_id, event.text)
+            self.archive.event(received_at, self._packet_time(tm), tm.subtype, event.event_id, event.text)
             c.events += 1
+        elif (tm.apid == products.APID_IMAGES and tm.service == products.SERVICE_IMAGES
+              and self.images is not None):
+            self.images.segment(tm.subtype, tm.data, received_at)
         else:
             c.packets_unknown += 1
+
+    def _packet_time(self, tm: PusTm) -> float:
+        # Exact (Fraction) conversion: only for the products that store it, not per packet.
+        return self.cuc.to_unix(self.cuc.decode(tm.time))

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flight.link.spacepacket import MAX_PACKET_LENGTH, PRIMARY_HEADER_LENGTH, packet_length
+from flight.link.errors import ConfigurationError
+from flight.link.spacepacket import MAX_PACKET_LENGTH, PRIMARY_HEADER_LENGTH
 from flight.link.tmframe import FHP_IDLE_DATA, FHP_NO_PACKET_START, TmFrame
 
 
@@ -23,6 +24,8 @@ class ReassemblyCounters:
 
 class VirtualChannelReassembler:
     def __init__(self, vcid: int):
+        if isinstance(vcid, bool) or not isinstance(vcid, int) or not 0 <= vcid <= 7:
+            raise ConfigurationError(f"virtual channel id must be 0..7, got {vcid!r}")
         self.vcid = vcid
         self.counters = ReassemblyCounters()
         self._expected_count: int | None = None
@@ -37,12 +40,17 @@ class VirtualChannelReassembler:
     def _extract(self) -> list[bytes]:
         packets = []
         buf = self._partial
-        while len(buf) >= PRIMARY_HEADER_LENGTH:
-            total = packet_length(buf)
-            if len(buf) < total:
+        size = len(buf)
+        start = 0
+        # The length is read by hand (packet_length), not by construct: this runs per packet.
+        while size - start >= PRIMARY_HEADER_LENGTH:
+            end = start + PRIMARY_HEADER_LENGTH + ((buf[start + 4] << 8) | buf[start + 5]) + 1
+            if end > size:
                 break
-            packets.append(bytes(buf[:total]))
-            del buf[:total]
+            packets.append(bytes(buf[start:end]))
+            start = end
+        if start:
+            del buf[:start]
         self.counters.packets += len(packets)
         return packets
 

@@ -19,6 +19,7 @@ from flight.downlink import Downlink
 from flight.executive import Executive
 from flight.products import HOUSEKEEPING_REPORT
 from ground.archive import GroundArchive
+from ground.cli import image_assembler
 from ground.decoder import GroundDecoder
 from hil.scene import SceneConfig, SceneSimulator, write_npy_frames
 
@@ -91,7 +92,7 @@ def fly(config, sensor=None) -> tuple[bytes, Executive]:
 
 def decode(config, stream: bytes, out):
     archive = GroundArchive(out)
-    decoder = GroundDecoder(config, archive)
+    decoder = GroundDecoder(config, archive, images=image_assembler(config, out, archive))
     for i in range(0, len(stream), 777):  # the ground reads in arbitrary pieces
         decoder.feed(stream[i:i + 777])
     summary = decoder.finish()
@@ -122,6 +123,17 @@ def test_every_frame_report_and_housekeeping_arrive(tmp_path, link):
     rows = [json.loads(line) for line in (tmp_path / "detections.jsonl").read_text().splitlines()]
     assert len(rows) == executive.counters.detections_total
     assert {"frame_index", "frame_time", "x", "y", "flux", "snr"} <= set(rows[0])
+    # Imagery: the first frame's quick-look, and chips, all whole and equal to what was sent.
+    images = db.execute("SELECT kind, status, path, x0, y0, frame_index, max_error FROM images").fetchall()
+    assert summary.images["images_complete"] == len(images) == executive.counters.images_sent
+    quicklooks = [r for r in images if r[0] == "quicklook"]
+    assert len(quicklooks) == 1 and quicklooks[0][1] == "complete"
+    sim = SceneSimulator(config.scene)
+    for kind, status, path, x0, y0, frame_index, max_error in images:
+        image = np.load(path)
+        truth = sim.frame(frame_index)[0][y0:y0 + image.shape[0], x0:x0 + image.shape[1]].astype(int)
+        assert np.abs(image.astype(int) - truth).max() <= max_error
+        assert (max_error == 0) == (kind == "chip")
 
 
 def test_detections_match_the_simulated_targets(tmp_path):

@@ -67,6 +67,11 @@ def test_pus_tm_truncated_and_malformed():
         PusTm.unpack(tiny + bytes(20), 6)
 
 
+def test_idle_packet_is_not_pus():
+    with pytest.raises(MalformedError, match="idle"):
+        PusTm.unpack(idle_packet(40), 6)
+
+
 def test_pus_tm_refuses_bad_fields():
     with pytest.raises(ValueError, match="APID"):
         PusTm(apid=0x7FF, service=1, subtype=1, data=b"", time=b"")

@@ -42,6 +42,11 @@ class ChannelCoder:
         self.cadu_length = len(ASM) + self.coded_length
         self._sequence = pseudo_randomizer_sequence(self.coded_length) if randomize else None
 
+    @property
+    def randomizer_sequence(self) -> bytes | None:
+        """The pseudo-random octets XORed over a coded frame; None without randomizer."""
+        return None if self._sequence is None else self._sequence.tobytes()
+
     def derandomize(self, coded: bytes) -> bytes:
         if self._sequence is None:
             return bytes(coded)

@@ -111,22 +111,23 @@ class MasterChannelMultiplexer:
         return any(c.has_packet_data() for c in self.channels.values())
 
     def next_frame(self, flush: bool = False) -> bytes | None:
-        """The next frame to send: the highest-priority channel with a full frame
-        (or, with flush, any packet data); None when nothing is waiting."""
-        for want_full in (True, False):
-            if not want_full and not flush:
-                break
-            for vcid in self._order:
-                channel = self.channels[vcid]
-                if want_full and not channel.has_full_frame():
-                    continue
-                taken = channel.take(flush=not want_full)
-                if taken is None:
-                    continue
-                data, first = taken
-                frame = self._frame(vcid, channel.frame_count, first, data)
-                channel.frame_count = (channel.frame_count + 1) & 0xFF
-                return frame
+        """The next frame to send, from the highest-priority channel that has one;
+        None when nothing is waiting.
+
+        Without `flush` only full data fields go out. With it, a channel's
+        partly filled field goes out too (completed with idle data): priority
+        decides before fullness, so a waiting alert never sits behind a full
+        frame of imagery.
+        """
+        for vcid in self._order:
+            channel = self.channels[vcid]
+            taken = channel.take(flush=flush)
+            if taken is None:
+                continue
+            data, first = taken
+            frame = self._frame(vcid, channel.frame_count, first, data)
+            channel.frame_count = (channel.frame_count + 1) & 0xFF
+            return frame
         return None
 
     def idle_frame(self) -> bytes:

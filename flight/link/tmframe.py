@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 import construct as cs
 
@@ -32,6 +32,60 @@ TM_PRIMARY_HEADER = cs.BitStruct(
     "segment_length_id" / cs.BitsInteger(2),
     "first_header_pointer" / cs.BitsInteger(11),
 )
+
+
+
+
+class PrimaryHeader(NamedTuple):
+    """The fields of TM_PRIMARY_HEADER, read without construct on the hot paths."""
+
+    spacecraft_id: int
+    virtual_channel_id: int
+    ocf_flag: bool
+    master_channel_frame_count: int
+    virtual_channel_frame_count: int
+    secondary_header_flag: bool
+    synch_flag: bool
+    packet_order_flag: bool
+    segment_length_id: int
+    first_header_pointer: int
+
+
+def parse_primary_header(raw) -> PrimaryHeader | None:
+    """The primary header at the start of ``raw`` (at least 6 octets); None when the
+    version number is not 0.
+
+    TM_PRIMARY_HEADER stays the definition: tests/test_frame_sync.py proves
+    this reads every header exactly as its parse does. Construct costs tens of
+    microseconds a frame, more than the rest of the ground path together.
+    """
+    word = int.from_bytes(raw[:PRIMARY_HEADER_LENGTH], "big")
+    if word >> 46:
+        return None
+    return PrimaryHeader(
+        (word >> 36) & 0x3FF, (word >> 33) & 0x7, bool((word >> 32) & 1), (word >> 24) & 0xFF,
+        (word >> 16) & 0xFF, bool((word >> 15) & 1), bool((word >> 14) & 1), bool((word >> 13) & 1),
+        (word >> 11) & 0x3, word & 0x7FF)
+
+
+def build_primary_header(spacecraft_id: int, virtual_channel_id: int, ocf_flag: bool,
+                         master_channel_frame_count: int, virtual_channel_frame_count: int,
+                         first_header_pointer: int, synch_flag: bool = False,
+                         packet_order_flag: bool = False) -> bytes:
+    """TM_PRIMARY_HEADER.build of these fields (no secondary header, segment length id
+    '11'), by integer arithmetic; tests/test_frame_sync.py proves the two equal."""
+    for name, value, top in (("spacecraft_id", spacecraft_id, MAX_SPACECRAFT_ID),
+                             ("virtual_channel_id", virtual_channel_id, 7),
+                             ("master_channel_frame_count", master_channel_frame_count, 0xFF),
+                             ("virtual_channel_frame_count", virtual_channel_frame_count, 0xFF),
+                             ("first_header_pointer", first_header_pointer, 0x7FF)):
+        if not 0 <= value <= top:
+            raise ValueError(f"{name} must be 0..{top}, got {value}")
+    word = ((spacecraft_id << 36) | (virtual_channel_id << 33) | (bool(ocf_flag) << 32)
+            | (master_channel_frame_count << 24) | (virtual_channel_frame_count << 16)
+            | (bool(synch_flag) << 14) | (bool(packet_order_flag) << 13) | (0b11 << 11)
+            | first_header_pointer)
+    return word.to_bytes(PRIMARY_HEADER_LENGTH, "big")
 
 
 @dataclass(frozen=True)
@@ -71,14 +125,11 @@ class TmFrame:
             raise ValueError(f"frame data field must be {layout.data_field_length} octets, got {len(self.data)}")
         if layout.has_ocf != (self.ocf is not None) or (self.ocf is not None and len(self.ocf) != OCF_LENGTH):
             raise ValueError("OCF presence or length does not match the frame layout")
-        header = TM_PRIMARY_HEADER.build(dict(
-            spacecraft_id=self.spacecraft_id, virtual_channel_id=self.virtual_channel_id,
-            ocf_flag=layout.has_ocf, master_channel_frame_count=self.master_channel_frame_count,
-            virtual_channel_frame_count=self.virtual_channel_frame_count,
-            secondary_header_flag=False, synch_flag=self.synch_flag,
-            packet_order_flag=self.packet_order_flag,
-            # '11' is the only value allowed when synch_flag is 0.
-            segment_length_id=0b11, first_header_pointer=self.first_header_pointer))
+        # '11' is the only segment length id allowed when synch_flag is 0.
+        header = build_primary_header(
+            self.spacecraft_id, self.virtual_channel_id, layout.has_ocf, self.master_channel_frame_count,
+            self.virtual_channel_frame_count, self.first_header_pointer, self.synch_flag,
+            self.packet_order_flag)
         body = header + self.data + (self.ocf or b"")
         if layout.has_fecf:
             body += crc16_ccitt(body).to_bytes(2, "big")
@@ -94,17 +145,19 @@ class TmFrame:
             computed = crc16_ccitt(raw[:-2])
             if expected != computed:
                 raise ChecksumMismatch("TM frame FECF", expected, computed)
-        try:
-            header = TM_PRIMARY_HEADER.parse(raw)
-        except cs.ConstructError as exc:
-            raise MalformedError(f"TM frame header: {exc}") from exc
+        header = parse_primary_header(raw)
+        if header is None:
+            raise MalformedError(f"TM frame version {raw[0] >> 6} is not 0")
         if header.ocf_flag != layout.has_ocf:
             raise MalformedError(f"TM frame OCF flag {header.ocf_flag} does not match the configured layout")
+        return cls.from_header(header, raw, layout)
+
+    @classmethod
+    def from_header(cls, header: PrimaryHeader, raw, layout: FrameLayout) -> "TmFrame":
+        """The frame ``raw`` whose header has been parsed and checked already."""
         start = PRIMARY_HEADER_LENGTH
         end = start + layout.data_field_length
-        return cls(spacecraft_id=header.spacecraft_id, virtual_channel_id=header.virtual_channel_id,
-                   master_channel_frame_count=header.master_channel_frame_count,
-                   virtual_channel_frame_count=header.virtual_channel_frame_count,
-                   first_header_pointer=header.first_header_pointer, data=raw[start:end],
-                   ocf=raw[end:end + OCF_LENGTH] if layout.has_ocf else None,
-                   synch_flag=header.synch_flag, packet_order_flag=header.packet_order_flag)
+        return cls(header.spacecraft_id, header.virtual_channel_id, header.master_channel_frame_count,
+                   header.virtual_channel_frame_count, header.first_header_pointer, bytes(raw[start:end]),
+                   bytes(raw[end:end + OCF_LENGTH]) if layout.has_ocf else None,
+                   header.synch_flag, header.packet_order_flag)
