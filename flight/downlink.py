@@ -53,6 +53,7 @@ class Downlink:
         self.packets_sent = 0
         self.packets_dropped = 0
         self.write_errors = 0
+        self.failure: Exception | None = None
 
     # --- executive side ---------------------------------------------------
     def submit(self, vcid: int, packet: bytes) -> bool:
@@ -84,7 +85,8 @@ class Downlink:
             drained = not self._thread.is_alive()
         else:
             drained = not self.mux.has_data()
-        if not drained:
+        drained = drained and self.failure is None
+        if self.failure is None and not drained:
             log.error("downlink: %d octets still queued after %.1f s; giving up", self.queued_octets(), flush_timeout)
         return drained
 
@@ -101,6 +103,13 @@ class Downlink:
                 self._wake.wait(0.5)
 
     def _run(self) -> None:
+        try:
+            self._write_until_stopped()
+        except Exception as exc:  # noqa: BLE001 - reported through stop() and the log, never silent
+            self.failure = exc
+            log.exception("downlink writer failed")
+
+    def _write_until_stopped(self) -> None:
         # The port (a pty, a socket, a USB radio) may buffer far more than the
         # line sends in a moment. Writing ahead of the line rate would move
         # the queue into that buffer, where an alert can no longer overtake

@@ -104,6 +104,7 @@ def decode(config, stream: bytes, out):
     {},
     {"reed_solomon": True, "interleave_depth": 1, "frame_length": 223},
     {"reed_solomon": True, "interleave_depth": 5, "frame_length": 1000, "randomize": False},
+    {"continuous": True, "baud": 2_000_000, "ocf": True},
 ])
 def test_every_frame_report_and_housekeeping_arrive(tmp_path, link):
     config = small_config(**link)
@@ -111,6 +112,8 @@ def test_every_frame_report_and_housekeeping_arrive(tmp_path, link):
     summary = decode(config, stream, tmp_path)
     assert summary.sync["frames_bad"] == 0 and summary.sync["bytes_skipped"] == 0
     assert summary.packets["detection_reports"] == 12
+    # A transparent radio needs a continuous stream: idle frames fill the gaps.
+    assert (summary.packets["idle_frames"] > 0) == config.link.continuous
     assert summary.packets["detections"] == executive.counters.detections_total
     assert summary.packets["events"] == 2   # started, stopping
     db = sqlite3.connect(tmp_path / "archive.sqlite")

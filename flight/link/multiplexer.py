@@ -139,9 +139,10 @@ class MasterChannelMultiplexer:
         return frame
 
     def _frame(self, vcid: int, vc_count: int, first_header_pointer: int, data: bytes) -> bytes:
-        ocf = self.ocf_source() if self.layout.has_ocf else None
-        if self.layout.has_ocf and ocf is None:
-            ocf = bytes(4)
+        ocf = None
+        if self.layout.has_ocf:
+            # Until COP-1 supplies a CLCW, the field is sent as zeros.
+            ocf = self.ocf_source() if self.ocf_source is not None else bytes(4)
         raw = TmFrame(self.spacecraft_id, vcid, self._master_count, vc_count,
                       first_header_pointer, data, ocf).pack(self.layout)
         self._master_count = (self._master_count + 1) & 0xFF
