@@ -61,6 +61,7 @@ class DetectorConfig:
     filter_radius: int = _doc(2, "half-width (px) of the separable Gaussian matched filter")
     model_rate: float = _doc(0.05, "background model update rate per frame (temporal mode)")
     model_clip: float = _doc(2.5, "positive residuals update the model at most this many noise sigmas")
+    model_clip_low: float = _doc(5.0, "negative residuals update the model at most this many noise sigmas")
     variance_rate: float = _doc(0.03, "update rate of the per-pixel variance of the filtered residual")
     variance_clip: float = _doc(2.5, "a frame raises the variance at most as by this many sigmas")
     variance_hold: float = _doc(0.1, "variance rate multiplier where the statistic is above k_sigma")
@@ -72,6 +73,7 @@ class DetectorConfig:
     register_clip: float = _doc(4.0, "registration ignores pixels whose residual exceeds this many sigmas")
     register_iterations: int = _doc(3, "Gauss-Newton iterations of the registration")
     drift_rate: float = _doc(0.2, "update rate of the drift estimate that seeds the registration")
+    peak_radius: int = _doc(2, "a detection is a local maximum of the statistic over this radius (px)")
     max_sharpness: float = _doc(0.5, "peak pixel / 3x3 sum above which a hit is a cosmic ray or hot pixel")
 
     def __post_init__(self) -> None:
@@ -90,6 +92,7 @@ class DetectorConfig:
             ("filter_radius", 1 <= self.filter_radius <= 16, "in [1, 16]"),
             ("model_rate", 0 < self.model_rate <= 1, "in (0, 1]"),
             ("model_clip", self.model_clip > 0, "> 0"),
+            ("model_clip_low", self.model_clip_low > 0, "> 0"),
             ("variance_rate", 0 < self.variance_rate <= 1, "in (0, 1]"),
             ("variance_clip", self.variance_clip >= 1, ">= 1"),
             ("variance_hold", 0 <= self.variance_hold <= 1, "in [0, 1]"),
@@ -100,6 +103,7 @@ class DetectorConfig:
             ("register_clip", self.register_clip > 0, "> 0"),
             ("register_iterations", self.register_iterations >= 0, ">= 0"),
             ("drift_rate", 0 <= self.drift_rate <= 1, "in [0, 1]"),
+            ("peak_radius", 1 <= self.peak_radius <= 8, "in [1, 8]"),
             ("max_sharpness", 0 < self.max_sharpness <= 1, "in (0, 1]"),
         )
         for name, ok, rule in checks:
@@ -236,11 +240,12 @@ def filter_taps(config: DetectorConfig) -> np.ndarray:
     return taps / taps.sum()
 
 
-def fill_bad(frame: np.ndarray, bad: np.ndarray) -> np.ndarray:
-    """float32 copy of frame with bad pixels replaced by the median of good 3x3 neighbours."""
+def fill_bad(frame: np.ndarray, bad: np.ndarray, where: np.ndarray | None = None) -> np.ndarray:
+    """float32 copy of frame with bad pixels (those also in where, if given) replaced by the
+    median of their good 3x3 neighbours."""
     out = frame.astype(np.float32)
-    h, w = frame.shape
-    for y, x in np.argwhere(bad):
+    todo = bad if where is None else (bad & where)
+    for y, x in np.argwhere(todo):
         block = frame[max(y - 1, 0):y + 2, max(x - 1, 0):x + 2]
         good = block[bad[max(y - 1, 0):y + 2, max(x - 1, 0):x + 2] == 0]
         out[y, x] = np.median(good) if good.size else np.median(frame)
@@ -272,16 +277,73 @@ def split_shift(shift: float) -> tuple[int, np.ndarray]:
     return whole, cubic_weights(shift - whole)
 
 
-def reanchor(array: np.ndarray, ky: int, kx: int, fill: np.ndarray) -> None:
-    """array(u) <- array(u + k) in place, integer k (exact); vacated cells take fill(u)."""
+def learn_window(shape, oy: int, ox: int, radius: int) -> tuple[int, int, int, int]:
+    """(y0, y1, x0, x1): pixels whose whole matched-filter support lies where the warped model
+    (whole-pixel part oy, ox of the offset, 4-tap interpolation) has data."""
+    h, w = shape
+    return (max(1 - oy, 0) + radius, min(h - 2 - oy, h) - radius,
+            max(1 - ox, 0) + radius, min(w - 2 - ox, w) - radius)
+
+
+def shift_cells(array: np.ndarray, ky: int, kx: int) -> np.ndarray:
+    """array(u) <- array(u + k) in place, integer k (exact); vacated cells repeat the nearest
+    kept edge.  Returns the mask of vacated cells."""
     h, w = array.shape
-    moved = np.array(fill, dtype=array.dtype, copy=True)
-    src_y = slice(max(ky, 0), min(h + ky, h))
-    dst_y = slice(max(-ky, 0), min(h - ky, h))
-    src_x = slice(max(kx, 0), min(w + kx, w))
-    dst_x = slice(max(-kx, 0), min(w - kx, w))
-    moved[dst_y, dst_x] = array[src_y, src_x]
-    array[...] = moved
+    kept = array[max(ky, 0):h + min(ky, 0), max(kx, 0):w + min(kx, 0)].copy()
+    pad = ((max(-ky, 0), max(ky, 0)), (max(-kx, 0), max(kx, 0)))
+    array[...] = np.pad(kept, pad, mode="edge")
+    vacated = np.ones((h, w), bool)
+    vacated[pad[0][0]:h - pad[0][1], pad[1][0]:w - pad[1][1]] = False
+    return vacated
+
+
+def bilinear_at(image: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """Bilinear samples of image at (ys, xs), clamped to the image."""
+    h, w = image.shape
+    ys = np.clip(ys, 0.0, h - 1.0)
+    xs = np.clip(xs, 0.0, w - 1.0)
+    y0 = np.minimum(np.floor(ys).astype(np.int64), h - 2)
+    x0 = np.minimum(np.floor(xs).astype(np.int64), w - 2)
+    fy, fx = ys - y0, xs - x0
+    im = image.astype(np.float64)
+    return ((1.0 - fy) * ((1.0 - fx) * im[y0, x0] + fx * im[y0, x0 + 1])
+            + fy * ((1.0 - fx) * im[y0 + 1, x0] + fx * im[y0 + 1, x0 + 1]))
+
+
+def reanchor(model: np.ndarray, variance: np.ndarray, age: np.ndarray, frame: np.ndarray,
+             bad: np.ndarray, ky: int, kx: int, fy: float, fx: float,
+             config: DetectorConfig, taps: np.ndarray) -> None:
+    """Move the scene-fixed state by whole pixels (exact, in place) to keep it over the view.
+
+    (fy, fx) is the offset left after the move.  Cells the drift brought into
+    view start from this frame, with its bad pixels repaired and resampled at
+    the sub-pixel position they see (a raw copy would put a dead pixel's hole
+    or a half-pixel misplaced cloud edge into the model); their age is one
+    frame, and their residual variance is the larger of the white-noise value
+    and that of their nearest mature neighbour, since clutter does not stop
+    at the edge of the view.
+    """
+    h, w = model.shape
+    if abs(ky) >= h or abs(kx) >= w:  # lost the scene entirely: start again from this frame
+        ky, kx = 0, 0
+        model[...] = fill_bad(frame, bad != 0)
+        variance[...] = initial_variance(model, config, taps)
+        age[...] = 1
+        return
+    vacated = shift_cells(model, ky, kx)
+    shift_cells(variance, ky, kx)
+    shift_cells(age, ky, kx)
+    near = vacated.copy()
+    for axis in (0, 1):  # dilate by 2 so that repaired pixels' neighbours are repaired too
+        for step in (1, 2, -1, -2):
+            near |= np.roll(vacated, step, axis=axis)
+    repaired = fill_bad(frame, bad != 0, near)
+    ys, xs = np.nonzero(vacated)
+    fresh = bilinear_at(repaired, ys - fy, xs - fx).astype(np.float32)
+    model[ys, xs] = fresh
+    white = initial_variance(fresh, config, taps)
+    variance[ys, xs] = np.maximum(variance[ys, xs], white)
+    age[ys, xs] = 1
 
 
 class TemporalDetector:
@@ -309,6 +371,7 @@ class TemporalDetector:
         self.model, self.prediction, self.residual, self._clipped = f32(), f32(), f32(), f32()
         self._update, self._scratch, self.filtered, self.zscore = f32(), f32(), f32(), f32()
         self.variance, self.hot_score = f32(), f32()
+        self.age = np.zeros(self.shape, np.uint16)  # frames each model cell has seen
         self.outside = np.zeros(self.shape, np.uint8)
         self._outside_update = np.zeros(self.shape, np.uint8)
         self.labels = np.zeros(self.shape, np.int32)
@@ -320,7 +383,9 @@ class TemporalDetector:
         self.drift = np.zeros(2)  # (dx, dy) per frame, seeds the registration
         self.shift = np.zeros(2)  # last measured frame-to-frame (dx, dy)
         self.frames_processed = 0
-        self.last_candidates = 0  # components before cosmic-ray rejection and capping
+        self._component_size = np.empty(nlab, np.int32)
+        self._peaks = np.empty(h * w // 4 + 16, np.int64)
+        self.last_candidates = 0  # peaks before cosmic-ray rejection and capping
         self.table = np.empty((0, len(_temporal.COLUMNS)))
 
     def _white_variance(self, level: np.ndarray) -> np.ndarray:
@@ -333,6 +398,7 @@ class TemporalDetector:
         if self.frames_processed == 0:
             self.model[...] = fill_bad(frame, self.calibration)
             self.variance[...] = self._white_variance(self.model)
+            self.age[...] = 1
             self.frames_processed = 1
             return np.empty(0, DETECTION_DTYPE)
         guess = self.offset + self.drift
@@ -345,38 +411,39 @@ class TemporalDetector:
         self.offset = self._reg[:2].copy()
         if np.any(np.abs(self.offset) > REANCHOR_PX):
             kx, ky = (int(v) for v in np.rint(self.offset))
-            level = frame.astype(np.float32)
-            reanchor(self.model, ky, kx, level)
-            reanchor(self.variance, ky, kx, self._white_variance(level))
             self.offset -= (kx, ky)
+            reanchor(self.model, self.variance, self.age, frame, self.bad, ky, kx,
+                     float(self.offset[1]), float(self.offset[0]), cfg, self.taps)
         fx, fy = float(self.offset[0]), float(self.offset[1])
         (oy, wy), (ox, wx) = split_shift(fy), split_shift(fx)
         _temporal.warp_separable(self.model, oy, ox, wy, wx, self._scratch, self.prediction,
                                  self.outside)
         _temporal.residual_and_hot(frame, self.bad, self.prediction, self.outside, self.residual,
-                                   self._clipped, self.hot_score, cfg.model_clip, read_var,
+                                   self._clipped, self.hot_score, cfg.model_clip,
+                                   cfg.model_clip_low, read_var,
                                    inv_gain, cfg.hot_rate, cfg.hot_on, cfg.hot_off)
         _temporal.matched_filter(self.residual, self.taps, self._scratch, self.filtered,
                                  self.zscore, self.variance, int(round(fy)), int(round(fx)),
                                  cfg.variance_rate, cfg.variance_clip, 1e-6, float(cfg.k_sigma),
-                                 cfg.variance_rate * cfg.variance_hold)
+                                 cfg.variance_rate * cfg.variance_hold,
+                                 *learn_window(self.shape, oy, ox, len(self.taps) // 2))
         n = _temporal.label_above(self.zscore, self.bad, float(cfg.k_sigma), self.labels,
                                   self._parent, self._remap)
         if n:
             _temporal.hold_detected(self._clipped, self.labels)
-        # a running mean while the model is young, then the configured rate
-        alpha = max(cfg.model_rate, 1.0 / (self.frames_processed + 1))
         (uy, vy_w), (ux, vx_w) = split_shift(-fy), split_shift(-fx)
         _temporal.warp_separable(self._clipped, uy, ux, vy_w, vx_w, self._scratch, self._update,
                                  self._outside_update)
-        _temporal.apply_update(self.model, self._update, self._outside_update, alpha)
-        table = np.empty((n, len(_temporal.COLUMNS)), np.float64)
-        _temporal.measure_targets(self.residual, self.filtered, self.zscore, self.bad, self.labels,
-                                  n, cfg.aperture_radius, float(cfg.psf_sigma), read_var, inv_gain,
-                                  self.prediction, np.empty(n, np.int64), np.empty(n, np.float64),
-                                  table)
+        _temporal.apply_update(self.model, self._update, self._outside_update, self.age,
+                               cfg.model_rate)
+        m = _temporal.find_peaks(self.zscore, self.labels, n, cfg.peak_radius,
+                                 self._component_size, self._peaks)
+        table = np.empty((m, len(_temporal.COLUMNS)), np.float64)
+        _temporal.measure_targets(self.residual, self.filtered, self.zscore, self.labels,
+                                  self._component_size, self._peaks, m, cfg.aperture_radius,
+                                  float(cfg.psf_sigma), read_var, inv_gain, self.prediction, table)
         self.frames_processed += 1
-        self.last_candidates = n
+        self.last_candidates = m
         self.table = table
         return finish_detections(table, cfg)
 

@@ -247,29 +247,36 @@ def warp_separable(src, oy, ox, wy, wx):
     return out.astype(np.float32), (~inside).astype(np.uint8)
 
 
-def residual_and_hot(frame, bad, prediction, outside, hot_score, clip_sigma, read_var, inv_gain,
-                     hot_rate, hot_on, hot_off):
+def residual_and_hot(frame, bad, prediction, outside, hot_score, clip_sigma, clip_low, read_var,
+                     inv_gain, hot_rate, hot_on, hot_off):
     """(residual, clipped, hot_score, bad) as the kernel computes them."""
     p = prediction.astype(np.float64)
     r = frame.astype(np.float64) - p
     sigma = np.sqrt(read_var + np.maximum(p, 0.0) * inv_gain)
-    score = (1.0 - hot_rate) * hot_score.astype(np.float64) + hot_rate * np.clip(r / sigma, -5.0, 20.0)
+    score = (1.0 - hot_rate) * hot_score.astype(np.float64) + hot_rate * np.clip(r / sigma, -20.0, 20.0)
     inside = outside == 0
     new_score = np.where(inside, score.astype(np.float32), hot_score)
-    hot = (score > hot_on) | (((bad & BAD_DETECTED) != 0) & (score > hot_off))
+    hot = (np.abs(score) > hot_on) | (((bad & BAD_DETECTED) != 0) & (np.abs(score) > hot_off))
     new_bad = np.where(inside, (bad & BAD_CALIBRATION) | np.where(hot, BAD_DETECTED, 0), bad).astype(np.uint8)
     use = inside & (new_bad == 0)
     residual = np.where(use, r, 0.0).astype(np.float32)
-    clipped = np.where(use, np.minimum(r, clip_sigma * sigma), 0.0).astype(np.float32)
+    clipped = np.where(use, np.maximum(np.minimum(r, clip_sigma * sigma), -clip_low * sigma),
+                       0.0).astype(np.float32)
     return residual, clipped, new_score.astype(np.float32), new_bad
 
 
-def apply_update(model, update, outside, alpha):
-    return np.where(outside == 0, (model.astype(np.float64) + alpha * update.astype(np.float64)),
-                    model).astype(np.float32)
+def apply_update(model, update, outside, age, rate):
+    """(model, age) after the update: a running mean while a cell is young, then rate."""
+    alpha = np.maximum(rate, 1.0 / (age.astype(np.float64) + 1.0))
+    inside = outside == 0
+    new_model = np.where(inside, model.astype(np.float64) + alpha * update.astype(np.float64),
+                         model).astype(np.float32)
+    new_age = np.where(inside, np.minimum(age.astype(np.int64) + 1, 65535), age).astype(np.uint16)
+    return new_model, new_age
 
 
-def matched_filter(residual, taps, variance, vy, vx, rate, clip, variance_floor, hold_z, hold_rate):
+def matched_filter(residual, taps, variance, vy, vx, rate, clip, variance_floor, hold_z, hold_rate,
+                   learn=(0, 2**31, 0, 2**31)):
     """(filtered, zscore, new variance) as the kernel computes them."""
     h, w = residual.shape
     r = len(taps) // 2
@@ -303,6 +310,8 @@ def matched_filter(residual, taps, variance, vy, vx, rate, clip, variance_floor,
             a = float(acc[y, x])
             z = a / math.sqrt(v)
             zscore[y, x] = np.float32(z)
+            if not (learn[0] <= y < learn[1] and learn[2] <= x < learn[3]):
+                continue
             u = hold_rate if z > hold_z else rate
             variance[vyy, vxx] = np.float32(max((1.0 - u) * v + u * min(a * a, clip * clip * v),
                                                 variance_floor))
@@ -318,17 +327,29 @@ def label_above(zscore, bad, k_sigma):
                                  np.ones((h, w), np.float32), 0.5)
 
 
-def measure_targets(residual, filtered, zscore, labels, n, radius, psf_sigma, read_var, inv_gain,
-                    prediction):
+def find_peaks(zscore, labels, n, radius):
+    """(component sizes, flat indices of the local maxima of zscore among labelled pixels)."""
+    h, w = zscore.shape
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:n + 1].astype(np.int32)
+    peaks = []
+    for y, x in np.argwhere(labels != 0):  # raster order
+        z = zscore[y, x]
+        window = zscore[max(y - radius, 0):y + radius + 1, max(x - radius, 0):x + radius + 1]
+        wy, wx = np.mgrid[max(y - radius, 0):min(y + radius + 1, h), max(x - radius, 0):min(x + radius + 1, w)]
+        earlier = (wy < y) | ((wy == y) & (wx < x))
+        if not np.any((window > z) | ((window == z) & earlier)):
+            peaks.append(y * w + x)
+    return sizes, np.array(peaks, np.int64)
+
+
+def measure_targets(residual, filtered, zscore, labels, sizes, peaks, radius, psf_sigma, read_var,
+                    inv_gain, prediction):
     h, w = residual.shape
     res = residual.astype(np.float64)
     filt = filtered.astype(np.float64)
-    out = np.zeros((n, 12))
-    for i in range(n):
-        ys, xs = np.nonzero(labels == i + 1)
-        z = zscore[ys, xs].astype(np.float64)
-        k = int(np.argmax(z))
-        py, px = int(ys[k]), int(xs[k])
+    out = np.zeros((len(peaks), 12))
+    for i, index in enumerate(peaks):
+        py, px = divmod(int(index), w)
         c = filt[py, px]
         dx = dy = 0.0
         if 0 < px < w - 1:
@@ -362,7 +383,8 @@ def measure_targets(residual, filtered, zscore, labels, n, radius, psf_sigma, re
         root = math.sqrt(0.25 * (sxx - syy) * (sxx - syy) + sxy * sxy)
         sigma_n = math.sqrt(read_var + max(float(prediction[py, px]), 0.0) * inv_gain)
         crb = min(math.sqrt(8.0 * math.pi) * psf_sigma ** 2 * sigma_n / flux, 1.0) if flux > 0 else 1.0
-        out[i] = (xc, yc, crb, crb, flux, z[k], peak_r, len(ys), math.sqrt(half + root),
+        out[i] = (xc, yc, crb, crb, flux, float(zscore[py, px]), peak_r, sizes[labels[py, px] - 1],
+                  math.sqrt(half + root),
                   math.sqrt(max(half - root, 0.0)), 0.5 * math.atan2(2.0 * sxy, sxx - syy),
                   peak_r / sum3 if sum3 > 0.0 else 1.0)
     return out
@@ -392,6 +414,7 @@ class TemporalDetector:
         if self.frames_processed == 0:
             self.model = d.fill_bad(frame, self.calibration)
             self.variance = d.initial_variance(self.model, cfg, self.taps)
+            self.age = np.ones(self.shape, np.uint16)
             self.frames_processed = 1
             return np.empty(0, d.DETECTION_DTYPE)
         guess = self.offset + self.drift
@@ -402,27 +425,27 @@ class TemporalDetector:
         self.offset = reg[:2].copy()
         if np.any(np.abs(self.offset) > d.REANCHOR_PX):
             kx, ky = (int(v) for v in np.rint(self.offset))
-            level = frame.astype(np.float32)
-            d.reanchor(self.model, ky, kx, level)
-            d.reanchor(self.variance, ky, kx, d.initial_variance(level, cfg, self.taps))
             self.offset -= (kx, ky)
+            d.reanchor(self.model, self.variance, self.age, frame, self.bad, ky, kx,
+                       float(self.offset[1]), float(self.offset[0]), cfg, self.taps)
         fx, fy = float(self.offset[0]), float(self.offset[1])
         (oy, wy), (ox, wx) = d.split_shift(fy), d.split_shift(fx)
         self.prediction, outside = warp_separable(self.model, oy, ox, wy, wx)
         self.residual, clipped, self.hot_score, self.bad = residual_and_hot(
-            frame, self.bad, self.prediction, outside, self.hot_score, cfg.model_clip, read_var,
+            frame, self.bad, self.prediction, outside, self.hot_score, cfg.model_clip,
+            cfg.model_clip_low, read_var,
             inv_gain, cfg.hot_rate, cfg.hot_on, cfg.hot_off)
         self.filtered, self.zscore, self.variance = matched_filter(
             self.residual, self.taps, self.variance, int(round(fy)), int(round(fx)),
             cfg.variance_rate, cfg.variance_clip, 1e-6, float(cfg.k_sigma),
-            cfg.variance_rate * cfg.variance_hold)
+            cfg.variance_rate * cfg.variance_hold, d.learn_window(self.shape, oy, ox, len(self.taps) // 2))
         self.labels, n = label_above(self.zscore, self.bad, float(cfg.k_sigma))
         clipped = np.where(self.labels != 0, np.float32(0.0), clipped)
-        alpha = max(cfg.model_rate, 1.0 / (self.frames_processed + 1))
         (uy, vwy), (ux, vwx) = d.split_shift(-fy), d.split_shift(-fx)
         update, outside_u = warp_separable(clipped, uy, ux, vwy, vwx)
-        self.model = apply_update(self.model, update, outside_u, alpha)
-        table = measure_targets(self.residual, self.filtered, self.zscore, self.labels, n,
+        self.model, self.age = apply_update(self.model, update, outside_u, self.age, cfg.model_rate)
+        sizes, peaks = find_peaks(self.zscore, self.labels, n, cfg.peak_radius)
+        table = measure_targets(self.residual, self.filtered, self.zscore, self.labels, sizes, peaks,
                                 cfg.aperture_radius, float(cfg.psf_sigma), read_var, inv_gain,
                                 self.prediction)
         self.frames_processed += 1

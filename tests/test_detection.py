@@ -258,7 +258,7 @@ def test_residual_and_hot_equals_reference(h, w, seed):
     outside = (rng.random((h, w)) < 0.1).astype(np.uint8)
     bad = rng.choice(np.array([0, 1, 2, 3], np.uint8), (h, w), p=[0.85, 0.05, 0.05, 0.05])
     hot = rng.normal(2.0, 2.0, (h, w)).astype(np.float32)
-    args = (4.0, 100.0, 1.0, 0.3, 3.5, 1.5)
+    args = (4.0, 6.0, 100.0, 1.0, 0.3, 3.5, 1.5)
     want = detection_ref.residual_and_hot(frame, bad, pred, outside, hot, *args)
     res, clp = np.empty_like(pred), np.empty_like(pred)
     tk.residual_and_hot(frame, bad, pred, outside, res, clp, hot, *args)
@@ -274,9 +274,11 @@ def test_matched_filter_equals_reference(h, w, vy, vx, radius, seed):
     res = rng.normal(0, 50, (h, w)).astype(np.float32)
     var = rng.uniform(100, 5000, (h, w)).astype(np.float32)
     taps = fd.filter_taps(DetectorConfig(filter_radius=radius))
-    want_f, want_z, want_v = detection_ref.matched_filter(res, taps, var, vy, vx, 0.1, 2.5, 1e-6, 1.0, 0.01)
+    learn = (rng.integers(0, 4), h - rng.integers(0, 4), rng.integers(0, 4), w - rng.integers(0, 4))
+    want_f, want_z, want_v = detection_ref.matched_filter(res, taps, var, vy, vx, 0.1, 2.5, 1e-6, 1.0, 0.01,
+                                                          learn)
     filt, z, scratch = np.empty_like(res), np.empty_like(res), np.empty_like(res)
-    tk.matched_filter(res, taps, scratch, filt, z, var, vy, vx, 0.1, 2.5, 1e-6, 1.0, 0.01)
+    tk.matched_filter(res, taps, scratch, filt, z, var, vy, vx, 0.1, 2.5, 1e-6, 1.0, 0.01, *learn)
     np.testing.assert_array_equal(filt, want_f)
     np.testing.assert_array_equal(z, want_z)
     np.testing.assert_array_equal(var, want_v)
@@ -325,8 +327,8 @@ def test_registration_recovers_shift_despite_hot_pixels(dx, dy):
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.integers(8, 40), st.integers(8, 40), st.integers(0, 2**32 - 1))
-def test_labels_and_measurement_equal_reference(h, w, seed):
+@given(st.integers(8, 40), st.integers(8, 40), st.integers(0, 2**32 - 1), st.integers(1, 3))
+def test_labels_peaks_and_measurement_equal_reference(h, w, seed, radius):
     rng = np.random.default_rng(seed)
     res = rng.normal(0, 30, (h, w)).astype(np.float32)
     yy, xx = np.mgrid[:h, :w]
@@ -336,7 +338,7 @@ def test_labels_and_measurement_equal_reference(h, w, seed):
     taps = fd.filter_taps(DetectorConfig())
     filt, z = np.empty_like(res), np.empty_like(res)
     tk.matched_filter(res, taps, np.empty_like(res), filt, z, np.full((h, w), 300.0, np.float32),
-                      0, 0, 0.0, 2.5, 1e-6, 5.0, 0.0)
+                      0, 0, 0.0, 2.5, 1e-6, 5.0, 0.0, 0, h, 0, w)
     bad = (rng.random((h, w)) < 0.02).astype(np.uint8)
     labels = np.empty((h, w), np.int32)
     size = h * ((w + 1) // 2) + 1
@@ -345,10 +347,16 @@ def test_labels_and_measurement_equal_reference(h, w, seed):
     assert n == want_n
     np.testing.assert_array_equal(labels, want_labels)
     pred = np.full((h, w), 2000.0, np.float32)
-    table = np.empty((n, 12))
-    tk.measure_targets(res, filt, z, bad, labels, n, 2, 1.0, 100.0, 1.0, pred,
-                       np.empty(n, np.int64), np.empty(n), table)
-    want = detection_ref.measure_targets(res, filt, z, labels, n, 2, 1.0, 100.0, 1.0, pred)
+    sizes, peaks = np.empty(n + 1, np.int32), np.empty(h * w, np.int64)
+    m = tk.find_peaks(z, labels, n, radius, sizes, peaks)
+    want_sizes, want_peaks = detection_ref.find_peaks(z, labels, n, radius)
+    np.testing.assert_array_equal(sizes[:n], want_sizes)
+    np.testing.assert_array_equal(peaks[:m], want_peaks)
+    assert (m >= 1) == (n >= 1)  # the highest pixel is always a peak; a weaker neighbour may not be
+    table = np.empty((m, 12))
+    tk.measure_targets(res, filt, z, labels, sizes, peaks, m, 2, 1.0, 100.0, 1.0, pred, table)
+    want = detection_ref.measure_targets(res, filt, z, labels, want_sizes, want_peaks, 2, 1.0, 100.0,
+                                         1.0, pred)
     np.testing.assert_allclose(table, want, rtol=1e-12, atol=1e-9)
 
 
@@ -449,3 +457,60 @@ def test_centroid_beats_3x3_centre_of_gravity_at_high_snr():
             cog.append(np.hypot((block * xx).sum() / block.sum() + px - t["x"],
                                 (block * yy).sum() / block.sum() + py - t["y"]))
     assert np.sqrt(np.mean(errors**2)) < 0.8 * np.sqrt(np.mean(np.square(cog)))
+
+
+def test_reanchor_repairs_bad_pixels_and_resamples_the_new_cells():
+    # reference: a linear ramp frame, whose value at any sub-pixel position is known exactly
+    h, w = 20, 30
+    yy, xx = np.mgrid[:h, :w]
+    frame = (1000 + 10 * xx + 3 * yy).astype(np.uint16)
+    bad = np.zeros((h, w), np.uint8)
+    frame[5, 28] = 0  # a dead pixel in the strip that comes into view
+    bad[5, 28] = 1
+    model = np.full((h, w), 7.0, np.float32)
+    variance = np.full((h, w), 50.0, np.float32)
+    age = np.full((h, w), 40, np.uint16)
+    cfg = DetectorConfig()
+    fd.reanchor(model, variance, age, frame, bad, 0, 3, 0.0, 0.25, cfg, fd.filter_taps(cfg))
+    new = np.s_[:, w - 3:]
+    np.testing.assert_allclose(model[new], (1000 + 10 * (xx - 0.25) + 3 * yy)[new], atol=0.5)
+    assert (age[new] == 1).all() and (age[:, :w - 3] == 40).all()
+    assert (model[:, :w - 3] == 7.0).all()  # kept cells moved exactly
+    assert (variance[new] >= 50.0).all()  # no lower than the mature neighbour
+
+
+def test_quality_holds_over_time():
+    # regression: model holes (dead pixels copied into new cells) and a variance learnt from
+    # the zero fill outside the model once made false alarms grow with time
+    sim = SceneSimulator(SceneConfig(kind="clear", seed=3, n_targets=8))
+    det = Detector(DetectorConfig(), (256, 256), sim.calibration_bad_pixels())
+    late_false = 0
+    for i in range(150):
+        frame, truth = sim.frame(i)
+        got = det.process(frame)
+        if i >= 100:
+            d = np.hypot(got["x"][:, None] - truth["x"][None, :], got["y"][:, None] - truth["y"][None, :])
+            late_false += int((d.min(axis=1, initial=99.0) > 1.5).sum())
+    assert late_false / 50 <= 0.5
+    assert np.all(det.pipeline.variance > 10.0)  # nowhere learnt from the zero fill
+
+
+def test_close_targets_are_both_reported():
+    # two PSFs 4 px apart share one component; each is a peak of its own
+    h, w = 40, 40
+    yy, xx = np.mgrid[:h, :w]
+    res = np.zeros((h, w), np.float32)
+    for x0 in (18.0, 22.0):
+        res += (400 * np.exp(-((xx - x0) ** 2 + (yy - 20.0) ** 2) / 2)).astype(np.float32)
+    taps = fd.filter_taps(DetectorConfig())
+    filt, z = np.empty_like(res), np.empty_like(res)
+    tk.matched_filter(res, taps, np.empty_like(res), filt, z, np.full((h, w), 100.0, np.float32),
+                      0, 0, 0.0, 2.5, 1e-6, 5.0, 0.0, 0, h, 0, w)
+    labels = np.empty((h, w), np.int32)
+    size = h * ((w + 1) // 2) + 1
+    n = tk.label_above(z, np.zeros((h, w), np.uint8), 5.0, labels, np.empty(size, np.int32),
+                       np.empty(size, np.int32))
+    peaks = np.empty(16, np.int64)
+    m = tk.find_peaks(z, labels, n, 1, np.empty(n + 1, np.int32), peaks)
+    assert n == 1 and m == 2
+    assert sorted(int(p) % w for p in peaks[:m]) == [18, 22]
