@@ -9,6 +9,7 @@ missing, never written as if whole.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,8 @@ log = logging.getLogger(__name__)
 KIND_NAMES = {SUBTYPE_CHIP: "chip", SUBTYPE_QUICKLOOK: "quicklook"}
 # How many newer products may start before an unfinished one is declared incomplete.
 REORDER_WINDOW = 4
+# Octets of unfinished products held at most; hostile segment counts cannot grow it further.
+MAX_PENDING_OCTETS = 64 * 1024 * 1024
 
 
 @dataclass
@@ -41,6 +44,7 @@ class ImageCounters:
     images_corrupt: int = 0
     segments: int = 0
     segments_inconsistent: int = 0
+    segments_late: int = 0      # for a product already declared incomplete
 
 
 class ImageAssembler:
@@ -51,6 +55,8 @@ class ImageAssembler:
         self.archive = archive
         self.counters = ImageCounters()
         self._pending: dict[int, _Pending] = {}
+        self._pending_octets = 0
+        self._abandoned: deque[int] = deque(maxlen=64)
 
     def segment(self, subtype: int, data: bytes, received_at: float) -> None:
         c = self.counters
@@ -58,6 +64,9 @@ class ImageAssembler:
         c.segments += 1
         meta = dict(frame_index=seg.frame_index, frame_time=self.cuc.to_unix(self.cuc.decode(seg.frame_time)),
                     x0=seg.x0, y0=seg.y0, width=seg.width, height=seg.height, max_error=seg.max_error)
+        if seg.product_id in self._abandoned:
+            c.segments_late += 1
+            return
         pending = self._pending.get(seg.product_id)
         if pending is None:
             if seg.segment_count == 0 or seg.segment_index >= seg.segment_count:
@@ -68,24 +77,34 @@ class ImageAssembler:
               or seg.segment_index >= pending.count):
             c.segments_inconsistent += 1
             return
+        if seg.segment_index not in pending.pieces:
+            self._pending_octets += len(seg.data)
         pending.pieces[seg.segment_index] = seg.data
         if len(pending.pieces) == pending.count:
-            del self._pending[seg.product_id]
-            self._complete(seg.product_id, pending, received_at)
+            self._complete(seg.product_id, self._take(seg.product_id), received_at)
         self._expire(seg.product_id, received_at)
+
+    def _take(self, product_id: int) -> _Pending:
+        pending = self._pending.pop(product_id)
+        self._pending_octets -= sum(len(p) for p in pending.pieces.values())
+        return pending
 
     def _expire(self, newest: int, received_at: float) -> None:
         for product_id in [p for p in self._pending if (newest - p) & 0xFFFFFFFF > REORDER_WINDOW]:
-            self._incomplete(product_id, self._pending.pop(product_id), received_at)
+            self._incomplete(product_id, self._take(product_id), received_at)
+        while self._pending_octets > MAX_PENDING_OCTETS and self._pending:
+            oldest = next(iter(self._pending))
+            self._incomplete(oldest, self._take(oldest), received_at)
 
     def finish(self, received_at: float) -> None:
         for product_id in list(self._pending):
-            self._incomplete(product_id, self._pending.pop(product_id), received_at)
+            self._incomplete(product_id, self._take(product_id), received_at)
 
     def _name(self, product_id: int, pending: _Pending) -> str:
         return f"{KIND_NAMES.get(pending.kind, 'image')}_{pending.meta['frame_index']:06d}_{product_id}"
 
     def _incomplete(self, product_id: int, pending: _Pending, received_at: float) -> None:
+        self._abandoned.append(product_id)
         missing = sorted(set(range(pending.count)) - set(pending.pieces))
         self.counters.images_incomplete += 1
         log.warning("image %s incomplete: segments %s of %d missing", self._name(product_id, pending), missing, pending.count)

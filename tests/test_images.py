@@ -148,3 +148,15 @@ def test_png_is_valid():
     assert display_stretch(img).dtype == np.uint8
     with pytest.raises(ValueError):
         encode_png(np.zeros((2, 2, 2), np.uint8))
+
+
+def test_pending_imagery_is_bounded(ground, monkeypatch):
+    import ground.images as images_module
+
+    cuc, assembler, out = ground
+    monkeypatch.setattr(images_module, "MAX_PENDING_OCTETS", 300)
+    big = Product(cuc, 1, frame(8, (40, 40)))
+    for s in big.segments[:-1]:
+        assembler.segment(big.subtype, s, 0.0)
+    assert assembler._pending_octets <= 300
+    assert [r[2] for r in rows(out)] == ["incomplete"]
