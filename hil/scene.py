@@ -30,12 +30,12 @@ import numpy as np
 ADC_MAX = 2**14 - 1
 
 # One row per target visible in a frame.
-#   target     target id (stable for one track)
+#   target     track id (one per target lifetime; a slot reused later gets a new id)
 #   x, y       true PSF centre, pixel coordinates (column, row), pixel centres at integers
 #   snr        PSF peak amplitude over temporal noise sigma at the target
 #   flux       total target counts
 #   sigma_psf  PSF Gaussian sigma (px)
-TRUTH_DTYPE = np.dtype([("target", "u2"), ("x", "f4"), ("y", "f4"), ("snr", "f4"),
+TRUTH_DTYPE = np.dtype([("target", "u4"), ("x", "f4"), ("y", "f4"), ("snr", "f4"),
                         ("flux", "f4"), ("sigma_psf", "f4")])
 
 SCENE_KINDS = ("clear", "cloudy", "heavy")
@@ -231,9 +231,15 @@ class SceneSimulator:
         ox, oy = self.platform_offset(index)
         return x0 + dx - (ox - ox0), y0 + dy - (oy - oy0), snr, sigma, kind
 
+    def track_id(self, k: int, index: int) -> int:
+        """The id of the track slot k flies at frame index: a new id for each lifetime."""
+        c = self.config
+        cycle = (index + (k * c.target_lifetime) // max(c.n_targets, 1)) // c.target_lifetime
+        return k + c.n_targets * cycle
+
     def targets(self, index: int) -> list[tuple[int, float, float, float, float, str]]:
-        """All targets at frame index, visible or not: (id, x, y, snr, sigma, track kind)."""
-        return [(k, *self._target_state(k, index)) for k in range(self.config.n_targets)]
+        """All targets at frame index, visible or not: (track id, x, y, snr, sigma, track kind)."""
+        return [(self.track_id(k, index), *self._target_state(k, index)) for k in range(self.config.n_targets)]
 
     # -- frames -------------------------------------------------------------------
     def frame(self, index: int) -> tuple[np.ndarray, np.ndarray]:
