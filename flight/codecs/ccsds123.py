@@ -1,12 +1,25 @@
 """CCSDS 123.0-B-2 low-complexity lossless and near-lossless image compression.
 
-Predictor (section 4 of the standard) and sample-adaptive entropy coder
-(section 5.4.3), with the compressed-image header of section 5.3, so a
-compressed image describes itself: ``decode`` needs nothing but the bytes.
+Predictor (section 4 of the standard), sample-adaptive entropy coder
+(5.4.3.2) and hybrid entropy coder (5.4.3.3), with the compressed-image
+header of section 5.3, so a compressed image describes itself: ``decode``
+needs nothing but the bytes.
 
     data = encode(image, bits=14)               # lossless
     data = encode(image, bits=14, max_error=2)  # |decoded - image| <= 2
+    data = encode(image, bits=14, max_error=8, entropy_coder="hybrid")
     image = decode(data)
+
+The hybrid coder adds 16 variable-to-variable codes for low-entropy data,
+so coarse near-lossless images cost less than 1 bit/sample; its code tables
+are data in ccsds123_hybrid_tables.py. Its rules follow 5.4.3.3 as read
+from two independent public implementations that agree with each other
+(their facts, not their code), and the tables are checked for completeness
+and the suffix-free property; no standard test vector for the hybrid coder
+was available here to prove conformance byte for byte. Our encoder starts
+every band's accumulator at 4 * 2**gamma0 (the standard leaves it to the
+encoder; the decoder never needs it). D < 4 is refused for the hybrid coder,
+where the public implementations disagree on the bound of k.
 
 ``image`` is 2-D (rows x columns, one band) or 3-D (bands x rows x columns),
 of unsigned or signed integers of 2 to 16 bits.
@@ -24,9 +37,9 @@ found no single change that saved more than 0.4 % of the output:
 * default weight initialisation; weight exponent offsets all zero.
 * sample representative flag 0 (phi = psi = 0, so the representative is the
   clipped quantizer bin centre); can be set with ``damping``/``offset``.
-* sample-adaptive coder: unary length limit u_max = 18, rescaling counter
-  size gamma* = 6, initial count exponent gamma_0 = 1, accumulator
-  initialisation constant K = min(D - 2, 4).
+* sample-adaptive and hybrid coders: unary length limit u_max = 18,
+  rescaling counter size gamma* = 6, initial count exponent gamma_0 = 1;
+  sample-adaptive accumulator initialisation constant K = min(D - 2, 4).
 * output word size B = 1 byte; no supplementary information tables.
 * bit 0 of the header's user-defined byte set means "the caller gave a 2-D
   image", so ``decode`` returns the shape it was given.
@@ -35,11 +48,12 @@ Decoding accepts what this encoder writes plus the other legal values of the
 scalar parameters above (any R, Omega, nu, t_inc, u_max, gamma, K, B, local
 sum type, prediction mode, band-independent damping/offset, band-dependent
 error limits). Tables (custom weights, weight exponent offsets, periodic
-error limits, accumulator tables, supplementary information) and the hybrid
-and block-adaptive coders raise ``UnsupportedFeatureError``.
+error limits, accumulator tables, supplementary information) and the
+block-adaptive coder raise ``UnsupportedFeatureError``.
 """
 from __future__ import annotations
 
+import functools
 import io
 from dataclasses import dataclass
 
@@ -54,6 +68,7 @@ from construct import (
     If,
     Padding,
     Struct,
+    Switch,
     this,
 )
 
@@ -84,7 +99,8 @@ LOCAL_SUMS = {
     "narrow-column-oriented": 3,
 }
 ORDER_BI, ORDER_BSQ = 0, 1
-CODER_SAMPLE_ADAPTIVE = 0
+CODER_SAMPLE_ADAPTIVE, CODER_HYBRID = 0, 1
+ENTROPY_CODERS = {"sample-adaptive": CODER_SAMPLE_ADAPTIVE, "hybrid": CODER_HYBRID}
 FIDELITY_LOSSLESS, FIDELITY_ABSOLUTE, FIDELITY_RELATIVE, FIDELITY_BOTH = 0, 1, 2, 3
 USER_DATA_2D = 0x01
 
@@ -203,9 +219,19 @@ SAMPLE_ADAPTIVE_CODER = BitStruct(
     "accumulator_initialization_table_flag" / BitsInteger(1),
 )
 
+# Section 5.3.4.3, hybrid entropy coder metadata (2 bytes). No accumulator
+# initialisation: the decoder runs backwards from the final accumulators.
+HYBRID_CODER = BitStruct(
+    "unary_length_limit" / BitsInteger(5),
+    "rescaling_counter_size" / BitsInteger(3),
+    "initial_count_exponent" / BitsInteger(3),
+    "_reserved0" / _reserved(5),
+)
+
 # The whole header, declared once: built by encode, parsed by decode.
 # Optional parts this implementation never writes (supplementary tables,
-# weight tables, other coders) are rejected before they would be parsed.
+# weight tables, the block-adaptive coder) are rejected before they would
+# be parsed.
 HEADER = Struct(
     "image" / IMAGE_METADATA,
     "predictor" / PREDICTOR_PRIMARY,
@@ -213,7 +239,11 @@ HEADER = Struct(
     / If(this.image.quantizer_fidelity_control_method != FIDELITY_LOSSLESS, QUANTIZATION),
     "sample_representative"
     / If(this.predictor.sample_representative_flag == 1, SAMPLE_REPRESENTATIVE),
-    "entropy_coder" / SAMPLE_ADAPTIVE_CODER,
+    "entropy_coder"
+    / Switch(
+        this.image.entropy_coder_type,
+        {CODER_SAMPLE_ADAPTIVE: SAMPLE_ADAPTIVE_CODER, CODER_HYBRID: HYBRID_CODER},
+    ),
 )
 
 
@@ -244,9 +274,10 @@ class Ccsds123Params:
     unary_length_limit: int = 18
     rescaling_counter_size: int = 6
     initial_count_exponent: int = 1
-    accumulator_init_constant: int = 4
+    accumulator_init_constant: int = 4  # sample-adaptive coder only
     output_word_size: int = 1
     user_defined_data: int = 0
+    entropy_coder: str = "sample-adaptive"  # or "hybrid"
 
     @property
     def smin(self) -> int:
@@ -327,6 +358,7 @@ def make_params(
     damping=0,
     offset=0,
     representative_resolution=None,
+    entropy_coder="sample-adaptive",
 ) -> tuple[np.ndarray, Ccsds123Params]:
     """Check the caller's arguments once; return the (bands, rows, cols)
     int32 cube and the parameters for it."""
@@ -370,6 +402,10 @@ def make_params(
             raise ValueError(f"{name}: expected 0..{(1 << theta) - 1} for representative_resolution {theta}, got {v}")
     if absolute is None and relative is None and offset:
         raise ValueError("offset: must be 0 for lossless compression")
+    if entropy_coder not in ENTROPY_CODERS:
+        raise ValueError(f"entropy_coder: expected one of {tuple(ENTROPY_CODERS)}, got {entropy_coder!r}")
+    if entropy_coder == "hybrid" and bits < HYBRID_MIN_BITS:
+        raise ValueError(f"bits: the hybrid coder needs at least {HYBRID_MIN_BITS} bits, got {bits}")
     params = Ccsds123Params(
         nx=nx,
         ny=ny,
@@ -386,8 +422,9 @@ def make_params(
         representative_resolution=theta,
         damping=int(damping),
         offset=int(offset),
-        accumulator_init_constant=_coder_defaults(bits),
+        accumulator_init_constant=_coder_defaults(bits) if entropy_coder == "sample-adaptive" else 0,
         user_defined_data=USER_DATA_2D if was_2d else 0,
+        entropy_coder=entropy_coder,
     )
     return np.ascontiguousarray(cube, dtype=np.int32), params
 
@@ -434,7 +471,7 @@ def build_header(p: Ccsds123Params) -> bytes:
             sample_encoding_order=bsq,
             sub_frame_interleaving_depth=depth % (1 << 16),
             output_word_size=p.output_word_size % 8,
-            entropy_coder_type=CODER_SAMPLE_ADAPTIVE,
+            entropy_coder_type=ENTROPY_CODERS[p.entropy_coder],
             quantizer_fidelity_control_method=method,
             supplementary_information_table_count=0,
         ),
@@ -466,15 +503,23 @@ def build_header(p: Ccsds123Params) -> bytes:
             offset_table_flag=0,
             fixed_offset_value=p.offset,
         ),
-        entropy_coder=dict(
-            unary_length_limit=p.unary_length_limit % 32,
-            rescaling_counter_size=p.rescaling_counter_size - 4,
-            initial_count_exponent=p.initial_count_exponent % 8,
-            accumulator_initialization_constant=p.accumulator_init_constant,
-            accumulator_initialization_table_flag=0,
-        ),
+        entropy_coder=_coder_fields(p),
     )
     return HEADER.build(fields)
+
+
+def _coder_fields(p: Ccsds123Params) -> dict:
+    fields = dict(
+        unary_length_limit=p.unary_length_limit % 32,
+        rescaling_counter_size=p.rescaling_counter_size - 4,
+        initial_count_exponent=p.initial_count_exponent % 8,
+    )
+    if p.entropy_coder == "sample-adaptive":
+        fields.update(
+            accumulator_initialization_constant=p.accumulator_init_constant,
+            accumulator_initialization_table_flag=0,
+        )
+    return fields
 
 
 def _unsupported(what):
@@ -501,8 +546,8 @@ def read_params(data) -> tuple[Ccsds123Params, int]:
         raise CompressedDataError(f"CCSDS 123 image metadata unreadable: {exc}") from None
     if image.supplementary_information_table_count:
         _unsupported("supplementary information tables")
-    if image.entropy_coder_type != CODER_SAMPLE_ADAPTIVE:
-        _unsupported(f"entropy coder type {image.entropy_coder_type} (only sample-adaptive, 0)")
+    if image.entropy_coder_type not in (CODER_SAMPLE_ADAPTIVE, CODER_HYBRID):
+        _unsupported(f"entropy coder type {image.entropy_coder_type} (sample-adaptive 0 and hybrid 1 only)")
     stream.seek(0)
     try:
         header = HEADER.parse_stream(stream)
@@ -513,12 +558,15 @@ def read_params(data) -> tuple[Ccsds123Params, int]:
         _unsupported("weight exponent offsets or custom weight initialisation")
     if pred.weight_exponent_offset_table_flag or pred.weight_initialization_table_flag:
         _corrupt("weight table flags set without the tables' methods")
-    if coder.accumulator_initialization_table_flag or coder.accumulator_initialization_constant == 15:
+    hybrid = image.entropy_coder_type == CODER_HYBRID
+    if not hybrid and (coder.accumulator_initialization_table_flag or coder.accumulator_initialization_constant == 15):
         _unsupported("an accumulator initialisation table")
     nx, ny, nz = (image.x_size or 1 << 16), (image.y_size or 1 << 16), (image.z_size or 1 << 16)
     bits = image.dynamic_range + 16 * image.large_dynamic_range_flag + (16 if image.dynamic_range == 0 else 0)
     if not 2 <= bits <= 16:
         _unsupported(f"dynamic range {bits} bits (2..16 supported)")
+    if hybrid and bits < HYBRID_MIN_BITS:
+        _unsupported(f"the hybrid coder with dynamic range {bits} bits ({HYBRID_MIN_BITS}..16 supported)")
     bsq = image.sample_encoding_order == ORDER_BSQ
     depth = image.sub_frame_interleaving_depth or 1 << 16
     if not bsq and depth > nz:
@@ -555,8 +603,9 @@ def read_params(data) -> tuple[Ccsds123Params, int]:
     u_max = coder.unary_length_limit or 32
     gamma_star = coder.rescaling_counter_size + 4
     gamma0 = coder.initial_count_exponent or 8
-    if u_max < 8 or gamma_star < max(4, gamma0 + 1) or coder.accumulator_initialization_constant > bits - 2:
-        _corrupt(f"entropy coder u_max={u_max} gamma*={gamma_star} gamma0={gamma0} K={coder.accumulator_initialization_constant}")
+    k_init = 0 if hybrid else coder.accumulator_initialization_constant
+    if u_max < 8 or gamma_star < max(4, gamma0 + 1) or k_init > bits - 2:
+        _corrupt(f"entropy coder u_max={u_max} gamma*={gamma_star} gamma0={gamma0} K={k_init}")
     params = Ccsds123Params(
         nx=nx,
         ny=ny,
@@ -581,14 +630,145 @@ def read_params(data) -> tuple[Ccsds123Params, int]:
         unary_length_limit=u_max,
         rescaling_counter_size=gamma_star,
         initial_count_exponent=gamma0,
-        accumulator_init_constant=coder.accumulator_initialization_constant,
+        accumulator_init_constant=k_init,
         output_word_size=image.output_word_size or 8,
         user_defined_data=image.user_defined_data,
+        entropy_coder="hybrid" if hybrid else "sample-adaptive",
     )
     return params, stream.tell()
 
 
 # ----------------------------------------------------------------------- API
+
+
+# ------------------------------------------------------- hybrid coder tables
+
+HYBRID_MIN_BITS = 4  # for D < 4 public implementations disagree on k's bound
+HYBRID_MAX_SAMPLES_PER_BIT = 256
+
+
+@dataclass(frozen=True)
+class LowEntropyCode:
+    """One of the 16 variable-to-variable codes of 5.4.3.3. Input symbols
+    are 0..limit and the escape symbol X, written limit + 1."""
+
+    limit: int
+    threshold: int
+    codewords: dict  # complete input codeword (tuple of symbols) -> output bits
+    flush: dict  # proper prefix (tuple, () the root) -> flush output bits
+
+
+def _parse_table(text: str, limit: int) -> dict:
+    entries = {}
+    for line in text.splitlines():
+        key, word = (part.strip() for part in line.split(","))
+        zeros = 0
+        if key == "<root>":
+            key = ""
+        elif key.startswith("0^"):
+            head, _, key = key[2:].partition(" ")
+            zeros = int(head)
+        symbols = (0,) * zeros + tuple(limit + 1 if ch == "X" else int(ch, 16) for ch in key)
+        width, value = word.split("'h")
+        entries[symbols] = format(int(value, 16), f"0{int(width)}b")
+    return entries
+
+
+@functools.cache
+def low_entropy_codes() -> tuple[LowEntropyCode, ...]:
+    """The 16 low-entropy codes, parsed once from ccsds123_hybrid_tables."""
+    from flight.codecs import ccsds123_hybrid_tables as tables
+
+    return tuple(
+        LowEntropyCode(limit, threshold, _parse_table(code, limit), _parse_table(flush, limit))
+        for limit, threshold, code, flush in zip(
+            tables.INPUT_SYMBOL_LIMITS, tables.THRESHOLDS, tables.CODE_TABLES, tables.FLUSH_TABLES
+        )
+    )
+
+
+def _reverse_trie(words: list[tuple[str, int]]) -> tuple[list[int], int]:
+    """Binary trie over the words read last bit first (the decoder reads the
+    body backwards). Returns flat [node*2 + bit] -> child (>= 0) or leaf
+    -(1 + value), and the root's index, appended to ``nodes`` by callers."""
+    nodes = [[0, 0]]
+    for bits, value in words:
+        node = 0
+        for pos, bit in enumerate(reversed(bits)):
+            b = int(bit)
+            if pos == len(bits) - 1:
+                nodes[node][b] = -(1 + value)
+            else:
+                if nodes[node][b] <= 0:
+                    nodes.append([0, 0])
+                    nodes[node][b] = len(nodes) - 1
+                node = nodes[node][b]
+    return [child for pair in nodes for child in pair], len(nodes)
+
+
+@functools.cache
+def _hybrid_kernel_tables():
+    """The code tables as flat arrays for the kernel (built once)."""
+    from flight.kernels import ccsds123 as kernel
+
+    codes = low_entropy_codes()
+    child, flush_bits, flush_len, node_sym = [], [], [], []
+    cw_bits, cw_len, cw_sym = [], [], []
+    code_root, rev_next, rev_code_root, rev_flush_root = [], [], [], []
+    for code in codes:
+        node_of = {}
+        for prefix in sorted(code.flush, key=len):  # parents before children
+            node_of[prefix] = len(flush_bits)
+            flush_bits.append(int(code.flush[prefix], 2))
+            flush_len.append(len(code.flush[prefix]))
+            node_sym.append(prefix)
+            child.extend([-(1 << 30)] * 16)  # every slot gets filled: the tree is complete
+        for prefix, node in node_of.items():
+            if prefix:
+                child[node_of[prefix[:-1]] * 16 + prefix[-1]] = node
+        first_cw = len(cw_bits)
+        for symbols, word in code.codewords.items():
+            child[node_of[symbols[:-1]] * 16 + symbols[-1]] = -(1 + len(cw_bits))
+            cw_bits.append(int(word, 2))
+            cw_len.append(len(word))
+            cw_sym.append(symbols)
+        code_root.append(node_of[()])
+        for words, roots in (
+            ([(w, first_cw + j) for j, w in enumerate(code.codewords.values())], rev_code_root),
+            ([(w, node_of[prefix]) for prefix, w in code.flush.items()], rev_flush_root),
+        ):
+            flat, _ = _reverse_trie(words)
+            base = len(rev_next) // 2
+            roots.append(base)
+            rev_next.extend(v + base if v > 0 else v for v in flat)
+    symbols, cw_start, node_start = [], [], []
+    for seq in cw_sym:
+        cw_start.append(len(symbols))
+        symbols.extend(seq)
+    for seq in node_sym:
+        node_start.append(len(symbols))
+        symbols.extend(seq)
+    i32 = lambda v: np.asarray(v, dtype=np.int32)  # noqa: E731
+    return kernel.HybridTables(
+        dict(
+            enc_child=i32(child),
+            cw_bits=np.asarray(cw_bits, dtype=np.uint32),
+            cw_len=np.asarray(cw_len, dtype=np.uint8),
+            code_root=i32(code_root),
+            flush_bits=np.asarray(flush_bits, dtype=np.uint32),
+            flush_len=np.asarray(flush_len, dtype=np.uint8),
+            rev_next=i32(rev_next),
+            rev_code_root=i32(rev_code_root),
+            rev_flush_root=i32(rev_flush_root),
+            cw_sym_start=i32(cw_start),
+            cw_sym_len=i32([len(s) for s in cw_sym]),
+            node_sym_start=i32(node_start),
+            node_sym_len=i32([len(s) for s in node_sym]),
+            symbols=np.asarray(symbols, dtype=np.uint8),
+            limits=np.asarray([c.limit for c in codes], dtype=np.int64),
+            thresholds=np.asarray([c.threshold for c in codes], dtype=np.int64),
+        )
+    )
 
 
 def _kernel_config(p: Ccsds123Params) -> dict:
@@ -621,12 +801,21 @@ def _kernel_config(p: Ccsds123Params) -> dict:
         gamma0=p.initial_count_exponent,
         k_init=p.accumulator_init_constant,
         word_bytes=p.output_word_size,
+        hybrid=int(p.entropy_coder == "hybrid"),
     )
 
 
 def _max_body_bytes(p: Ccsds123Params) -> int:
-    # Longest codeword: u_max zeros then D bits; plus a word of fill.
-    bits = p.nx * p.ny * p.nz * (p.unary_length_limit + p.dynamic_range)
+    # Sample-adaptive: longest codeword u_max zeros then D bits, plus fill.
+    # Hybrid: a rescaling bit, a length-limited GPO2 word and at most one
+    # table codeword (<= 21 bits) per sample, then 16 flush words (<= 10
+    # bits), the accumulators and the closing bit.
+    per_sample = p.unary_length_limit + p.dynamic_range
+    tail = 0
+    if p.entropy_coder == "hybrid":
+        per_sample += 1 + 21
+        tail = 16 * 10 + p.nz * (2 + p.dynamic_range + p.rescaling_counter_size) + 1
+    bits = p.nx * p.ny * p.nz * per_sample + tail
     return bits // 8 + 2 * p.output_word_size + 8
 
 
@@ -643,6 +832,7 @@ def encode(
     damping=0,
     offset=0,
     representative_resolution=None,
+    entropy_coder="sample-adaptive",
 ) -> bytes:
     """Compress ``image`` to a self-describing CCSDS 123.0-B-2 byte string.
 
@@ -655,7 +845,9 @@ def encode(
     LOCAL_SUMS (default neighbor-oriented, column-oriented for one column).
     full_prediction: use the three directional local differences.
     damping, offset, representative_resolution: phi, psi and Theta of the
-    sample representative (near-lossless only benefits).
+    sample representative (near-lossless only benefits). entropy_coder:
+    "sample-adaptive" (5.4.3.2) or "hybrid" (5.4.3.3, bits >= 4), which
+    codes low-entropy data below 1 bit/sample.
     """
     from flight.kernels import ccsds123 as kernel
 
@@ -671,6 +863,7 @@ def encode(
         damping=damping,
         offset=offset,
         representative_resolution=representative_resolution,
+        entropy_coder=entropy_coder,
     )
     header = build_header(params)
     out = np.empty(_max_body_bytes(params), dtype=np.uint8)
@@ -680,13 +873,19 @@ def encode(
         params.limits_array("relative_limits"),
         _kernel_config(params),
         out,
+        tables=_tables_for(params),
     )
     return header + out[:nbytes].tobytes()
+
+
+def _tables_for(p: Ccsds123Params):
+    return _hybrid_kernel_tables() if p.entropy_coder == "hybrid" else None
 
 
 DECODE_ERRORS = {
     1: "compressed data truncated: the body ends before the last sample",
     2: "compressed data corrupt: a decoded sample falls outside the dynamic range",
+    3: "compressed data corrupt: the hybrid coder's body is inconsistent",
 }
 
 
@@ -696,17 +895,26 @@ def output_dtype(p: Ccsds123Params) -> np.dtype:
     )
 
 
-def decode(data) -> np.ndarray:
+def decode(data, max_samples=None) -> np.ndarray:
     """Decompress bytes from ``encode`` (or any CCSDS 123.0-B-2 image using
     the supported options) into a (bands, rows, cols) array, or (rows, cols)
-    when a 2-D image was encoded. Raises CompressedDataError on bad input."""
+    when a 2-D image was encoded. Raises CompressedDataError on bad input.
+
+    max_samples: refuse headers announcing more samples (the hybrid coder
+    may legally pack 256 samples into one bit, so a small forged stream can
+    otherwise ask for a large allocation)."""
     from flight.kernels import ccsds123 as kernel
 
     buf = np.frombuffer(bytes(data), dtype=np.uint8)
     params, header_len = read_params(buf)
     nsamples = params.nx * params.ny * params.nz
-    if (buf.size - header_len) * 8 < nsamples:
-        # Every sample takes at least one bit: reject before allocating for a forged size.
+    if max_samples is not None and nsamples > max_samples:
+        raise CompressedDataError(f"CCSDS 123 header announces {nsamples} samples, more than the {max_samples} allowed")
+    # Reject before allocating for a forged size: a sample-adaptive sample
+    # takes at least one bit; the hybrid coder's densest word (code 15) packs
+    # 256 samples into one bit.
+    per_bit = HYBRID_MAX_SAMPLES_PER_BIT if params.entropy_coder == "hybrid" else 1
+    if (buf.size - header_len) * 8 * per_bit < nsamples:
         raise CompressedDataError(
             f"compressed data truncated: {buf.size - header_len} body bytes cannot hold {nsamples} samples"
         )
@@ -717,6 +925,7 @@ def decode(data) -> np.ndarray:
         params.limits_array("relative_limits"),
         _kernel_config(params),
         out,
+        tables=_tables_for(params),
     )
     if status:
         raise CompressedDataError(DECODE_ERRORS[status])

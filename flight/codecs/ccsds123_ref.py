@@ -1,5 +1,5 @@
-"""Plain-Python reference of the CCSDS 123.0-B-2 predictor and
-sample-adaptive coder, written equation by equation from the standard
+"""Plain-Python reference of the CCSDS 123.0-B-2 predictor, sample-adaptive
+coder and hybrid coder, written equation by equation from the standard
 (section numbers in comments). Slow on purpose: it is the twin that the
 Cython kernel (ext/ccsds123.pyx) must match bit for bit.
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from flight.codecs.ccsds123 import Ccsds123Params
+from flight.codecs.ccsds123 import Ccsds123Params, low_entropy_codes
 
 
 def _sgn(v: int) -> int:
@@ -292,4 +292,150 @@ def decode_body(body: bytes, p: Ccsds123Params) -> np.ndarray:
         d = take(p.dynamic_range) if zeros == p.unary_length_limit else (zeros << k) | take(k)
         delta[z, y, x] = d
         st.update(d)
+    return delta
+
+
+# ------------------------------------------------------------- hybrid coder
+
+
+def _hybrid_counter(t: int, p: Ccsds123Params) -> int:
+    """Gamma(t) of 5.4.3.3: 2**gamma0 at t = 0, +1 per sample, halved
+    (rounding up) when it would pass 2**gamma* - 1."""
+    cnt = 1 << p.initial_count_exponent
+    for _ in range(t):
+        cnt = cnt + 1 if cnt < (1 << p.rescaling_counter_size) - 1 else (cnt + 1) >> 1
+    return cnt
+
+
+def _high_entropy_k(acc: int, cnt: int, p: Ccsds123Params) -> int:
+    # Largest k <= D - 2 with cnt * 2**(k + 2) <= acc + floor(49 cnt / 2**5).
+    k = 0
+    while k < p.dynamic_range - 2 and cnt << (k + 3) <= acc + (49 * cnt >> 5):
+        k += 1
+    return k
+
+
+def _code_index(acc: int, cnt: int, codes) -> int | None:
+    """None for the high-entropy method, else the low-entropy code index:
+    the largest i with acc * 2**14 < cnt * T_i."""
+    if acc << 14 >= cnt * codes[0].threshold:
+        return None
+    return max(i for i, code in enumerate(codes) if acc << 14 < cnt * code.threshold)
+
+
+def _reversed_gpo2(j: int, k: int, p: Ccsds123Params) -> str:
+    # k low bits, a 1, then the unary part as zeros (read backwards it is
+    # the GPO2 word); past the unary limit, j in D bits then u_max zeros.
+    q = j >> k
+    if q < p.unary_length_limit:
+        return (format(j & ((1 << k) - 1), f"0{k}b") if k else "") + "1" + "0" * q
+    return format(j, f"0{p.dynamic_range}b") + "0" * p.unary_length_limit
+
+
+def encode_body_hybrid(delta: np.ndarray, p: Ccsds123Params) -> bytes:
+    """5.4.3.3: the hybrid coder's body for every delta, padded to B bytes."""
+    codes = low_entropy_codes()
+    bits: list[str] = []
+    cnt = [1 << p.initial_count_exponent] * p.nz
+    acc = [4 * c for c in cnt]  # encoder's choice; not transmitted
+    prefixes: list[tuple] = [()] * 16
+    for z, y, x in encoding_order(p):
+        d = int(delta[z, y, x])
+        if y == 0 and x == 0:
+            bits.append(format(d, f"0{p.dynamic_range}b"))
+            continue
+        if cnt[z] < (1 << p.rescaling_counter_size) - 1:
+            acc[z] += 4 * d
+            cnt[z] += 1
+        else:
+            bits.append(str(acc[z] & 1))
+            acc[z] = (acc[z] + 4 * d + 1) >> 1
+            cnt[z] = (cnt[z] + 1) >> 1
+        i = _code_index(acc[z], cnt[z], codes)
+        if i is None:
+            bits.append(_reversed_gpo2(d, _high_entropy_k(acc[z], cnt[z], p), p))
+            continue
+        code = codes[i]
+        if d > code.limit:
+            bits.append(_reversed_gpo2(d - code.limit - 1, 0, p))
+        prefixes[i] += (min(d, code.limit + 1),)
+        if prefixes[i] in code.codewords:
+            bits.append(code.codewords[prefixes[i]])
+            prefixes[i] = ()
+    bits += [code.flush[prefixes[i]] for i, code in enumerate(codes)]
+    bits += [format(a, f"0{2 + p.dynamic_range + p.rescaling_counter_size}b") for a in acc]
+    bits.append("1")
+    text = "".join(bits)
+    text += "0" * (-len(text) % (8 * p.output_word_size))
+    return int(text, 2).to_bytes(len(text) // 8, "big")
+
+
+def decode_body_hybrid(body: bytes, p: Ccsds123Params) -> np.ndarray:
+    """Inverse of ``encode_body_hybrid``, reading the body from its end;
+    raises ValueError on a truncated or inconsistent body."""
+    codes = low_entropy_codes()
+    text = "".join(format(b, "08b") for b in body).rstrip("0")
+    if not text:
+        raise ValueError("no terminating 1 bit")
+    text = text[:-1]
+
+    def take_back(n):
+        nonlocal text
+        if n > len(text):
+            raise ValueError("body truncated")
+        value = int(text[len(text) - n :], 2) if n else 0
+        text = text[: len(text) - n]
+        return value
+
+    def word_back(table):
+        # Suffix-free words: extend from the end until one matches.
+        for n in range(1, 33):
+            tail = text[len(text) - n :] if n <= len(text) else None
+            if tail is None:
+                raise ValueError("body truncated")
+            for key, word in table.items():
+                if word == tail:
+                    take_back(n)
+                    return key
+        raise ValueError("no codeword matches")
+
+    def gpo2_back(k):
+        zeros = 0
+        while zeros < p.unary_length_limit:
+            if take_back(1):
+                return (zeros << k) | take_back(k)
+            zeros += 1
+        return take_back(p.dynamic_range)
+
+    acc = [0] * p.nz
+    for z in reversed(range(p.nz)):
+        acc[z] = take_back(2 + p.dynamic_range + p.rescaling_counter_size)
+    pending: list[list[int]] = [[] for _ in codes]
+    for i in reversed(range(16)):
+        pending[i] = list(word_back(codes[i].flush))
+    delta = np.zeros((p.nz, p.ny, p.nx), dtype=np.int64)
+    for z, y, x in reversed(list(encoding_order(p))):
+        t = y * p.nx + x
+        if t == 0:
+            delta[z, y, x] = take_back(p.dynamic_range)
+            continue
+        cnt, before = _hybrid_counter(t, p), _hybrid_counter(t - 1, p)
+        i = _code_index(acc[z], cnt, codes)
+        if i is None:
+            d = gpo2_back(_high_entropy_k(acc[z], cnt, p))
+        else:
+            if not pending[i]:
+                pending[i] = list(word_back({k: w for k, w in codes[i].codewords.items()}))
+            d = pending[i].pop()
+            if d > codes[i].limit:
+                d = gpo2_back(0) + codes[i].limit + 1
+        if before == (1 << p.rescaling_counter_size) - 1:
+            acc[z] = 2 * acc[z] - 4 * d - take_back(1)
+        else:
+            acc[z] -= 4 * d
+        if acc[z] < 0:
+            raise ValueError("inconsistent accumulator")
+        delta[z, y, x] = d
+    if text or any(pending):
+        raise ValueError("bits or symbols left over")
     return delta
