@@ -116,7 +116,7 @@ class ImageAssembler:
         compressed = b"".join(pending.pieces[i] for i in range(pending.count))
         meta = pending.meta
         try:
-            image = ccsds123.decode(compressed)
+            image = ccsds123.decode(compressed, max_samples=meta["width"] * meta["height"])
             if image.shape != (meta["height"], meta["width"]):
                 raise ccsds123.CompressedDataError(
                     f"image is {image.shape}, its segments said {(meta['height'], meta['width'])}")
