@@ -4,6 +4,10 @@ Reference: flight.codecs.ccsds121_ref (exhaustive option costing, bits as
 strings). The standard's own vectors are in test_ccsds121_conformance.py,
 libaec interop in test_ccsds121_libaec.py.
 """
+import ctypes
+import mmap
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -12,13 +16,15 @@ from flight.codecs import ccsds121
 from flight.codecs.ccsds121 import CompressedDataError, decode, encode
 from flight.codecs.ccsds121_ref import decode_ref, encode_ref
 
-MODES = ("constant", "walk", "noise", "sparse", "extremes", "steps")
+MODES = ("constant", "walk", "noise", "sparse", "extremes", "steps", "texture")
 
 
 def make_samples(mode: str, count: int, bits: int, signed: bool, seed: int) -> np.ndarray:
     """Deterministic samples that reach every code option: zero runs (constant,
     sparse, steps), second extension and small k (walk), large k and no
-    compression (noise), and the mapping's range edges (extremes)."""
+    compression (noise), the mapping's range edges (extremes), and k jumping
+    between neighbouring blocks with spikes that overflow a packed store of
+    fundamental sequences (texture)."""
     rng = np.random.default_rng(seed)
     lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
     if mode == "constant":
@@ -33,6 +39,11 @@ def make_samples(mode: str, count: int, bits: int, signed: bool, seed: int) -> n
         x[hits] = rng.integers(lo, hi, int(hits.sum()), endpoint=True)
     elif mode == "extremes":
         x = rng.choice(np.array([lo, lo + 1, hi - 1, hi, (lo + hi) // 2]), count)
+    elif mode == "texture":
+        scale = np.repeat(2.0 ** rng.integers(0, bits, max(1, count // 24) + 1), 24)[:count]
+        x = (lo + hi) // 2 + np.cumsum(rng.normal(0, 1, count) * scale).astype(np.int64) // 4
+        spikes = rng.random(count) < 0.01
+        x[spikes] = rng.integers(lo, hi, int(spikes.sum()), endpoint=True)
     else:
         x = np.repeat(rng.integers(lo, hi, max(1, count // 40) + 1, endpoint=True), 40)[:count]
     return np.clip(x, lo, hi).astype(ccsds121.output_dtype_for(bits, signed))
@@ -177,3 +188,147 @@ def test_long_zero_prefix_garbage_is_bounded():
 def test_empty_input_gives_empty_stream():
     assert encode(np.zeros(0, np.uint8), 8) == b""
     assert decode(b"", 0, 8).size == 0
+
+
+# The kernel has a fast path for n <= 26 bits and a general one; these draw
+# long enough streams at every block size to cross interval and segment
+# boundaries, so every packed-store width and fallback of the fast path meets
+# the reference.
+@settings(max_examples=80, deadline=None)
+@given(st.integers(3, 26), st.sampled_from(ccsds121.BLOCK_SIZES), st.sampled_from([1, 2, 5, 64, 128]),
+       st.sampled_from(["texture", "walk", "noise", "sparse"]), st.integers(200, 3000), st.booleans(),
+       st.booleans(), st.integers(0, 2**32 - 1))
+def test_fast_path_equals_reference_on_long_streams(bits, block_size, rsi, mode, count, signed, preprocess,
+                                                    seed):
+    samples = make_samples(mode, count, bits, signed, seed)
+    options = dict(block_size=block_size, rsi=rsi, signed=signed, preprocess=preprocess)
+    stream = encode(samples, bits, **options)
+    assert stream == encode_ref(samples, bits, **options)
+    np.testing.assert_array_equal(decode(stream, count, bits, **options), samples, strict=True)
+
+
+def test_encode_into_caller_buffer_matches_bytes_and_reuses_it():
+    rng = np.random.default_rng(11)
+    first = rng.integers(0, 1 << 14, 5000).astype(np.uint16)
+    second = np.full(5000, 77, np.uint16)
+    size = ccsds121.max_encoded_size(5000, 14, block_size=32, rsi=64)
+    buffer = bytearray(size)
+    view = encode(first, 14, block_size=32, rsi=64, out=buffer)
+    assert isinstance(view, memoryview) and bytes(view) == encode(first, 14, block_size=32, rsi=64)
+    assert view.obj is buffer
+    view = encode(second, 14, block_size=32, rsi=64, out=buffer)
+    assert bytes(view) == encode(second, 14, block_size=32, rsi=64) and len(view) < 100
+    array_out = np.zeros(size, np.uint8)
+    assert bytes(encode(first, 14, block_size=32, rsi=64, out=array_out)) == bytes(encode(
+        first, 14, block_size=32, rsi=64))
+
+
+def test_encode_into_rejects_small_read_only_or_strided_buffers():
+    samples = np.arange(1000, dtype=np.uint16)
+    size = ccsds121.max_encoded_size(1000, 12)
+    with pytest.raises(ValueError, match=f"out holds {size - 1} bytes.*{size}"):
+        encode(samples, 12, out=bytearray(size - 1))
+    with pytest.raises(ValueError, match="writable"):
+        encode(samples, 12, out=bytes(size))
+    with pytest.raises(ValueError, match="contiguous"):
+        encode(samples, 12, out=np.zeros(2 * size, np.uint8)[::2])
+    with pytest.raises(TypeError, match="buffer"):
+        encode(samples, 12, out=[0] * size)
+
+
+def test_decode_into_caller_array():
+    samples = make_samples("texture", 3000, 14, False, 5).reshape(30, 100)
+    stream = encode(samples, 14, block_size=16)
+    out = np.full((30, 100), 9, np.uint16)
+    assert decode(stream, samples.size, 14, block_size=16, out=out) is out
+    np.testing.assert_array_equal(out, samples)
+    read_only = np.zeros(3000, np.uint16)
+    read_only.flags.writeable = False
+    for bad in (np.zeros(3000, np.int16), np.zeros(2999, np.uint16), np.zeros((100, 30), np.uint16).T,
+                read_only):
+        with pytest.raises(ValueError, match="out"):
+            decode(stream, samples.size, 14, block_size=16, out=bad)
+
+
+def test_decode_reads_any_contiguous_buffer_in_place():
+    samples = make_samples("walk", 4000, 12, False, 2)
+    stream = encode(samples, 12)
+    for data in (bytearray(stream), memoryview(stream), np.frombuffer(stream, np.uint8),
+                 np.frombuffer(stream + b"\0", np.uint8)[:-1]):
+        np.testing.assert_array_equal(decode(data, samples.size, 12), samples)
+
+
+@settings(max_examples=100, deadline=None)
+@given(cases(max_count=1500))
+def test_every_stream_is_at_least_the_minimum_coded_size(case):
+    samples, options = case
+    id_len, _ = ccsds121.code_parameters(options["bits"], options["restricted"])
+    needed = ccsds121.min_coded_bits(samples.size, options["bits"], options["block_size"], options["rsi"],
+                                     id_len, options["preprocess"])
+    assert len(encode(samples, **options)) * 8 >= needed
+
+
+def test_absurd_count_is_refused_before_allocating():
+    # 10**13 uint16 samples would be 20 TB: the count must be refused from the
+    # stream length alone.
+    with pytest.raises(CompressedDataError, match="truncated: 10000000000000 samples need at least"):
+        decode(b"\x00" * 64, 10**13, 14)
+    with pytest.raises(CompressedDataError, match="truncated"):
+        decode(b"", 1, 8)
+
+
+def test_count_cap_admits_the_most_compressible_streams():
+    # Constant data at J=64 and the longest interval is as dense as the code
+    # gets (one remainder-of-segment code per 4096 samples); the cap must let
+    # it through, and one more interval than the stream can hold must not.
+    for preprocess in (True, False):
+        samples = np.full(64 * 4096 * 3, 0 if not preprocess else 1234, np.uint16)
+        options = dict(block_size=64, rsi=4096, preprocess=preprocess)
+        stream = encode(samples, 14, **options)
+        np.testing.assert_array_equal(decode(stream, samples.size, 14, **options), samples)
+        with pytest.raises(CompressedDataError, match="truncated"):
+            decode(stream, 100 * samples.size, 14, **options)
+
+
+def test_long_garbage_is_decoded_or_refused_in_place():
+    # Longer than the decoder's in-place margin: failures and truncation found
+    # mid-stream and in the padded tail both come back as CompressedDataError.
+    rng = np.random.default_rng(8)
+    for trial in range(40):
+        garbage = rng.integers(0, 256, int(rng.integers(1000, 5000)), dtype=np.uint8).tobytes()
+        if trial % 4 == 0:
+            garbage = bytes(len(garbage) - 5) + garbage[-5:]
+        try:
+            out = decode(garbage, 6000, 16, block_size=int(rng.choice([8, 16, 32, 64])), rsi=7)
+        except CompressedDataError:
+            continue
+        assert out.shape == (6000,)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs mmap/mprotect guard pages")
+def test_decoder_never_reads_past_the_callers_buffer():
+    # The stream ends exactly where a PROT_NONE page begins: a read past its
+    # end kills the process instead of passing unnoticed.
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    page = mmap.PAGESIZE
+    samples = make_samples("texture", 20000, 14, False, 4)
+    streams = [encode(samples, 14, block_size=J) for J in ccsds121.BLOCK_SIZES]
+    streams += [s[:cut] for s in streams[:1] for cut in (0, 1, 700, 1023, 1024, 1025, len(s) // 2)]
+    streams.append(bytes(3000))
+    for stream in streams:
+        pages = -(-len(stream) // page) + 1
+        region = mmap.mmap(-1, pages * page)
+        base = ctypes.addressof(ctypes.c_char.from_buffer(region))
+        assert libc.mprotect(base + (pages - 1) * page, page, 0) == 0, ctypes.get_errno()
+        start = (pages - 1) * page - len(stream)
+        region[start:start + len(stream)] = stream
+        view = memoryview(region)[start:start + len(stream)]
+        for J in ccsds121.BLOCK_SIZES:
+            try:
+                decode(view, samples.size, 14, block_size=J)
+            except CompressedDataError:
+                pass
+        del view
+        assert libc.mprotect(base + (pages - 1) * page, page, 3) == 0
+        region.close()

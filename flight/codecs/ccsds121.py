@@ -79,18 +79,56 @@ def _samples_for_kernel(samples, bits: int, signed: bool) -> np.ndarray:
     return np.ascontiguousarray(a).view(f"u{a.dtype.itemsize}")
 
 
+def max_encoded_size(count: int, bits: int, block_size: int = 16, rsi: int = 128,
+                     restricted: bool = False) -> int:
+    """Bytes an ``out`` buffer for ``encode`` needs for ``count`` samples.
+
+    Above the raw size (no-compression blocks plus option ids), with slack for
+    the encoder's whole-word stores.
+    """
+    id_len, _ = _check_options(bits, block_size, rsi, restricted)
+    if not isinstance(count, (int, np.integer)) or count < 0:
+        raise ValueError(f"count must be a non-negative integer, got {count!r}")
+    return _kernel().encoded_size_bound(int(count), int(bits), block_size, int(rsi), id_len)
+
+
+def _writable_bytes(out) -> memoryview:
+    try:
+        view = memoryview(out)
+    except TypeError:
+        raise TypeError(f"out must be a writable buffer (bytearray, numpy array), got "
+                        f"{type(out).__name__}") from None
+    if view.readonly:
+        raise ValueError("out must be writable")
+    if not view.c_contiguous:
+        raise ValueError("out must be C-contiguous")
+    return view.cast("B")
+
+
 def encode(samples, bits: int, block_size: int = 16, rsi: int = 128, preprocess: bool = True,
-           restricted: bool = False, signed: bool = False, pad_rsi: bool = False) -> bytes:
+           restricted: bool = False, signed: bool = False, pad_rsi: bool = False, out=None):
     """Compress integer samples of ``bits`` bits; returns the coded stream.
 
     ``rsi`` is the reference sample interval in blocks. Samples are read in C
     order and must lie in the unsigned (or, with ``signed``, two's complement)
     range of ``bits``.
+
+    Without ``out`` the stream comes back as ``bytes``. With ``out``, a
+    writable buffer of at least ``max_encoded_size`` bytes reused from call to
+    call, the stream is written there and a memoryview of its first
+    ``len(stream)`` bytes comes back; nothing is allocated, and the view is
+    only good until ``out`` is written again. Bytes of ``out`` past the
+    stream are scratch.
     """
     id_len, kmax = _check_options(bits, block_size, rsi, restricted)
     x = _samples_for_kernel(samples, bits, signed)
-    stream, seen = _kernel().encode_samples(x, bits, block_size, rsi, id_len, kmax,
-                                            bool(preprocess), bool(signed), bool(pad_rsi))
+    args = (bits, block_size, rsi, id_len, kmax, bool(preprocess), bool(signed), bool(pad_rsi))
+    if out is None:
+        stream, seen = _kernel().encode_samples(x, *args)
+    else:
+        view = _writable_bytes(out)
+        written, seen = _kernel().encode_samples_into(x, view, *args)
+        stream = view[:written]
     if not signed and seen >> bits:
         raise ValueError(f"samples must lie in 0..{(1 << bits) - 1} for {bits}-bit unsigned data, "
                          f"got maximum {int(np.max(x))}")
@@ -105,25 +143,66 @@ _FAILURES = {
 }
 
 
+def min_coded_bits(count: int, bits: int, block_size: int, rsi: int, id_len: int,
+                   preprocess: bool) -> int:
+    """Fewest bits any stream of ``count`` samples can take, conforming or not.
+
+    Every code takes at least id_len + 2 bits (option id, zero-block flag, a
+    one-bit FS) and covers at most 64 blocks for that: a remainder-of-segment
+    run ends at the segment, and a longer run spells its length in its FS.
+    Each interval also carries its n-bit reference when preprocessed.
+    """
+    nblocks = -(-count // block_size)
+    full, rest = divmod(nblocks, rsi)
+    ref = bits if preprocess else 0
+
+    def interval_bits(blocks):
+        return -(-blocks // 64) * (id_len + 2) + ref
+
+    return full * interval_bits(rsi) + (interval_bits(rest) if rest else 0)
+
+
+def _decode_output(out, count: int, bits: int, signed: bool) -> np.ndarray:
+    dtype = output_dtype_for(bits, signed)
+    if out is None:
+        return np.empty(count, dtype=dtype)
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy array, got {type(out).__name__}")
+    if out.dtype != dtype or out.size != count:
+        raise ValueError(f"out must be {dtype} with {count} elements, got {out.dtype} with {out.size}")
+    if not (out.flags.c_contiguous and out.flags.writeable):
+        raise ValueError("out must be C-contiguous and writable")
+    return out
+
+
 def decode(data, count: int, bits: int, block_size: int = 16, rsi: int = 128, preprocess: bool = True,
-           restricted: bool = False, signed: bool = False, pad_rsi: bool = False) -> np.ndarray:
+           restricted: bool = False, signed: bool = False, pad_rsi: bool = False, out=None) -> np.ndarray:
     """Decompress ``count`` samples; dtype uint8/16/32 by ``bits`` (int* when ``signed``).
 
-    Raises CompressedDataError when the stream ends early or holds codes no
-    encoder could have written. Bytes after the last sample are ignored.
+    ``data`` is any C-contiguous buffer and is read in place. ``out``, when
+    given, is a C-contiguous numpy array of that dtype and ``count`` elements
+    (any shape) that receives the samples and is returned.
+
+    Raises CompressedDataError when the stream ends early, is too short to
+    hold ``count`` samples at all (checked before anything is allocated), or
+    holds codes no encoder could have written. Bytes after the last sample
+    are ignored.
     """
     id_len, kmax = _check_options(bits, block_size, rsi, restricted)
     if not isinstance(count, (int, np.integer)) or count < 0:
         raise ValueError(f"count must be a non-negative integer, got {count!r}")
-    kernel = _kernel()
-    stream = np.frombuffer(memoryview(data).cast("B"), dtype=np.uint8)
-    padded = np.zeros(stream.size + kernel.READ_PADDING, dtype=np.uint8)
-    padded[:stream.size] = stream
-    out = np.empty(int(count), dtype=output_dtype_for(bits, signed))
+    count = int(count)
+    stream = memoryview(data).cast("B")
+    needed = min_coded_bits(count, bits, block_size, rsi, id_len, preprocess)
+    if needed > stream.nbytes * 8:
+        raise CompressedDataError(f"stream truncated: {count} samples need at least {needed} bits, "
+                                  f"the stream has {stream.nbytes * 8}")
+    result = _decode_output(out, count, bits, signed)
+    flat = result.reshape(-1)
     where = np.zeros(2, dtype=np.int64)
-    status = kernel.decode_samples(padded, stream.size, out.view(f"u{out.itemsize}"), bits, block_size,
-                                   rsi, id_len, kmax, bool(preprocess), bool(signed), bool(pad_rsi), where)
+    status = _kernel().decode_samples(stream, flat.view(f"u{flat.itemsize}"), bits, block_size, rsi,
+                                      id_len, kmax, bool(preprocess), bool(signed), bool(pad_rsi), where)
     if status:
         raise CompressedDataError(f"{_FAILURES.get(status, f'status {status}')} at bit {where[0]} of "
-                                  f"{stream.size * 8}, after {where[1]} of {count} samples")
-    return out
+                                  f"{stream.nbytes * 8}, after {where[1]} of {count} samples")
+    return result
