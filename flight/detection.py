@@ -37,6 +37,9 @@ FRAME_DTYPE = np.dtype(np.uint16)
 # The model is moved by whole pixels once the offset exceeds this, keeping it over the view.
 REANCHOR_PX = 4.0
 
+# Lowest variance of the filtered residual (counts^2): keeps Z finite on a flat, noiseless scene.
+VARIANCE_FLOOR = 1e-6
+
 
 def _doc(default, doc: str):
     return field(default=default, metadata={"doc": doc})
@@ -272,7 +275,7 @@ def cubic_weights(t: float) -> np.ndarray:
 
 
 def split_shift(shift: float) -> tuple[int, np.ndarray]:
-    """Integer part and cubic weights of a shift, for warp_separable."""
+    """Integer part and cubic weights of a shift, for the separable cubic warp (detect_pass)."""
     whole = int(np.floor(shift))
     return whole, cubic_weights(shift - whole)
 
@@ -289,11 +292,22 @@ def shift_cells(array: np.ndarray, ky: int, kx: int) -> np.ndarray:
     """array(u) <- array(u + k) in place, integer k (exact); vacated cells repeat the nearest
     kept edge.  Returns the mask of vacated cells."""
     h, w = array.shape
-    kept = array[max(ky, 0):h + min(ky, 0), max(kx, 0):w + min(kx, 0)].copy()
-    pad = ((max(-ky, 0), max(ky, 0)), (max(-kx, 0), max(kx, 0)))
-    array[...] = np.pad(kept, pad, mode="edge")
-    vacated = np.ones((h, w), bool)
-    vacated[pad[0][0]:h - pad[0][1], pad[1][0]:w - pad[1][1]] = False
+    sy, dy = (slice(ky, h), slice(0, h - ky)) if ky >= 0 else (slice(0, h + ky), slice(-ky, h))
+    sx, dx = (slice(kx, w), slice(0, w - kx)) if kx >= 0 else (slice(0, w + kx), slice(-kx, w))
+    array[dy, dx] = array[sy, sx]  # numpy copies overlapping slices correctly
+    vacated = np.zeros((h, w), bool)
+    if ky > 0:
+        array[h - ky:, :] = array[h - ky - 1, :]
+        vacated[h - ky:, :] = True
+    elif ky < 0:
+        array[:-ky, :] = array[-ky, :]
+        vacated[:-ky, :] = True
+    if kx > 0:
+        array[:, w - kx:] = array[:, w - kx - 1:w - kx]
+        vacated[:, w - kx:] = True
+    elif kx < 0:
+        array[:, :-kx] = array[:, -kx:-kx + 1]
+        vacated[:, :-kx] = True
     return vacated
 
 
@@ -346,6 +360,11 @@ def reanchor(model: np.ndarray, variance: np.ndarray, age: np.ndarray, frame: np
     age[ys, xs] = 1
 
 
+def as_weights(weights: np.ndarray) -> np.ndarray:
+    """Interpolation or filter weights as the float32 the kernel computes with."""
+    return np.ascontiguousarray(weights, dtype=np.float32)
+
+
 class TemporalDetector:
     """Registered temporal pipeline: bad pixels -> registration -> background model ->
     matched filter -> CFAR -> components -> centroids -> cosmic-ray rejection.
@@ -357,6 +376,10 @@ class TemporalDetector:
     so it does not blur as the platform drifts; hot-pixel scores stay in
     sensor coordinates, where hot pixels stay.  Frame 0 only seeds the model
     and returns no detections.
+
+    Per frame the kernel makes one pass over the state (detect_pass) and
+    hands back the residual and a sparse list of above-threshold pixels;
+    components, peaks and measurements work on that list alone.
     """
 
     def __init__(self, config: DetectorConfig, shape: tuple[int, int],
@@ -366,34 +389,42 @@ class TemporalDetector:
         self.calibration = bad_pixel_mask(calibration_bad_pixels, self.shape)
         self.bad = self.calibration.copy()  # bit 1 calibration, bit 2 found hot from the data
         self.taps = filter_taps(config)
+        self._taps32 = as_weights(self.taps)
         h, w = self.shape
         f32 = lambda: np.zeros(self.shape, np.float32)  # noqa: E731
-        self.model, self.prediction, self.residual, self._clipped = f32(), f32(), f32(), f32()
-        self._update, self._scratch, self.filtered, self.zscore = f32(), f32(), f32(), f32()
-        self.variance, self.hot_score = f32(), f32()
+        self.model, self.residual, self.variance, self.hot_score = f32(), f32(), f32(), f32()
         self.age = np.zeros(self.shape, np.uint16)  # frames each model cell has seen
-        self.outside = np.zeros(self.shape, np.uint8)
-        self._outside_update = np.zeros(self.shape, np.uint8)
-        self.labels = np.zeros(self.shape, np.int32)
-        nlab = h * ((w + 1) // 2) + 1
-        self._parent = np.empty(nlab, np.int32)
-        self._remap = np.empty(nlab, np.int32)
+        nt = len(self.taps)
+        self._scratch = np.zeros((_temporal.scratch_rows(nt), w + nt - 1), np.float32)
+        # every pixel could be a candidate (a lost model): np.empty costs no memory until touched
+        self._cand_index = np.empty(h * w, np.int32)
+        self._cand_z = np.empty(h * w, np.float32)
+        self._cand_label = np.empty(h * w, np.int32)
+        self._parent = np.empty(h * w, np.int32)
+        self._sizes = np.empty(h * w, np.int32)
+        self._peaks = np.empty(h * w, np.int32)
+        self._row_start = np.zeros(h + 1, np.int32)
         self._reg = np.zeros(4, np.float64)
         self.offset = np.zeros(2)  # (fx, fy): sensor pixel p sees model p + f
         self.drift = np.zeros(2)  # (dx, dy) per frame, seeds the registration
         self.shift = np.zeros(2)  # last measured frame-to-frame (dx, dy)
         self.frames_processed = 0
-        self._component_size = np.empty(nlab, np.int32)
-        self._peaks = np.empty(h * w // 4 + 16, np.int64)
         self.last_candidates = 0  # peaks before cosmic-ray rejection and capping
+        self.last_above = 0  # pixels above threshold
         self.table = np.empty((0, len(_temporal.COLUMNS)))
 
     def _white_variance(self, level: np.ndarray) -> np.ndarray:
         return initial_variance(level, self.config, self.taps)
 
+    def candidates(self) -> tuple[np.ndarray, np.ndarray]:
+        """(flat pixel index, Z) of this frame's above-threshold pixels, raster order."""
+        n = self.last_above
+        return self._cand_index[:n], self._cand_z[:n]
+
     def process(self, frame: np.ndarray) -> np.ndarray:
         check_frame(frame, self.shape)
         cfg = self.config
+        h, w = self.shape
         read_var, inv_gain = cfg.read_noise**2, 1.0 / cfg.gain
         if self.frames_processed == 0:
             self.model[...] = fill_bad(frame, self.calibration)
@@ -416,32 +447,26 @@ class TemporalDetector:
                      float(self.offset[1]), float(self.offset[0]), cfg, self.taps)
         fx, fy = float(self.offset[0]), float(self.offset[1])
         (oy, wy), (ox, wx) = split_shift(fy), split_shift(fx)
-        _temporal.warp_separable(self.model, oy, ox, wy, wx, self._scratch, self.prediction,
-                                 self.outside)
-        _temporal.residual_and_hot(frame, self.bad, self.prediction, self.outside, self.residual,
-                                   self._clipped, self.hot_score, cfg.model_clip,
-                                   cfg.model_clip_low, read_var,
-                                   inv_gain, cfg.hot_rate, cfg.hot_on, cfg.hot_off)
-        _temporal.matched_filter(self.residual, self.taps, self._scratch, self.filtered,
-                                 self.zscore, self.variance, int(round(fy)), int(round(fx)),
-                                 cfg.variance_rate, cfg.variance_clip, 1e-6, float(cfg.k_sigma),
-                                 cfg.variance_rate * cfg.variance_hold,
-                                 *learn_window(self.shape, oy, ox, len(self.taps) // 2))
-        n = _temporal.label_above(self.zscore, self.bad, float(cfg.k_sigma), self.labels,
-                                  self._parent, self._remap)
-        if n:
-            _temporal.hold_detected(self._clipped, self.labels)
-        (uy, vy_w), (ux, vx_w) = split_shift(-fy), split_shift(-fx)
-        _temporal.warp_separable(self._clipped, uy, ux, vy_w, vx_w, self._scratch, self._update,
-                                 self._outside_update)
-        _temporal.apply_update(self.model, self._update, self._outside_update, self.age,
-                               cfg.model_rate)
-        m = _temporal.find_peaks(self.zscore, self.labels, n, cfg.peak_radius,
-                                 self._component_size, self._peaks)
+        (uy, uwy), (ux, uwx) = split_shift(-fy), split_shift(-fx)
+        n = _temporal.detect_pass(
+            frame, self.bad, self.model, self.age, self.variance, self.hot_score, self.residual,
+            oy, ox, as_weights(wy), as_weights(wx), uy, ux, as_weights(uwy), as_weights(uwx),
+            self._taps32, int(round(fy)), int(round(fx)),
+            *learn_window(self.shape, oy, ox, len(self.taps) // 2),
+            cfg.model_clip, cfg.model_clip_low, read_var, inv_gain, cfg.hot_rate, cfg.hot_on,
+            cfg.hot_off, cfg.variance_rate, cfg.variance_clip, VARIANCE_FLOOR, float(cfg.k_sigma),
+            cfg.variance_rate * cfg.variance_hold, cfg.model_rate,
+            self._scratch, self._cand_index, self._cand_z, self._row_start)
+        self.last_above = n
+        c = _temporal.label_candidates(self._cand_index, self._row_start, n, w, self.bad,
+                                       self._parent, self._cand_label, self._sizes)
+        m = _temporal.find_peaks(self._cand_index, self._cand_z, self._cand_label, self._row_start,
+                                 n, w, cfg.peak_radius, self._peaks) if c else 0
         table = np.empty((m, len(_temporal.COLUMNS)), np.float64)
-        _temporal.measure_targets(self.residual, self.filtered, self.zscore, self.labels,
-                                  self._component_size, self._peaks, m, cfg.aperture_radius,
-                                  float(cfg.psf_sigma), read_var, inv_gain, self.prediction, table)
+        _temporal.measure_targets(frame, self.residual, self._taps32, self._cand_index,
+                                  self._cand_z, self._cand_label, self._sizes, self._peaks, m,
+                                  cfg.aperture_radius, float(cfg.psf_sigma), read_var, inv_gain,
+                                  table)
         self.frames_processed += 1
         self.last_candidates = m
         self.table = table

@@ -2,8 +2,8 @@
 
 Slow on purpose: it says what each kernel stage computes in the most direct
 form, and tests/test_detection.py demands the kernel give the same answer.
-Arithmetic is done in float64 in the same order as the kernel so that the
-thresholded pixel sets agree exactly.
+The single-frame twins work in float64, the temporal ones in float32, each in
+the same order as its kernel, so that the thresholded pixel sets agree exactly.
 """
 from __future__ import annotations
 
@@ -223,105 +223,149 @@ def register_shift(frame, bad, model, read_var, inv_gain, dx0, dy0, stride, marg
     return np.array([dx, dy, n, det / (n * n) if n else 0.0])
 
 
+F32 = np.float32
+
+
 def warp_separable(src, oy, ox, wy, wx):
-    """Separable 4x4 interpolation; (out, outside) as the kernel."""
+    """Separable 4x4 cubic interpolation in float32, taps summed left to right;
+    (out, outside): out[y, x] = sum_ij wy[i] wx[j] src[y + oy + i - 1, x + ox + j - 1],
+    0 and outside = 1 where a tap falls outside src."""
     h, w = src.shape
-    s = src.astype(np.float64)
-    scratch = np.zeros((h, w))
+    s = src.astype(F32)
+    wy, wx = np.asarray(wy, F32), np.asarray(wx, F32)
     xs = np.arange(w) + ox - 1
     okx = (xs >= 0) & (xs + 3 < w)
-    acc = np.zeros((h, int(okx.sum())))
-    for j in range(4):
+    scratch = np.zeros((h, w), F32)
+    acc = wx[0] * s[:, xs[okx]]
+    for j in range(1, 4):
         acc = acc + wx[j] * s[:, xs[okx] + j]
     scratch[:, okx] = acc
-    scratch = scratch.astype(np.float32).astype(np.float64)
     ys = np.arange(h) + oy - 1
     oky = (ys >= 0) & (ys + 3 < h)
-    out = np.zeros((h, w))
-    inside = oky[:, None] & okx[None, :]
-    acc = np.zeros((int(oky.sum()), w))
-    for j in range(4):
+    out = np.zeros((h, w), F32)
+    acc = wy[0] * scratch[ys[oky], :]
+    for j in range(1, 4):
         acc = acc + wy[j] * scratch[ys[oky] + j, :]
     out[oky, :] = acc
+    inside = oky[:, None] & okx[None, :]
     out[~inside] = 0.0
-    return out.astype(np.float32), (~inside).astype(np.uint8)
+    return out, (~inside).astype(np.uint8)
+
+
+def _clamp(v, lo, hi):
+    return np.where(v < lo, lo, np.where(v > hi, hi, v))
 
 
 def residual_and_hot(frame, bad, prediction, outside, hot_score, clip_sigma, clip_low, read_var,
                      inv_gain, hot_rate, hot_on, hot_off):
-    """(residual, clipped, hot_score, bad) as the kernel computes them."""
-    p = prediction.astype(np.float64)
-    r = frame.astype(np.float64) - p
-    sigma = np.sqrt(read_var + np.maximum(p, 0.0) * inv_gain)
-    score = (1.0 - hot_rate) * hot_score.astype(np.float64) + hot_rate * np.clip(r / sigma, -20.0, 20.0)
+    """(residual, clipped, hot_score, bad) as detect_pass computes them (float32)."""
+    p = prediction.astype(F32)
+    r = frame.astype(F32) - p
+    sigma = np.sqrt(F32(read_var) + np.where(p > 0, p, F32(0)) * F32(inv_gain))
+    q = _clamp(r / sigma, F32(-20), F32(20))
+    score = F32(1.0 - hot_rate) * hot_score.astype(F32) + F32(hot_rate) * q
     inside = outside == 0
-    new_score = np.where(inside, score.astype(np.float32), hot_score)
-    hot = (np.abs(score) > hot_on) | (((bad & BAD_DETECTED) != 0) & (np.abs(score) > hot_off))
-    new_bad = np.where(inside, (bad & BAD_CALIBRATION) | np.where(hot, BAD_DETECTED, 0), bad).astype(np.uint8)
+    new_score = np.where(inside, score, hot_score).astype(F32)
+    mag = np.abs(score)
+    hot = (mag > F32(hot_on)) | (((bad & BAD_DETECTED) != 0) & (mag > F32(hot_off)))
+    new_bad = np.where(inside, (bad & BAD_CALIBRATION) | np.where(hot, BAD_DETECTED, 0), bad)
+    new_bad = new_bad.astype(np.uint8)
     use = inside & (new_bad == 0)
-    residual = np.where(use, r, 0.0).astype(np.float32)
-    clipped = np.where(use, np.maximum(np.minimum(r, clip_sigma * sigma), -clip_low * sigma),
-                       0.0).astype(np.float32)
-    return residual, clipped, new_score.astype(np.float32), new_bad
+    residual = np.where(use, r, F32(0)).astype(F32)
+    clipped = np.where(use, _clamp(r, -F32(clip_low) * sigma, F32(clip_sigma) * sigma),
+                       F32(0)).astype(F32)
+    return residual, clipped, new_score, new_bad
 
 
 def apply_update(model, update, outside, age, rate):
     """(model, age) after the update: a running mean while a cell is young, then rate."""
-    alpha = np.maximum(rate, 1.0 / (age.astype(np.float64) + 1.0))
+    alpha = F32(1) / (age.astype(F32) + F32(1))
+    alpha = np.where(alpha > F32(rate), alpha, F32(rate))
     inside = outside == 0
-    new_model = np.where(inside, model.astype(np.float64) + alpha * update.astype(np.float64),
-                         model).astype(np.float32)
+    new_model = np.where(inside, model.astype(F32) + alpha * update.astype(F32), model).astype(F32)
     new_age = np.where(inside, np.minimum(age.astype(np.int64) + 1, 65535), age).astype(np.uint16)
     return new_model, new_age
 
 
-def matched_filter(residual, taps, variance, vy, vx, rate, clip, variance_floor, hold_z, hold_rate,
-                   learn=(0, 2**31, 0, 2**31)):
-    """(filtered, zscore, new variance) as the kernel computes them."""
+def filter_separable(residual, taps):
+    """residual (*) taps along x then y, zero outside, float32 (taps summed in order)."""
     h, w = residual.shape
     r = len(taps) // 2
-    res = residual.astype(np.float64)
-    scratch = np.zeros((h, w))
-    for k in range(-r, r + 1):
-        shifted = np.zeros((h, w))
-        if k >= 0:
-            shifted[:, :w - k] = res[:, k:]
-        else:
-            shifted[:, -k:] = res[:, :w + k]
-        scratch = scratch + taps[k + r] * shifted
-    scratch = scratch.astype(np.float32).astype(np.float64)
-    acc = np.zeros((h, w))
-    for k in range(-r, r + 1):
-        shifted = np.zeros((h, w))
-        if k >= 0:
-            shifted[:h - k, :] = scratch[k:, :]
-        else:
-            shifted[-k:, :] = scratch[:h + k, :]
-        acc = acc + taps[k + r] * shifted
-    variance = variance.copy()
-    zscore = np.empty((h, w), np.float32)
+    taps = np.asarray(taps, F32)
+    pad = np.zeros((h, w + 2 * r), F32)
+    pad[:, r:r + w] = residual
+    rows = taps[0] * pad[:, 0:w]
+    for k in range(1, len(taps)):
+        rows = rows + taps[k] * pad[:, k:k + w]
+    acc = np.zeros((h, w), F32)  # 0 + x is x: no need to start from the first valid row
+    for k in range(len(taps)):
+        lo, hi = max(r - k, 0), min(h + r - k, h)  # output rows whose row y + k - r exists
+        acc[lo:hi] = acc[lo:hi] + taps[k] * rows[lo + k - r:hi + k - r]
+    return acc
+
+
+def matched_filter(residual, taps, variance, vy, vx, rate, clip, variance_floor, hold_z, hold_rate,
+                   learn=(0, 2**31, 0, 2**31)):
+    """(filtered, zscore, new variance) as detect_pass computes them (float32)."""
+    h, w = residual.shape
+    acc = filter_separable(residual, taps)
+    variance = variance.astype(F32).copy()
+    zscore = np.empty((h, w), F32)
+    keep_rate, keep_hold = F32(1.0 - rate), F32(1.0 - hold_rate)
+    rate, hold_rate, clip2 = F32(rate), F32(hold_rate), F32(clip * clip)
+    floor, hold_z = F32(variance_floor), F32(hold_z)
     # pixels read the variance cell (y + vy, x + vx) clamped: done in raster order
     # because clamped edge pixels share a cell, each reading the previous update
     for y in range(h):
         vyy = min(max(y + vy, 0), h - 1)
         for x in range(w):
             vxx = min(max(x + vx, 0), w - 1)
-            v = float(variance[vyy, vxx])
-            a = float(acc[y, x])
-            z = a / math.sqrt(v)
-            zscore[y, x] = np.float32(z)
+            v = variance[vyy, vxx]
+            a = acc[y, x]
+            z = a / np.sqrt(v)
+            zscore[y, x] = z
             if not (learn[0] <= y < learn[1] and learn[2] <= x < learn[3]):
                 continue
-            u = hold_rate if z > hold_z else rate
-            variance[vyy, vxx] = np.float32(max((1.0 - u) * v + u * min(a * a, clip * clip * v),
-                                                variance_floor))
-    return acc.astype(np.float32), zscore, variance
+            f2 = min(a * a, clip2 * v)
+            u, keep = (hold_rate, keep_hold) if z > hold_z else (rate, keep_rate)
+            v = keep * v + u * f2
+            variance[vyy, vxx] = v if v > floor else floor
+    return acc, zscore, variance
+
+
+def detect_pass(frame, bad, model, age, variance, hot_score, offset, taps, config,
+                variance_floor):
+    """The twin of the kernel's one pass, stage by stage on whole arrays.
+
+    Returns a dict of the new state (model, age, variance, hot_score, bad), the
+    residual, filtered and zscore maps, and the candidates (flat index, Z)."""
+    from flight import detection as d
+    cfg = config
+    fx, fy = offset
+    (oy, wy), (ox, wx) = d.split_shift(fy), d.split_shift(fx)
+    (uy, uwy), (ux, uwx) = d.split_shift(-fy), d.split_shift(-fx)
+    prediction, outside = warp_separable(model, oy, ox, d.as_weights(wy), d.as_weights(wx))
+    residual, clipped, hot_score, bad = residual_and_hot(
+        frame, bad, prediction, outside, hot_score, cfg.model_clip, cfg.model_clip_low,
+        cfg.read_noise**2, 1.0 / cfg.gain, cfg.hot_rate, cfg.hot_on, cfg.hot_off)
+    filtered, zscore, variance = matched_filter(
+        residual, d.as_weights(taps), variance, int(round(fy)), int(round(fx)), cfg.variance_rate,
+        cfg.variance_clip, variance_floor, float(cfg.k_sigma), cfg.variance_rate * cfg.variance_hold,
+        d.learn_window(frame.shape, oy, ox, len(taps) // 2))
+    above = zscore > F32(cfg.k_sigma)
+    clipped = np.where(above & (bad == 0), F32(0), clipped)  # hold the model under candidates
+    update, outside_u = warp_separable(clipped, uy, ux, d.as_weights(uwy), d.as_weights(uwx))
+    model, age = apply_update(model, update, outside_u, age, cfg.model_rate)
+    index = np.flatnonzero(above).astype(np.int32)
+    return dict(model=model, age=age, variance=variance, hot_score=hot_score, bad=bad,
+                residual=residual, filtered=filtered, zscore=zscore, cand_index=index,
+                cand_z=zscore.ravel()[index])
 
 
 def label_above(zscore, bad, k_sigma):
     """Components of good pixels with zscore > k_sigma (via the union-find twin above)."""
     h, w = zscore.shape
-    frame = ((zscore.astype(np.float64) > k_sigma) & (bad == 0)).astype(np.uint16)
+    frame = ((zscore > F32(k_sigma)) & (bad == 0)).astype(np.uint16)
     zeros = np.zeros((h, w), np.float32)
     return label_above_threshold(frame, np.zeros((h, w), np.uint8), zeros,
                                  np.ones((h, w), np.float32), 0.5)
@@ -342,8 +386,8 @@ def find_peaks(zscore, labels, n, radius):
     return sizes, np.array(peaks, np.int64)
 
 
-def measure_targets(residual, filtered, zscore, labels, sizes, peaks, radius, psf_sigma, read_var,
-                    inv_gain, prediction):
+def measure_targets(frame, residual, filtered, zscore, labels, sizes, peaks, radius, psf_sigma,
+                    read_var, inv_gain):
     h, w = residual.shape
     res = residual.astype(np.float64)
     filt = filtered.astype(np.float64)
@@ -381,7 +425,8 @@ def measure_targets(residual, filtered, zscore, labels, sizes, peaks, radius, ps
             sxx, syy, sxy = sxx / wsum, syy / wsum, sxy / wsum
         half = 0.5 * (sxx + syy)
         root = math.sqrt(0.25 * (sxx - syy) * (sxx - syy) + sxy * sxy)
-        sigma_n = math.sqrt(read_var + max(float(prediction[py, px]), 0.0) * inv_gain)
+        prediction = float(frame[py, px]) - res[py, px]
+        sigma_n = math.sqrt(read_var + max(prediction, 0.0) * inv_gain)
         crb = min(math.sqrt(8.0 * math.pi) * psf_sigma ** 2 * sigma_n / flux, 1.0) if flux > 0 else 1.0
         out[i] = (xc, yc, crb, crb, flux, float(zscore[py, px]), peak_r, sizes[labels[py, px] - 1],
                   math.sqrt(half + root),
@@ -428,26 +473,17 @@ class TemporalDetector:
             self.offset -= (kx, ky)
             d.reanchor(self.model, self.variance, self.age, frame, self.bad, ky, kx,
                        float(self.offset[1]), float(self.offset[0]), cfg, self.taps)
-        fx, fy = float(self.offset[0]), float(self.offset[1])
-        (oy, wy), (ox, wx) = d.split_shift(fy), d.split_shift(fx)
-        self.prediction, outside = warp_separable(self.model, oy, ox, wy, wx)
-        self.residual, clipped, self.hot_score, self.bad = residual_and_hot(
-            frame, self.bad, self.prediction, outside, self.hot_score, cfg.model_clip,
-            cfg.model_clip_low, read_var,
-            inv_gain, cfg.hot_rate, cfg.hot_on, cfg.hot_off)
-        self.filtered, self.zscore, self.variance = matched_filter(
-            self.residual, self.taps, self.variance, int(round(fy)), int(round(fx)),
-            cfg.variance_rate, cfg.variance_clip, 1e-6, float(cfg.k_sigma),
-            cfg.variance_rate * cfg.variance_hold, d.learn_window(self.shape, oy, ox, len(self.taps) // 2))
+        out = detect_pass(frame, self.bad, self.model, self.age, self.variance, self.hot_score,
+                          (float(self.offset[0]), float(self.offset[1])), self.taps, cfg,
+                          d.VARIANCE_FLOOR)
+        self.model, self.age, self.variance = out["model"], out["age"], out["variance"]
+        self.hot_score, self.bad, self.residual = out["hot_score"], out["bad"], out["residual"]
+        self.zscore = out["zscore"]
         self.labels, n = label_above(self.zscore, self.bad, float(cfg.k_sigma))
-        clipped = np.where(self.labels != 0, np.float32(0.0), clipped)
-        (uy, vwy), (ux, vwx) = d.split_shift(-fy), d.split_shift(-fx)
-        update, outside_u = warp_separable(clipped, uy, ux, vwy, vwx)
-        self.model, self.age = apply_update(self.model, update, outside_u, self.age, cfg.model_rate)
         sizes, peaks = find_peaks(self.zscore, self.labels, n, cfg.peak_radius)
-        table = measure_targets(self.residual, self.filtered, self.zscore, self.labels, sizes, peaks,
-                                cfg.aperture_radius, float(cfg.psf_sigma), read_var, inv_gain,
-                                self.prediction)
+        table = measure_targets(frame, self.residual, out["filtered"], self.zscore, self.labels,
+                                sizes, peaks, cfg.aperture_radius, float(cfg.psf_sigma), read_var,
+                                inv_gain)
         self.frames_processed += 1
         return d.finish_detections(table, cfg)
 

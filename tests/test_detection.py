@@ -220,76 +220,110 @@ def smooth_field(rng, h, w, level=3000.0, amp=800.0):
     return field
 
 
-@settings(max_examples=40, deadline=None)
-@given(st.integers(6, 40), st.integers(6, 40), st.floats(-6.0, 6.0), st.floats(-6.0, 6.0),
-       st.integers(0, 2**32 - 1))
-def test_warp_equals_reference(h, w, fy, fx, seed):
-    src = np.random.default_rng(seed).normal(1000, 300, (h, w)).astype(np.float32)
-    (oy, wy), (ox, wx) = fd.split_shift(fy), fd.split_shift(fx)
-    out, outside = np.empty_like(src), np.empty((h, w), np.uint8)
-    tk.warp_separable(src, oy, ox, wy, wx, np.empty_like(src), out, outside)
-    want, want_outside = detection_ref.warp_separable(src, oy, ox, wy, wx)
-    np.testing.assert_array_equal(outside, want_outside)
-    np.testing.assert_array_equal(out, want)
-
-
 def test_warp_by_whole_pixels_is_exact_and_cubic_reproduces_a_ramp():
     src = np.arange(20 * 30, dtype=np.float32).reshape(20, 30)
-    out, outside = np.empty_like(src), np.empty(src.shape, np.uint8)
     (oy, wy), (ox, wx) = fd.split_shift(2.0), fd.split_shift(-3.0)
-    tk.warp_separable(src, oy, ox, wy, wx, np.empty_like(src), out, outside)
+    out, outside = detection_ref.warp_separable(src, oy, ox, wy, wx)
     yy, xx = np.mgrid[:20, :30]
     inside = outside == 0
     assert inside[1:16, 4:27].all()  # the 4-tap support marks one more edge pixel outside
     np.testing.assert_array_equal(out[inside], src[(yy + 2)[inside], (xx - 3)[inside]])
     # Catmull-Rom is exact on linear functions
     (oy, wy), (ox, wx) = fd.split_shift(0.25), fd.split_shift(0.6)
-    tk.warp_separable(src, oy, ox, wy, wx, np.empty_like(src), out, outside)
+    out, outside = detection_ref.warp_separable(src, oy, ox, wy, wx)
     inside = outside == 0
     np.testing.assert_allclose(out[inside], ((yy + 0.25) * 30 + xx + 0.6)[inside], atol=1e-3)
 
 
-@settings(max_examples=40, deadline=None)
-@given(st.integers(4, 30), st.integers(4, 30), st.integers(0, 2**32 - 1))
-def test_residual_and_hot_equals_reference(h, w, seed):
-    rng = np.random.default_rng(seed)
-    frame = rng.integers(0, 6000, (h, w)).astype(np.uint16)
-    pred = (frame + rng.normal(0, 200, (h, w))).astype(np.float32)
-    outside = (rng.random((h, w)) < 0.1).astype(np.uint8)
-    bad = rng.choice(np.array([0, 1, 2, 3], np.uint8), (h, w), p=[0.85, 0.05, 0.05, 0.05])
-    hot = rng.normal(2.0, 2.0, (h, w)).astype(np.float32)
-    args = (4.0, 6.0, 100.0, 1.0, 0.3, 3.5, 1.5)
-    want = detection_ref.residual_and_hot(frame, bad, pred, outside, hot, *args)
-    res, clp = np.empty_like(pred), np.empty_like(pred)
-    tk.residual_and_hot(frame, bad, pred, outside, res, clp, hot, *args)
-    for got, ref in zip((res, clp, hot, bad), want):
-        np.testing.assert_array_equal(got, ref)
-
-
 @settings(max_examples=30, deadline=None)
-@given(st.integers(3, 24), st.integers(3, 24), st.integers(-30, 30), st.integers(-30, 30),
-       st.integers(1, 3), st.integers(0, 2**32 - 1))
-def test_matched_filter_equals_reference(h, w, vy, vx, radius, seed):
-    rng = np.random.default_rng(seed)
-    res = rng.normal(0, 50, (h, w)).astype(np.float32)
-    var = rng.uniform(100, 5000, (h, w)).astype(np.float32)
-    taps = fd.filter_taps(DetectorConfig(filter_radius=radius))
-    learn = (rng.integers(0, 4), h - rng.integers(0, 4), rng.integers(0, 4), w - rng.integers(0, 4))
-    want_f, want_z, want_v = detection_ref.matched_filter(res, taps, var, vy, vx, 0.1, 2.5, 1e-6, 1.0, 0.01,
-                                                          learn)
-    filt, z, scratch = np.empty_like(res), np.empty_like(res), np.empty_like(res)
-    tk.matched_filter(res, taps, scratch, filt, z, var, vy, vx, 0.1, 2.5, 1e-6, 1.0, 0.01, *learn)
-    np.testing.assert_array_equal(filt, want_f)
-    np.testing.assert_array_equal(z, want_z)
-    np.testing.assert_array_equal(var, want_v)
+@given(st.integers(3, 30), st.integers(3, 30), st.integers(1, 3), st.integers(0, 2**32 - 1))
+def test_matched_filter_twin_equals_scipy_correlate(h, w, radius, seed):
+    # peer: scipy.ndimage.correlate with the outer product of the taps, zero outside;
+    # float32 sums in a different order, hence the tolerance
+    res = np.random.default_rng(seed).normal(0, 50, (h, w)).astype(np.float32)
+    taps = fd.filter_taps(DetectorConfig(filter_radius=radius)).astype(np.float32)
+    want = ndimage.correlate(res.astype(np.float64), np.outer(taps, taps).astype(np.float64),
+                             mode="constant")
+    np.testing.assert_allclose(detection_ref.filter_separable(res, taps), want, rtol=0, atol=1e-3)
+
+
+@st.composite
+def pass_states(draw):
+    """A frame and a temporal state near it: model, age, variance, hot score, bad mask, offset."""
+    h, w = draw(st.integers(4, 28)), draw(st.integers(4, 28))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    frame = rng.integers(0, 6000, (h, w)).astype(np.uint16)
+    model = (frame + rng.normal(0, draw(st.sampled_from([5.0, 200.0])), (h, w))).astype(np.float32)
+    for _ in range(draw(st.integers(0, 3))):  # targets the filter should find
+        frame[rng.integers(0, h), rng.integers(0, w)] += np.uint16(rng.integers(200, 3000))
+    age = rng.choice(np.array([1, 2, 5, 40, 65535], np.uint16), (h, w))
+    variance = rng.uniform(100, 5000, (h, w)).astype(np.float32)
+    hot = rng.normal(1.0, 2.0, (h, w)).astype(np.float32)
+    bad = rng.choice(np.array([0, 1, 2, 3], np.uint8), (h, w), p=[0.85, 0.05, 0.05, 0.05])
+    offset = (draw(st.floats(-5.0, 5.0)), draw(st.floats(-5.0, 5.0)))
+    config = DetectorConfig(k_sigma=draw(st.floats(1.0, 6.0)), filter_radius=draw(st.integers(1, 3)),
+                            hot_rate=0.3, model_rate=0.1, variance_rate=0.1)
+    return frame, model, age, variance, hot, bad, offset, config
+
+
+def run_pass(frame, model, age, variance, hot, bad, offset, config):
+    """The kernel's detect_pass on copies of the state, as TemporalDetector calls it."""
+    h, w = frame.shape
+    state = dict(model=model.copy(), age=age.copy(), variance=variance.copy(), hot_score=hot.copy(),
+                 bad=bad.copy(), residual=np.empty((h, w), np.float32))
+    fx, fy = offset
+    (oy, wy), (ox, wx) = fd.split_shift(fy), fd.split_shift(fx)
+    (uy, uwy), (ux, uwx) = fd.split_shift(-fy), fd.split_shift(-fx)
+    taps = fd.filter_taps(config)
+    cand_index, cand_z = np.empty(h * w, np.int32), np.empty(h * w, np.float32)
+    row_start = np.empty(h + 1, np.int32)
+    c = config
+    n = tk.detect_pass(frame, state["bad"], state["model"], state["age"], state["variance"],
+                       state["hot_score"], state["residual"], oy, ox, fd.as_weights(wy),
+                       fd.as_weights(wx), uy, ux, fd.as_weights(uwy), fd.as_weights(uwx),
+                       fd.as_weights(taps), int(round(fy)), int(round(fx)),
+                       *fd.learn_window((h, w), oy, ox, len(taps) // 2),
+                       c.model_clip, c.model_clip_low, c.read_noise**2, 1.0 / c.gain, c.hot_rate,
+                       c.hot_on, c.hot_off, c.variance_rate, c.variance_clip, fd.VARIANCE_FLOOR,
+                       c.k_sigma, c.variance_rate * c.variance_hold, c.model_rate,
+                       np.zeros((tk.scratch_rows(len(taps)), w + len(taps) - 1), np.float32),
+                       cand_index, cand_z, row_start)
+    state.update(cand_index=cand_index[:n], cand_z=cand_z[:n], row_start=row_start)
+    return state
+
+
+@settings(max_examples=60, deadline=None)
+@given(pass_states())
+def test_detect_pass_equals_reference(case):
+    # reference: the stage-by-stage float32 twin; same operations in the same order, so the
+    # kernel's one fused pass must agree bit for bit, candidates included
+    frame, model, age, variance, hot, bad, offset, config = case
+    got = run_pass(*case)
+    want = detection_ref.detect_pass(frame, bad, model, age, variance, hot, offset,
+                                     fd.filter_taps(config), config, fd.VARIANCE_FLOOR)
+    for name in ("model", "age", "variance", "hot_score", "bad", "residual", "cand_index", "cand_z"):
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name, strict=True)
+    rows = np.searchsorted(want["cand_index"], np.arange(frame.shape[0] + 1) * frame.shape[1])
+    np.testing.assert_array_equal(got["row_start"], rows)
+
+
+def test_detect_pass_rejects_wrong_scratch():
+    frame = np.zeros((8, 8), np.uint16)
+    f32 = np.zeros((8, 8), np.float32)
+    with pytest.raises(ValueError, match="scratch must be at least"):
+        tk.detect_pass(frame, np.zeros((8, 8), np.uint8), f32.copy(), np.ones((8, 8), np.uint16),
+                       f32 + 1, f32.copy(), f32.copy(), 0, 0, *[np.ones(4, np.float32)] * 2, 0, 0,
+                       *[np.ones(4, np.float32)] * 2, np.ones(5, np.float32), 0, 0, 0, 8, 0, 8,
+                       2.5, 5.0, 100.0, 1.0, 0.02, 3.5, 1.5, 0.03, 2.5, 1e-6, 5.0, 0.003, 0.05,
+                       np.zeros((2, 12), np.float32), np.empty(64, np.int32),
+                       np.empty(64, np.float32), np.empty(9, np.int32))
 
 
 def shifted_scene(field, h, w, dx, dy, rng, noise=20.0, hot=20):
     """Frame seeing field[10:, 10:] shifted by (dx, dy), with noise and unflagged hot pixels."""
     (oy, wy), (ox, wx) = fd.split_shift(dy), fd.split_shift(dx)
     src = field.astype(np.float32)[10 + oy - 5:, 10 + ox - 5:][:h + 10, :w + 10].copy()
-    out = np.empty((h + 10, w + 10), np.float32)
-    tk.warp_separable(src, 5, 5, wy, wx, np.empty_like(out), out, np.empty(out.shape, np.uint8))
+    out, _ = detection_ref.warp_separable(src, 5, 5, wy, wx)
     frame = out[:h, :w] + rng.normal(0, noise, (h, w))
     frame[rng.integers(0, h, hot), rng.integers(0, w, hot)] += 5000
     return np.clip(np.rint(frame), 0, 16383).astype(np.uint16)
@@ -326,6 +360,39 @@ def test_registration_recovers_shift_despite_hot_pixels(dx, dy):
     assert abs(got[0] - dx) < 0.02 and abs(got[1] - dy) < 0.02
 
 
+def candidates(z, k):
+    """(flat index, Z, row starts) of z > k, as detect_pass hands them over."""
+    index = np.flatnonzero(z > np.float32(k)).astype(np.int32)
+    rows = np.searchsorted(index, np.arange(z.shape[0] + 1) * z.shape[1]).astype(np.int32)
+    return index, z.ravel()[index].astype(np.float32), rows
+
+
+def label_sparse(z, bad, k):
+    h, w = z.shape
+    index, zs, rows = candidates(z, k)
+    labels = np.empty(len(index), np.int32)
+    sizes = np.empty(len(index), np.int32)
+    n = tk.label_candidates(index, rows, len(index), w, bad, np.empty(len(index), np.int32),
+                            labels, sizes)
+    dense = np.zeros((h, w), np.int32)
+    dense.ravel()[index] = labels
+    return index, zs, rows, labels, sizes[:n], dense, n
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 40), st.integers(0, 2**32 - 1), st.floats(0.05, 0.9))
+def test_candidate_labels_equal_scipy(h, w, seed, fill):
+    # peer: scipy.ndimage.label with a full 3x3 structure (8-connectivity), same raster numbering
+    rng = np.random.default_rng(seed)
+    z = rng.random((h, w)).astype(np.float32)
+    bad = (rng.random((h, w)) < 0.05).astype(np.uint8)
+    *_, sizes, dense, n = label_sparse(z, bad, 1.0 - fill)
+    want, n_want = ndimage.label((z > np.float32(1.0 - fill)) & (bad == 0), structure=np.ones((3, 3)))
+    assert n == n_want
+    np.testing.assert_array_equal(dense, want)
+    np.testing.assert_array_equal(sizes, np.bincount(want.ravel())[1:])
+
+
 @settings(max_examples=30, deadline=None)
 @given(st.integers(8, 40), st.integers(8, 40), st.integers(0, 2**32 - 1), st.integers(1, 3))
 def test_labels_peaks_and_measurement_equal_reference(h, w, seed, radius):
@@ -335,28 +402,25 @@ def test_labels_peaks_and_measurement_equal_reference(h, w, seed, radius):
     for _ in range(4):
         x, y = rng.uniform(0, w), rng.uniform(0, h)
         res += (rng.uniform(0, 800) * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / 2)).astype(np.float32)
-    taps = fd.filter_taps(DetectorConfig())
-    filt, z = np.empty_like(res), np.empty_like(res)
-    tk.matched_filter(res, taps, np.empty_like(res), filt, z, np.full((h, w), 300.0, np.float32),
-                      0, 0, 0.0, 2.5, 1e-6, 5.0, 0.0, 0, h, 0, w)
+    frame = (res + 2000).astype(np.uint16)
+    taps = fd.filter_taps(DetectorConfig()).astype(np.float32)
+    filt = detection_ref.filter_separable(res, taps)
+    z = (filt / np.sqrt(np.float32(300.0))).astype(np.float32)
     bad = (rng.random((h, w)) < 0.02).astype(np.uint8)
-    labels = np.empty((h, w), np.int32)
-    size = h * ((w + 1) // 2) + 1
-    n = tk.label_above(z, bad, 4.0, labels, np.empty(size, np.int32), np.empty(size, np.int32))
+    index, zs, rows, labels, sizes, dense, n = label_sparse(z, bad, 4.0)
     want_labels, want_n = detection_ref.label_above(z, bad, 4.0)
     assert n == want_n
-    np.testing.assert_array_equal(labels, want_labels)
-    pred = np.full((h, w), 2000.0, np.float32)
-    sizes, peaks = np.empty(n + 1, np.int32), np.empty(h * w, np.int64)
-    m = tk.find_peaks(z, labels, n, radius, sizes, peaks)
-    want_sizes, want_peaks = detection_ref.find_peaks(z, labels, n, radius)
-    np.testing.assert_array_equal(sizes[:n], want_sizes)
-    np.testing.assert_array_equal(peaks[:m], want_peaks)
+    np.testing.assert_array_equal(dense, want_labels)
+    peaks = np.empty(max(len(index), 1), np.int32)
+    m = tk.find_peaks(index, zs, labels, rows, len(index), w, radius, peaks)
+    want_sizes, want_peaks = detection_ref.find_peaks(z, want_labels, want_n, radius)
+    np.testing.assert_array_equal(index[peaks[:m]], want_peaks)
     assert (m >= 1) == (n >= 1)  # the highest pixel is always a peak; a weaker neighbour may not be
     table = np.empty((m, 12))
-    tk.measure_targets(res, filt, z, labels, sizes, peaks, m, 2, 1.0, 100.0, 1.0, pred, table)
-    want = detection_ref.measure_targets(res, filt, z, labels, want_sizes, want_peaks, 2, 1.0, 100.0,
-                                         1.0, pred)
+    tk.measure_targets(frame, res, taps, index, zs, labels, sizes, peaks, m, 2, 1.0, 100.0, 1.0, table)
+    want = detection_ref.measure_targets(frame, res, filt, z, want_labels, want_sizes, want_peaks, 2,
+                                         1.0, 100.0, 1.0)
+    # the kernel recomputes the filter at the peak in the pass's order: the same bits
     np.testing.assert_allclose(table, want, rtol=1e-12, atol=1e-9)
 
 
@@ -372,7 +436,9 @@ def test_temporal_detector_equals_reference_on_a_scene():
         got, want = det.process(frame), ref.process(frame)
         assert_same_detections(got, want)
         total += len(got)
-        np.testing.assert_allclose(det.pipeline.model, ref.pipeline.model, rtol=1e-6, atol=1e-3)
+        # float32 twins in the kernel's order: the state agrees bit for bit
+        np.testing.assert_array_equal(det.pipeline.model, ref.pipeline.model)
+        np.testing.assert_array_equal(det.pipeline.variance, ref.pipeline.variance)
     assert total > 0
 
 
@@ -502,15 +568,9 @@ def test_close_targets_are_both_reported():
     res = np.zeros((h, w), np.float32)
     for x0 in (18.0, 22.0):
         res += (400 * np.exp(-((xx - x0) ** 2 + (yy - 20.0) ** 2) / 2)).astype(np.float32)
-    taps = fd.filter_taps(DetectorConfig())
-    filt, z = np.empty_like(res), np.empty_like(res)
-    tk.matched_filter(res, taps, np.empty_like(res), filt, z, np.full((h, w), 100.0, np.float32),
-                      0, 0, 0.0, 2.5, 1e-6, 5.0, 0.0, 0, h, 0, w)
-    labels = np.empty((h, w), np.int32)
-    size = h * ((w + 1) // 2) + 1
-    n = tk.label_above(z, np.zeros((h, w), np.uint8), 5.0, labels, np.empty(size, np.int32),
-                       np.empty(size, np.int32))
-    peaks = np.empty(16, np.int64)
-    m = tk.find_peaks(z, labels, n, 1, np.empty(n + 1, np.int32), peaks)
+    z = detection_ref.filter_separable(res, fd.filter_taps(DetectorConfig())) / np.float32(10.0)
+    index, zs, rows, labels, sizes, dense, n = label_sparse(z, np.zeros((h, w), np.uint8), 5.0)
+    peaks = np.empty(16, np.int32)
+    m = tk.find_peaks(index, zs, labels, rows, len(index), w, 1, peaks)
     assert n == 1 and m == 2
-    assert sorted(int(p) % w for p in peaks[:m]) == [18, 22]
+    assert sorted(int(index[p]) % w for p in peaks[:m]) == [18, 22]
