@@ -15,25 +15,11 @@ from flight.codecs.ccsds121 import decode, encode, max_encoded_size
 
 imagecodecs = pytest.importorskip("imagecodecs")
 
+from tests.perf.scenes import project_scene  # noqa: E402
+
 BITS = 14
 RSI = 128
 REPEATS = 21
-
-
-def infrared_scene(size: int, seed: int = 7) -> np.ndarray:
-    """Deterministic 14-bit IR-like frame: smooth background, bright cloud
-    decks (low-pass noise, ~40 px correlation), sensor noise of 10 DN."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:size, 0:size] / size
-    background = 5000 + 2000 * x + 1200 * np.sin(2.5 * y + 0.7) * np.cos(1.7 * x)
-    fy = np.fft.fftfreq(size)[:, None]
-    fx = np.fft.rfftfreq(size)[None, :]
-    field = np.fft.rfft2(rng.standard_normal((size, size)))
-    field *= np.exp(-(fx ** 2 + fy ** 2) * 40.0 ** 2)
-    clouds = np.fft.irfft2(field, s=(size, size))
-    clouds /= clouds.std()
-    frame = background + 1500 * np.clip(clouds - 0.3, 0, None) + rng.normal(0, 10, (size, size))
-    return np.clip(np.rint(frame), 0, (1 << BITS) - 1).astype(np.uint16)
 
 
 def paired_medians(ours, theirs) -> tuple[float, float]:
@@ -53,7 +39,7 @@ def paired_medians(ours, theirs) -> tuple[float, float]:
 @pytest.mark.perf
 @pytest.mark.parametrize("size", [1024, 2048])
 def test_throughput_against_libaec(size):
-    samples = infrared_scene(size).ravel()
+    samples = project_scene(size).ravel()
     flags = int(imagecodecs.AEC.FLAG.DATA_PREPROCESS)
     mega = samples.size / 1e6
     rows = []

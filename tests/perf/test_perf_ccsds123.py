@@ -19,32 +19,9 @@ from flight.codecs import ccsds123
 
 imagecodecs = pytest.importorskip("imagecodecs")
 
+from tests.perf.scenes import project_scene  # noqa: E402
+
 REPEATS = 5
-
-
-def infrared_scene(size: int, seed: int = 123) -> np.ndarray:
-    """Deterministic 14-bit uint16 scene that looks like a staring IR frame:
-    smooth warm Earth background with cloud structure, a cold limb region,
-    column fixed-pattern offsets, a few hot point sources and Gaussian
-    temporal noise of a few DN."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) / size
-    background = 6000 + 2500 * np.exp(-((xx - 0.45) ** 2 + (yy - 0.55) ** 2) / 0.18)
-    clouds = np.zeros((size, size))
-    for octave in range(1, 7):
-        freq = 2.0**octave
-        amp = 900.0 / freq**1.2
-        phase = rng.uniform(0, 2 * np.pi, 4)
-        clouds += amp * np.sin(2 * np.pi * freq * xx + phase[0] + 1.5 * np.sin(2 * np.pi * freq * yy + phase[1]))
-        clouds += amp * np.sin(2 * np.pi * freq * yy + phase[2] + 1.5 * np.sin(2 * np.pi * freq * xx + phase[3]))
-    limb = np.where(np.hypot(xx - 0.5, yy - 0.5) > 0.62, -3500.0, 0.0)
-    column_offsets = rng.normal(0, 6, size)[np.newaxis, :]
-    scene = background + clouds + limb + column_offsets
-    for _ in range(12):
-        cy, cx = rng.uniform(0, size, 2)
-        scene += 4000 * np.exp(-((yy * size - cy) ** 2 + (xx * size - cx) ** 2) / 2.5)
-    scene += rng.normal(0, 4.0, (size, size))
-    return np.clip(np.rint(scene), 0, (1 << 14) - 1).astype(np.uint16)
 
 
 def _median_seconds(fn, repeats=REPEATS):
@@ -85,7 +62,7 @@ def _peers(image):
 @pytest.mark.perf
 @pytest.mark.parametrize("size", [1024, 2048])
 def test_lossless_vs_peers(size):
-    image = infrared_scene(size)
+    image = project_scene(size)
     n = image.size
     repeats = 3 if size > 1024 else REPEATS
     rows = {}
@@ -112,7 +89,7 @@ def test_lossless_vs_peers(size):
 def test_near_lossless_bits(size):
     """Both entropy coders at maximum errors 0, 1, 2, 4, 8; the hybrid coder
     is the one that can go below 1 bit/sample."""
-    image = infrared_scene(size)
+    image = project_scene(size)
     n = image.size
     print(f"\n### near-lossless, {size}x{size} 14-bit IR scene (median of 3)\n")
     print("| max error | coder | bits/sample | max abs error seen | encode MS/s | decode MS/s |")
