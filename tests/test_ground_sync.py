@@ -132,6 +132,7 @@ import pytest  # noqa: E402
 from flight.link.errors import ConfigurationError  # noqa: E402
 from flight.link.tmframe import FrameLayout  # noqa: E402
 from ground.decoder import GroundDecoder  # noqa: E402
+from tests.support import NullArchive  # noqa: E402
 
 RS_LINK = LinkConfig(frame_length=1115, reed_solomon=True, interleave_depth=5)
 
@@ -294,14 +295,6 @@ def test_bad_synchronizer_configurations_are_refused():
         sync_for(LINK, search_errors=4, lock_errors=2)
     with pytest.raises(ConfigurationError, match="flywheel"):
         sync_for(LINK, flywheel=-1)
-
-
-class NullArchive:
-    def packet(self, *args): pass
-    def housekeeping(self, *args): pass
-    def event(self, *args): pass
-    def detections(self, *args): pass
-    def commit(self): pass
 
 
 def test_ground_refuses_an_unusable_virtual_channel_and_counts_foreign_ones():

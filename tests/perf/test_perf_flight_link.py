@@ -10,8 +10,6 @@ building alone, no coding.
 import cProfile
 import io
 import pstats
-import statistics
-import time
 
 import numpy as np
 import pytest
@@ -21,6 +19,7 @@ from flight.downlink import build_channel_coder, frame_layout
 from flight.link.multiplexer import MasterChannelMultiplexer
 from flight.link.spacepacket import PusTm
 from flight.link.tmframe import TmFrame
+from tests.support import median_seconds
 
 pytestmark = pytest.mark.perf
 
@@ -70,15 +69,6 @@ def peer_frames(fields: list[TmFrame]) -> list[bytes]:
     return out
 
 
-def median_seconds(fn, *args) -> float:
-    times = []
-    for _ in range(REPEATS):
-        started = time.perf_counter()
-        fn(*args)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
-
-
 def test_flight_cadu_building_throughput():
     packets = make_packets()
     cadus = build_cadus(packets)
@@ -92,8 +82,8 @@ def test_flight_cadu_building_throughput():
     assert peer_frames(frames[:50]) == [f.pack(layout) for f in frames[:50]]
 
     octets = sum(map(len, cadus))
-    ours = median_seconds(build_cadus, packets)
-    peer = median_seconds(peer_frames, frames)
+    ours = median_seconds(build_cadus, packets, repeats=REPEATS)
+    peer = median_seconds(peer_frames, frames, repeats=REPEATS)
     mbit = lambda seconds: octets * 8 / seconds / 1e6  # noqa: E731
     print()
     print(f"{len(packets)} packets of 113..2013 octets -> {len(cadus)} CADUs of {len(cadus[0])} octets "

@@ -11,8 +11,6 @@ import cProfile
 import io
 import os
 import pstats
-import statistics
-import time
 
 import numpy as np
 import pytest
@@ -22,6 +20,7 @@ from flight.downlink import build_channel_coder, frame_layout
 from flight.link.multiplexer import MasterChannelMultiplexer
 from flight.link.spacepacket import PusTm
 from ground.decoder import GroundDecoder
+from tests.support import NullArchive, median_seconds
 
 pytestmark = pytest.mark.perf
 
@@ -32,14 +31,6 @@ REPEATS = 3
 CHUNK = 1 << 16
 # A CUC time in 2033 (4 coarse, 2 fine octets from 1958): the ground converts every packet time.
 PACKET_TIME = (2_364_000_000).to_bytes(4, "big") + bytes(2)
-
-
-class NullArchive:
-    def packet(self, *args): pass
-    def housekeeping(self, *args): pass
-    def event(self, *args): pass
-    def detections(self, *args): pass
-    def commit(self): pass
 
 
 def build_capture(seed: int = 7) -> tuple[bytes, list[bytes], int]:
@@ -85,15 +76,6 @@ def peer_unpack(frames: list[bytes]) -> None:
         TmTransferFrame.unpack(raw, LINK.frame_length, has_error_control_field=True)
 
 
-def median_seconds(fn, *args) -> float:
-    times = []
-    for _ in range(REPEATS):
-        started = time.perf_counter()
-        fn(*args)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
-
-
 def test_ground_end_to_end_throughput():
     capture, frames, packets = build_capture()
     summary = decode(capture)
@@ -102,9 +84,9 @@ def test_ground_end_to_end_throughput():
     assert s["symbols_corrected"] == len(frames) * LINK.interleave_depth * ERRORS_PER_CODEWORD
     assert p["packets"] >= packets - 2 and p["packet_crc_errors"] == 0 and p["sequence_gaps"] == 0
 
-    ours = median_seconds(decode, capture)
+    ours = median_seconds(decode, capture, repeats=REPEATS)
     peer_frames = frames[: max(1, len(frames) // 10)]  # the peer is slow: a tenth, scaled
-    peer = median_seconds(peer_unpack, peer_frames) * len(frames) / len(peer_frames)
+    peer = median_seconds(peer_unpack, peer_frames, repeats=REPEATS) * len(frames) / len(peer_frames)
     mbit = lambda seconds: len(capture) * 8 / seconds / 1e6  # noqa: E731
     print()
     print(f"capture: {len(capture) / 1e6:.1f} MB, {len(frames)} CADUs of {len(capture) // len(frames)} octets, "
