@@ -18,6 +18,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--capture", metavar="FILE", help="write the exact downlink bytes to FILE")
     demo.add_argument("--out", metavar="DIR", help="keep the ground's outputs and report.json in DIR")
     demo.add_argument("--duration", type=float, metavar="S", help="seconds of scene (default hil.duration_s)")
+    metrics = sub.add_parser("metrics", help="score the detector against simulated truth: "
+                             "'table' (Pd per SNR class, false alarms, centroid vs Cramer-Rao) or 'sweep' (Pd vs FA)")
+    add_common_arguments(metrics, subcommand=True)
+    metrics.add_argument("what", choices=("table", "sweep"))
+    metrics.add_argument("--frames", type=int, default=200, help="frames per scene (default 200)")
+    metrics.add_argument("--size", type=int, default=256, help="frame side in pixels (default 256)")
+    metrics.add_argument("--seed", type=int, default=3)
+    metrics.add_argument("--kind", default="cloudy", choices=("clear", "cloudy", "heavy"), help="sweep: scene kind")
+    metrics.add_argument("--no-calibration", action="store_true", help="sweep: without the calibration map")
     scene = sub.add_parser("scene", help="write simulated frames as .npy files")
     add_common_arguments(scene, subcommand=True)
     scene.add_argument("--count", type=int, default=100, help="number of frames")
@@ -30,7 +39,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.command is None and not args.print_config:
         parser.print_usage(sys.stderr)
-        fail(parser, "a command is required: demo or scene", 2)
+        fail(parser, "a command is required: demo, metrics or scene", 2)
     config = setup(parser, args)
     if args.command == "scene":
         from .scene import SceneSimulator, write_npy_frames
@@ -39,6 +48,17 @@ def main(argv=None) -> int:
             fail(parser, f"--count must be >= 1, got {args.count}", 2)
         paths = write_npy_frames(SceneSimulator(config.scene), args.count, args.out)
         print(f"wrote {len(paths)} frames to {args.out}")
+        return 0
+    if args.command == "metrics":
+        from . import metrics
+
+        if args.frames <= metrics.WARMUP_FRAMES or args.size < 32:
+            fail(parser, f"--frames must exceed {metrics.WARMUP_FRAMES} and --size be at least 32", 2)
+        if args.what == "table":
+            metrics.table(args.frames, args.size, args.seed, config=config.detection)
+        else:
+            metrics.sweep(args.kind, args.frames, args.size, args.seed,
+                          with_calibration=not args.no_calibration)
         return 0
     from .demo import run_demo
 

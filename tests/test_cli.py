@@ -92,3 +92,16 @@ def test_ground_decode_of_garbage_file(tmp_path):
 def test_ground_decode_missing_file(tmp_path):
     result = run("ground", "decode", str(tmp_path / "none.bin"), "--out", str(tmp_path / "out"))
     assert result.returncode == 1 and "cannot read" in result.stderr
+
+
+def test_hil_metrics_table_and_sweep():
+    table = run("hil", "metrics", "table", "--frames", "20", "--size", "64")
+    assert table.returncode == 0, table.stderr
+    rows = [line for line in table.stdout.splitlines() if line.startswith("| clear") or line.startswith("| cloudy")
+            or line.startswith("| heavy")]
+    assert len(rows) == 6
+    sweep = run("hil", "metrics", "sweep", "--frames", "20", "--size", "64", "--kind", "heavy")
+    assert sweep.returncode == 0, sweep.stderr
+    assert sum(line.startswith("| ") and line[2].isdigit() for line in sweep.stdout.splitlines()) >= 5
+    bad = run("hil", "metrics", "table", "--frames", "3")
+    assert bad.returncode == 2 and "--frames must exceed" in bad.stderr
