@@ -8,7 +8,6 @@ reproduced byte for byte by the kernel and by the plain-Python twin.
 import re
 
 import numpy as np
-import pytest
 
 from flight.codecs.ccsds121 import CompressedDataError, decode, encode
 from flight.codecs.ccsds121_ref import decode_ref, encode_ref

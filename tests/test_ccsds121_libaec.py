@@ -11,7 +11,7 @@ AEC_DATA_MSB itself; an integer flag value reaches libaec unchanged.
 """
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
 
 from flight.codecs import ccsds121
 from flight.codecs.ccsds121 import decode, encode
