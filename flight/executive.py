@@ -48,10 +48,19 @@ class Executive:
         self._started = clock()
         self._next_product_id = 0
         self._next_quicklook = clock()
+        self._next_overflow_event = clock()
 
     # --- products -------------------------------------------------------------
     def _send(self, vcid: int, apid: int, service: int, subtype: int, data: bytes, ticks=None) -> None:
-        self.downlink.submit(vcid, self.packets.make(apid, service, subtype, data, ticks))
+        if self.downlink.submit(vcid, self.packets.make(apid, service, subtype, data, ticks)):
+            return
+        # The link is slower than the data: say so, at most once a housekeeping
+        # period, rather than once per refused packet.
+        now = self._clock()
+        if now >= self._next_overflow_event:
+            self._next_overflow_event = now + self.config.flight.housekeeping_period_s
+            self.event(products.EVENT_MEDIUM, products.EVENT_QUEUE_OVERFLOW,
+                       f"virtual channel {vcid} queue full: {self.downlink.packets_dropped} packets dropped so far")
 
     def event(self, severity: int, event_id: int, text: str) -> None:
         log.log(logging.INFO if severity == products.EVENT_INFO else logging.WARNING, "event %d: %s", event_id, text)

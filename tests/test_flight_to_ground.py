@@ -236,3 +236,36 @@ def test_signal_stops_the_flight_program_after_flushing(tmp_path, sig):
     processed = db.execute("SELECT frames_processed FROM housekeeping ORDER BY id DESC").fetchone()[0]
     assert texts[-1].startswith("kestrel-flight stopping after")
     assert processed == summary.packets["detection_reports"]
+
+
+def test_queue_overflow_is_an_event_and_a_counter(tmp_path, caplog):
+    """A radio that holds off: packets are refused at the bound, counted, and said (throttled)."""
+    import logging
+
+    base = small_config(max_pending_octets=600)
+    config = dataclasses.replace(base, sensor=dataclasses.replace(base.sensor, max_frames=30))
+
+    class StalledPort(CapturePort):
+        def __init__(self):
+            super().__init__()
+            self.open = threading.Event()
+
+        def write(self, chunk):
+            self.open.wait(5)      # the radio holds off until the test lets it go
+            return super().write(chunk)
+
+    port = StalledPort()
+    downlink = Downlink(config.link, port)
+    executive = Executive(config, downlink, threading.Event())
+    downlink.start()
+    with caplog.at_level(logging.WARNING, logger="flight.executive"):
+        executive.run()
+    port.open.set()
+    assert downlink.stop(10)
+    assert downlink.packets_dropped > 0
+    overflow_events = [r for r in caplog.records if "queue full" in r.getMessage()]
+    # 30 frames at 200 Hz last 0.15 s: one housekeeping period, so one event, not one per packet.
+    assert len(overflow_events) == 1
+    summary = decode(config, bytes(port.data), tmp_path)
+    assert summary.sync["frames_bad"] == 0
+    assert 0 < summary.packets["detection_reports"] < 30
