@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import signal
 import sys
 import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
+
+import serial
 
 from flight.cli_support import add_common_arguments, fail, setup
 from flight.link.port import PortError, open_port
@@ -22,6 +25,9 @@ from .images import ImageAssembler
 def image_assembler(config, out: Path, archive: GroundArchive) -> ImageAssembler:
     cuc = CucCodec(config.link.time)
     return ImageAssembler(out, cuc.length, cuc, archive)
+
+
+log = logging.getLogger("kestrel-ground")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,7 +86,13 @@ def listen(config, url: str, out: Path, duration: float | None, parser) -> int:
     idle_exit = config.ground.idle_exit_s
     try:
         while not stop.is_set():
-            chunk = port.read(config.ground.read_size)
+            try:
+                chunk = port.read(config.ground.read_size)
+            except (serial.SerialException, OSError) as exc:
+                # The far end went away (a socket closed, a USB radio unplugged):
+                # keep what was decoded and end the pass.
+                log.warning("port %s: %s; ending the pass", url, exc)
+                break
             now = time.monotonic()
             if chunk:
                 decoder.feed(chunk)

@@ -269,3 +269,36 @@ def test_queue_overflow_is_an_event_and_a_counter(tmp_path, caplog):
     summary = decode(config, bytes(port.data), tmp_path)
     assert summary.sync["frames_bad"] == 0
     assert 0 < summary.packets["detection_reports"] < 30
+
+
+def test_ground_listens_on_a_network_socket(tmp_path):
+    """kestrel-ground listen on socket:// (an SDR chain or a radio server on the network)."""
+    import socket
+    import subprocess
+    import sys
+
+    config = small_config()
+    stream, executive = fly(config)
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def serve():
+        connection, _ = server.accept()
+        with connection:
+            for i in range(0, len(stream), 1000):
+                connection.sendall(stream[i:i + 1000])
+            time_to_read = threading.Event()
+            time_to_read.wait(1.0)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    toml = tmp_path / "k.toml"
+    toml.write_text("[link]\nbaud = 20000000\n[scene]\nwidth = 96\nheight = 80\n")
+    result = subprocess.run([sys.executable, "-m", "ground", "--config", str(toml), "listen", "--port",
+                             f"socket://127.0.0.1:{port}", "--out", str(tmp_path / "out"), "--duration", "3"],
+                            capture_output=True, text=True, timeout=60)
+    server.close()
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["packets"]["detection_reports"] == 12
+    assert summary["sync"]["bytes_read"] == len(stream)
