@@ -302,3 +302,35 @@ def test_ground_listens_on_a_network_socket(tmp_path):
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["packets"]["detection_reports"] == 12
     assert summary["sync"]["bytes_read"] == len(stream)
+
+
+def test_flight_sends_to_a_network_socket(tmp_path):
+    """kestrel-flight on socket:// (a radio server): what the server receives decodes whole."""
+    import socket
+    import subprocess
+    import sys
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    received = bytearray()
+
+    def collect():
+        connection, _ = server.accept()
+        with connection:
+            while chunk := connection.recv(65536):
+                received.extend(chunk)
+
+    thread = threading.Thread(target=collect, daemon=True)
+    thread.start()
+    toml = tmp_path / "k.toml"
+    toml.write_text("[link]\nbaud = 20000000\n[scene]\nwidth = 96\nheight = 80\n[sensor]\nframe_rate_hz = 50.0\n")
+    result = subprocess.run([sys.executable, "-m", "flight", "--config", str(toml), "--port",
+                             f"socket://127.0.0.1:{port}", "--max-frames", "8"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    thread.join(5)
+    server.close()
+    config = dataclasses.replace(KestrelConfig(), link=dataclasses.replace(KestrelConfig().link, baud=20_000_000))
+    summary = decode(config, bytes(received), tmp_path)
+    assert summary.packets["detection_reports"] == 8
+    assert summary.sync["bytes_skipped"] == 0
