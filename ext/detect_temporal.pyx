@@ -9,13 +9,16 @@ Per frame, on buffers the wrapper (flight/detection.py) checked and allocated:
   detect_pass        one pass down the frame, a few rows in flight at a time
                      (rolling row buffers that stay in L1/L2):
                        model (scene coordinates) -> separable cubic warp ->
-                       prediction -> residual, hot-pixel score, clipped update
-                       -> separable matched filter -> Z = filtered /
-                       sqrt(variance), variance update -> Z > k: candidate list
-                       -> hold the update under candidates -> warp the update
-                       back -> model += alpha * update
+                       prediction -> residual, clipped update (hot-pixel score
+                       on every hot_every-th row, in turn) -> separable
+                       matched filter -> F^2 > k^2 variance (Z > k with no
+                       root or division per pixel), variance update ->
+                       candidate list (Z = F / sqrt(variance) for those
+                       only) -> hold the update under candidates -> warp the
+                       update back -> model += alpha * update
                      Only the residual (for measurement) and a sparse list of
                      above-threshold pixels leave the pass.
+  shift_cells        whole-pixel move of a state array in place (re-anchoring)
   label_candidates   8-connected components of the good candidates, by
                      union-find over the candidate list alone
   find_peaks         local maxima of Z among the candidates
@@ -30,7 +33,14 @@ bit-identical.  Measurement and registration sums are in double.
 """
 from libc.math cimport log, sqrt, sqrtf, atan2, floor, fabs, M_PI
 from libc.stdint cimport uint8_t, uint16_t, int32_t, int64_t, uint64_t
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memmove
+
+# Row buffers and state rows never overlap within one loop: saying so lets the compiler
+# vectorise loops that touch many rows without run-time overlap checks.
+cdef extern from *:
+    ctypedef float* f32_out "float *__restrict__"
+    ctypedef const float* f32_in "const float *__restrict__"
+    ctypedef const uint16_t* u16_in "const uint16_t *__restrict__"
 
 # Bits of the bad-pixel mask.
 cdef enum:
@@ -42,6 +52,7 @@ COLUMNS = ("x", "y", "sigma_x", "sigma_y", "flux", "snr", "peak", "npix", "a", "
            "sharpness")
 cdef enum:
     MAX_TAPS = 33
+    CAND_BLOCK = 32  # candidate search: columns counted at once before a closer look
 
 cdef enum:
     C_X = 0
@@ -61,24 +72,7 @@ cdef enum:
 
 def scratch_rows(Py_ssize_t n_taps):
     """Rows of width W + n_taps - 1 that detect_pass needs as scratch."""
-    return 4 + 4 + 2 * n_taps + 4
-
-
-cdef inline double _bilinear(const float[:, ::1] img, double y, double x) noexcept nogil:
-    """Bilinear sample; caller keeps (y, x) inside [0, H-1] x [0, W-1]."""
-    cdef Py_ssize_t H = img.shape[0], W = img.shape[1]
-    cdef Py_ssize_t y0 = <Py_ssize_t>floor(y), x0 = <Py_ssize_t>floor(x), y1, x1
-    cdef double fy, fx
-    if y0 > H - 2:
-        y0 = H - 2
-    if x0 > W - 2:
-        x0 = W - 2
-    fy = y - y0
-    fx = x - x0
-    y1 = y0 + 1
-    x1 = x0 + 1
-    return ((1.0 - fy) * ((1.0 - fx) * img[y0, x0] + fx * img[y0, x1])
-            + fy * ((1.0 - fx) * img[y1, x0] + fx * img[y1, x1]))
+    return 4 + 4 + (n_taps + 1) + n_taps + 5
 
 
 def register_shift(const uint16_t[:, ::1] frame, const uint8_t[:, ::1] bad,
@@ -88,41 +82,73 @@ def register_shift(const uint16_t[:, ::1] frame, const uint8_t[:, ::1] bad,
     """Shift (dx, dy) with frame(p) ~ model(p + d), starting from (dx0, dy0).
 
     Gauss-Newton on the sparse grid (every stride-th row and column, margin
-    away from the edges).  Pixels in the bad mask or whose residual exceeds
-    clip_sigma noise sigmas in the last iteration (twice that in the one before...) (hot pixels gone unnoticed, targets, cosmic
-    rays) carry no weight, which is what makes the estimate robust.
+    away from the edges).  The model is read bilinearly at p + d, and its
+    gradient as central differences of bilinear reads one pixel either side;
+    every grid point shares the fraction of d, so the weights are worked out
+    once per iteration.  A point is used where all those reads lie inside
+    the model, it is good in the bad mask, and its residual is within
+    clip_sigma noise sigmas in the last iteration (twice that in the one
+    before...): hot pixels gone unnoticed, targets and cosmic rays carry no
+    weight, which is what makes the estimate robust.
     out <- (dx, dy, used samples, det of the normal matrix / samples^2).
     """
-    cdef Py_ssize_t H = frame.shape[0], W = frame.shape[1], y, x
-    cdef double dx = dx0, dy = dy0, sy, sx, m, gx, gy, r, lim
+    cdef Py_ssize_t H = frame.shape[0], W = frame.shape[1], y, x, iy, ix, y0, x0
+    cdef double dx = dx0, dy = dy0, fy, fx, cy, cx, m, gx, gy, r, lim
     cdef double axx, axy, ayy, bx, by, det, ddx, ddy, clip
-    cdef Py_ssize_t n = 0, gy_, gx_
+    cdef double h0m, h00, h0p, h1m, h10, h1p, hm0, h20
+    cdef Py_ssize_t n = 0, gy_, gx_, ny = 0, nx = 0
+    cdef const float* rm
+    cdef const float* r0
+    cdef const float* r1
+    cdef const float* r2
     cdef int it
+    if H > 2 * margin:
+        ny = (H - 2 * margin + stride - 1) // stride
+    if W > 2 * margin:
+        nx = (W - 2 * margin + stride - 1) // stride
     with nogil:
         det = 0.0
         for it in range(iterations):
             # coarse to fine: a far first guess leaves large residuals on every
             # edge, so the outlier cut starts wide and halves each iteration
             clip = clip_sigma * (1 << (iterations - 1 - it))
+            iy = <Py_ssize_t>floor(dy)
+            ix = <Py_ssize_t>floor(dx)
+            fy = dy - iy
+            fx = dx - ix
+            cy = 1.0 - fy
+            cx = 1.0 - fx
             axx = axy = ayy = bx = by = 0.0
             n = 0
-            for gy_ in range((H - 2 * margin + stride - 1) // stride):
+            for gy_ in range(ny):
                 y = margin + gy_ * stride
-                sy = y + dy
-                if sy < 1.0 or sy > H - 2.0:
+                y0 = y + iy
+                if y0 < 1 or y0 + 2 > H - 1:
                     continue
-                for gx_ in range((W - 2 * margin + stride - 1) // stride):
+                rm = &model[y0 - 1, 0]
+                r0 = &model[y0, 0]
+                r1 = &model[y0 + 1, 0]
+                r2 = &model[y0 + 2, 0]
+                for gx_ in range(nx):
                     x = margin + gx_ * stride
-                    sx = x + dx
-                    if sx < 1.0 or sx > W - 2.0 or bad[y, x]:
+                    x0 = x + ix
+                    if x0 < 1 or x0 + 2 > W - 1 or bad[y, x]:
                         continue
-                    m = _bilinear(model, sy, sx)
+                    h00 = cx * r0[x0] + fx * r0[x0 + 1]
+                    h10 = cx * r1[x0] + fx * r1[x0 + 1]
+                    m = cy * h00 + fy * h10
                     r = <double>frame[y, x] - m
                     lim = clip * clip * (read_var + max(m, 0.0) * inv_gain)
                     if r * r > lim:
                         continue
-                    gx = 0.5 * (_bilinear(model, sy, sx + 1.0) - _bilinear(model, sy, sx - 1.0))
-                    gy = 0.5 * (_bilinear(model, sy + 1.0, sx) - _bilinear(model, sy - 1.0, sx))
+                    h0m = cx * r0[x0 - 1] + fx * r0[x0]
+                    h0p = cx * r0[x0 + 1] + fx * r0[x0 + 2]
+                    h1m = cx * r1[x0 - 1] + fx * r1[x0]
+                    h1p = cx * r1[x0 + 1] + fx * r1[x0 + 2]
+                    hm0 = cx * rm[x0] + fx * rm[x0 + 1]
+                    h20 = cx * r2[x0] + fx * r2[x0 + 1]
+                    gx = 0.5 * ((cy * h0p + fy * h1p) - (cy * h0m + fy * h1m))
+                    gy = 0.5 * ((cy * h10 + fy * h20) - (cy * hm0 + fy * h00))
                     axx += gx * gx
                     axy += gx * gy
                     ayy += gy * gy
@@ -146,7 +172,7 @@ def register_shift(const uint16_t[:, ::1] frame, const uint8_t[:, ::1] bad,
         out[3] = det / (<double>n * n) if n > 0 else 0.0
 
 
-cdef inline void _cubic_row(const float* src, float* dst, Py_ssize_t x0, Py_ssize_t x1,
+cdef inline void _cubic_row(f32_in src, f32_out dst, Py_ssize_t x0, Py_ssize_t x1,
                             float w0, float w1, float w2, float w3) noexcept nogil:
     """dst[x] = w . src[x .. x+3] for x in [x0, x1), summed left to right (as the twin)."""
     cdef Py_ssize_t x
@@ -154,17 +180,132 @@ cdef inline void _cubic_row(const float* src, float* dst, Py_ssize_t x0, Py_ssiz
         dst[x] = ((w0 * src[x] + w1 * src[x + 1]) + w2 * src[x + 2]) + w3 * src[x + 3]
 
 
-cdef inline void _cubic_col(const float* r0, const float* r1, const float* r2, const float* r3,
-                            float* dst, Py_ssize_t x0, Py_ssize_t x1,
-                            float v0, float v1, float v2, float v3) noexcept nogil:
+cdef inline void _residual_row(f32_in m0, f32_in m1, f32_in m2, f32_in m3, u16_in frame,
+                               f32_out prediction, f32_out residual, f32_out clipped,
+                               Py_ssize_t x0, Py_ssize_t x1, float v0, float v1, float v2,
+                               float v3, float read_var, float inv_gain, float clip_low,
+                               float clip_high) noexcept nogil:
+    """Prediction (cubic down the x-warped model rows m0..m3), residual and its clipped copy
+    for columns x0..x1 of one row."""
     cdef Py_ssize_t x
+    cdef float p, rr, sigma
     for x in range(x0, x1):
-        dst[x] = ((v0 * r0[x] + v1 * r1[x]) + v2 * r2[x]) + v3 * r3[x]
+        p = ((v0 * m0[x] + v1 * m1[x]) + v2 * m2[x]) + v3 * m3[x]
+        prediction[x] = p
+        rr = <float>frame[x] - p
+        sigma = sqrtf(read_var + _maxf(p, 0.0) * inv_gain)
+        residual[x] = rr
+        clipped[x] = _clampf(rr, -clip_low * sigma, clip_high * sigma)
+
+
+cdef inline int _threshold_learn(f32_in acc, f32_out v_row, f32_out vold, Py_ssize_t x0,
+                                 Py_ssize_t x1, float k2, float clip2, float rate, float keep,
+                                 float hold, float hold_keep, float floor_) noexcept nogil:
+    """Columns x0..x1 of stage B where each reads its own variance cell v_row[x]: the
+    threshold test (F > 0 and F^2 > k^2 V, no root, no division) and the variance update.
+    Returns the count above."""
+    cdef Py_ssize_t x
+    cdef float v, fa, f2, q
+    cdef int above, count = 0
+    for x in range(x0, x1):
+        v = v_row[x]
+        vold[x] = v
+        fa = acc[x]
+        f2 = fa * fa
+        above = (fa > 0.0) & (f2 > k2 * v)
+        count += above
+        q = clip2 * v
+        f2 = q if q < f2 else f2
+        # above the threshold it may be a target: learn from it only slowly
+        v = (hold_keep * v + hold * f2) if above else (keep * v + rate * f2)
+        v_row[x] = v if v > floor_ else floor_
+    return count
+
+
+cdef inline int _threshold(f32_in acc, f32_in v_row, f32_out vold, Py_ssize_t x0,
+                           Py_ssize_t x1, float k2) noexcept nogil:
+    """_threshold_learn without the update (columns outside the learn window)."""
+    cdef Py_ssize_t x
+    cdef float v, fa
+    cdef int count = 0
+    for x in range(x0, x1):
+        v = v_row[x]
+        vold[x] = v
+        fa = acc[x]
+        count += (fa > 0.0) & (fa * fa > k2 * v)
+    return count
+
+
+cdef inline void _update_row(f32_in r0, f32_in r1, f32_in r2, f32_in r3, f32_in alpha_c,
+                             f32_out m_row, Py_ssize_t x0, Py_ssize_t x1, float v0, float v1,
+                             float v2, float v3, float alpha_r) noexcept nogil:
+    """Model row += max(alpha_r, alpha_c) x (cubic down the x-warped update rows r0..r3)."""
+    cdef Py_ssize_t x
+    cdef float t
+    for x in range(x0, x1):
+        t = alpha_c[x]
+        t = alpha_r if alpha_r > t else t
+        m_row[x] = m_row[x] + t * (((v0 * r0[x] + v1 * r1[x]) + v2 * r2[x]) + v3 * r3[x])
+
+
+cdef inline void _filter_row(f32_in pad, f32_out out, Py_ssize_t W, Py_ssize_t r,
+                             const float* tap) noexcept nogil:
+    """out[x] = symmetric taps along a row padded with r zeros each side: the centre tap,
+    then the pairs outwards (the order the twin sums in).  Radius 2 in one pass."""
+    cdef Py_ssize_t x, k
+    cdef float t0 = tap[r], t1, t2
+    if r == 2:
+        t1 = tap[3]
+        t2 = tap[4]
+        for x in range(W):
+            out[x] = (t0 * pad[x + 2] + t1 * (pad[x + 1] + pad[x + 3])) + t2 * (pad[x] + pad[x + 4])
+        return
+    for x in range(W):
+        out[x] = t0 * pad[x + r]
+    for k in range(1, r + 1):
+        t1 = tap[r + k]
+        for x in range(W):
+            out[x] = out[x] + t1 * (pad[x + r - k] + pad[x + r + k])
+
+
+cdef inline void _filter_col(float** rows, f32_out out, Py_ssize_t W, Py_ssize_t r,
+                             const float* tap) noexcept nogil:
+    """out[x] = symmetric taps down the column of rows[0 .. 2r] (row y - r .. y + r), in
+    _filter_row's order.  Radius 2 in one pass."""
+    cdef Py_ssize_t x, k
+    cdef float t0 = tap[r], t1, t2
+    cdef f32_in a
+    cdef f32_in b
+    cdef f32_in c
+    cdef f32_in d
+    cdef f32_in e
+    if r == 2:
+        t1 = tap[3]
+        t2 = tap[4]
+        a = rows[0]
+        b = rows[1]
+        c = rows[2]
+        d = rows[3]
+        e = rows[4]
+        for x in range(W):
+            out[x] = (t0 * c[x] + t1 * (b[x] + d[x])) + t2 * (a[x] + e[x])
+        return
+    c = rows[r]
+    for x in range(W):
+        out[x] = t0 * c[x]
+    for k in range(1, r + 1):
+        t1 = tap[r + k]
+        a = rows[r - k]
+        e = rows[r + k]
+        for x in range(W):
+            out[x] = out[x] + t1 * (a[x] + e[x])
 
 
 # float-typed helpers: a bare literal like 0.0 would make Cython compute in double
 cdef inline float _clampf(float v, float lo, float hi) noexcept nogil:
-    return lo if v < lo else (hi if v > hi else v)
+    """v limited to [lo, hi] (lo <= hi): a max then a min, one instruction each on SIMD."""
+    v = v if v > lo else lo
+    return v if v < hi else hi
 
 
 cdef inline float _maxf(float a, float b) noexcept nogil:
@@ -175,15 +316,48 @@ cdef inline float _minf(float a, float b) noexcept nogil:
     return a if a < b else b
 
 
+cdef int _clamped_columns(const float* acc, float* vold, float* v_row, Py_ssize_t x0,
+                         Py_ssize_t x1, Py_ssize_t vx, Py_ssize_t W, bint learn_in_row,
+                         Py_ssize_t learn_x0, Py_ssize_t learn_x1, float k2, float clip2,
+                         float rate, float keep, float hold, float hold_keep,
+                         float floor_) noexcept nogil:
+    """detect_pass's threshold and variance update for columns x0..x1 whose variance cell
+    (x + vx clamped to the row) other columns share: in raster order, each reading the
+    last update.  Returns the count above the threshold."""
+    cdef Py_ssize_t x, vxx
+    cdef float v, fa, f2, q
+    cdef int above, count = 0
+    for x in range(x0, x1):
+        vxx = min(max(x + vx, 0), W - 1)
+        v = v_row[vxx]
+        vold[x] = v
+        fa = acc[x]
+        f2 = fa * fa
+        above = (fa > 0.0) & (f2 > k2 * v)
+        count += above
+        if not learn_in_row or x < learn_x0 or x >= learn_x1:
+            continue
+        q = clip2 * v
+        f2 = q if q < f2 else f2
+        if above:
+            v = hold_keep * v + hold * f2
+        else:
+            v = keep * v + rate * f2
+        v_row[vxx] = v if v > floor_ else floor_
+    return count
+
+
 def detect_pass(const uint16_t[:, ::1] frame, uint8_t[:, ::1] bad,
-                float[:, ::1] model, uint16_t[:, ::1] age, float[:, ::1] variance,
+                float[:, ::1] model, float[:, ::1] variance,
                 float[:, ::1] hot_score, float[:, ::1] residual,
+                uint16_t[::1] row_age, uint16_t[::1] col_age,
                 Py_ssize_t oy, Py_ssize_t ox, const float[::1] wy, const float[::1] wx,
                 Py_ssize_t uy, Py_ssize_t ux, const float[::1] uwy, const float[::1] uwx,
                 const float[::1] taps, Py_ssize_t vy, Py_ssize_t vx,
                 Py_ssize_t learn_y0, Py_ssize_t learn_y1, Py_ssize_t learn_x0, Py_ssize_t learn_x1,
                 double clip_sigma, double clip_low, double read_var, double inv_gain,
                 double hot_rate, double hot_on, double hot_off,
+                Py_ssize_t hot_every, Py_ssize_t hot_phase,
                 double variance_rate, double variance_clip, double variance_floor,
                 double k_sigma, double hold_rate, double model_rate,
                 float[:, ::1] scratch, int32_t[::1] cand_index, float[::1] cand_z,
@@ -192,24 +366,31 @@ def detect_pass(const uint16_t[:, ::1] frame, uint8_t[:, ::1] bad,
     number of candidates (pixels with Z > k_sigma, bad ones included, raster order).
 
     The model M and the variance V of the filtered residual live in scene
-    coordinates, the hot score S and the bad mask in sensor coordinates.
-    Row by row, with the rows of each stage lagging the one before:
+    coordinates, the hot score S and the bad mask in sensor coordinates; the
+    age of model cell (u, v) is min(row_age[u], col_age[v]).  Row by row, with
+    the rows of each stage lagging the one before:
 
       P   = M warped by (oy, ox, wy, wx): separable 4x4 cubic, taps summed in
             order; where a tap falls outside M the pixel is 'outside'
       R   = frame - P; sigma = sqrt(read_var + max(P, 0) * inv_gain)
+      C   = R clipped to [-clip_low, clip_sigma] sigma  (the model's update)
+      on rows y with y % hot_every == hot_phase only (the score changes
+      slowly; hot_rate is the rate per visit):
       S   = (1 - hot_rate) S + hot_rate clip(R / sigma, +-20); |S| > hot_on
             marks the pixel bad (BAD_DETECTED) until |S| <= hot_off
-      C   = R clipped to [-clip_low, clip_sigma] sigma  (the model's update)
       R, C are 0 on bad pixels and outside
-      F   = R (*) taps (*) taps, zero outside the frame
-      Z   = F / sqrt(V[y + vy, x + vx] clamped); V <- EMA of F^2 capped at
-            variance_clip^2 V, at hold_rate where Z > k_sigma, only inside
-            the learn window; clamped columns share a cell: raster order
-      Z > k_sigma: candidate (index y * W + x, Z); C = 0 there if good, so a
-            slow target does not fade into the background
+      F   = R (*) taps (*) taps, zero outside the frame; the taps are
+            symmetric and summed centre first, then the pairs outwards
+      A   = F > 0 and F^2 > k^2 V[y + vy, x + vx] (clamped): Z > k without
+            a root or a division per pixel; Z = F / sqrt(V) for A only
+      V  <- EMA of min(F^2, variance_clip^2 V), at hold_rate where A, only
+            inside the learn window, floored; clamped columns share a cell:
+            raster order
+      A:  candidate (index y * W + x, Z); C = 0 there if good, so a slow
+            target does not fade into the background
       U   = C warped back by (uy, ux, uwy, uwx); M += alpha U, alpha =
-            max(model_rate, 1 / (age + 1)), age += 1, where U had data.
+            max(model_rate, 1 / (age + 1)), where U had data; then row_age
+            and col_age count the rows and columns that were updated.
 
     Each model row is read into the warp buffer before the update reaches
     it: the update of row u waits for residual rows up to u + uy + 2 + r,
@@ -220,30 +401,47 @@ def detect_pass(const uint16_t[:, ::1] frame, uint8_t[:, ::1] bad,
     cdef Py_ssize_t nt = taps.shape[0], r = nt // 2
     cdef Py_ssize_t PW = W + 2 * r
     cdef Py_ssize_t cap = cand_index.shape[0]
+    cdef Py_ssize_t k
     if nt > MAX_TAPS or nt % 2 == 0:
         raise ValueError(f"taps must be an odd count up to {MAX_TAPS}, got {nt}")
+    for k in range(r):
+        if taps[k] != taps[nt - 1 - k]:
+            raise ValueError(f"taps must be symmetric, got {list(taps)}")
     if scratch.shape[0] < scratch_rows(nt) or scratch.shape[1] < PW:
         raise ValueError(f"scratch must be at least ({scratch_rows(nt)}, {PW}), "
                          f"got ({scratch.shape[0]}, {scratch.shape[1]})")
     if row_start.shape[0] < H + 1:
         raise ValueError(f"row_start needs {H + 1} entries, got {row_start.shape[0]}")
+    if row_age.shape[0] != H or col_age.shape[0] != W:
+        raise ValueError(f"row_age, col_age must have {H}, {W} entries, "
+                         f"got {row_age.shape[0]}, {col_age.shape[0]}")
+    if hot_every < 1 or not 0 <= hot_phase < hot_every:
+        raise ValueError(f"need hot_every >= 1 and 0 <= hot_phase < hot_every, "
+                         f"got {hot_every}, {hot_phase}")
     cdef Py_ssize_t SW = scratch.shape[1]
     cdef float* base = &scratch[0, 0]
     cdef float* mh = base                    # 4 rows: model rows warped along x
     cdef float* uh = base + 4 * SW           # 4 rows: update rows warped along x
     cdef float* hres = base + 8 * SW         # nt rows: residual filtered along x
-    cdef float* clp = base + (8 + nt) * SW   # nt rows: clipped residual, until held
-    cdef float* pad = base + (8 + 2 * nt) * SW   # residual row with r zeros each side
+    cdef float* hzero = hres + nt * SW       # the filtered row of a row outside: zeros
+    cdef float* clp = hzero + SW             # nt rows: clipped residual, until held
+    cdef float* pad = clp + nt * SW          # residual row with r zeros each side
+    cdef float* prow = pad + r               # the residual row itself
     cdef float* acc = pad + SW               # prediction, then filtered row
-    cdef float* zrow = acc + SW              # Z row
+    cdef float* vold = acc + SW              # variance each pixel of the row read
+    cdef float* alpha_c = vold + SW          # model rate per column, from col_age
+    cdef uint8_t* level_row = <uint8_t*>(alpha_c + SW)  # W bytes fit in one float row
     # columns whose 4 warp taps lie inside: x + ox - 1 >= 0 and x + ox + 2 < W
     cdef Py_ssize_t x0 = min(max(1 - ox, 0), W), x1 = max(min(W - 2 - ox, W), x0)
     cdef Py_ssize_t u0 = min(max(1 - ux, 0), W), u1 = max(min(W - 2 - ux, W), u0)
+    # model rows the update reaches (stage C below)
+    cdef Py_ssize_t ur0 = max(1 - uy, 0), ur1 = min(H - 2 - uy, H)
     cdef float w0 = wx[0], w1 = wx[1], w2 = wx[2], w3 = wx[3]
     cdef float v0 = wy[0], v1 = wy[1], v2 = wy[2], v3 = wy[3]
     cdef float uw0 = uwx[0], uw1 = uwx[1], uw2 = uwx[2], uw3 = uwx[3]
     cdef float uv0 = uwy[0], uv1 = uwy[1], uv2 = uwy[2], uv3 = uwy[3]
     cdef float tap[MAX_TAPS]
+    cdef float t_c
     cdef float f_clip = <float>clip_sigma, f_low = <float>clip_low
     cdef float f_rv = <float>read_var, f_ig = <float>inv_gain
     cdef float f_hr = <float>hot_rate, f_hkeep = <float>(1.0 - hot_rate)
@@ -251,35 +449,45 @@ def detect_pass(const uint16_t[:, ::1] frame, uint8_t[:, ::1] bad,
     cdef float f_rate = <float>variance_rate, f_keep = <float>(1.0 - variance_rate)
     cdef float f_hold = <float>hold_rate, f_hold_keep = <float>(1.0 - hold_rate)
     cdef float f_clip2 = <float>(variance_clip * variance_clip), f_floor = <float>variance_floor
-    cdef float f_k = <float>k_sigma, f_mrate = <float>model_rate, f_one = 1.0
-    cdef Py_ssize_t s, a, b, c, u, x, k, row, ys, next_m, vyy, vxx, xa, xb, la, lb, ncand = 0
+    cdef float f_k2 = <float>(k_sigma * k_sigma)
+    cdef float f_mrate = <float>model_rate, f_one = 1.0, f_zero = 0.0
+    cdef Py_ssize_t s, a, b, c, u, x, row, ys, next_m, vyy, xa, xb, la, lb, nblk, blk, blk_end
+    cdef Py_ssize_t ncand = 0
     cdef const uint16_t* f_row
     cdef uint8_t* b_row
     cdef float* s_row
-    cdef float* res_row
     cdef float* c_row
     cdef float* h_row
+    cdef float* m0
+    cdef float* m1
+    cdef float* m2
+    cdef float* m3
+    cdef float* h_rows[MAX_TAPS]
     cdef float* v_row
     cdef float* m_row
-    cdef uint16_t* a_row
-    cdef float p, rr, sigma, q, score, mag, t, v, fa, f2, z, uu, keep, upd, alpha
-    cdef uint8_t bb, old, lv
-    cdef uint8_t* level_row = <uint8_t*>(zrow + SW)  # W bytes fit in one float row
-    cdef int count, level
+    cdef float p, rr, sigma, q, score, mag, t, v, fa, f2, z, ar
+    cdef uint8_t old, lv
+    cdef int count, above
+    cdef bint learn_in_row
     cdef uint64_t word
-    cdef bint first
     for k in range(nt):
         tap[k] = taps[k]
+    t_c = tap[r]
     with nogil:
         for x in range(r):
             pad[x] = 0.0
             pad[W + r + x] = 0.0
+        for x in range(W):
+            hzero[x] = 0.0
+        for x in range(W):
+            ar = f_one / (<float>col_age[x] + f_one)
+            alpha_c[x] = ar if ar > f_mrate else f_mrate
         # Z columns whose variance cell no other pixel of the row reads
         xa = min(-vx + 1 if vx < 0 else 0, W)
         xb = max(min(W - 1 - vx if vx > 0 else W, W), xa)
         next_m = oy - 1
         for s in range(H + r):
-            # ---- stage A: prediction, residual, hot score, clipped update of row a
+            # ---- stage A: prediction, residual, clipped update (hot score) of row a
             a = s
             if a < H:
                 while next_m <= a + oy + 2:
@@ -287,41 +495,40 @@ def detect_pass(const uint16_t[:, ::1] frame, uint8_t[:, ::1] bad,
                         _cubic_row(&model[next_m, 0] + ox - 1, mh + (next_m & 3) * SW,
                                    x0, x1, w0, w1, w2, w3)
                     next_m += 1
-                res_row = &residual[a, 0]
                 c_row = clp + (a % nt) * SW
                 ys = a + oy - 1
                 if ys < 0 or ys + 3 >= H:
                     for x in range(W):
-                        res_row[x] = 0.0
+                        prow[x] = 0.0
                         c_row[x] = 0.0
                 else:
-                    _cubic_col(mh + (ys & 3) * SW, mh + ((ys + 1) & 3) * SW,
-                               mh + ((ys + 2) & 3) * SW, mh + ((ys + 3) & 3) * SW,
-                               acc, x0, x1, v0, v1, v2, v3)
+                    m0 = mh + (ys & 3) * SW
+                    m1 = mh + ((ys + 1) & 3) * SW
+                    m2 = mh + ((ys + 2) & 3) * SW
+                    m3 = mh + ((ys + 3) & 3) * SW
                     f_row = &frame[a, 0]
                     b_row = &bad[a, 0]
-                    s_row = &hot_score[a, 0]
                     for x in range(x0):
-                        res_row[x] = 0.0
+                        prow[x] = 0.0
                         c_row[x] = 0.0
-                    # float-only loop (vectorises); the bad-mask logic follows on bytes
-                    for x in range(x0, x1):
-                        p = acc[x]
-                        rr = <float>f_row[x] - p
-                        sigma = sqrtf(f_rv + _maxf(p, 0.0) * f_ig)
-                        q = _clampf(rr / sigma, -20.0, 20.0)
-                        score = f_hkeep * s_row[x] + f_hr * q
-                        s_row[x] = score
-                        mag = _maxf(score, -score)
-                        # 2: beyond hot_on, 1: beyond hot_off only
-                        level_row[x] = <uint8_t>(mag > f_on) + <uint8_t>(mag > f_off)
-                        res_row[x] = rr
-                        c_row[x] = _clampf(rr, -f_low * sigma, f_clip * sigma)
-                    for x in range(x0, x1):  # bytes only, branch-free: vectorises
-                        old = b_row[x]
-                        lv = level_row[x]
-                        b_row[x] = (old & BAD_CALIBRATION) | ((lv >> 1) << 1) | (
-                            (lv & (old >> 1)) << 1)
+                    _residual_row(m0, m1, m2, m3, f_row, acc, prow, c_row, x0, x1,
+                                  v0, v1, v2, v3, f_rv, f_ig, f_low, f_clip)
+                    if a % hot_every == hot_phase:
+                        s_row = &hot_score[a, 0]
+                        for x in range(x0, x1):
+                            p = acc[x]
+                            sigma = sqrtf(f_rv + _maxf(p, 0.0) * f_ig)
+                            q = _clampf(prow[x] / sigma, -20.0, 20.0)
+                            score = f_hkeep * s_row[x] + f_hr * q
+                            s_row[x] = score
+                            mag = _maxf(score, -score)
+                            # 2: beyond hot_on, 1: beyond hot_off only
+                            level_row[x] = <uint8_t>(mag > f_on) + <uint8_t>(mag > f_off)
+                        for x in range(x0, x1):  # bytes only, branch-free: vectorises
+                            old = b_row[x]
+                            lv = level_row[x]
+                            b_row[x] = (old & BAD_CALIBRATION) | ((lv >> 1) << 1) | (
+                                (lv & (old >> 1)) << 1)
                     # bad pixels are few: skip clean 8-byte words
                     x = x0
                     while x < x1:
@@ -331,99 +538,63 @@ def detect_pass(const uint16_t[:, ::1] frame, uint8_t[:, ::1] bad,
                                 x += 8
                                 continue
                         if b_row[x]:
-                            res_row[x] = 0.0
+                            prow[x] = 0.0
                             c_row[x] = 0.0
                         x += 1
                     for x in range(x1, W):
-                        res_row[x] = 0.0
+                        prow[x] = 0.0
                         c_row[x] = 0.0
-                # matched filter along x, into the ring
-                for x in range(W):
-                    pad[x + r] = res_row[x]
-                h_row = hres + (a % nt) * SW
-                t = tap[0]
-                for x in range(W):
-                    h_row[x] = t * pad[x]
-                for k in range(1, nt):
-                    t = tap[k]
-                    for x in range(W):
-                        h_row[x] = h_row[x] + t * pad[x + k]
-            # ---- stage B: filter along y, Z, variance, candidates of row b
+                memcpy(&residual[a, 0], prow, W * sizeof(float))
+                # matched filter along x, into the ring: centre, then pairs outwards
+                _filter_row(pad, hres + (a % nt) * SW, W, r, tap)
+            # ---- stage B: filter along y, threshold, variance, candidates of row b
             b = s - r
             if b < 0:
                 continue
-            first = True
-            for k in range(nt):
-                row = b + k - r
-                if row < 0 or row >= H:
-                    continue
-                t = tap[k]
-                h_row = hres + (row % nt) * SW
-                if first:
-                    for x in range(W):
-                        acc[x] = t * h_row[x]
-                    first = False
-                else:
-                    for x in range(W):
-                        acc[x] = acc[x] + t * h_row[x]
+            for k in range(-r, r + 1):
+                h_rows[k + r] = hres + ((b + k) % nt) * SW if 0 <= b + k < H else hzero
+            _filter_col(h_rows, acc, W, r, tap)
             vyy = min(max(b + vy, 0), H - 1)
             v_row = &variance[vyy, 0]
-            if learn_y0 <= b < learn_y1:
+            learn_in_row = learn_y0 <= b < learn_y1
+            if learn_in_row:
                 la = min(max(learn_x0, xa), xb)
                 lb = min(max(learn_x1, la), xb)
             else:
                 la = lb = xb
-            for x in range(xa, la):
-                zrow[x] = acc[x] / sqrtf(v_row[x + vx])
-            for x in range(la, lb):
-                v = v_row[x + vx]
-                fa = acc[x]
-                z = fa / sqrtf(v)
-                zrow[x] = z
-                f2 = fa * fa
-                q = f_clip2 * v
-                f2 = q if q < f2 else f2
-                # above the threshold it may be a target: learn from it only slowly
-                uu = f_hold if z > f_k else f_rate
-                keep = f_hold_keep if z > f_k else f_keep
-                v = keep * v + uu * f2
-                v_row[x + vx] = v if v > f_floor else f_floor
-            for x in range(lb, xb):
-                zrow[x] = acc[x] / sqrtf(v_row[x + vx])
+            count = _threshold(acc, v_row + vx, vold, xa, la, f_k2)
+            count += _threshold_learn(acc, v_row + vx, vold, la, lb, f_k2, f_clip2, f_rate,
+                                      f_keep, f_hold, f_hold_keep, f_floor)
+            count += _threshold(acc, v_row + vx, vold, lb, xb, f_k2)
             # clamped columns share a cell: raster order, each reading the last update
-            for x in range(W):
-                if xa <= x < xb:
-                    continue
-                vxx = min(max(x + vx, 0), W - 1)
-                v = v_row[vxx]
-                fa = acc[x]
-                z = fa / sqrtf(v)
-                zrow[x] = z
-                if b < learn_y0 or b >= learn_y1 or x < learn_x0 or x >= learn_x1:
-                    continue
-                f2 = fa * fa
-                q = f_clip2 * v
-                f2 = q if q < f2 else f2
-                if z > f_k:
-                    v = f_hold_keep * v + f_hold * f2
-                else:
-                    v = f_keep * v + f_rate * f2
-                v_row[vxx] = v if v > f_floor else f_floor
+            count += _clamped_columns(acc, vold, v_row, 0, xa, vx, W, learn_in_row, learn_x0,
+                                      learn_x1, f_k2, f_clip2, f_rate, f_keep, f_hold,
+                                      f_hold_keep, f_floor)
+            count += _clamped_columns(acc, vold, v_row, xb, W, vx, W, learn_in_row, learn_x0,
+                                      learn_x1, f_k2, f_clip2, f_rate, f_keep, f_hold,
+                                      f_hold_keep, f_floor)
             row_start[b] = <int32_t>ncand
-            count = 0
-            for x in range(W):
-                count += zrow[x] > f_k
             if count:
                 c_row = clp + (b % nt) * SW
                 b_row = &bad[b, 0]
-                for x in range(W):
-                    if zrow[x] > f_k:
-                        if ncand < cap:
-                            cand_index[ncand] = <int32_t>(b * W + x)
-                            cand_z[ncand] = zrow[x]
-                            ncand += 1
-                        if b_row[x] == 0:
-                            c_row[x] = 0.0
+                for nblk in range((W + CAND_BLOCK - 1) // CAND_BLOCK):
+                    blk = nblk * CAND_BLOCK
+                    blk_end = min(blk + CAND_BLOCK, W)
+                    count = 0
+                    for x in range(blk, blk_end):  # vectorises: most blocks hold none
+                        fa = acc[x]
+                        count += (fa > f_zero) & (fa * fa > f_k2 * vold[x])
+                    if count == 0:
+                        continue
+                    for x in range(blk, blk_end):
+                        fa = acc[x]
+                        if fa > f_zero and fa * fa > f_k2 * vold[x]:
+                            if ncand < cap:
+                                cand_index[ncand] = <int32_t>(b * W + x)
+                                cand_z[ncand] = fa / sqrtf(vold[x])
+                                ncand += 1
+                            if b_row[x] == 0:
+                                c_row[x] = 0.0
             # ---- stage C: warp the held update of row c = b back, update model row u
             c = b
             h_row = uh + (c & 3) * SW
@@ -431,17 +602,56 @@ def detect_pass(const uint16_t[:, ::1] frame, uint8_t[:, ::1] bad,
             _cubic_row(c_row + ux - 1, h_row, u0, u1, uw0, uw1, uw2, uw3)
             u = c - uy - 2
             if c >= 3 and 0 <= u < H:
-                _cubic_col(uh + ((c - 3) & 3) * SW, uh + ((c - 2) & 3) * SW,
-                           uh + ((c - 1) & 3) * SW, h_row, acc, u0, u1, uv0, uv1, uv2, uv3)
-                m_row = &model[u, 0]
-                a_row = &age[u, 0]
-                for x in range(u0, u1):
-                    alpha = f_one / (<float>a_row[x] + f_one)
-                    alpha = alpha if alpha > f_mrate else f_mrate
-                    m_row[x] = m_row[x] + alpha * acc[x]
-                    a_row[x] = a_row[x] + (a_row[x] < 65535)
+                m0 = uh + ((c - 3) & 3) * SW
+                m1 = uh + ((c - 2) & 3) * SW
+                m2 = uh + ((c - 1) & 3) * SW
+                ar = f_one / (<float>row_age[u] + f_one)
+                ar = ar if ar > f_mrate else f_mrate
+                _update_row(m0, m1, m2, h_row, alpha_c, &model[u, 0], u0, u1,
+                            uv0, uv1, uv2, uv3, ar)
         row_start[H] = <int32_t>ncand
+        if ur0 < ur1 and u0 < u1:
+            for u in range(ur0, ur1):
+                row_age[u] = row_age[u] + (row_age[u] < 65535)
+            for x in range(u0, u1):
+                col_age[x] = col_age[x] + (col_age[x] < 65535)
     return ncand
+
+
+def shift_cells(float[:, ::1] array, Py_ssize_t ky, Py_ssize_t kx):
+    """array(u) <- array(u + k) in place, integer k with |ky| < H and |kx| < W (exact);
+    vacated cells repeat the nearest kept edge.  Row by row with memmove, in the order
+    that reads every row before it is overwritten: no copy of the whole state."""
+    cdef Py_ssize_t H = array.shape[0], W = array.shape[1], i, y, src, n, x, x0, x1, edge
+    cdef float* row
+    if not (-H < ky < H and -W < kx < W):
+        raise ValueError(f"shift ({ky}, {kx}) must be smaller than the array {H}x{W}")
+    n = W - (kx if kx > 0 else -kx)
+    with nogil:
+        for i in range(H - (ky if ky > 0 else -ky)):
+            y = i if ky >= 0 else H - 1 - i
+            src = y + ky
+            memmove(&array[y, 0] + (0 if kx >= 0 else -kx), &array[src, 0] + (kx if kx > 0 else 0),
+                    n * sizeof(float))
+        if kx != 0:
+            if kx > 0:
+                x0 = W - kx
+                x1 = W
+                edge = W - kx - 1
+            else:
+                x0 = 0
+                x1 = -kx
+                edge = -kx
+            for y in range(H):
+                row = &array[y, 0]
+                for x in range(x0, x1):
+                    row[x] = row[edge]
+        if ky > 0:
+            for y in range(H - ky, H):
+                memcpy(&array[y, 0], &array[H - ky - 1, 0], W * sizeof(float))
+        elif ky < 0:
+            for y in range(-ky):
+                memcpy(&array[y, 0], &array[-ky, 0], W * sizeof(float))
 
 
 cdef inline int32_t _find(int32_t* parent, int32_t i) noexcept nogil:
@@ -535,8 +745,10 @@ cdef inline Py_ssize_t _lower_bound(const int32_t* a, Py_ssize_t lo, Py_ssize_t 
 def find_peaks(const int32_t[::1] cand_index, const float[::1] cand_z,
                const int32_t[::1] labels, const int32_t[::1] row_start, Py_ssize_t n,
                Py_ssize_t W, Py_ssize_t radius, int32_t[::1] peaks):
-    """Labelled candidates that are the local maximum of Z over a (2*radius+1)^2
-    window (ties to the first in raster order), in raster order.  Returns the count.
+    """Labelled candidates that are the local maximum of Z among the labelled candidates of
+    a (2*radius+1)^2 window (ties to the first in raster order), in raster order.  Returns
+    the count.  Bad pixels (label 0) do not compete: a target centred on one is reported at
+    its best good neighbour rather than lost.
 
     Two targets closer than their footprints merge into one component; a peak
     per component would lose the fainter.  Pixels not in the candidate list
@@ -561,7 +773,7 @@ def find_peaks(const int32_t[::1] cand_index, const float[::1] cand_z,
                                  <int32_t>(yy * W + xa))
                 while j < row_start[yy + 1] and cand_index[j] <= yy * W + xb:
                     o = cand_z[j]
-                    if o > z or (o == z and j < i):
+                    if labels[j] != 0 and (o > z or (o == z and j < i)):
                         is_peak = False
                         break
                     j += 1
@@ -580,24 +792,27 @@ cdef inline float _residual_at(const float[:, ::1] residual, Py_ssize_t y,
     return residual[y, x]
 
 
+cdef inline float _filtered_row_at(const float[:, ::1] residual, const float* tap, Py_ssize_t r,
+                                   Py_ssize_t row, Py_ssize_t x) noexcept nogil:
+    """The row pass of the matched filter at (row, x): 0 for a row outside."""
+    cdef Py_ssize_t k
+    cdef float h
+    if row < 0 or row >= residual.shape[0]:
+        return 0.0
+    h = tap[r] * _residual_at(residual, row, x)
+    for k in range(1, r + 1):
+        h = h + tap[r + k] * (_residual_at(residual, row, x - k) + _residual_at(residual, row, x + k))
+    return h
+
+
 cdef float _filtered_at(const float[:, ::1] residual, const float* tap, Py_ssize_t nt,
                         Py_ssize_t y, Py_ssize_t x) noexcept nogil:
     """The matched-filter output at (y, x), summed in detect_pass's order (same bits)."""
-    cdef Py_ssize_t H = residual.shape[0], r = nt // 2, k, j, row
-    cdef float h, out = 0.0
-    cdef bint first = True
-    for k in range(nt):
-        row = y + k - r
-        if row < 0 or row >= H:
-            continue
-        h = tap[0] * _residual_at(residual, row, x - r)
-        for j in range(1, nt):
-            h = h + tap[j] * _residual_at(residual, row, x - r + j)
-        if first:
-            out = tap[k] * h
-            first = False
-        else:
-            out = out + tap[k] * h
+    cdef Py_ssize_t r = nt // 2, k
+    cdef float out = tap[r] * _filtered_row_at(residual, tap, r, y, x)
+    for k in range(1, r + 1):
+        out = out + tap[r + k] * (_filtered_row_at(residual, tap, r, y - k, x)
+                                  + _filtered_row_at(residual, tap, r, y + k, x))
     return out
 
 

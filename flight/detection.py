@@ -71,6 +71,8 @@ class DetectorConfig:
     hot_rate: float = _doc(0.02, "update rate of the per-pixel persistent-residual (hot pixel) score")
     hot_on: float = _doc(3.5, "persistent residual (noise sigmas) that marks a pixel as gone hot")
     hot_off: float = _doc(1.5, "score below which a pixel marked hot is trusted again")
+    hot_every: int = _doc(
+        2, "the hot score visits one row in this many per frame, in turn (hot_rate stays per frame)")
     register_stride: int = _doc(8, "registration uses every n-th row and column")
     register_margin: int = _doc(8, "registration ignores this many pixels at each edge")
     register_clip: float = _doc(4.0, "registration ignores pixels whose residual exceeds this many sigmas")
@@ -101,6 +103,7 @@ class DetectorConfig:
             ("variance_hold", 0 <= self.variance_hold <= 1, "in [0, 1]"),
             ("hot_rate", 0 < self.hot_rate <= 1, "in (0, 1]"),
             ("hot_off", 0 <= self.hot_off <= self.hot_on, "in [0, hot_on]"),
+            ("hot_every", 1 <= self.hot_every <= 64, "in [1, 64]"),
             ("register_stride", self.register_stride >= 1, ">= 1"),
             ("register_margin", self.register_margin >= 2, ">= 2"),
             ("register_clip", self.register_clip > 0, "> 0"),
@@ -243,15 +246,19 @@ def filter_taps(config: DetectorConfig) -> np.ndarray:
     return taps / taps.sum()
 
 
-def fill_bad(frame: np.ndarray, bad: np.ndarray, where: np.ndarray | None = None) -> np.ndarray:
-    """float32 copy of frame with bad pixels (those also in where, if given) replaced by the
-    median of their good 3x3 neighbours."""
+def _good_median(frame: np.ndarray, bad: np.ndarray, y: int, x: int) -> float:
+    """Median of the good pixels in the 3x3 block around (y, x), else of the whole frame."""
+    block = (slice(max(y - 1, 0), y + 2), slice(max(x - 1, 0), x + 2))
+    good = frame[block][bad[block] == 0]
+    return np.median(good) if good.size else np.median(frame)
+
+
+def fill_bad(frame: np.ndarray, bad: np.ndarray) -> np.ndarray:
+    """float32 copy of frame with bad pixels replaced by the median of their good 3x3
+    neighbours."""
     out = frame.astype(np.float32)
-    todo = bad if where is None else (bad & where)
-    for y, x in np.argwhere(todo):
-        block = frame[max(y - 1, 0):y + 2, max(x - 1, 0):x + 2]
-        good = block[bad[max(y - 1, 0):y + 2, max(x - 1, 0):x + 2] == 0]
-        out[y, x] = np.median(good) if good.size else np.median(frame)
+    for y, x in np.argwhere(bad):
+        out[y, x] = _good_median(frame, bad, y, x)
     return out
 
 
@@ -288,27 +295,27 @@ def learn_window(shape, oy: int, ox: int, radius: int) -> tuple[int, int, int, i
             max(1 - ox, 0) + radius, min(w - 2 - ox, w) - radius)
 
 
-def shift_cells(array: np.ndarray, ky: int, kx: int) -> np.ndarray:
+def moved_axis(n: int, k: int) -> tuple[slice, slice, slice]:
+    """(source, destination, vacated) slices of an axis of n cells moved so that a(u) <- a(u + k)."""
+    if k >= 0:
+        return slice(k, n), slice(0, n - k), slice(n - k, n)
+    return slice(0, n + k), slice(-k, n), slice(0, -k)
+
+
+def shift_cells(array: np.ndarray, ky: int, kx: int) -> tuple[slice, slice]:
     """array(u) <- array(u + k) in place, integer k (exact); vacated cells repeat the nearest
-    kept edge.  Returns the mask of vacated cells."""
+    kept edge (kernel; detection_ref.shift_cells is its twin).  Returns the vacated (rows,
+    columns)."""
+    _temporal.shift_cells(array, ky, kx)
     h, w = array.shape
-    sy, dy = (slice(ky, h), slice(0, h - ky)) if ky >= 0 else (slice(0, h + ky), slice(-ky, h))
-    sx, dx = (slice(kx, w), slice(0, w - kx)) if kx >= 0 else (slice(0, w + kx), slice(-kx, w))
-    array[dy, dx] = array[sy, sx]  # numpy copies overlapping slices correctly
-    vacated = np.zeros((h, w), bool)
-    if ky > 0:
-        array[h - ky:, :] = array[h - ky - 1, :]
-        vacated[h - ky:, :] = True
-    elif ky < 0:
-        array[:-ky, :] = array[-ky, :]
-        vacated[:-ky, :] = True
-    if kx > 0:
-        array[:, w - kx:] = array[:, w - kx - 1:w - kx]
-        vacated[:, w - kx:] = True
-    elif kx < 0:
-        array[:, :-kx] = array[:, -kx:-kx + 1]
-        vacated[:, :-kx] = True
-    return vacated
+    return moved_axis(h, ky)[2], moved_axis(w, kx)[2]
+
+
+def shift_ages(ages: np.ndarray, k: int) -> None:
+    """ages(u) <- ages(u + k) in place; cells moved in are one frame old."""
+    src, dst, vacated = moved_axis(len(ages), k)
+    ages[dst] = ages[src].copy()
+    ages[vacated] = 1
 
 
 def bilinear_at(image: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
@@ -324,40 +331,69 @@ def bilinear_at(image: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray
             + fy * ((1.0 - fx) * im[y0 + 1, x0] + fx * im[y0 + 1, x0 + 1]))
 
 
-def reanchor(model: np.ndarray, variance: np.ndarray, age: np.ndarray, frame: np.ndarray,
-             bad: np.ndarray, ky: int, kx: int, fy: float, fx: float,
-             config: DetectorConfig, taps: np.ndarray) -> None:
+def repaired_samples(frame: np.ndarray, bad: np.ndarray, ys: np.ndarray,
+                     xs: np.ndarray) -> np.ndarray:
+    """bilinear_at(fill_bad(frame, bad), ys, xs), repairing only the window the samples read."""
+    h, w = frame.shape
+    ys = np.clip(ys, 0.0, h - 1.0)
+    xs = np.clip(xs, 0.0, w - 1.0)
+    y0 = np.minimum(np.floor(ys).astype(np.int64), h - 2)
+    x0 = np.minimum(np.floor(xs).astype(np.int64), w - 2)
+    wy0, wy1, wx0, wx1 = y0.min(), y0.max() + 2, x0.min(), x0.max() + 2
+    window = frame[wy0:wy1, wx0:wx1].astype(np.float32)
+    for y, x in np.argwhere(bad[wy0:wy1, wx0:wx1]):
+        window[y, x] = _good_median(frame, bad, y + wy0, x + wx0)
+    # integer shifts of in-range coordinates are exact: the same samples as on the whole frame
+    return bilinear_at(window, ys - wy0, xs - wx0)
+
+
+def reanchor(model: np.ndarray, variance: np.ndarray, row_age: np.ndarray, col_age: np.ndarray,
+             frame: np.ndarray, bad: np.ndarray, ky: int, kx: int, fy: float, fx: float,
+             config: DetectorConfig, taps: np.ndarray, shift=None) -> None:
     """Move the scene-fixed state by whole pixels (exact, in place) to keep it over the view.
 
     (fy, fx) is the offset left after the move.  Cells the drift brought into
-    view start from this frame, with its bad pixels repaired and resampled at
-    the sub-pixel position they see (a raw copy would put a dead pixel's hole
-    or a half-pixel misplaced cloud edge into the model); their age is one
-    frame, and their residual variance is the larger of the white-noise value
-    and that of their nearest mature neighbour, since clutter does not stop
-    at the edge of the view.
+    view (whole rows and columns) start from this frame, with its bad pixels
+    repaired and resampled at the sub-pixel position they see (a raw copy
+    would put a dead pixel's hole or a half-pixel misplaced cloud edge into
+    the model); their rows or columns are one frame old, and their residual
+    variance is the larger of the white-noise value and that of their nearest
+    mature neighbour, since clutter does not stop at the edge of the view.
+    Only the state is copied whole; the work on new cells is in proportion to
+    their number.  shift moves an array (default the kernel's shift_cells; the
+    twin passes its own).
     """
     h, w = model.shape
     if abs(ky) >= h or abs(kx) >= w:  # lost the scene entirely: start again from this frame
-        ky, kx = 0, 0
         model[...] = fill_bad(frame, bad != 0)
         variance[...] = initial_variance(model, config, taps)
-        age[...] = 1
+        row_age[...] = 1
+        col_age[...] = 1
         return
-    vacated = shift_cells(model, ky, kx)
-    shift_cells(variance, ky, kx)
-    shift_cells(age, ky, kx)
-    near = vacated.copy()
-    for axis in (0, 1):  # dilate by 2 so that repaired pixels' neighbours are repaired too
-        for step in (1, 2, -1, -2):
-            near |= np.roll(vacated, step, axis=axis)
-    repaired = fill_bad(frame, bad != 0, near)
-    ys, xs = np.nonzero(vacated)
-    fresh = bilinear_at(repaired, ys - fy, xs - fx).astype(np.float32)
-    model[ys, xs] = fresh
-    white = initial_variance(fresh, config, taps)
-    variance[ys, xs] = np.maximum(variance[ys, xs], white)
-    age[ys, xs] = 1
+    shift = shift or _temporal.shift_cells
+    shift(model, ky, kx)
+    shift(variance, ky, kx)
+    vac_rows, vac_cols = moved_axis(h, ky)[2], moved_axis(w, kx)[2]
+    shift_ages(row_age, ky)
+    shift_ages(col_age, kx)
+    rows, cols = np.arange(h), np.arange(w)
+    kept_rows = np.ones(h, bool)
+    kept_rows[vac_rows] = False
+    # the new rows (all columns), then the new columns (the other rows): two thin strips
+    for strip_rows, strip_cols in ((rows[vac_rows], cols), (rows[kept_rows], cols[vac_cols])):
+        if not (len(strip_rows) and len(strip_cols)):
+            continue
+        ys, xs = np.meshgrid(strip_rows, strip_cols, indexing="ij")
+        fresh = repaired_samples(frame, bad != 0, ys - fy, xs - fx).astype(np.float32)
+        model[ys, xs] = fresh
+        white = initial_variance(fresh, config, taps)
+        variance[ys, xs] = np.maximum(variance[ys, xs], white)
+
+
+def visit_rate(rate: float, every: int) -> float:
+    """The rate per visit that, with one visit every `every` frames, forgets as fast as
+    `rate` per frame does."""
+    return 1.0 - (1.0 - rate) ** every
 
 
 def as_weights(weights: np.ndarray) -> np.ndarray:
@@ -393,7 +429,10 @@ class TemporalDetector:
         h, w = self.shape
         f32 = lambda: np.zeros(self.shape, np.float32)  # noqa: E731
         self.model, self.residual, self.variance, self.hot_score = f32(), f32(), f32(), f32()
-        self.age = np.zeros(self.shape, np.uint16)  # frames each model cell has seen
+        # frames each model row and column has been updated: cell (u, v) is min of the two
+        # old (new cells only ever arrive as whole rows and columns)
+        self.row_age = np.zeros(h, np.uint16)
+        self.col_age = np.zeros(w, np.uint16)
         nt = len(self.taps)
         self._scratch = np.zeros((_temporal.scratch_rows(nt), w + nt - 1), np.float32)
         # every pixel could be a candidate (a lost model): np.empty costs no memory until touched
@@ -413,6 +452,11 @@ class TemporalDetector:
         self.last_above = 0  # pixels above threshold
         self.table = np.empty((0, len(_temporal.COLUMNS)))
 
+    @property
+    def age(self) -> np.ndarray:
+        """Frames each model cell has been updated (a full-frame view, for inspection)."""
+        return np.minimum.outer(self.row_age, self.col_age)
+
     def _white_variance(self, level: np.ndarray) -> np.ndarray:
         return initial_variance(level, self.config, self.taps)
 
@@ -429,7 +473,8 @@ class TemporalDetector:
         if self.frames_processed == 0:
             self.model[...] = fill_bad(frame, self.calibration)
             self.variance[...] = self._white_variance(self.model)
-            self.age[...] = 1
+            self.row_age[...] = 1
+            self.col_age[...] = 1
             self.frames_processed = 1
             return np.empty(0, DETECTION_DTYPE)
         guess = self.offset + self.drift
@@ -443,18 +488,21 @@ class TemporalDetector:
         if np.any(np.abs(self.offset) > REANCHOR_PX):
             kx, ky = (int(v) for v in np.rint(self.offset))
             self.offset -= (kx, ky)
-            reanchor(self.model, self.variance, self.age, frame, self.bad, ky, kx,
+            reanchor(self.model, self.variance, self.row_age, self.col_age, frame, self.bad, ky, kx,
                      float(self.offset[1]), float(self.offset[0]), cfg, self.taps)
         fx, fy = float(self.offset[0]), float(self.offset[1])
         (oy, wy), (ox, wx) = split_shift(fy), split_shift(fx)
         (uy, uwy), (ux, uwx) = split_shift(-fy), split_shift(-fx)
         n = _temporal.detect_pass(
-            frame, self.bad, self.model, self.age, self.variance, self.hot_score, self.residual,
+            frame, self.bad, self.model, self.variance, self.hot_score, self.residual,
+            self.row_age, self.col_age,
             oy, ox, as_weights(wy), as_weights(wx), uy, ux, as_weights(uwy), as_weights(uwx),
             self._taps32, int(round(fy)), int(round(fx)),
             *learn_window(self.shape, oy, ox, len(self.taps) // 2),
-            cfg.model_clip, cfg.model_clip_low, read_var, inv_gain, cfg.hot_rate, cfg.hot_on,
-            cfg.hot_off, cfg.variance_rate, cfg.variance_clip, VARIANCE_FLOOR, float(cfg.k_sigma),
+            cfg.model_clip, cfg.model_clip_low, read_var, inv_gain,
+            visit_rate(cfg.hot_rate, cfg.hot_every), cfg.hot_on, cfg.hot_off,
+            cfg.hot_every, self.frames_processed % cfg.hot_every,
+            cfg.variance_rate, cfg.variance_clip, VARIANCE_FLOOR, float(cfg.k_sigma),
             cfg.variance_rate * cfg.variance_hold, cfg.model_rate,
             self._scratch, self._cand_index, self._cand_z, self._row_start)
         self.last_above = n

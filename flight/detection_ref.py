@@ -182,35 +182,36 @@ class SingleFrameDetector:
 BAD_CALIBRATION, BAD_DETECTED = 1, 2
 
 
-def _bilinear(img, y, x):
-    h, w = img.shape
-    y0 = np.minimum(np.floor(y).astype(np.int64), h - 2)
-    x0 = np.minimum(np.floor(x).astype(np.int64), w - 2)
-    fy, fx = y - y0, x - x0
-    im = img.astype(np.float64)
-    return ((1.0 - fy) * ((1.0 - fx) * im[y0, x0] + fx * im[y0, x0 + 1])
-            + fy * ((1.0 - fx) * im[y0 + 1, x0] + fx * im[y0 + 1, x0 + 1]))
-
-
 def register_shift(frame, bad, model, read_var, inv_gain, dx0, dy0, stride, margin,
                    clip_sigma, iterations):
-    """Robust Gauss-Newton translation on the sparse grid; returns (dx, dy, n, det/n^2)."""
+    """Robust Gauss-Newton translation on the sparse grid; returns (dx, dy, n, det/n^2).
+
+    Bilinear reads of the model at p + d and one pixel either side, with the
+    weights of d's fraction shared by every grid point."""
     h, w = frame.shape
     ys, xs = np.meshgrid(np.arange(margin, h - margin, stride), np.arange(margin, w - margin, stride),
                          indexing="ij")
     ys, xs = ys.ravel(), xs.ravel()
+    m32 = model.astype(np.float64)
     dx, dy, det, n = dx0, dy0, 0.0, 0
     for it in range(iterations):
         clip = clip_sigma * 2 ** (iterations - 1 - it)
-        sy, sx = ys + dy, xs + dx
-        ok = (sy >= 1.0) & (sy <= h - 2.0) & (sx >= 1.0) & (sx <= w - 2.0) & (bad[ys, xs] == 0)
-        y, x, sy, sx = ys[ok], xs[ok], sy[ok], sx[ok]
-        m = _bilinear(model, sy, sx)
+        iy, ix = math.floor(dy), math.floor(dx)
+        fy, fx = dy - iy, dx - ix
+        cy, cx = 1.0 - fy, 1.0 - fx
+        y0, x0 = ys + iy, xs + ix
+        ok = (y0 >= 1) & (y0 + 2 <= h - 1) & (x0 >= 1) & (x0 + 2 <= w - 1) & (bad[ys, xs] == 0)
+        y, x, y0, x0 = ys[ok], xs[ok], y0[ok], x0[ok]
+
+        def hx(dr, dc):  # bilinear along x in model row y0 + dr, between columns x0 + dc and + 1
+            return cx * m32[y0 + dr, x0 + dc] + fx * m32[y0 + dr, x0 + dc + 1]
+        h00, h10 = hx(0, 0), hx(1, 0)
+        m = cy * h00 + fy * h10
         r = frame[y, x].astype(np.float64) - m
         keep = r * r <= clip * clip * (read_var + np.maximum(m, 0.0) * inv_gain)
-        sy, sx, r = sy[keep], sx[keep], r[keep]
-        gx = 0.5 * (_bilinear(model, sy, sx + 1.0) - _bilinear(model, sy, sx - 1.0))
-        gy = 0.5 * (_bilinear(model, sy + 1.0, sx) - _bilinear(model, sy - 1.0, sx))
+        y0, x0, r, h00, h10 = y0[keep], x0[keep], r[keep], h00[keep], h10[keep]
+        gx = 0.5 * ((cy * hx(0, 1) + fy * hx(1, 1)) - (cy * hx(0, -1) + fy * hx(1, -1)))
+        gy = 0.5 * ((cy * h10 + fy * hx(2, 0)) - (cy * hx(-1, 0) + fy * h00))
         axx, axy, ayy = (gx * gx).sum(), (gx * gy).sum(), (gy * gy).sum()
         bx, by = (gx * r).sum(), (gy * r).sum()
         n = len(r)
@@ -253,64 +254,77 @@ def warp_separable(src, oy, ox, wy, wx):
 
 
 def _clamp(v, lo, hi):
-    return np.where(v < lo, lo, np.where(v > hi, hi, v))
+    v = np.where(v > lo, v, lo)
+    return np.where(v < hi, v, hi)
 
 
 def residual_and_hot(frame, bad, prediction, outside, hot_score, clip_sigma, clip_low, read_var,
-                     inv_gain, hot_rate, hot_on, hot_off):
-    """(residual, clipped, hot_score, bad) as detect_pass computes them (float32)."""
+                     inv_gain, hot_rate, hot_on, hot_off, hot_every=1, hot_phase=0):
+    """(residual, clipped, hot_score, bad) as detect_pass computes them (float32); the hot
+    score and the pixels it marks change on rows y % hot_every == hot_phase only."""
     p = prediction.astype(F32)
     r = frame.astype(F32) - p
     sigma = np.sqrt(F32(read_var) + np.where(p > 0, p, F32(0)) * F32(inv_gain))
     q = _clamp(r / sigma, F32(-20), F32(20))
     score = F32(1.0 - hot_rate) * hot_score.astype(F32) + F32(hot_rate) * q
-    inside = outside == 0
+    visited = (np.arange(frame.shape[0]) % hot_every == hot_phase)[:, None]
+    inside = (outside == 0) & visited
     new_score = np.where(inside, score, hot_score).astype(F32)
     mag = np.abs(score)
     hot = (mag > F32(hot_on)) | (((bad & BAD_DETECTED) != 0) & (mag > F32(hot_off)))
     new_bad = np.where(inside, (bad & BAD_CALIBRATION) | np.where(hot, BAD_DETECTED, 0), bad)
     new_bad = new_bad.astype(np.uint8)
-    use = inside & (new_bad == 0)
+    use = (outside == 0) & (new_bad == 0)
     residual = np.where(use, r, F32(0)).astype(F32)
     clipped = np.where(use, _clamp(r, -F32(clip_low) * sigma, F32(clip_sigma) * sigma),
                        F32(0)).astype(F32)
     return residual, clipped, new_score, new_bad
 
 
-def apply_update(model, update, outside, age, rate):
-    """(model, age) after the update: a running mean while a cell is young, then rate."""
-    alpha = F32(1) / (age.astype(F32) + F32(1))
-    alpha = np.where(alpha > F32(rate), alpha, F32(rate))
+def apply_update(model, update, outside, row_age, col_age, rate):
+    """(model, row_age, col_age) after the update: a running mean while a cell is young,
+    then rate; a cell is as old as the younger of its row and column."""
+    def alpha(age):
+        a = F32(1) / (age.astype(F32) + F32(1))
+        return np.where(a > F32(rate), a, F32(rate))
+    a_row, a_col = alpha(row_age)[:, None], alpha(col_age)[None, :]
+    a = np.where(a_row > a_col, a_row, a_col)
     inside = outside == 0
-    new_model = np.where(inside, model.astype(F32) + alpha * update.astype(F32), model).astype(F32)
-    new_age = np.where(inside, np.minimum(age.astype(np.int64) + 1, 65535), age).astype(np.uint16)
-    return new_model, new_age
+    new_model = np.where(inside, model.astype(F32) + a * update.astype(F32), model).astype(F32)
+    rows, cols = inside.any(axis=1), inside.any(axis=0)
+
+    def older(age, seen):
+        return np.where(seen, np.minimum(age.astype(np.int64) + 1, 65535), age).astype(np.uint16)
+    return new_model, older(row_age, rows), older(col_age, cols)
 
 
 def filter_separable(residual, taps):
-    """residual (*) taps along x then y, zero outside, float32 (taps summed in order)."""
+    """residual (*) taps along x then y, zero outside, float32; the taps are symmetric and
+    summed centre first, then the pairs outwards."""
     h, w = residual.shape
     r = len(taps) // 2
     taps = np.asarray(taps, F32)
-    pad = np.zeros((h, w + 2 * r), F32)
-    pad[:, r:r + w] = residual
-    rows = taps[0] * pad[:, 0:w]
-    for k in range(1, len(taps)):
-        rows = rows + taps[k] * pad[:, k:k + w]
-    acc = np.zeros((h, w), F32)  # 0 + x is x: no need to start from the first valid row
-    for k in range(len(taps)):
-        lo, hi = max(r - k, 0), min(h + r - k, h)  # output rows whose row y + k - r exists
-        acc[lo:hi] = acc[lo:hi] + taps[k] * rows[lo + k - r:hi + k - r]
+    pad = np.zeros((h + 2 * r, w + 2 * r), F32)
+    pad[r:r + h, r:r + w] = residual
+    rows = taps[r] * pad[:, r:r + w]
+    for k in range(1, r + 1):
+        rows = rows + taps[r + k] * (pad[:, r - k:r - k + w] + pad[:, r + k:r + k + w])
+    acc = taps[r] * rows[r:r + h]
+    for k in range(1, r + 1):
+        acc = acc + taps[r + k] * (rows[r - k:r - k + h] + rows[r + k:r + k + h])
     return acc
 
 
 def matched_filter(residual, taps, variance, vy, vx, rate, clip, variance_floor, hold_z, hold_rate,
                    learn=(0, 2**31, 0, 2**31)):
-    """(filtered, zscore, new variance) as detect_pass computes them (float32)."""
+    """(filtered, zscore, above, new variance) as detect_pass computes them (float32):
+    above is F > 0 and F^2 > k^2 V, zscore F / sqrt(V) with the V each pixel read."""
     h, w = residual.shape
     acc = filter_separable(residual, taps)
     variance = variance.astype(F32).copy()
     zscore = np.empty((h, w), F32)
+    above = np.empty((h, w), bool)
+    k2 = F32(hold_z * hold_z)
     keep_rate, keep_hold = F32(1.0 - rate), F32(1.0 - hold_rate)
     rate, hold_rate, clip2 = F32(rate), F32(hold_rate), F32(clip * clip)
     floor, hold_z = F32(variance_floor), F32(hold_z)
@@ -322,22 +336,22 @@ def matched_filter(residual, taps, variance, vy, vx, rate, clip, variance_floor,
             vxx = min(max(x + vx, 0), w - 1)
             v = variance[vyy, vxx]
             a = acc[y, x]
-            z = a / np.sqrt(v)
-            zscore[y, x] = z
+            zscore[y, x] = a / np.sqrt(v)
+            above[y, x] = hit = a > 0 and a * a > k2 * v
             if not (learn[0] <= y < learn[1] and learn[2] <= x < learn[3]):
                 continue
             f2 = min(a * a, clip2 * v)
-            u, keep = (hold_rate, keep_hold) if z > hold_z else (rate, keep_rate)
+            u, keep = (hold_rate, keep_hold) if hit else (rate, keep_rate)
             v = keep * v + u * f2
             variance[vyy, vxx] = v if v > floor else floor
-    return acc, zscore, variance
+    return acc, zscore, above, variance
 
 
-def detect_pass(frame, bad, model, age, variance, hot_score, offset, taps, config,
-                variance_floor):
+def detect_pass(frame, bad, model, row_age, col_age, variance, hot_score, offset, taps, config,
+                variance_floor, hot_phase=0):
     """The twin of the kernel's one pass, stage by stage on whole arrays.
 
-    Returns a dict of the new state (model, age, variance, hot_score, bad), the
+    Returns a dict of the new state (model, row_age, col_age, variance, hot_score, bad), the
     residual, filtered and zscore maps, and the candidates (flat index, Z)."""
     from flight import detection as d
     cfg = config
@@ -347,25 +361,41 @@ def detect_pass(frame, bad, model, age, variance, hot_score, offset, taps, confi
     prediction, outside = warp_separable(model, oy, ox, d.as_weights(wy), d.as_weights(wx))
     residual, clipped, hot_score, bad = residual_and_hot(
         frame, bad, prediction, outside, hot_score, cfg.model_clip, cfg.model_clip_low,
-        cfg.read_noise**2, 1.0 / cfg.gain, cfg.hot_rate, cfg.hot_on, cfg.hot_off)
-    filtered, zscore, variance = matched_filter(
+        cfg.read_noise**2, 1.0 / cfg.gain, d.visit_rate(cfg.hot_rate, cfg.hot_every), cfg.hot_on,
+        cfg.hot_off, cfg.hot_every, hot_phase)
+    filtered, zscore, above, variance = matched_filter(
         residual, d.as_weights(taps), variance, int(round(fy)), int(round(fx)), cfg.variance_rate,
         cfg.variance_clip, variance_floor, float(cfg.k_sigma), cfg.variance_rate * cfg.variance_hold,
         d.learn_window(frame.shape, oy, ox, len(taps) // 2))
-    above = zscore > F32(cfg.k_sigma)
     clipped = np.where(above & (bad == 0), F32(0), clipped)  # hold the model under candidates
     update, outside_u = warp_separable(clipped, uy, ux, d.as_weights(uwy), d.as_weights(uwx))
-    model, age = apply_update(model, update, outside_u, age, cfg.model_rate)
+    model, row_age, col_age = apply_update(model, update, outside_u, row_age, col_age,
+                                           cfg.model_rate)
     index = np.flatnonzero(above).astype(np.int32)
-    return dict(model=model, age=age, variance=variance, hot_score=hot_score, bad=bad,
-                residual=residual, filtered=filtered, zscore=zscore, cand_index=index,
-                cand_z=zscore.ravel()[index])
+    return dict(model=model, row_age=row_age, col_age=col_age, variance=variance,
+                hot_score=hot_score, bad=bad, residual=residual, filtered=filtered, zscore=zscore,
+                above=above, cand_index=index, cand_z=zscore.ravel()[index])
 
 
-def label_above(zscore, bad, k_sigma):
-    """Components of good pixels with zscore > k_sigma (via the union-find twin above)."""
-    h, w = zscore.shape
-    frame = ((zscore > F32(k_sigma)) & (bad == 0)).astype(np.uint16)
+def shift_cells(array, ky, kx):
+    """Twin of the kernel's shift_cells: array(u) <- array(u + k), vacated cells repeat the
+    nearest kept edge (numpy copies overlapping slices correctly)."""
+    from flight.detection import moved_axis
+    h, w = array.shape
+    sy, dy, vy = moved_axis(h, ky)
+    sx, dx, vx = moved_axis(w, kx)
+    array[dy, dx] = array[sy, sx]
+    if ky:
+        array[vy, :] = array[h - ky - 1 if ky > 0 else -ky, :]
+    if kx:
+        edge = w - kx - 1 if kx > 0 else -kx
+        array[:, vx] = array[:, edge:edge + 1]
+
+
+def label_above(above, bad):
+    """Components of the good pixels above the threshold (via the union-find twin above)."""
+    h, w = above.shape
+    frame = (above & (bad == 0)).astype(np.uint16)
     zeros = np.zeros((h, w), np.float32)
     return label_above_threshold(frame, np.zeros((h, w), np.uint8), zeros,
                                  np.ones((h, w), np.float32), 0.5)
@@ -376,9 +406,10 @@ def find_peaks(zscore, labels, n, radius):
     h, w = zscore.shape
     sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:n + 1].astype(np.int32)
     peaks = []
+    competing = np.where(labels != 0, zscore, -np.inf)  # bad pixels do not compete
     for y, x in np.argwhere(labels != 0):  # raster order
         z = zscore[y, x]
-        window = zscore[max(y - radius, 0):y + radius + 1, max(x - radius, 0):x + radius + 1]
+        window = competing[max(y - radius, 0):y + radius + 1, max(x - radius, 0):x + radius + 1]
         wy, wx = np.mgrid[max(y - radius, 0):min(y + radius + 1, h), max(x - radius, 0):min(x + radius + 1, w)]
         earlier = (wy < y) | ((wy == y) & (wx < x))
         if not np.any((window > z) | ((window == z) & earlier)):
@@ -448,6 +479,8 @@ class TemporalDetector:
         self.taps = d.filter_taps(config)
         self.model = self.variance = None
         self.hot_score = np.zeros(self.shape, np.float32)
+        self.row_age = np.zeros(self.shape[0], np.uint16)
+        self.col_age = np.zeros(self.shape[1], np.uint16)
         self.offset = np.zeros(2)
         self.drift = np.zeros(2)
         self.frames_processed = 0
@@ -459,7 +492,8 @@ class TemporalDetector:
         if self.frames_processed == 0:
             self.model = d.fill_bad(frame, self.calibration)
             self.variance = d.initial_variance(self.model, cfg, self.taps)
-            self.age = np.ones(self.shape, np.uint16)
+            self.row_age[...] = 1
+            self.col_age[...] = 1
             self.frames_processed = 1
             return np.empty(0, d.DETECTION_DTYPE)
         guess = self.offset + self.drift
@@ -471,15 +505,17 @@ class TemporalDetector:
         if np.any(np.abs(self.offset) > d.REANCHOR_PX):
             kx, ky = (int(v) for v in np.rint(self.offset))
             self.offset -= (kx, ky)
-            d.reanchor(self.model, self.variance, self.age, frame, self.bad, ky, kx,
-                       float(self.offset[1]), float(self.offset[0]), cfg, self.taps)
-        out = detect_pass(frame, self.bad, self.model, self.age, self.variance, self.hot_score,
-                          (float(self.offset[0]), float(self.offset[1])), self.taps, cfg,
-                          d.VARIANCE_FLOOR)
-        self.model, self.age, self.variance = out["model"], out["age"], out["variance"]
+            d.reanchor(self.model, self.variance, self.row_age, self.col_age, frame, self.bad, ky, kx,
+                       float(self.offset[1]), float(self.offset[0]), cfg, self.taps,
+                       shift=shift_cells)
+        out = detect_pass(frame, self.bad, self.model, self.row_age, self.col_age, self.variance,
+                          self.hot_score, (float(self.offset[0]), float(self.offset[1])), self.taps,
+                          cfg, d.VARIANCE_FLOOR, self.frames_processed % cfg.hot_every)
+        self.model, self.variance = out["model"], out["variance"]
+        self.row_age, self.col_age = out["row_age"], out["col_age"]
         self.hot_score, self.bad, self.residual = out["hot_score"], out["bad"], out["residual"]
         self.zscore = out["zscore"]
-        self.labels, n = label_above(self.zscore, self.bad, float(cfg.k_sigma))
+        self.labels, n = label_above(out["above"], self.bad)
         sizes, peaks = find_peaks(self.zscore, self.labels, n, cfg.peak_radius)
         table = measure_targets(frame, self.residual, out["filtered"], self.zscore, self.labels,
                                 sizes, peaks, cfg.aperture_radius, float(cfg.psf_sigma), read_var,

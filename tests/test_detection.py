@@ -249,28 +249,33 @@ def test_matched_filter_twin_equals_scipy_correlate(h, w, radius, seed):
 
 @st.composite
 def pass_states(draw):
-    """A frame and a temporal state near it: model, age, variance, hot score, bad mask, offset."""
+    """A frame and a temporal state near it: model, row and column ages, variance, hot score,
+    bad mask, offset, hot-score phase."""
     h, w = draw(st.integers(4, 28)), draw(st.integers(4, 28))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     frame = rng.integers(0, 6000, (h, w)).astype(np.uint16)
     model = (frame + rng.normal(0, draw(st.sampled_from([5.0, 200.0])), (h, w))).astype(np.float32)
     for _ in range(draw(st.integers(0, 3))):  # targets the filter should find
         frame[rng.integers(0, h), rng.integers(0, w)] += np.uint16(rng.integers(200, 3000))
-    age = rng.choice(np.array([1, 2, 5, 40, 65535], np.uint16), (h, w))
+    ages = np.array([1, 2, 5, 40, 65535], np.uint16)
+    row_age, col_age = rng.choice(ages, h), rng.choice(ages, w)
     variance = rng.uniform(100, 5000, (h, w)).astype(np.float32)
     hot = rng.normal(1.0, 2.0, (h, w)).astype(np.float32)
     bad = rng.choice(np.array([0, 1, 2, 3], np.uint8), (h, w), p=[0.85, 0.05, 0.05, 0.05])
     offset = (draw(st.floats(-5.0, 5.0)), draw(st.floats(-5.0, 5.0)))
     config = DetectorConfig(k_sigma=draw(st.floats(1.0, 6.0)), filter_radius=draw(st.integers(1, 3)),
-                            hot_rate=0.3, model_rate=0.1, variance_rate=0.1)
-    return frame, model, age, variance, hot, bad, offset, config
+                            hot_rate=0.3, model_rate=0.1, variance_rate=0.1,
+                            hot_every=draw(st.integers(1, 4)))
+    phase = draw(st.integers(0, config.hot_every - 1))
+    return frame, model, row_age, col_age, variance, hot, bad, offset, config, phase
 
 
-def run_pass(frame, model, age, variance, hot, bad, offset, config):
+def run_pass(frame, model, row_age, col_age, variance, hot, bad, offset, config, phase):
     """The kernel's detect_pass on copies of the state, as TemporalDetector calls it."""
     h, w = frame.shape
-    state = dict(model=model.copy(), age=age.copy(), variance=variance.copy(), hot_score=hot.copy(),
-                 bad=bad.copy(), residual=np.empty((h, w), np.float32))
+    state = dict(model=model.copy(), row_age=row_age.copy(), col_age=col_age.copy(),
+                 variance=variance.copy(), hot_score=hot.copy(), bad=bad.copy(),
+                 residual=np.empty((h, w), np.float32))
     fx, fy = offset
     (oy, wy), (ox, wx) = fd.split_shift(fy), fd.split_shift(fx)
     (uy, uwy), (ux, uwx) = fd.split_shift(-fy), fd.split_shift(-fx)
@@ -278,13 +283,15 @@ def run_pass(frame, model, age, variance, hot, bad, offset, config):
     cand_index, cand_z = np.empty(h * w, np.int32), np.empty(h * w, np.float32)
     row_start = np.empty(h + 1, np.int32)
     c = config
-    n = tk.detect_pass(frame, state["bad"], state["model"], state["age"], state["variance"],
-                       state["hot_score"], state["residual"], oy, ox, fd.as_weights(wy),
+    n = tk.detect_pass(frame, state["bad"], state["model"], state["variance"],
+                       state["hot_score"], state["residual"], state["row_age"], state["col_age"],
+                       oy, ox, fd.as_weights(wy),
                        fd.as_weights(wx), uy, ux, fd.as_weights(uwy), fd.as_weights(uwx),
                        fd.as_weights(taps), int(round(fy)), int(round(fx)),
                        *fd.learn_window((h, w), oy, ox, len(taps) // 2),
-                       c.model_clip, c.model_clip_low, c.read_noise**2, 1.0 / c.gain, c.hot_rate,
-                       c.hot_on, c.hot_off, c.variance_rate, c.variance_clip, fd.VARIANCE_FLOOR,
+                       c.model_clip, c.model_clip_low, c.read_noise**2, 1.0 / c.gain,
+                       fd.visit_rate(c.hot_rate, c.hot_every), c.hot_on, c.hot_off, c.hot_every,
+                       phase, c.variance_rate, c.variance_clip, fd.VARIANCE_FLOOR,
                        c.k_sigma, c.variance_rate * c.variance_hold, c.model_rate,
                        np.zeros((tk.scratch_rows(len(taps)), w + len(taps) - 1), np.float32),
                        cand_index, cand_z, row_start)
@@ -297,26 +304,37 @@ def run_pass(frame, model, age, variance, hot, bad, offset, config):
 def test_detect_pass_equals_reference(case):
     # reference: the stage-by-stage float32 twin; same operations in the same order, so the
     # kernel's one fused pass must agree bit for bit, candidates included
-    frame, model, age, variance, hot, bad, offset, config = case
+    frame, model, row_age, col_age, variance, hot, bad, offset, config, phase = case
     got = run_pass(*case)
-    want = detection_ref.detect_pass(frame, bad, model, age, variance, hot, offset,
-                                     fd.filter_taps(config), config, fd.VARIANCE_FLOOR)
-    for name in ("model", "age", "variance", "hot_score", "bad", "residual", "cand_index", "cand_z"):
+    want = detection_ref.detect_pass(frame, bad, model, row_age, col_age, variance, hot, offset,
+                                     fd.filter_taps(config), config, fd.VARIANCE_FLOOR, phase)
+    for name in ("model", "row_age", "col_age", "variance", "hot_score", "bad", "residual",
+                 "cand_index", "cand_z"):
         np.testing.assert_array_equal(got[name], want[name], err_msg=name, strict=True)
     rows = np.searchsorted(want["cand_index"], np.arange(frame.shape[0] + 1) * frame.shape[1])
     np.testing.assert_array_equal(got["row_start"], rows)
 
 
-def test_detect_pass_rejects_wrong_scratch():
+def test_detect_pass_rejects_bad_arguments():
     frame = np.zeros((8, 8), np.uint16)
     f32 = np.zeros((8, 8), np.float32)
-    with pytest.raises(ValueError, match="scratch must be at least"):
-        tk.detect_pass(frame, np.zeros((8, 8), np.uint8), f32.copy(), np.ones((8, 8), np.uint16),
-                       f32 + 1, f32.copy(), f32.copy(), 0, 0, *[np.ones(4, np.float32)] * 2, 0, 0,
-                       *[np.ones(4, np.float32)] * 2, np.ones(5, np.float32), 0, 0, 0, 8, 0, 8,
-                       2.5, 5.0, 100.0, 1.0, 0.02, 3.5, 1.5, 0.03, 2.5, 1e-6, 5.0, 0.003, 0.05,
-                       np.zeros((2, 12), np.float32), np.empty(64, np.int32),
+    def call(scratch=np.zeros((40, 12), np.float32), taps=np.ones(5, np.float32),
+             row_age=np.ones(8, np.uint16), hot_phase=0):
+        tk.detect_pass(frame, np.zeros((8, 8), np.uint8), f32.copy(), f32 + 1, f32.copy(),
+                       f32.copy(), row_age, np.ones(8, np.uint16), 0, 0,
+                       *[np.ones(4, np.float32)] * 2, 0, 0, *[np.ones(4, np.float32)] * 2, taps,
+                       0, 0, 0, 8, 0, 8, 2.5, 5.0, 100.0, 1.0, 0.02, 3.5, 1.5, 4, hot_phase, 0.03,
+                       2.5, 1e-6, 5.0, 0.003, 0.05, scratch, np.empty(64, np.int32),
                        np.empty(64, np.float32), np.empty(9, np.int32))
+    call()  # the good call runs
+    with pytest.raises(ValueError, match="scratch must be at least"):
+        call(scratch=np.zeros((2, 12), np.float32))
+    with pytest.raises(ValueError, match="taps must be symmetric"):
+        call(taps=np.arange(5, dtype=np.float32))
+    with pytest.raises(ValueError, match="row_age, col_age must have 8, 8 entries, got 7, 8"):
+        call(row_age=np.ones(7, np.uint16))
+    with pytest.raises(ValueError, match="0 <= hot_phase < hot_every, got 4, 4"):
+        call(hot_phase=4)
 
 
 def shifted_scene(field, h, w, dx, dy, rng, noise=20.0, hot=20):
@@ -408,7 +426,7 @@ def test_labels_peaks_and_measurement_equal_reference(h, w, seed, radius):
     z = (filt / np.sqrt(np.float32(300.0))).astype(np.float32)
     bad = (rng.random((h, w)) < 0.02).astype(np.uint8)
     index, zs, rows, labels, sizes, dense, n = label_sparse(z, bad, 4.0)
-    want_labels, want_n = detection_ref.label_above(z, bad, 4.0)
+    want_labels, want_n = detection_ref.label_above(z > np.float32(4.0), bad)
     assert n == want_n
     np.testing.assert_array_equal(dense, want_labels)
     peaks = np.empty(max(len(index), 1), np.int32)
@@ -525,6 +543,21 @@ def test_centroid_beats_3x3_centre_of_gravity_at_high_snr():
     assert np.sqrt(np.mean(errors**2)) < 0.8 * np.sqrt(np.mean(np.square(cog)))
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 12), st.integers(1, 12), st.data())
+def test_shift_cells_equals_reference(h, w, data):
+    # reference: the numpy slice-copy twin; a pure move, so equal bit for bit
+    ky, kx = data.draw(st.integers(-h + 1, h - 1)), data.draw(st.integers(-w + 1, w - 1))
+    array = np.random.default_rng(h * 100 + w).random((h, w)).astype(np.float32)
+    want = array.copy()
+    detection_ref.shift_cells(want, ky, kx)
+    vacated = fd.shift_cells(array, ky, kx)
+    np.testing.assert_array_equal(array, want)
+    assert vacated == (fd.moved_axis(h, ky)[2], fd.moved_axis(w, kx)[2])
+    with pytest.raises(ValueError, match="must be smaller than the array"):
+        tk.shift_cells(array, h, 0)
+
+
 def test_reanchor_repairs_bad_pixels_and_resamples_the_new_cells():
     # reference: a linear ramp frame, whose value at any sub-pixel position is known exactly
     h, w = 20, 30
@@ -535,12 +568,15 @@ def test_reanchor_repairs_bad_pixels_and_resamples_the_new_cells():
     bad[5, 28] = 1
     model = np.full((h, w), 7.0, np.float32)
     variance = np.full((h, w), 50.0, np.float32)
-    age = np.full((h, w), 40, np.uint16)
+    row_age, col_age = np.full(h, 40, np.uint16), np.arange(w, dtype=np.uint16) + 40
     cfg = DetectorConfig()
-    fd.reanchor(model, variance, age, frame, bad, 0, 3, 0.0, 0.25, cfg, fd.filter_taps(cfg))
+    fd.reanchor(model, variance, row_age, col_age, frame, bad, 0, 3, 0.0, 0.25, cfg,
+                fd.filter_taps(cfg))
     new = np.s_[:, w - 3:]
     np.testing.assert_allclose(model[new], (1000 + 10 * (xx - 0.25) + 3 * yy)[new], atol=0.5)
-    assert (age[new] == 1).all() and (age[:, :w - 3] == 40).all()
+    # columns moved with the model; the three new ones are one frame old, rows untouched
+    np.testing.assert_array_equal(col_age, np.r_[np.arange(3, w) + 40, [1, 1, 1]])
+    assert (row_age == 40).all()
     assert (model[:, :w - 3] == 7.0).all()  # kept cells moved exactly
     assert (variance[new] >= 50.0).all()  # no lower than the mature neighbour
 
