@@ -16,8 +16,11 @@ Per frame, on buffers the wrapper (flight/detection.py) checked and allocated:
                        candidate list (Z = F / sqrt(variance) for those
                        only) -> hold the update under candidates -> warp the
                        update back -> model += alpha * update
-                     Only the residual (for measurement) and a sparse list of
-                     above-threshold pixels leave the pass.
+                     Only a sparse list of above-threshold pixels and the
+                     residual near them (all that measurement reads) leave
+                     the pass.  Compiled for the baseline instruction set and,
+                     on x86_64, for AVX2 too, picked at run time (see
+                     isa_paths below).
   shift_cells        whole-pixel move of a state array in place (re-anchoring)
   label_candidates   8-connected components of the good candidates, by
                      union-find over the candidate list alone
@@ -68,11 +71,6 @@ cdef enum:
     C_THETA
     C_SHARP
     N_COLUMNS
-
-
-def scratch_rows(Py_ssize_t n_taps):
-    """Rows of width W + n_taps - 1 that detect_pass needs as scratch."""
-    return 4 + 4 + (n_taps + 1) + n_taps + 5
 
 
 def register_shift(const uint16_t[:, ::1] frame, const uint8_t[:, ::1] bad,
@@ -172,73 +170,203 @@ def register_shift(const uint16_t[:, ::1] frame, const uint8_t[:, ::1] bad,
         out[3] = det / (<double>n * n) if n > 0 else 0.0
 
 
-cdef inline void _cubic_row(f32_in src, f32_out dst, Py_ssize_t x0, Py_ssize_t x1,
-                            float w0, float w1, float w2, float w3) noexcept nogil:
+# ---------------------------------------------------------------------------
+# Instruction sets.  One build must run on any x86_64 (SSE2 is all the baseline
+# promises) and on the Raspberry Pi (aarch64, armv7), yet AVX2 nearly halves the
+# per-pixel pass where the CPU has it.  So the pass (_pass_rows and every helper
+# it calls, forced inline by KESTREL_HOT) is compiled into two entry points from
+# one source, one plain and one for AVX2, and detect_pass picks at run time.  On
+# other machines both are the same plain code.  Explicit dispatch rather than
+# target_clones: both paths stay callable, so a test can prove they give the same
+# bits, and no ifunc resolver is needed (musl and static builds lack one).  The
+# AVX2 target adds no FMA and the module builds with -ffp-contract=off, so no
+# path fuses multiply-adds: every path rounds as the numpy twin does.
+# ---------------------------------------------------------------------------
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define KESTREL_HOT __attribute__((always_inline))
+    #else
+    #define KESTREL_HOT
+    #endif
+    #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    #define KESTREL_HAVE_AVX2_PATH 1
+    #define KESTREL_TARGET_AVX2 __attribute__((target("avx2")))
+    static int kestrel_cpu_has_avx2(void) {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") != 0;
+    }
+    #else
+    #define KESTREL_HAVE_AVX2_PATH 0
+    #define KESTREL_TARGET_AVX2
+    static int kestrel_cpu_has_avx2(void) { return 0; }
+    #endif
+    """
+    # return types that carry the function attribute (void: no result variable to mislabel)
+    ctypedef void hot_void "KESTREL_HOT void"
+    ctypedef void avx2_void "KESTREL_TARGET_AVX2 void"
+    int _cpu_has_avx2 "kestrel_cpu_has_avx2" () noexcept nogil
+
+
+def isa_paths():
+    """The instruction-set paths of detect_pass this CPU can run, baseline first."""
+    return ("baseline", "avx2") if _cpu_has_avx2() else ("baseline",)
+
+
+def best_isa():
+    """The path detect_pass takes with isa='best'."""
+    paths = isa_paths()
+    return paths[len(paths) - 1]
+
+
+cdef inline hot_void _cubic_row(f32_in src, f32_out dst, Py_ssize_t x0, Py_ssize_t x1,
+                                float w0, float w1, float w2, float w3) noexcept nogil:
     """dst[x] = w . src[x .. x+3] for x in [x0, x1), summed left to right (as the twin)."""
     cdef Py_ssize_t x
     for x in range(x0, x1):
         dst[x] = ((w0 * src[x] + w1 * src[x + 1]) + w2 * src[x + 2]) + w3 * src[x + 3]
 
 
-cdef inline void _residual_row(f32_in m0, f32_in m1, f32_in m2, f32_in m3, u16_in frame,
-                               f32_out prediction, f32_out residual, f32_out clipped,
-                               Py_ssize_t x0, Py_ssize_t x1, float v0, float v1, float v2,
-                               float v3, float read_var, float inv_gain, float clip_low,
-                               float clip_high) noexcept nogil:
+cdef inline hot_void _residual_row(f32_in m0, f32_in m1, f32_in m2, f32_in m3, u16_in frame,
+                                   f32_out residual, f32_out clipped, Py_ssize_t x0,
+                                   Py_ssize_t x1, float v0, float v1, float v2, float v3,
+                                   float read_var, float inv_gain, float clip_low,
+                                   float clip_high) noexcept nogil:
     """Prediction (cubic down the x-warped model rows m0..m3), residual and its clipped copy
     for columns x0..x1 of one row."""
     cdef Py_ssize_t x
     cdef float p, rr, sigma
     for x in range(x0, x1):
         p = ((v0 * m0[x] + v1 * m1[x]) + v2 * m2[x]) + v3 * m3[x]
-        prediction[x] = p
         rr = <float>frame[x] - p
         sigma = sqrtf(read_var + _maxf(p, 0.0) * inv_gain)
         residual[x] = rr
         clipped[x] = _clampf(rr, -clip_low * sigma, clip_high * sigma)
 
 
-cdef inline int _threshold_learn(f32_in acc, f32_out v_row, f32_out vold, Py_ssize_t x0,
-                                 Py_ssize_t x1, float k2, float clip2, float rate, float keep,
-                                 float hold, float hold_keep, float floor_) noexcept nogil:
-    """Columns x0..x1 of stage B where each reads its own variance cell v_row[x]: the
-    threshold test (F > 0 and F^2 > k^2 V, no root, no division) and the variance update.
-    Returns the count above."""
+cdef inline hot_void _residual_hot_row(f32_in m0, f32_in m1, f32_in m2, f32_in m3,
+                                       u16_in frame, f32_out residual, f32_out clipped,
+                                       f32_out s_row, unsigned char* level_row, Py_ssize_t x0,
+                                       Py_ssize_t x1, float v0, float v1, float v2, float v3,
+                                       float read_var, float inv_gain, float clip_low,
+                                       float clip_high, float hot_keep, float hot_rate,
+                                       float hot_on, float hot_off) noexcept nogil:
+    """_residual_row on a row the hot score visits, which shares its sigma: the score, and
+    in level_row whether it is beyond hot_on (2) or hot_off only (1)."""
     cdef Py_ssize_t x
-    cdef float v, fa, f2, q
-    cdef int above, count = 0
+    cdef float p, rr, sigma, q, score, mag
     for x in range(x0, x1):
-        v = v_row[x]
-        vold[x] = v
+        p = ((v0 * m0[x] + v1 * m1[x]) + v2 * m2[x]) + v3 * m3[x]
+        rr = <float>frame[x] - p
+        sigma = sqrtf(read_var + _maxf(p, 0.0) * inv_gain)
+        residual[x] = rr
+        clipped[x] = _clampf(rr, -clip_low * sigma, clip_high * sigma)
+        q = _clampf(rr / sigma, -20.0, 20.0)
+        score = hot_keep * s_row[x] + hot_rate * q
+        s_row[x] = score
+        mag = _maxf(score, -score)
+        level_row[x] = <unsigned char>(mag > hot_on) + <unsigned char>(mag > hot_off)
+
+
+cdef inline hot_void _mark_hot(const unsigned char* level_row, unsigned char* b_row,
+                               Py_ssize_t x0, Py_ssize_t x1) noexcept nogil:
+    """Bad bits from the hot levels: set beyond hot_on, kept beyond hot_off, calibration
+    bits untouched.  Bytes only, branch-free: vectorises."""
+    cdef Py_ssize_t x
+    cdef unsigned char old, lv
+    for x in range(x0, x1):
+        old = b_row[x]
+        lv = level_row[x]
+        b_row[x] = (old & BAD_CALIBRATION) | ((lv >> 1) << 1) | ((lv & (old >> 1)) << 1)
+
+
+cdef inline hot_void _zero_bad(const unsigned char* b_row, f32_out residual, f32_out clipped,
+                               Py_ssize_t x0, Py_ssize_t x1) noexcept nogil:
+    """residual = clipped = 0 on the bad pixels of columns x0..x1.  They are few: clean
+    32-byte stretches are skipped four words at a time."""
+    cdef Py_ssize_t x = x0
+    cdef uint64_t w0, w1, w2, w3
+    while x < x1:
+        if x + 32 <= x1:
+            memcpy(&w0, b_row + x, 8)  # unaligned loads, portably
+            memcpy(&w1, b_row + x + 8, 8)
+            memcpy(&w2, b_row + x + 16, 8)
+            memcpy(&w3, b_row + x + 24, 8)
+            if (w0 | w1 | w2 | w3) == 0:
+                x += 32
+                continue
+        if b_row[x]:
+            residual[x] = 0.0
+            clipped[x] = 0.0
+        x += 1
+
+
+cdef inline hot_void _count_above(f32_in acc, f32_in v, Py_ssize_t x0, Py_ssize_t x1,
+                                  float k2, int* count) noexcept nogil:
+    """Adds to count[0] the columns x0..x1 above the threshold, F > 0 and F^2 > k^2 V with
+    V = v[x]: Z > k with no root and no division."""
+    cdef Py_ssize_t x
+    cdef float fa
+    cdef int n = 0
+    for x in range(x0, x1):
+        fa = acc[x]
+        n += (fa > 0.0) & (fa * fa > k2 * v[x])
+    count[0] += n
+
+
+cdef inline hot_void _learn(f32_in acc, f32_out v, Py_ssize_t x0, Py_ssize_t x1, float k2,
+                            float clip2, float rate, float keep, float hold, float hold_keep,
+                            float floor_) noexcept nogil:
+    """Variance update of columns x0..x1, each with a cell v[x] of its own."""
+    cdef Py_ssize_t x
+    cdef float vv, fa, f2, q
+    cdef int above
+    for x in range(x0, x1):
+        vv = v[x]
         fa = acc[x]
         f2 = fa * fa
-        above = (fa > 0.0) & (f2 > k2 * v)
-        count += above
-        q = clip2 * v
+        above = (fa > 0.0) & (f2 > k2 * vv)
+        q = clip2 * vv
         f2 = q if q < f2 else f2
         # above the threshold it may be a target: learn from it only slowly
-        v = (hold_keep * v + hold * f2) if above else (keep * v + rate * f2)
-        v_row[x] = v if v > floor_ else floor_
-    return count
+        vv = (hold_keep * vv + hold * f2) if above else (keep * vv + rate * f2)
+        v[x] = vv if vv > floor_ else floor_
 
 
-cdef inline int _threshold(f32_in acc, f32_in v_row, f32_out vold, Py_ssize_t x0,
-                           Py_ssize_t x1, float k2) noexcept nogil:
-    """_threshold_learn without the update (columns outside the learn window)."""
-    cdef Py_ssize_t x
-    cdef float v, fa
-    cdef int count = 0
-    for x in range(x0, x1):
-        v = v_row[x]
-        vold[x] = v
-        fa = acc[x]
-        count += (fa > 0.0) & (fa * fa > k2 * v)
-    return count
+cdef inline hot_void _scan_candidates(f32_in acc, f32_in v, Py_ssize_t x0, Py_ssize_t x1,
+                                      Py_ssize_t row, Py_ssize_t W, float k2,
+                                      const unsigned char* b_row, f32_out c_row,
+                                      int32_t* cand_index, float* cand_z, Py_ssize_t cap,
+                                      Py_ssize_t* ncand) noexcept nogil:
+    """Columns x0..x1 above the threshold (V = v[x]) onto the candidate list, with
+    Z = F / sqrt(V); the model update is held (c_row = 0) under good ones."""
+    cdef Py_ssize_t x, blk, blk_end, n = ncand[0]
+    cdef float fa
+    cdef int count
+    blk = x0
+    while blk < x1:
+        blk_end = min(blk + CAND_BLOCK, x1)
+        count = 0
+        for x in range(blk, blk_end):  # vectorises: most blocks hold none
+            fa = acc[x]
+            count += (fa > 0.0) & (fa * fa > k2 * v[x])
+        if count:
+            for x in range(blk, blk_end):
+                fa = acc[x]
+                if fa > 0.0 and fa * fa > k2 * v[x]:
+                    if n < cap:
+                        cand_index[n] = <int32_t>(row * W + x)
+                        cand_z[n] = fa / sqrtf(v[x])
+                        n += 1
+                    if b_row[x] == 0:
+                        c_row[x] = 0.0
+        blk = blk_end
+    ncand[0] = n
 
 
-cdef inline void _update_row(f32_in r0, f32_in r1, f32_in r2, f32_in r3, f32_in alpha_c,
-                             f32_out m_row, Py_ssize_t x0, Py_ssize_t x1, float v0, float v1,
-                             float v2, float v3, float alpha_r) noexcept nogil:
+cdef inline hot_void _update_row(f32_in r0, f32_in r1, f32_in r2, f32_in r3, f32_in alpha_c,
+                                 f32_out m_row, Py_ssize_t x0, Py_ssize_t x1, float v0, float v1,
+                                 float v2, float v3, float alpha_r) noexcept nogil:
     """Model row += max(alpha_r, alpha_c) x (cubic down the x-warped update rows r0..r3)."""
     cdef Py_ssize_t x
     cdef float t
@@ -248,8 +376,8 @@ cdef inline void _update_row(f32_in r0, f32_in r1, f32_in r2, f32_in r3, f32_in 
         m_row[x] = m_row[x] + t * (((v0 * r0[x] + v1 * r1[x]) + v2 * r2[x]) + v3 * r3[x])
 
 
-cdef inline void _filter_row(f32_in pad, f32_out out, Py_ssize_t W, Py_ssize_t r,
-                             const float* tap) noexcept nogil:
+cdef inline hot_void _filter_row(f32_in pad, f32_out out, Py_ssize_t W, Py_ssize_t r,
+                                 const float* tap) noexcept nogil:
     """out[x] = symmetric taps along a row padded with r zeros each side: the centre tap,
     then the pairs outwards (the order the twin sums in).  Radius 2 in one pass."""
     cdef Py_ssize_t x, k
@@ -268,8 +396,8 @@ cdef inline void _filter_row(f32_in pad, f32_out out, Py_ssize_t W, Py_ssize_t r
             out[x] = out[x] + t1 * (pad[x + r - k] + pad[x + r + k])
 
 
-cdef inline void _filter_col(float** rows, f32_out out, Py_ssize_t W, Py_ssize_t r,
-                             const float* tap) noexcept nogil:
+cdef inline hot_void _filter_col(float** rows, f32_out out, Py_ssize_t W, Py_ssize_t r,
+                                 const float* tap) noexcept nogil:
     """out[x] = symmetric taps down the column of rows[0 .. 2r] (row y - r .. y + r), in
     _filter_row's order.  Radius 2 in one pass."""
     cdef Py_ssize_t x, k
@@ -316,17 +444,18 @@ cdef inline float _minf(float a, float b) noexcept nogil:
     return a if a < b else b
 
 
-cdef int _clamped_columns(const float* acc, float* vold, float* v_row, Py_ssize_t x0,
-                         Py_ssize_t x1, Py_ssize_t vx, Py_ssize_t W, bint learn_in_row,
-                         Py_ssize_t learn_x0, Py_ssize_t learn_x1, float k2, float clip2,
-                         float rate, float keep, float hold, float hold_keep,
-                         float floor_) noexcept nogil:
+cdef inline hot_void _clamped_columns(const float* acc, float* vold, float* v_row,
+                                      Py_ssize_t x0, Py_ssize_t x1, Py_ssize_t vx, Py_ssize_t W,
+                                      bint learn_in_row, Py_ssize_t learn_x0,
+                                      Py_ssize_t learn_x1, float k2, float clip2, float rate,
+                                      float keep, float hold, float hold_keep, float floor_,
+                                      int* count) noexcept nogil:
     """detect_pass's threshold and variance update for columns x0..x1 whose variance cell
     (x + vx clamped to the row) other columns share: in raster order, each reading the
-    last update.  Returns the count above the threshold."""
+    last update.  Adds the count above the threshold to count[0]."""
     cdef Py_ssize_t x, vxx
     cdef float v, fa, f2, q
-    cdef int above, count = 0
+    cdef int above
     for x in range(x0, x1):
         vxx = min(max(x + vx, 0), W - 1)
         v = v_row[vxx]
@@ -334,7 +463,7 @@ cdef int _clamped_columns(const float* acc, float* vold, float* v_row, Py_ssize_
         fa = acc[x]
         f2 = fa * fa
         above = (fa > 0.0) & (f2 > k2 * v)
-        count += above
+        count[0] += above
         if not learn_in_row or x < learn_x0 or x >= learn_x1:
             continue
         q = clip2 * v
@@ -344,7 +473,270 @@ cdef int _clamped_columns(const float* acc, float* vold, float* v_row, Py_ssize_
         else:
             v = keep * v + rate * f2
         v_row[vxx] = v if v > floor_ else floor_
-    return count
+
+
+cdef inline hot_void _copy_near_candidates(f32_in src, f32_out dst, const int32_t* cand_index,
+                                           Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t W,
+                                           Py_ssize_t reach) noexcept nogil:
+    """dst[x] = src[x] within reach columns of candidates lo..hi (of any row): the whole row
+    where they are many, since then their windows cover most of it anyway."""
+    cdef Py_ssize_t i, x, xa, xb, idx
+    if (hi - lo) * (2 * reach + 1) >= W:
+        memcpy(dst, src, W * sizeof(float))
+        return
+    for i in range(lo, hi):
+        idx = cand_index[i]
+        x = idx - (idx // W) * W
+        xa = max(x - reach, 0)
+        xb = min(x + reach + 1, W)
+        memcpy(dst + xa, src + xa, (xb - xa) * sizeof(float))
+
+
+ctypedef struct PassArgs:
+    # state and frame, C-contiguous H x W (W x 1 for the ages)
+    const uint16_t* frame
+    uint8_t* bad
+    float* model
+    float* variance
+    float* hot_score
+    float* residual
+    uint16_t* row_age
+    uint16_t* col_age
+    Py_ssize_t H
+    Py_ssize_t W
+    # warp of the model onto the frame, and of the update back
+    Py_ssize_t oy
+    Py_ssize_t ox
+    Py_ssize_t uy
+    Py_ssize_t ux
+    float wy[4]
+    float wx[4]
+    float uwy[4]
+    float uwx[4]
+    # matched filter
+    float tap[MAX_TAPS]
+    Py_ssize_t nt
+    # variance cell offset and learn window
+    Py_ssize_t vy
+    Py_ssize_t vx
+    Py_ssize_t learn_y0
+    Py_ssize_t learn_y1
+    Py_ssize_t learn_x0
+    Py_ssize_t learn_x1
+    Py_ssize_t reach
+    Py_ssize_t hot_every
+    Py_ssize_t hot_phase
+    float clip
+    float clip_low
+    float read_var
+    float inv_gain
+    float hot_rate
+    float hot_keep
+    float hot_on
+    float hot_off
+    float variance_rate
+    float variance_keep
+    float variance_clip2
+    float variance_floor
+    float k2
+    float hold_rate
+    float hold_keep
+    float model_rate
+    # scratch rows of width SW, and the candidate list
+    float* scratch
+    Py_ssize_t SW
+    int32_t* cand_index
+    float* cand_z
+    Py_ssize_t cap
+    int32_t* row_start
+
+
+def scratch_rows(Py_ssize_t n_taps, Py_ssize_t reach):
+    """Rows of width W + n_taps - 1 that detect_pass needs as scratch."""
+    return 4 + 4 + (n_taps + 1) + n_taps + (reach + n_taps // 2 + 1) + 4
+
+
+cdef inline hot_void _pass_rows(PassArgs* p, Py_ssize_t* n_out) noexcept nogil:
+    """detect_pass's loop (see there), on checked buffers."""
+    cdef Py_ssize_t H = p.H, W = p.W, SW = p.SW, nt = p.nt, r = nt // 2
+    cdef Py_ssize_t oy = p.oy, ox = p.ox, uy = p.uy, ux = p.ux, vy = p.vy, vx = p.vx
+    cdef Py_ssize_t reach = p.reach, cap = p.cap
+    cdef Py_ssize_t depth = reach + r + 1    # residual rows held until their fate is known
+    cdef float* mh = p.scratch               # 4 rows: model rows warped along x
+    cdef float* uh = mh + 4 * SW             # 4 rows: update rows warped along x
+    cdef float* hres = uh + 4 * SW           # nt rows: residual filtered along x
+    cdef float* hzero = hres + nt * SW       # the filtered row of a row outside: zeros
+    cdef float* clp = hzero + SW             # nt rows: clipped residual, until held
+    cdef float* rring = clp + nt * SW        # depth rows: residual, r zeros each side
+    cdef float* acc = rring + depth * SW     # filtered row
+    cdef float* vold = acc + SW              # variance each clamped column read
+    cdef float* alpha_c = vold + SW          # model rate per column, from col_age
+    cdef uint8_t* level_row = <uint8_t*>(alpha_c + SW)  # W bytes fit in one float row
+    cdef const float* tap = p.tap
+    # columns whose 4 warp taps lie inside: x + ox - 1 >= 0 and x + ox + 2 < W
+    cdef Py_ssize_t x0 = min(max(1 - ox, 0), W), x1 = max(min(W - 2 - ox, W), x0)
+    cdef Py_ssize_t u0 = min(max(1 - ux, 0), W), u1 = max(min(W - 2 - ux, W), u0)
+    # model rows the update reaches (stage C below)
+    cdef Py_ssize_t ur0 = max(1 - uy, 0), ur1 = min(H - 2 - uy, H)
+    cdef float w0 = p.wx[0], w1 = p.wx[1], w2 = p.wx[2], w3 = p.wx[3]
+    cdef float v0 = p.wy[0], v1 = p.wy[1], v2 = p.wy[2], v3 = p.wy[3]
+    cdef float uw0 = p.uwx[0], uw1 = p.uwx[1], uw2 = p.uwx[2], uw3 = p.uwx[3]
+    cdef float uv0 = p.uwy[0], uv1 = p.uwy[1], uv2 = p.uwy[2], uv3 = p.uwy[3]
+    cdef float f_rv = p.read_var, f_ig = p.inv_gain, f_k2 = p.k2
+    cdef float f_rate = p.variance_rate, f_keep = p.variance_keep
+    cdef float f_hold = p.hold_rate, f_hold_keep = p.hold_keep
+    cdef float f_clip2 = p.variance_clip2, f_floor = p.variance_floor
+    cdef float f_mrate = p.model_rate, f_one = 1.0, f_zero = 0.0
+    cdef Py_ssize_t s, a, b, c, u, x, ys, y, next_m, vyy, xa, xb, la, lb
+    cdef Py_ssize_t ncand = 0
+    cdef const uint16_t* f_row
+    cdef uint8_t* b_row
+    cdef float* c_row
+    cdef float* h_row
+    cdef float* prow
+    cdef float* m0
+    cdef float* m1
+    cdef float* m2
+    cdef float* m3
+    cdef float* h_rows[MAX_TAPS]
+    cdef float* v_row
+    cdef float ar
+    cdef int count
+    cdef bint learn_in_row
+    for s in range(depth):
+        for x in range(r):
+            rring[s * SW + x] = 0.0
+            rring[s * SW + W + r + x] = 0.0
+    for x in range(W):
+        hzero[x] = 0.0
+    for x in range(W):
+        ar = f_one / (<float>p.col_age[x] + f_one)
+        alpha_c[x] = ar if ar > f_mrate else f_mrate
+    # Z columns whose variance cell no other pixel of the row reads
+    xa = min(-vx + 1 if vx < 0 else 0, W)
+    xb = max(min(W - 1 - vx if vx > 0 else W, W), xa)
+    next_m = oy - 1
+    for s in range(H + r + reach):
+        # ---- stage A: prediction, residual, clipped update (hot score) of row a
+        a = s
+        if a < H:
+            while next_m <= a + oy + 2:
+                if 0 <= next_m < H:
+                    _cubic_row(p.model + next_m * W + ox - 1, mh + (next_m & 3) * SW,
+                               x0, x1, w0, w1, w2, w3)
+                next_m += 1
+            c_row = clp + (a % nt) * SW
+            prow = rring + (a % depth) * SW + r
+            ys = a + oy - 1
+            if ys < 0 or ys + 3 >= H:
+                for x in range(W):
+                    prow[x] = 0.0
+                    c_row[x] = 0.0
+            else:
+                m0 = mh + (ys & 3) * SW
+                m1 = mh + ((ys + 1) & 3) * SW
+                m2 = mh + ((ys + 2) & 3) * SW
+                m3 = mh + ((ys + 3) & 3) * SW
+                f_row = p.frame + a * W
+                b_row = p.bad + a * W
+                for x in range(x0):
+                    prow[x] = 0.0
+                    c_row[x] = 0.0
+                if a % p.hot_every == p.hot_phase:
+                    _residual_hot_row(m0, m1, m2, m3, f_row, prow, c_row, p.hot_score + a * W,
+                                      level_row, x0, x1, v0, v1, v2, v3, f_rv, f_ig,
+                                      p.clip_low, p.clip, p.hot_keep, p.hot_rate, p.hot_on,
+                                      p.hot_off)
+                    _mark_hot(level_row, b_row, x0, x1)
+                else:
+                    _residual_row(m0, m1, m2, m3, f_row, prow, c_row, x0, x1,
+                                  v0, v1, v2, v3, f_rv, f_ig, p.clip_low, p.clip)
+                _zero_bad(b_row, prow, c_row, x0, x1)
+                for x in range(x1, W):
+                    prow[x] = 0.0
+                    c_row[x] = 0.0
+            # matched filter along x, into the ring: centre, then pairs outwards
+            _filter_row(prow - r, hres + (a % nt) * SW, W, r, tap)
+        # ---- stage B: filter along y, threshold, variance, candidates of row b
+        b = s - r
+        if 0 <= b < H:
+            for c in range(-r, r + 1):
+                h_rows[c + r] = hres + ((b + c) % nt) * SW if 0 <= b + c < H else hzero
+            _filter_col(h_rows, acc, W, r, tap)
+            vyy = min(max(b + vy, 0), H - 1)
+            v_row = p.variance + vyy * W
+            learn_in_row = p.learn_y0 <= b < p.learn_y1
+            if learn_in_row:
+                la = min(max(p.learn_x0, xa), xb)
+                lb = min(max(p.learn_x1, la), xb)
+            else:
+                la = lb = xb
+            count = 0
+            _count_above(acc, v_row + vx, xa, xb, f_k2, &count)
+            # clamped columns share a cell: raster order, each reading the last update (which
+            # vold keeps for the scan); no unclamped column reads their cells
+            _clamped_columns(acc, vold, v_row, 0, xa, vx, W, learn_in_row, p.learn_x0,
+                             p.learn_x1, f_k2, f_clip2, f_rate, f_keep, f_hold, f_hold_keep,
+                             f_floor, &count)
+            _clamped_columns(acc, vold, v_row, xb, W, vx, W, learn_in_row, p.learn_x0,
+                             p.learn_x1, f_k2, f_clip2, f_rate, f_keep, f_hold, f_hold_keep,
+                             f_floor, &count)
+            p.row_start[b] = <int32_t>ncand
+            if count:
+                c_row = clp + (b % nt) * SW
+                b_row = p.bad + b * W
+                _scan_candidates(acc, vold, 0, xa, b, W, f_k2, b_row, c_row, p.cand_index,
+                                 p.cand_z, cap, &ncand)
+                _scan_candidates(acc, v_row + vx, xa, xb, b, W, f_k2, b_row, c_row,
+                                 p.cand_index, p.cand_z, cap, &ncand)
+                _scan_candidates(acc, vold, xb, W, b, W, f_k2, b_row, c_row, p.cand_index,
+                                 p.cand_z, cap, &ncand)
+            # the unclamped cells learn after the scan, which reads them as they were
+            _learn(acc, v_row + vx, la, lb, f_k2, f_clip2, f_rate, f_keep, f_hold, f_hold_keep,
+                   f_floor)
+            p.row_start[b + 1] = <int32_t>ncand  # until row b + 1 starts: the residual below
+            # ---- stage C: warp the held update of row c = b back, update model row u
+            c = b
+            h_row = uh + (c & 3) * SW
+            c_row = clp + (c % nt) * SW
+            _cubic_row(c_row + ux - 1, h_row, u0, u1, uw0, uw1, uw2, uw3)
+            u = c - uy - 2
+            if c >= 3 and 0 <= u < H:
+                m0 = uh + ((c - 3) & 3) * SW
+                m1 = uh + ((c - 2) & 3) * SW
+                m2 = uh + ((c - 1) & 3) * SW
+                ar = f_one / (<float>p.row_age[u] + f_one)
+                ar = ar if ar > f_mrate else f_mrate
+                _update_row(m0, m1, m2, h_row, alpha_c, p.model + u * W, u0, u1,
+                            uv0, uv1, uv2, uv3, ar)
+        # ---- residual row y out, near the candidates of rows y - reach .. y + reach only
+        y = s - r - reach
+        if y >= 0:
+            _copy_near_candidates(rring + (y % depth) * SW + r, p.residual + y * W,
+                                  p.cand_index, p.row_start[max(y - reach, 0)],
+                                  p.row_start[min(y + reach, H - 1) + 1], W, reach)
+    p.row_start[H] = <int32_t>ncand
+    if ur0 < ur1 and u0 < u1:
+        for u in range(ur0, ur1):
+            p.row_age[u] = p.row_age[u] + (p.row_age[u] < 65535)
+        for x in range(u0, u1):
+            p.col_age[x] = p.col_age[x] + (p.col_age[x] < 65535)
+    n_out[0] = ncand
+
+
+cdef avx2_void _pass_rows_avx2(PassArgs* p, Py_ssize_t* n_out) noexcept nogil:
+    _pass_rows(p, n_out)
+
+
+cdef void _pass_rows_baseline(PassArgs* p, Py_ssize_t* n_out) noexcept nogil:
+    _pass_rows(p, n_out)
+
+
+cdef int _check_plane(str name, Py_ssize_t h, Py_ssize_t w, Py_ssize_t H,
+                     Py_ssize_t W) except -1:
+    if h != H or w != W:
+        raise ValueError(f"{name} must have the frame's shape ({H}, {W}), got ({h}, {w})")
+    return 0
 
 
 def detect_pass(const uint16_t[:, ::1] frame, uint8_t[:, ::1] bad,
@@ -359,9 +751,9 @@ def detect_pass(const uint16_t[:, ::1] frame, uint8_t[:, ::1] bad,
                 double hot_rate, double hot_on, double hot_off,
                 Py_ssize_t hot_every, Py_ssize_t hot_phase,
                 double variance_rate, double variance_clip, double variance_floor,
-                double k_sigma, double hold_rate, double model_rate,
+                double k_sigma, double hold_rate, double model_rate, Py_ssize_t reach,
                 float[:, ::1] scratch, int32_t[::1] cand_index, float[::1] cand_z,
-                int32_t[::1] row_start):
+                int32_t[::1] row_start, str isa="best"):
     """One frame of the temporal model, in one pass down the rows.  Returns the
     number of candidates (pixels with Z > k_sigma, bad ones included, raster order).
 
@@ -392,230 +784,112 @@ def detect_pass(const uint16_t[:, ::1] frame, uint8_t[:, ::1] bad,
             max(model_rate, 1 / (age + 1)), where U had data; then row_age
             and col_age count the rows and columns that were updated.
 
-    Each model row is read into the warp buffer before the update reaches
-    it: the update of row u waits for residual rows up to u + uy + 2 + r,
-    and uy + oy >= -1.  row_start[y] is the first candidate of row y;
-    row_start[H] the count.
+    R goes to `residual` only within `reach` pixels (Chebyshev) of a
+    candidate, which is all that measurement reads; elsewhere `residual`
+    keeps what it held.  Each model row is read into the warp buffer before
+    the update reaches it: the update of row u waits for residual rows up to
+    u + uy + 2 + r, and uy + oy >= -1.  row_start[y] is the first candidate
+    of row y; row_start[H] the count.  isa picks the instruction-set path
+    ('best', or one of isa_paths()); every path gives the same bits.
     """
     cdef Py_ssize_t H = frame.shape[0], W = frame.shape[1]
     cdef Py_ssize_t nt = taps.shape[0], r = nt // 2
     cdef Py_ssize_t PW = W + 2 * r
-    cdef Py_ssize_t cap = cand_index.shape[0]
-    cdef Py_ssize_t k
+    cdef Py_ssize_t k, n = 0
+    cdef PassArgs args
     if nt > MAX_TAPS or nt % 2 == 0:
         raise ValueError(f"taps must be an odd count up to {MAX_TAPS}, got {nt}")
     for k in range(r):
         if taps[k] != taps[nt - 1 - k]:
             raise ValueError(f"taps must be symmetric, got {list(taps)}")
-    if scratch.shape[0] < scratch_rows(nt) or scratch.shape[1] < PW:
-        raise ValueError(f"scratch must be at least ({scratch_rows(nt)}, {PW}), "
+    if reach < 0:
+        raise ValueError(f"reach must be >= 0, got {reach}")
+    _check_plane("bad", bad.shape[0], bad.shape[1], H, W)
+    _check_plane("model", model.shape[0], model.shape[1], H, W)
+    _check_plane("variance", variance.shape[0], variance.shape[1], H, W)
+    _check_plane("hot_score", hot_score.shape[0], hot_score.shape[1], H, W)
+    _check_plane("residual", residual.shape[0], residual.shape[1], H, W)
+    if wy.shape[0] != 4 or wx.shape[0] != 4 or uwy.shape[0] != 4 or uwx.shape[0] != 4:
+        raise ValueError(f"wy, wx, uwy, uwx must hold 4 cubic weights each, got "
+                         f"{wy.shape[0]}, {wx.shape[0]}, {uwy.shape[0]}, {uwx.shape[0]}")
+    if scratch.shape[0] < scratch_rows(nt, reach) or scratch.shape[1] < PW:
+        raise ValueError(f"scratch must be at least ({scratch_rows(nt, reach)}, {PW}), "
                          f"got ({scratch.shape[0]}, {scratch.shape[1]})")
     if row_start.shape[0] < H + 1:
         raise ValueError(f"row_start needs {H + 1} entries, got {row_start.shape[0]}")
+    if cand_z.shape[0] < cand_index.shape[0]:
+        raise ValueError(f"cand_z needs {cand_index.shape[0]} entries, got {cand_z.shape[0]}")
     if row_age.shape[0] != H or col_age.shape[0] != W:
         raise ValueError(f"row_age, col_age must have {H}, {W} entries, "
                          f"got {row_age.shape[0]}, {col_age.shape[0]}")
     if hot_every < 1 or not 0 <= hot_phase < hot_every:
         raise ValueError(f"need hot_every >= 1 and 0 <= hot_phase < hot_every, "
                          f"got {hot_every}, {hot_phase}")
-    cdef Py_ssize_t SW = scratch.shape[1]
-    cdef float* base = &scratch[0, 0]
-    cdef float* mh = base                    # 4 rows: model rows warped along x
-    cdef float* uh = base + 4 * SW           # 4 rows: update rows warped along x
-    cdef float* hres = base + 8 * SW         # nt rows: residual filtered along x
-    cdef float* hzero = hres + nt * SW       # the filtered row of a row outside: zeros
-    cdef float* clp = hzero + SW             # nt rows: clipped residual, until held
-    cdef float* pad = clp + nt * SW          # residual row with r zeros each side
-    cdef float* prow = pad + r               # the residual row itself
-    cdef float* acc = pad + SW               # prediction, then filtered row
-    cdef float* vold = acc + SW              # variance each pixel of the row read
-    cdef float* alpha_c = vold + SW          # model rate per column, from col_age
-    cdef uint8_t* level_row = <uint8_t*>(alpha_c + SW)  # W bytes fit in one float row
-    # columns whose 4 warp taps lie inside: x + ox - 1 >= 0 and x + ox + 2 < W
-    cdef Py_ssize_t x0 = min(max(1 - ox, 0), W), x1 = max(min(W - 2 - ox, W), x0)
-    cdef Py_ssize_t u0 = min(max(1 - ux, 0), W), u1 = max(min(W - 2 - ux, W), u0)
-    # model rows the update reaches (stage C below)
-    cdef Py_ssize_t ur0 = max(1 - uy, 0), ur1 = min(H - 2 - uy, H)
-    cdef float w0 = wx[0], w1 = wx[1], w2 = wx[2], w3 = wx[3]
-    cdef float v0 = wy[0], v1 = wy[1], v2 = wy[2], v3 = wy[3]
-    cdef float uw0 = uwx[0], uw1 = uwx[1], uw2 = uwx[2], uw3 = uwx[3]
-    cdef float uv0 = uwy[0], uv1 = uwy[1], uv2 = uwy[2], uv3 = uwy[3]
-    cdef float tap[MAX_TAPS]
-    cdef float t_c
-    cdef float f_clip = <float>clip_sigma, f_low = <float>clip_low
-    cdef float f_rv = <float>read_var, f_ig = <float>inv_gain
-    cdef float f_hr = <float>hot_rate, f_hkeep = <float>(1.0 - hot_rate)
-    cdef float f_on = <float>hot_on, f_off = <float>hot_off
-    cdef float f_rate = <float>variance_rate, f_keep = <float>(1.0 - variance_rate)
-    cdef float f_hold = <float>hold_rate, f_hold_keep = <float>(1.0 - hold_rate)
-    cdef float f_clip2 = <float>(variance_clip * variance_clip), f_floor = <float>variance_floor
-    cdef float f_k2 = <float>(k_sigma * k_sigma)
-    cdef float f_mrate = <float>model_rate, f_one = 1.0, f_zero = 0.0
-    cdef Py_ssize_t s, a, b, c, u, x, row, ys, next_m, vyy, xa, xb, la, lb, nblk, blk, blk_end
-    cdef Py_ssize_t ncand = 0
-    cdef const uint16_t* f_row
-    cdef uint8_t* b_row
-    cdef float* s_row
-    cdef float* c_row
-    cdef float* h_row
-    cdef float* m0
-    cdef float* m1
-    cdef float* m2
-    cdef float* m3
-    cdef float* h_rows[MAX_TAPS]
-    cdef float* v_row
-    cdef float* m_row
-    cdef float p, rr, sigma, q, score, mag, t, v, fa, f2, z, ar
-    cdef uint8_t old, lv
-    cdef int count, above
-    cdef bint learn_in_row
-    cdef uint64_t word
+    paths = isa_paths()
+    if isa == "best":
+        isa = paths[len(paths) - 1]
+    elif isa not in paths:
+        raise ValueError(f"isa must be 'best' or one of {paths} on this CPU, got {isa!r}")
+    cdef bint use_avx2 = isa == "avx2"
+    args.frame = &frame[0, 0]
+    args.bad = &bad[0, 0]
+    args.model = &model[0, 0]
+    args.variance = &variance[0, 0]
+    args.hot_score = &hot_score[0, 0]
+    args.residual = &residual[0, 0]
+    args.row_age = &row_age[0]
+    args.col_age = &col_age[0]
+    args.H = H
+    args.W = W
+    args.oy = oy
+    args.ox = ox
+    args.uy = uy
+    args.ux = ux
+    for k in range(4):
+        args.wy[k] = wy[k]
+        args.wx[k] = wx[k]
+        args.uwy[k] = uwy[k]
+        args.uwx[k] = uwx[k]
     for k in range(nt):
-        tap[k] = taps[k]
-    t_c = tap[r]
+        args.tap[k] = taps[k]
+    args.nt = nt
+    args.vy = vy
+    args.vx = vx
+    args.learn_y0 = learn_y0
+    args.learn_y1 = learn_y1
+    args.learn_x0 = learn_x0
+    args.learn_x1 = learn_x1
+    args.reach = reach
+    args.hot_every = hot_every
+    args.hot_phase = hot_phase
+    args.clip = <float>clip_sigma
+    args.clip_low = <float>clip_low
+    args.read_var = <float>read_var
+    args.inv_gain = <float>inv_gain
+    args.hot_rate = <float>hot_rate
+    args.hot_keep = <float>(1.0 - hot_rate)
+    args.hot_on = <float>hot_on
+    args.hot_off = <float>hot_off
+    args.variance_rate = <float>variance_rate
+    args.variance_keep = <float>(1.0 - variance_rate)
+    args.variance_clip2 = <float>(variance_clip * variance_clip)
+    args.variance_floor = <float>variance_floor
+    args.k2 = <float>(k_sigma * k_sigma)
+    args.hold_rate = <float>hold_rate
+    args.hold_keep = <float>(1.0 - hold_rate)
+    args.model_rate = <float>model_rate
+    args.scratch = &scratch[0, 0]
+    args.SW = scratch.shape[1]
+    args.cand_index = &cand_index[0] if cand_index.shape[0] else NULL
+    args.cand_z = &cand_z[0] if cand_z.shape[0] else NULL
+    args.cap = cand_index.shape[0]
+    args.row_start = &row_start[0]
     with nogil:
-        for x in range(r):
-            pad[x] = 0.0
-            pad[W + r + x] = 0.0
-        for x in range(W):
-            hzero[x] = 0.0
-        for x in range(W):
-            ar = f_one / (<float>col_age[x] + f_one)
-            alpha_c[x] = ar if ar > f_mrate else f_mrate
-        # Z columns whose variance cell no other pixel of the row reads
-        xa = min(-vx + 1 if vx < 0 else 0, W)
-        xb = max(min(W - 1 - vx if vx > 0 else W, W), xa)
-        next_m = oy - 1
-        for s in range(H + r):
-            # ---- stage A: prediction, residual, clipped update (hot score) of row a
-            a = s
-            if a < H:
-                while next_m <= a + oy + 2:
-                    if 0 <= next_m < H:
-                        _cubic_row(&model[next_m, 0] + ox - 1, mh + (next_m & 3) * SW,
-                                   x0, x1, w0, w1, w2, w3)
-                    next_m += 1
-                c_row = clp + (a % nt) * SW
-                ys = a + oy - 1
-                if ys < 0 or ys + 3 >= H:
-                    for x in range(W):
-                        prow[x] = 0.0
-                        c_row[x] = 0.0
-                else:
-                    m0 = mh + (ys & 3) * SW
-                    m1 = mh + ((ys + 1) & 3) * SW
-                    m2 = mh + ((ys + 2) & 3) * SW
-                    m3 = mh + ((ys + 3) & 3) * SW
-                    f_row = &frame[a, 0]
-                    b_row = &bad[a, 0]
-                    for x in range(x0):
-                        prow[x] = 0.0
-                        c_row[x] = 0.0
-                    _residual_row(m0, m1, m2, m3, f_row, acc, prow, c_row, x0, x1,
-                                  v0, v1, v2, v3, f_rv, f_ig, f_low, f_clip)
-                    if a % hot_every == hot_phase:
-                        s_row = &hot_score[a, 0]
-                        for x in range(x0, x1):
-                            p = acc[x]
-                            sigma = sqrtf(f_rv + _maxf(p, 0.0) * f_ig)
-                            q = _clampf(prow[x] / sigma, -20.0, 20.0)
-                            score = f_hkeep * s_row[x] + f_hr * q
-                            s_row[x] = score
-                            mag = _maxf(score, -score)
-                            # 2: beyond hot_on, 1: beyond hot_off only
-                            level_row[x] = <uint8_t>(mag > f_on) + <uint8_t>(mag > f_off)
-                        for x in range(x0, x1):  # bytes only, branch-free: vectorises
-                            old = b_row[x]
-                            lv = level_row[x]
-                            b_row[x] = (old & BAD_CALIBRATION) | ((lv >> 1) << 1) | (
-                                (lv & (old >> 1)) << 1)
-                    # bad pixels are few: skip clean 8-byte words
-                    x = x0
-                    while x < x1:
-                        if x + 8 <= x1:
-                            memcpy(&word, b_row + x, 8)  # an unaligned load, portably
-                            if word == 0:
-                                x += 8
-                                continue
-                        if b_row[x]:
-                            prow[x] = 0.0
-                            c_row[x] = 0.0
-                        x += 1
-                    for x in range(x1, W):
-                        prow[x] = 0.0
-                        c_row[x] = 0.0
-                memcpy(&residual[a, 0], prow, W * sizeof(float))
-                # matched filter along x, into the ring: centre, then pairs outwards
-                _filter_row(pad, hres + (a % nt) * SW, W, r, tap)
-            # ---- stage B: filter along y, threshold, variance, candidates of row b
-            b = s - r
-            if b < 0:
-                continue
-            for k in range(-r, r + 1):
-                h_rows[k + r] = hres + ((b + k) % nt) * SW if 0 <= b + k < H else hzero
-            _filter_col(h_rows, acc, W, r, tap)
-            vyy = min(max(b + vy, 0), H - 1)
-            v_row = &variance[vyy, 0]
-            learn_in_row = learn_y0 <= b < learn_y1
-            if learn_in_row:
-                la = min(max(learn_x0, xa), xb)
-                lb = min(max(learn_x1, la), xb)
-            else:
-                la = lb = xb
-            count = _threshold(acc, v_row + vx, vold, xa, la, f_k2)
-            count += _threshold_learn(acc, v_row + vx, vold, la, lb, f_k2, f_clip2, f_rate,
-                                      f_keep, f_hold, f_hold_keep, f_floor)
-            count += _threshold(acc, v_row + vx, vold, lb, xb, f_k2)
-            # clamped columns share a cell: raster order, each reading the last update
-            count += _clamped_columns(acc, vold, v_row, 0, xa, vx, W, learn_in_row, learn_x0,
-                                      learn_x1, f_k2, f_clip2, f_rate, f_keep, f_hold,
-                                      f_hold_keep, f_floor)
-            count += _clamped_columns(acc, vold, v_row, xb, W, vx, W, learn_in_row, learn_x0,
-                                      learn_x1, f_k2, f_clip2, f_rate, f_keep, f_hold,
-                                      f_hold_keep, f_floor)
-            row_start[b] = <int32_t>ncand
-            if count:
-                c_row = clp + (b % nt) * SW
-                b_row = &bad[b, 0]
-                for nblk in range((W + CAND_BLOCK - 1) // CAND_BLOCK):
-                    blk = nblk * CAND_BLOCK
-                    blk_end = min(blk + CAND_BLOCK, W)
-                    count = 0
-                    for x in range(blk, blk_end):  # vectorises: most blocks hold none
-                        fa = acc[x]
-                        count += (fa > f_zero) & (fa * fa > f_k2 * vold[x])
-                    if count == 0:
-                        continue
-                    for x in range(blk, blk_end):
-                        fa = acc[x]
-                        if fa > f_zero and fa * fa > f_k2 * vold[x]:
-                            if ncand < cap:
-                                cand_index[ncand] = <int32_t>(b * W + x)
-                                cand_z[ncand] = fa / sqrtf(vold[x])
-                                ncand += 1
-                            if b_row[x] == 0:
-                                c_row[x] = 0.0
-            # ---- stage C: warp the held update of row c = b back, update model row u
-            c = b
-            h_row = uh + (c & 3) * SW
-            c_row = clp + (c % nt) * SW
-            _cubic_row(c_row + ux - 1, h_row, u0, u1, uw0, uw1, uw2, uw3)
-            u = c - uy - 2
-            if c >= 3 and 0 <= u < H:
-                m0 = uh + ((c - 3) & 3) * SW
-                m1 = uh + ((c - 2) & 3) * SW
-                m2 = uh + ((c - 1) & 3) * SW
-                ar = f_one / (<float>row_age[u] + f_one)
-                ar = ar if ar > f_mrate else f_mrate
-                _update_row(m0, m1, m2, h_row, alpha_c, &model[u, 0], u0, u1,
-                            uv0, uv1, uv2, uv3, ar)
-        row_start[H] = <int32_t>ncand
-        if ur0 < ur1 and u0 < u1:
-            for u in range(ur0, ur1):
-                row_age[u] = row_age[u] + (row_age[u] < 65535)
-            for x in range(u0, u1):
-                col_age[x] = col_age[x] + (col_age[x] < 65535)
-    return ncand
+        if use_avx2:
+            _pass_rows_avx2(&args, &n)
+        else:
+            _pass_rows_baseline(&args, &n)
+    return n
 
 
 def shift_cells(float[:, ::1] array, Py_ssize_t ky, Py_ssize_t kx):

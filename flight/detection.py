@@ -80,6 +80,9 @@ class DetectorConfig:
     drift_rate: float = _doc(0.2, "update rate of the drift estimate that seeds the registration")
     peak_radius: int = _doc(2, "a detection is a local maximum of the statistic over this radius (px)")
     max_sharpness: float = _doc(0.5, "peak pixel / 3x3 sum above which a hit is a cosmic ray or hot pixel")
+    simd: str = _doc(
+        "best", "instruction set of the temporal pass: best (the fastest this CPU runs; all give "
+        "the same bits) | baseline")
 
     def __post_init__(self) -> None:
         checks = (
@@ -111,6 +114,7 @@ class DetectorConfig:
             ("drift_rate", 0 <= self.drift_rate <= 1, "in [0, 1]"),
             ("peak_radius", 1 <= self.peak_radius <= 8, "in [1, 8]"),
             ("max_sharpness", 0 < self.max_sharpness <= 1, "in (0, 1]"),
+            ("simd", self.simd in ("best", "baseline"), "'best' or 'baseline'"),
         )
         for name, ok, rule in checks:
             if not ok:
@@ -295,6 +299,12 @@ def learn_window(shape, oy: int, ox: int, radius: int) -> tuple[int, int, int, i
             max(1 - ox, 0) + radius, min(w - 2 - ox, w) - radius)
 
 
+def residual_reach(config: DetectorConfig) -> int:
+    """Farthest (Chebyshev, px) that measurement reads the residual from a candidate: the
+    aperture, the matched filter at the peak's neighbours, the 3x3 around the centroid."""
+    return max(config.aperture_radius, config.filter_radius + 1, 2)
+
+
 def moved_axis(n: int, k: int) -> tuple[slice, slice, slice]:
     """(source, destination, vacated) slices of an axis of n cells moved so that a(u) <- a(u + k)."""
     if k >= 0:
@@ -333,7 +343,8 @@ def bilinear_at(image: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray
 
 def repaired_samples(frame: np.ndarray, bad: np.ndarray, ys: np.ndarray,
                      xs: np.ndarray) -> np.ndarray:
-    """bilinear_at(fill_bad(frame, bad), ys, xs), repairing only the window the samples read."""
+    """bilinear_at(fill_bad(frame, bad != 0), ys, xs), repairing only the window the samples
+    read (bad: nonzero where bad)."""
     h, w = frame.shape
     ys = np.clip(ys, 0.0, h - 1.0)
     xs = np.clip(xs, 0.0, w - 1.0)
@@ -373,21 +384,21 @@ def reanchor(model: np.ndarray, variance: np.ndarray, row_age: np.ndarray, col_a
     shift = shift or _temporal.shift_cells
     shift(model, ky, kx)
     shift(variance, ky, kx)
-    vac_rows, vac_cols = moved_axis(h, ky)[2], moved_axis(w, kx)[2]
+    _, kept_rows, vac_rows = moved_axis(h, ky)
+    vac_cols = moved_axis(w, kx)[2]
     shift_ages(row_age, ky)
     shift_ages(col_age, kx)
     rows, cols = np.arange(h), np.arange(w)
-    kept_rows = np.ones(h, bool)
-    kept_rows[vac_rows] = False
-    # the new rows (all columns), then the new columns (the other rows): two thin strips
-    for strip_rows, strip_cols in ((rows[vac_rows], cols), (rows[kept_rows], cols[vac_cols])):
-        if not (len(strip_rows) and len(strip_cols)):
+    # the new rows (all columns), then the new columns (the other rows): two thin strips,
+    # each a slice, so the state is written in place without index arrays
+    for strip in ((vac_rows, slice(0, w)), (kept_rows, vac_cols)):
+        ys, xs = np.meshgrid(rows[strip[0]], cols[strip[1]], indexing="ij")
+        if not ys.size:
             continue
-        ys, xs = np.meshgrid(strip_rows, strip_cols, indexing="ij")
-        fresh = repaired_samples(frame, bad != 0, ys - fy, xs - fx).astype(np.float32)
-        model[ys, xs] = fresh
+        fresh = repaired_samples(frame, bad, ys - fy, xs - fx).astype(np.float32)
+        model[strip] = fresh
         white = initial_variance(fresh, config, taps)
-        variance[ys, xs] = np.maximum(variance[ys, xs], white)
+        np.maximum(variance[strip], white, out=variance[strip])
 
 
 def visit_rate(rate: float, every: int) -> float:
@@ -414,8 +425,9 @@ class TemporalDetector:
     and returns no detections.
 
     Per frame the kernel makes one pass over the state (detect_pass) and
-    hands back the residual and a sparse list of above-threshold pixels;
-    components, peaks and measurements work on that list alone.
+    hands back a sparse list of above-threshold pixels and the residual near
+    them (``residual`` is this frame's only within residual_reach of a
+    candidate); components, peaks and measurements work on those alone.
     """
 
     def __init__(self, config: DetectorConfig, shape: tuple[int, int],
@@ -434,7 +446,8 @@ class TemporalDetector:
         self.row_age = np.zeros(h, np.uint16)
         self.col_age = np.zeros(w, np.uint16)
         nt = len(self.taps)
-        self._scratch = np.zeros((_temporal.scratch_rows(nt), w + nt - 1), np.float32)
+        self._reach = residual_reach(config)
+        self._scratch = np.zeros((_temporal.scratch_rows(nt, self._reach), w + nt - 1), np.float32)
         # every pixel could be a candidate (a lost model): np.empty costs no memory until touched
         self._cand_index = np.empty(h * w, np.int32)
         self._cand_z = np.empty(h * w, np.float32)
@@ -503,8 +516,8 @@ class TemporalDetector:
             visit_rate(cfg.hot_rate, cfg.hot_every), cfg.hot_on, cfg.hot_off,
             cfg.hot_every, self.frames_processed % cfg.hot_every,
             cfg.variance_rate, cfg.variance_clip, VARIANCE_FLOOR, float(cfg.k_sigma),
-            cfg.variance_rate * cfg.variance_hold, cfg.model_rate,
-            self._scratch, self._cand_index, self._cand_z, self._row_start)
+            cfg.variance_rate * cfg.variance_hold, cfg.model_rate, self._reach,
+            self._scratch, self._cand_index, self._cand_z, self._row_start, isa=cfg.simd)
         self.last_above = n
         c = _temporal.label_candidates(self._cand_index, self._row_start, n, w, self.bad,
                                        self._parent, self._cand_label, self._sizes)

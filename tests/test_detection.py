@@ -270,12 +270,14 @@ def pass_states(draw):
     return frame, model, row_age, col_age, variance, hot, bad, offset, config, phase
 
 
-def run_pass(frame, model, row_age, col_age, variance, hot, bad, offset, config, phase):
-    """The kernel's detect_pass on copies of the state, as TemporalDetector calls it."""
+def run_pass(frame, model, row_age, col_age, variance, hot, bad, offset, config, phase,
+             isa="best"):
+    """The kernel's detect_pass on copies of the state, as TemporalDetector calls it; the
+    residual starts as NaN, so what the pass did not write shows."""
     h, w = frame.shape
     state = dict(model=model.copy(), row_age=row_age.copy(), col_age=col_age.copy(),
                  variance=variance.copy(), hot_score=hot.copy(), bad=bad.copy(),
-                 residual=np.empty((h, w), np.float32))
+                 residual=np.full((h, w), np.nan, np.float32))
     fx, fy = offset
     (oy, wy), (ox, wx) = fd.split_shift(fy), fd.split_shift(fx)
     (uy, uwy), (ux, uwx) = fd.split_shift(-fy), fd.split_shift(-fx)
@@ -293,42 +295,110 @@ def run_pass(frame, model, row_age, col_age, variance, hot, bad, offset, config,
                        fd.visit_rate(c.hot_rate, c.hot_every), c.hot_on, c.hot_off, c.hot_every,
                        phase, c.variance_rate, c.variance_clip, fd.VARIANCE_FLOOR,
                        c.k_sigma, c.variance_rate * c.variance_hold, c.model_rate,
-                       np.zeros((tk.scratch_rows(len(taps)), w + len(taps) - 1), np.float32),
-                       cand_index, cand_z, row_start)
+                       fd.residual_reach(c),
+                       np.zeros((tk.scratch_rows(len(taps), fd.residual_reach(c)),
+                                 w + len(taps) - 1), np.float32),
+                       cand_index, cand_z, row_start, isa=isa)
     state.update(cand_index=cand_index[:n], cand_z=cand_z[:n], row_start=row_start)
     return state
 
 
+def near_candidates(above, reach):
+    """Pixels within reach (Chebyshev) of an above-threshold pixel."""
+    if reach == 0:
+        return above.copy()
+    return ndimage.binary_dilation(above, np.ones((2 * reach + 1,) * 2, bool))
+
+
 @settings(max_examples=60, deadline=None)
-@given(pass_states())
-def test_detect_pass_equals_reference(case):
+@given(pass_states(), st.sampled_from(tk.isa_paths()))
+def test_detect_pass_equals_reference(case, isa):
     # reference: the stage-by-stage float32 twin; same operations in the same order, so the
-    # kernel's one fused pass must agree bit for bit, candidates included
+    # kernel's one fused pass must agree bit for bit, candidates included, on every
+    # instruction-set path this CPU runs
     frame, model, row_age, col_age, variance, hot, bad, offset, config, phase = case
-    got = run_pass(*case)
+    got = run_pass(*case, isa=isa)
     want = detection_ref.detect_pass(frame, bad, model, row_age, col_age, variance, hot, offset,
                                      fd.filter_taps(config), config, fd.VARIANCE_FLOOR, phase)
-    for name in ("model", "row_age", "col_age", "variance", "hot_score", "bad", "residual",
+    for name in ("model", "row_age", "col_age", "variance", "hot_score", "bad",
                  "cand_index", "cand_z"):
         np.testing.assert_array_equal(got[name], want[name], err_msg=name, strict=True)
+    # the residual is written near the candidates only: all that measurement reads
+    near = near_candidates(want["above"], fd.residual_reach(config))
+    np.testing.assert_array_equal(got["residual"][near], want["residual"][near], strict=True)
     rows = np.searchsorted(want["cand_index"], np.arange(frame.shape[0] + 1) * frame.shape[1])
     np.testing.assert_array_equal(got["row_start"], rows)
+
+
+def test_residual_is_written_only_near_candidates():
+    # one target on a flat, known scene: the pass writes the residual in the reach window
+    # around its candidates and nowhere else (the NaN fill shows what was written)
+    h, w = 40, 48
+    frame = np.full((h, w), 1000, np.uint16)
+    frame[20, 30] += 400
+    model = frame.astype(np.float32)
+    model[20, 30] = 1000.0
+    config = DetectorConfig(k_sigma=5.0)
+    state = run_pass(frame, model, np.full(h, 50, np.uint16), np.full(w, 50, np.uint16),
+                     np.full((h, w), 30.0, np.float32), np.zeros((h, w), np.float32),
+                     np.zeros((h, w), np.uint8), (0.0, 0.0), config, 0)
+    above = np.zeros((h, w), bool)
+    above.ravel()[state["cand_index"]] = True
+    assert 1 <= above.sum() <= 25 and above[20, 30]
+    written = ~np.isnan(state["residual"])
+    np.testing.assert_array_equal(written, near_candidates(above, fd.residual_reach(config)))
+    assert state["residual"][20, 30] == 400.0
+
+
+@pytest.mark.skipif(len(tk.isa_paths()) < 2, reason="this CPU runs only the baseline path")
+def test_instruction_set_paths_agree_on_a_scene():
+    # reference: the baseline (SSE2 on x86_64) path; the AVX2 path must give the same bits
+    # for the whole state and the same detections over a drifting cloudy scene
+    sim = SceneSimulator(SceneConfig(kind="cloudy", width=96, height=80, seed=6, n_targets=6,
+                                     hot_pixel_fraction=2e-3, drift=(0.9, -1.1)))
+    dets = {isa: Detector(DetectorConfig(k_sigma=4.0, simd=isa), (80, 96),
+                          sim.calibration_bad_pixels()) for isa in ("baseline", "best")}
+    total = 0
+    for i in range(12):
+        frame = sim.frame(i)[0]
+        got = {isa: det.process(frame) for isa, det in dets.items()}
+        np.testing.assert_array_equal(got["best"], got["baseline"], strict=True)
+        total += len(got["best"])
+        fast, plain = dets["best"].pipeline, dets["baseline"].pipeline
+        for name in ("model", "variance", "hot_score", "bad"):
+            np.testing.assert_array_equal(getattr(fast, name), getattr(plain, name), err_msg=name)
+    assert total > 0 and tk.best_isa() == "avx2"
+
+
+def test_instruction_set_choice_is_checked():
+    assert tk.isa_paths()[0] == "baseline"
+    with pytest.raises(ValueError, match="simd must be 'best' or 'baseline', got 'avx512'"):
+        DetectorConfig(simd="avx512")
 
 
 def test_detect_pass_rejects_bad_arguments():
     frame = np.zeros((8, 8), np.uint16)
     f32 = np.zeros((8, 8), np.float32)
     def call(scratch=np.zeros((40, 12), np.float32), taps=np.ones(5, np.float32),
-             row_age=np.ones(8, np.uint16), hot_phase=0):
-        tk.detect_pass(frame, np.zeros((8, 8), np.uint8), f32.copy(), f32 + 1, f32.copy(),
+             row_age=np.ones(8, np.uint16), hot_phase=0, model=f32, n_weights=4,
+             reach=3, isa="best"):
+        tk.detect_pass(frame, np.zeros((8, 8), np.uint8), model.copy(), f32 + 1, f32.copy(),
                        f32.copy(), row_age, np.ones(8, np.uint16), 0, 0,
-                       *[np.ones(4, np.float32)] * 2, 0, 0, *[np.ones(4, np.float32)] * 2, taps,
+                       np.ones(n_weights, np.float32), np.ones(4, np.float32), 0, 0, *[np.ones(4, np.float32)] * 2, taps,
                        0, 0, 0, 8, 0, 8, 2.5, 5.0, 100.0, 1.0, 0.02, 3.5, 1.5, 4, hot_phase, 0.03,
-                       2.5, 1e-6, 5.0, 0.003, 0.05, scratch, np.empty(64, np.int32),
-                       np.empty(64, np.float32), np.empty(9, np.int32))
+                       2.5, 1e-6, 5.0, 0.003, 0.05, reach, scratch, np.empty(64, np.int32),
+                       np.empty(64, np.float32), np.empty(9, np.int32), isa=isa)
     call()  # the good call runs
     with pytest.raises(ValueError, match="scratch must be at least"):
         call(scratch=np.zeros((2, 12), np.float32))
+    with pytest.raises(ValueError, match=r"model must have the frame's shape \(8, 8\), got \(8, 7\)"):
+        call(model=np.zeros((8, 7), np.float32))
+    with pytest.raises(ValueError, match="must hold 4 cubic weights each, got 3, 4"):
+        call(n_weights=3)
+    with pytest.raises(ValueError, match="reach must be >= 0, got -1"):
+        call(reach=-1)
+    with pytest.raises(ValueError, match="isa must be 'best' or one of"):
+        call(isa="avx512")
     with pytest.raises(ValueError, match="taps must be symmetric"):
         call(taps=np.arange(5, dtype=np.float32))
     with pytest.raises(ValueError, match="row_age, col_age must have 8, 8 entries, got 7, 8"):

@@ -16,6 +16,7 @@ import pytest
 from scipy import ndimage
 
 from flight.detection import Detector, DetectorConfig
+from flight.kernels import detect_temporal
 from hil import metrics
 from hil.scene import SceneConfig, SceneSimulator
 
@@ -155,9 +156,9 @@ class StageClock:
             fn = getattr(module, name)
             self.saved.append((module, name, fn))
 
-            def timed(*args, _fn=fn, _name=name):
+            def timed(*args, _fn=fn, _name=name, **kwargs):
                 t0 = time.perf_counter()
-                out = _fn(*args)
+                out = _fn(*args, **kwargs)
                 self.times[_name].append(time.perf_counter() - t0)
                 return out
             setattr(module, name, timed)
@@ -182,8 +183,10 @@ def test_speed_1024(frames_1024):
     single = Detector(DetectorConfig(mode="single"), shape, cal)
     with StageClock() as clock:
         flight_times = frame_times(flight.process, frames)
+    baseline = Detector(DetectorConfig(simd="baseline"), shape, cal)
     runs = {
-        "flight temporal (ext/detect_temporal)": flight_times,
+        f"flight temporal (ext/detect_temporal, {detect_temporal.best_isa()} path)": flight_times,
+        "flight temporal, baseline path (SSE2 on x86_64)": frame_times(baseline.process, frames),
         "flight single-frame (ext/detect)": frame_times(single.process, frames),
         "OpenCV top-hat + threshold + CC": frame_times(opencv_detector(shape, cal), frames),
         "sep Background + extract": frame_times(sep_detector(shape, cal), frames),
@@ -191,7 +194,8 @@ def test_speed_1024(frames_1024):
                                                               frames),
     }
     base = float(np.median(flight_times))
-    print(f"\n1024x1024 cloudy, one core, ms/frame over {len(flight_times)} frames (after 3 warm-up)")
+    print(f"\n1024x1024 cloudy, one core, ms/frame over {len(flight_times)} frames (after 3 warm-up);"
+          f" instruction-set paths on this CPU: {', '.join(detect_temporal.isa_paths())}")
     print("| pipeline | median ms/frame | mean ms/frame | median ratio to flight temporal |")
     print("|---|---|---|---|")
     for name, t in runs.items():
