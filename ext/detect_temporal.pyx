@@ -5,7 +5,8 @@
 Per frame, on buffers the wrapper (flight/detection.py) checked and allocated:
 
   register_shift     sub-pixel shift of the scene since the last frame, by
-                     robust Gauss-Newton on a sparse pixel grid
+                     robust Gauss-Newton on a sparse pixel grid (gathered once
+                     into columns, then 4 points a step, branch-free)
   detect_pass        one pass down the frame, a few rows in flight at a time
                      (rolling row buffers that stay in L1/L2):
                        model (scene coordinates) -> separable cubic warp ->
@@ -16,12 +17,18 @@ Per frame, on buffers the wrapper (flight/detection.py) checked and allocated:
                        candidate list (Z = F / sqrt(variance) for those
                        only) -> hold the update under candidates -> warp the
                        update back -> model += alpha * update
+                     Adjacent loops over the same columns are fused where
+                     the data allow (the x-warp of the newest model row
+                     into the residual loop; the column filter, threshold
+                     count and variance update; the back-warp and the model
+                     update), each sum still in the twin's order.
                      Only a sparse list of above-threshold pixels and the
                      residual near them (all that measurement reads) leave
                      the pass.  Compiled for the baseline instruction set and,
                      on x86_64, for AVX2 too, picked at run time (see
                      isa_paths below).
   shift_cells        whole-pixel move of a state array in place (re-anchoring)
+  fill_new_cells     the cells re-anchoring brought into view, from the frame
   label_candidates   8-connected components of the good candidates, by
                      union-find over the candidate list alone
   find_peaks         local maxima of Z among the candidates
@@ -34,9 +41,11 @@ flight/detection_ref.py, which works in float32 too; -ffp-contract=off stops
 the compiler fusing multiply-adds (aarch64 does by default), so the two stay
 bit-identical.  Measurement and registration sums are in double.
 """
-from libc.math cimport log, sqrt, sqrtf, atan2, floor, fabs, M_PI
+from libc.math cimport log, sqrt, sqrtf, atan2, floor, fabs, M_PI, NAN
 from libc.stdint cimport uint8_t, uint16_t, int32_t, int64_t, uint64_t
 from libc.string cimport memcpy, memmove
+
+import numpy as np
 
 # Row buffers and state rows never overlap within one loop: saying so lets the compiler
 # vectorise loops that touch many rows without run-time overlap checks.
@@ -71,103 +80,6 @@ cdef enum:
     C_THETA
     C_SHARP
     N_COLUMNS
-
-
-def register_shift(const uint16_t[:, ::1] frame, const uint8_t[:, ::1] bad,
-                   const float[:, ::1] model, double read_var, double inv_gain,
-                   double dx0, double dy0, Py_ssize_t stride, Py_ssize_t margin,
-                   double clip_sigma, int iterations, double[::1] out):
-    """Shift (dx, dy) with frame(p) ~ model(p + d), starting from (dx0, dy0).
-
-    Gauss-Newton on the sparse grid (every stride-th row and column, margin
-    away from the edges).  The model is read bilinearly at p + d, and its
-    gradient as central differences of bilinear reads one pixel either side;
-    every grid point shares the fraction of d, so the weights are worked out
-    once per iteration.  A point is used where all those reads lie inside
-    the model, it is good in the bad mask, and its residual is within
-    clip_sigma noise sigmas in the last iteration (twice that in the one
-    before...): hot pixels gone unnoticed, targets and cosmic rays carry no
-    weight, which is what makes the estimate robust.
-    out <- (dx, dy, used samples, det of the normal matrix / samples^2).
-    """
-    cdef Py_ssize_t H = frame.shape[0], W = frame.shape[1], y, x, iy, ix, y0, x0
-    cdef double dx = dx0, dy = dy0, fy, fx, cy, cx, m, gx, gy, r, lim
-    cdef double axx, axy, ayy, bx, by, det, ddx, ddy, clip
-    cdef double h0m, h00, h0p, h1m, h10, h1p, hm0, h20
-    cdef Py_ssize_t n = 0, gy_, gx_, ny = 0, nx = 0
-    cdef const float* rm
-    cdef const float* r0
-    cdef const float* r1
-    cdef const float* r2
-    cdef int it
-    if H > 2 * margin:
-        ny = (H - 2 * margin + stride - 1) // stride
-    if W > 2 * margin:
-        nx = (W - 2 * margin + stride - 1) // stride
-    with nogil:
-        det = 0.0
-        for it in range(iterations):
-            # coarse to fine: a far first guess leaves large residuals on every
-            # edge, so the outlier cut starts wide and halves each iteration
-            clip = clip_sigma * (1 << (iterations - 1 - it))
-            iy = <Py_ssize_t>floor(dy)
-            ix = <Py_ssize_t>floor(dx)
-            fy = dy - iy
-            fx = dx - ix
-            cy = 1.0 - fy
-            cx = 1.0 - fx
-            axx = axy = ayy = bx = by = 0.0
-            n = 0
-            for gy_ in range(ny):
-                y = margin + gy_ * stride
-                y0 = y + iy
-                if y0 < 1 or y0 + 2 > H - 1:
-                    continue
-                rm = &model[y0 - 1, 0]
-                r0 = &model[y0, 0]
-                r1 = &model[y0 + 1, 0]
-                r2 = &model[y0 + 2, 0]
-                for gx_ in range(nx):
-                    x = margin + gx_ * stride
-                    x0 = x + ix
-                    if x0 < 1 or x0 + 2 > W - 1 or bad[y, x]:
-                        continue
-                    h00 = cx * r0[x0] + fx * r0[x0 + 1]
-                    h10 = cx * r1[x0] + fx * r1[x0 + 1]
-                    m = cy * h00 + fy * h10
-                    r = <double>frame[y, x] - m
-                    lim = clip * clip * (read_var + max(m, 0.0) * inv_gain)
-                    if r * r > lim:
-                        continue
-                    h0m = cx * r0[x0 - 1] + fx * r0[x0]
-                    h0p = cx * r0[x0 + 1] + fx * r0[x0 + 2]
-                    h1m = cx * r1[x0 - 1] + fx * r1[x0]
-                    h1p = cx * r1[x0 + 1] + fx * r1[x0 + 2]
-                    hm0 = cx * rm[x0] + fx * rm[x0 + 1]
-                    h20 = cx * r2[x0] + fx * r2[x0 + 1]
-                    gx = 0.5 * ((cy * h0p + fy * h1p) - (cy * h0m + fy * h1m))
-                    gy = 0.5 * ((cy * h10 + fy * h20) - (cy * hm0 + fy * h00))
-                    axx += gx * gx
-                    axy += gx * gy
-                    ayy += gy * gy
-                    bx += gx * r
-                    by += gy * r
-                    n += 1
-            det = axx * ayy - axy * axy
-            if n == 0 or det <= 1e-12 * (axx + ayy) * (axx + ayy) or det <= 0.0:
-                det = 0.0
-                break
-            ddx = (ayy * bx - axy * by) / det
-            ddy = (axx * by - axy * bx) / det
-            # a step beyond 2 px is not a linearisation we trust
-            ddx = min(max(ddx, -2.0), 2.0)
-            ddy = min(max(ddy, -2.0), 2.0)
-            dx += ddx
-            dy += ddy
-        out[0] = dx
-        out[1] = dy
-        out[2] = n
-        out[3] = det / (<double>n * n) if n > 0 else 0.0
 
 
 # ---------------------------------------------------------------------------
@@ -207,10 +119,24 @@ cdef extern from *:
     ctypedef void avx2_void "KESTREL_TARGET_AVX2 void"
     int _cpu_has_avx2 "kestrel_cpu_has_avx2" () noexcept nogil
 
+cdef enum:
+    ISA_BASELINE = 0
+    ISA_AVX2 = 1
+
 
 def isa_paths():
     """The instruction-set paths of detect_pass this CPU can run, baseline first."""
     return ("baseline", "avx2") if _cpu_has_avx2() else ("baseline",)
+
+
+cdef int _isa_code(str isa) except -1:
+    """isa ('best' or one of isa_paths()) as an ISA_ code; ValueError otherwise."""
+    paths = isa_paths()
+    if isa == "best":
+        isa = paths[len(paths) - 1]
+    elif isa not in paths:
+        raise ValueError(f"isa must be 'best' or one of {paths} on this CPU, got {isa!r}")
+    return ISA_AVX2 if isa == "avx2" else ISA_BASELINE
 
 
 def best_isa():
@@ -227,27 +153,32 @@ cdef inline hot_void _cubic_row(f32_in src, f32_out dst, Py_ssize_t x0, Py_ssize
         dst[x] = ((w0 * src[x] + w1 * src[x + 1]) + w2 * src[x + 2]) + w3 * src[x + 3]
 
 
-cdef inline hot_void _residual_row(f32_in m0, f32_in m1, f32_in m2, f32_in m3, u16_in frame,
-                                   f32_out residual, f32_out clipped, Py_ssize_t x0,
-                                   Py_ssize_t x1, float v0, float v1, float v2, float v3,
+cdef inline hot_void _residual_row(f32_in m0, f32_in m1, f32_in m2, f32_in src, f32_out m3,
+                                   u16_in frame, f32_out residual, f32_out clipped,
+                                   Py_ssize_t x0, Py_ssize_t x1, float w0, float w1, float w2,
+                                   float w3, float v0, float v1, float v2, float v3,
                                    float read_var, float inv_gain, float clip_low,
                                    float clip_high) noexcept nogil:
     """Prediction (cubic down the x-warped model rows m0..m3), residual and its clipped copy
-    for columns x0..x1 of one row."""
+    for columns x0..x1 of one row.  The newest row m3 is warped from the model row src
+    (_cubic_row) in the same loop."""
     cdef Py_ssize_t x
-    cdef float p, rr, sigma
+    cdef float p, rr, sigma, q
     for x in range(x0, x1):
-        p = ((v0 * m0[x] + v1 * m1[x]) + v2 * m2[x]) + v3 * m3[x]
+        q = ((w0 * src[x] + w1 * src[x + 1]) + w2 * src[x + 2]) + w3 * src[x + 3]
+        m3[x] = q
+        p = ((v0 * m0[x] + v1 * m1[x]) + v2 * m2[x]) + v3 * q
         rr = <float>frame[x] - p
         sigma = sqrtf(read_var + _maxf(p, 0.0) * inv_gain)
         residual[x] = rr
         clipped[x] = _clampf(rr, -clip_low * sigma, clip_high * sigma)
 
 
-cdef inline hot_void _residual_hot_row(f32_in m0, f32_in m1, f32_in m2, f32_in m3,
-                                       u16_in frame, f32_out residual, f32_out clipped,
-                                       f32_out s_row, unsigned char* level_row, Py_ssize_t x0,
-                                       Py_ssize_t x1, float v0, float v1, float v2, float v3,
+cdef inline hot_void _residual_hot_row(f32_in m0, f32_in m1, f32_in m2, f32_in src,
+                                       f32_out m3, u16_in frame, f32_out residual,
+                                       f32_out clipped, f32_out s_row, unsigned char* level_row,
+                                       Py_ssize_t x0, Py_ssize_t x1, float w0, float w1,
+                                       float w2, float w3, float v0, float v1, float v2, float v3,
                                        float read_var, float inv_gain, float clip_low,
                                        float clip_high, float hot_keep, float hot_rate,
                                        float hot_on, float hot_off) noexcept nogil:
@@ -256,7 +187,9 @@ cdef inline hot_void _residual_hot_row(f32_in m0, f32_in m1, f32_in m2, f32_in m
     cdef Py_ssize_t x
     cdef float p, rr, sigma, q, score, mag
     for x in range(x0, x1):
-        p = ((v0 * m0[x] + v1 * m1[x]) + v2 * m2[x]) + v3 * m3[x]
+        q = ((w0 * src[x] + w1 * src[x + 1]) + w2 * src[x + 2]) + w3 * src[x + 3]
+        m3[x] = q
+        p = ((v0 * m0[x] + v1 * m1[x]) + v2 * m2[x]) + v3 * q
         rr = <float>frame[x] - p
         sigma = sqrtf(read_var + _maxf(p, 0.0) * inv_gain)
         residual[x] = rr
@@ -364,16 +297,22 @@ cdef inline hot_void _scan_candidates(f32_in acc, f32_in v, Py_ssize_t x0, Py_ss
     ncand[0] = n
 
 
-cdef inline hot_void _update_row(f32_in r0, f32_in r1, f32_in r2, f32_in r3, f32_in alpha_c,
-                                 f32_out m_row, Py_ssize_t x0, Py_ssize_t x1, float v0, float v1,
-                                 float v2, float v3, float alpha_r) noexcept nogil:
-    """Model row += max(alpha_r, alpha_c) x (cubic down the x-warped update rows r0..r3)."""
+cdef inline hot_void _warp_update_row(f32_in src, f32_out h_row, f32_in r0, f32_in r1,
+                                      f32_in r2, f32_in alpha_c, f32_out m_row, Py_ssize_t x0,
+                                      Py_ssize_t x1, float w0, float w1, float w2, float w3,
+                                      float v0, float v1, float v2, float v3,
+                                      float alpha_r) noexcept nogil:
+    """The held update row warped along x into h_row (as _cubic_row), and in the same loop
+    model row += max(alpha_r, alpha_c) x (cubic down the x-warped update rows r0, r1, r2,
+    h_row): one pass over the columns, the twin's sums in the twin's order."""
     cdef Py_ssize_t x
-    cdef float t
+    cdef float h, t
     for x in range(x0, x1):
+        h = ((w0 * src[x] + w1 * src[x + 1]) + w2 * src[x + 2]) + w3 * src[x + 3]
+        h_row[x] = h
         t = alpha_c[x]
         t = alpha_r if alpha_r > t else t
-        m_row[x] = m_row[x] + t * (((v0 * r0[x] + v1 * r1[x]) + v2 * r2[x]) + v3 * r3[x])
+        m_row[x] = m_row[x] + t * (((v0 * r0[x] + v1 * r1[x]) + v2 * r2[x]) + v3 * h)
 
 
 cdef inline hot_void _filter_row(f32_in pad, f32_out out, Py_ssize_t W, Py_ssize_t r,
@@ -427,6 +366,71 @@ cdef inline hot_void _filter_col(float** rows, f32_out out, Py_ssize_t W, Py_ssi
         e = rows[r + k]
         for x in range(W):
             out[x] = out[x] + t1 * (a[x] + e[x])
+
+
+cdef inline hot_void _filter5_count(float** rows, f32_out out, f32_in v, f32_out vold,
+                                    Py_ssize_t x0, Py_ssize_t x1, float t0, float t1, float t2,
+                                    float k2, int* count) noexcept nogil:
+    """_filter_col (radius 2) and _count_above fused for columns x0..x1, keeping each
+    column's variance as read in vold (the scan reads it after the cells learn)."""
+    cdef Py_ssize_t x
+    cdef float fa, vv
+    cdef int n = 0
+    cdef f32_in a = rows[0]
+    cdef f32_in b = rows[1]
+    cdef f32_in c = rows[2]
+    cdef f32_in d = rows[3]
+    cdef f32_in e = rows[4]
+    for x in range(x0, x1):
+        fa = (t0 * c[x] + t1 * (b[x] + d[x])) + t2 * (a[x] + e[x])
+        out[x] = fa
+        vv = v[x]
+        vold[x] = vv
+        n += (fa > 0.0) & (fa * fa > k2 * vv)
+    count[0] += n
+
+
+cdef inline hot_void _filter5_count_learn(float** rows, f32_out out, f32_out v, f32_out vold,
+                                          Py_ssize_t x0, Py_ssize_t x1, float t0, float t1,
+                                          float t2, float k2, float clip2, float rate,
+                                          float keep, float hold, float hold_keep,
+                                          float floor_, int* count) noexcept nogil:
+    """_filter5_count and _learn fused: one read of each variance cell, the old value kept
+    in vold for the scan."""
+    cdef Py_ssize_t x
+    cdef float fa, vv, f2, q
+    cdef int above, n = 0
+    cdef f32_in a = rows[0]
+    cdef f32_in b = rows[1]
+    cdef f32_in c = rows[2]
+    cdef f32_in d = rows[3]
+    cdef f32_in e = rows[4]
+    for x in range(x0, x1):
+        fa = (t0 * c[x] + t1 * (b[x] + d[x])) + t2 * (a[x] + e[x])
+        out[x] = fa
+        vv = v[x]
+        vold[x] = vv
+        f2 = fa * fa
+        above = (fa > 0.0) & (f2 > k2 * vv)
+        n += above
+        q = clip2 * vv
+        f2 = q if q < f2 else f2
+        vv = (hold_keep * vv + hold * f2) if above else (keep * vv + rate * f2)
+        v[x] = vv if vv > floor_ else floor_
+    count[0] += n
+
+
+cdef inline hot_void _filter5_range(float** rows, f32_out out, Py_ssize_t x0, Py_ssize_t x1,
+                                    float t0, float t1, float t2) noexcept nogil:
+    """_filter_col (radius 2) for columns x0..x1."""
+    cdef Py_ssize_t x
+    cdef f32_in a = rows[0]
+    cdef f32_in b = rows[1]
+    cdef f32_in c = rows[2]
+    cdef f32_in d = rows[3]
+    cdef f32_in e = rows[4]
+    for x in range(x0, x1):
+        out[x] = (t0 * c[x] + t1 * (b[x] + d[x])) + t2 * (a[x] + e[x])
 
 
 # float-typed helpers: a bare literal like 0.0 would make Cython compute in double
@@ -603,6 +607,7 @@ cdef inline hot_void _pass_rows(PassArgs* p, Py_ssize_t* n_out) noexcept nogil:
     cdef float ar
     cdef int count
     cdef bint learn_in_row
+    cdef int inside
     for s in range(depth):
         for x in range(r):
             rring[s * SW + x] = 0.0
@@ -620,15 +625,19 @@ cdef inline hot_void _pass_rows(PassArgs* p, Py_ssize_t* n_out) noexcept nogil:
         # ---- stage A: prediction, residual, clipped update (hot score) of row a
         a = s
         if a < H:
-            while next_m <= a + oy + 2:
+            ys = a + oy - 1
+            inside = ys >= 0 and ys + 3 < H
+            # where the row is predicted, its newest model row (ys + 3) is warped along x in
+            # the residual loop itself
+            while next_m <= a + oy + 2 - inside:
                 if 0 <= next_m < H:
                     _cubic_row(p.model + next_m * W + ox - 1, mh + (next_m & 3) * SW,
                                x0, x1, w0, w1, w2, w3)
                 next_m += 1
+            next_m += inside
             c_row = clp + (a % nt) * SW
             prow = rring + (a % depth) * SW + r
-            ys = a + oy - 1
-            if ys < 0 or ys + 3 >= H:
+            if not inside:
                 for x in range(W):
                     prow[x] = 0.0
                     c_row[x] = 0.0
@@ -643,14 +652,16 @@ cdef inline hot_void _pass_rows(PassArgs* p, Py_ssize_t* n_out) noexcept nogil:
                     prow[x] = 0.0
                     c_row[x] = 0.0
                 if a % p.hot_every == p.hot_phase:
-                    _residual_hot_row(m0, m1, m2, m3, f_row, prow, c_row, p.hot_score + a * W,
-                                      level_row, x0, x1, v0, v1, v2, v3, f_rv, f_ig,
+                    _residual_hot_row(m0, m1, m2, p.model + (ys + 3) * W + ox - 1, m3, f_row,
+                                      prow, c_row, p.hot_score + a * W, level_row, x0, x1,
+                                      w0, w1, w2, w3, v0, v1, v2, v3, f_rv, f_ig,
                                       p.clip_low, p.clip, p.hot_keep, p.hot_rate, p.hot_on,
                                       p.hot_off)
                     _mark_hot(level_row, b_row, x0, x1)
                 else:
-                    _residual_row(m0, m1, m2, m3, f_row, prow, c_row, x0, x1,
-                                  v0, v1, v2, v3, f_rv, f_ig, p.clip_low, p.clip)
+                    _residual_row(m0, m1, m2, p.model + (ys + 3) * W + ox - 1, m3, f_row, prow,
+                                  c_row, x0, x1, w0, w1, w2, w3, v0, v1, v2, v3, f_rv, f_ig,
+                                  p.clip_low, p.clip)
                 _zero_bad(b_row, prow, c_row, x0, x1)
                 for x in range(x1, W):
                     prow[x] = 0.0
@@ -662,7 +673,6 @@ cdef inline hot_void _pass_rows(PassArgs* p, Py_ssize_t* n_out) noexcept nogil:
         if 0 <= b < H:
             for c in range(-r, r + 1):
                 h_rows[c + r] = hres + ((b + c) % nt) * SW if 0 <= b + c < H else hzero
-            _filter_col(h_rows, acc, W, r, tap)
             vyy = min(max(b + vy, 0), H - 1)
             v_row = p.variance + vyy * W
             learn_in_row = p.learn_y0 <= b < p.learn_y1
@@ -672,7 +682,21 @@ cdef inline hot_void _pass_rows(PassArgs* p, Py_ssize_t* n_out) noexcept nogil:
             else:
                 la = lb = xb
             count = 0
-            _count_above(acc, v_row + vx, xa, xb, f_k2, &count)
+            if r == 2:
+                # the common radius: filter, threshold count and variance update in one loop;
+                # vold keeps what the scan must read
+                _filter5_range(h_rows, acc, 0, xa, tap[2], tap[3], tap[4])
+                _filter5_range(h_rows, acc, xb, W, tap[2], tap[3], tap[4])
+                _filter5_count(h_rows, acc, v_row + vx, vold, xa, la, tap[2], tap[3], tap[4],
+                               f_k2, &count)
+                _filter5_count_learn(h_rows, acc, v_row + vx, vold, la, lb, tap[2], tap[3],
+                                     tap[4], f_k2, f_clip2, f_rate, f_keep, f_hold, f_hold_keep,
+                                     f_floor, &count)
+                _filter5_count(h_rows, acc, v_row + vx, vold, lb, xb, tap[2], tap[3], tap[4],
+                               f_k2, &count)
+            else:
+                _filter_col(h_rows, acc, W, r, tap)
+                _count_above(acc, v_row + vx, xa, xb, f_k2, &count)
             # clamped columns share a cell: raster order, each reading the last update (which
             # vold keeps for the scan); no unclamped column reads their cells
             _clamped_columns(acc, vold, v_row, 0, xa, vx, W, learn_in_row, p.learn_x0,
@@ -687,19 +711,19 @@ cdef inline hot_void _pass_rows(PassArgs* p, Py_ssize_t* n_out) noexcept nogil:
                 b_row = p.bad + b * W
                 _scan_candidates(acc, vold, 0, xa, b, W, f_k2, b_row, c_row, p.cand_index,
                                  p.cand_z, cap, &ncand)
-                _scan_candidates(acc, v_row + vx, xa, xb, b, W, f_k2, b_row, c_row,
-                                 p.cand_index, p.cand_z, cap, &ncand)
+                _scan_candidates(acc, vold if r == 2 else v_row + vx, xa, xb, b, W, f_k2, b_row,
+                                 c_row, p.cand_index, p.cand_z, cap, &ncand)
                 _scan_candidates(acc, vold, xb, W, b, W, f_k2, b_row, c_row, p.cand_index,
                                  p.cand_z, cap, &ncand)
-            # the unclamped cells learn after the scan, which reads them as they were
-            _learn(acc, v_row + vx, la, lb, f_k2, f_clip2, f_rate, f_keep, f_hold, f_hold_keep,
-                   f_floor)
+            if r != 2:
+                # the unclamped cells learn after the scan, which reads them as they were
+                _learn(acc, v_row + vx, la, lb, f_k2, f_clip2, f_rate, f_keep, f_hold,
+                       f_hold_keep, f_floor)
             p.row_start[b + 1] = <int32_t>ncand  # until row b + 1 starts: the residual below
             # ---- stage C: warp the held update of row c = b back, update model row u
             c = b
             h_row = uh + (c & 3) * SW
             c_row = clp + (c % nt) * SW
-            _cubic_row(c_row + ux - 1, h_row, u0, u1, uw0, uw1, uw2, uw3)
             u = c - uy - 2
             if c >= 3 and 0 <= u < H:
                 m0 = uh + ((c - 3) & 3) * SW
@@ -707,8 +731,10 @@ cdef inline hot_void _pass_rows(PassArgs* p, Py_ssize_t* n_out) noexcept nogil:
                 m2 = uh + ((c - 1) & 3) * SW
                 ar = f_one / (<float>p.row_age[u] + f_one)
                 ar = ar if ar > f_mrate else f_mrate
-                _update_row(m0, m1, m2, h_row, alpha_c, p.model + u * W, u0, u1,
-                            uv0, uv1, uv2, uv3, ar)
+                _warp_update_row(c_row + ux - 1, h_row, m0, m1, m2, alpha_c, p.model + u * W,
+                                 u0, u1, uw0, uw1, uw2, uw3, uv0, uv1, uv2, uv3, ar)
+            else:
+                _cubic_row(c_row + ux - 1, h_row, u0, u1, uw0, uw1, uw2, uw3)
         # ---- residual row y out, near the candidates of rows y - reach .. y + reach only
         y = s - r - reach
         if y >= 0:
@@ -825,12 +851,7 @@ def detect_pass(const uint16_t[:, ::1] frame, uint8_t[:, ::1] bad,
     if hot_every < 1 or not 0 <= hot_phase < hot_every:
         raise ValueError(f"need hot_every >= 1 and 0 <= hot_phase < hot_every, "
                          f"got {hot_every}, {hot_phase}")
-    paths = isa_paths()
-    if isa == "best":
-        isa = paths[len(paths) - 1]
-    elif isa not in paths:
-        raise ValueError(f"isa must be 'best' or one of {paths} on this CPU, got {isa!r}")
-    cdef bint use_avx2 = isa == "avx2"
+    cdef int isa_code = _isa_code(isa)
     args.frame = &frame[0, 0]
     args.bad = &bad[0, 0]
     args.model = &model[0, 0]
@@ -885,11 +906,255 @@ def detect_pass(const uint16_t[:, ::1] frame, uint8_t[:, ::1] bad,
     args.cap = cand_index.shape[0]
     args.row_start = &row_start[0]
     with nogil:
-        if use_avx2:
+        if isa_code == ISA_AVX2:
             _pass_rows_avx2(&args, &n)
         else:
             _pass_rows_baseline(&args, &n)
     return n
+
+
+# ---------------------------------------------------------------------------
+# Registration sums.  Every grid point's model reads (12 floats) and frame value
+# are gathered once into structure-of-arrays columns while the whole-pixel part
+# of the shift stays put (it rarely moves between Gauss-Newton iterations); each
+# iteration is then one branch-free pass over contiguous columns, 4 points a
+# step in double (GCC vector extensions: two SSE2 or one AVX2 op per step, the
+# same lanes and the same sum order on every path).  Outliers are masked to zero
+# rather than skipped.
+# ---------------------------------------------------------------------------
+cdef extern from *:
+    """
+    enum { KREG_F, KREG_A0, KREG_A1, KREG_A2, KREG_A3, KREG_B0, KREG_B1, KREG_B2, KREG_B3,
+           KREG_M0, KREG_M1, KREG_T0, KREG_T1, KREG_COLUMNS };
+    typedef struct { double axx, axy, ayy, bx, by; Py_ssize_t n; } kestrel_reg_sums;
+    typedef double kreg_v4d __attribute__((vector_size(32)));
+    typedef long long kreg_v4l __attribute__((vector_size(32)));
+    typedef float kreg_v4f __attribute__((vector_size(16)));
+
+    /* macros, not functions: a vector-typed return changes the ABI between paths */
+    #define KREG_LOAD(p, v) do { kreg_v4f f_; memcpy(&f_, (p), sizeof f_); \
+                                 (v) = __builtin_convertvector(f_, kreg_v4d); } while (0)
+    #define KREG_AND(v, m) ((kreg_v4d)((kreg_v4l)(v) & (m)))
+
+    /* cols: npad points (a multiple of 4) in blocks of 4, each block KREG_COLUMNS rows of 4
+       floats (the loads of a step are adjacent); padding points hold a NaN frame value so
+       that the clip test drops them. */
+    static inline __attribute__((always_inline)) void kestrel_reg_sums_body(
+            const float *cols, Py_ssize_t npad, double fx, double fy,
+            double clip, double read_var, double inv_gain, kestrel_reg_sums *out) {
+        const kreg_v4d zero = {0.0, 0.0, 0.0, 0.0};
+        kreg_v4d vfx = zero + fx, vfy = zero + fy, vcx = zero + (1.0 - fx), vcy = zero + (1.0 - fy);
+        kreg_v4d half = zero + 0.5, vclip2 = zero + clip * clip, vrv = zero + read_var;
+        kreg_v4d vig = zero + inv_gain;
+        double axx = 0.0, axy = 0.0, ayy = 0.0, bx = 0.0, by = 0.0;
+        kreg_v4l cnt = {0, 0, 0, 0};
+        Py_ssize_t i;
+        for (i = 0; i < npad; i += 4) {
+            const float *c = cols + i * KREG_COLUMNS;
+            kreg_v4d a0, a1, a2, a3, b0, b1, b2, b3, fv, m0v, m1v, t0v, t1v;
+            KREG_LOAD(c + 4 * KREG_A0, a0); KREG_LOAD(c + 4 * KREG_A1, a1);
+            KREG_LOAD(c + 4 * KREG_A2, a2); KREG_LOAD(c + 4 * KREG_A3, a3);
+            KREG_LOAD(c + 4 * KREG_B0, b0); KREG_LOAD(c + 4 * KREG_B1, b1);
+            KREG_LOAD(c + 4 * KREG_B2, b2); KREG_LOAD(c + 4 * KREG_B3, b3);
+            KREG_LOAD(c + 4 * KREG_F, fv);
+            KREG_LOAD(c + 4 * KREG_M0, m0v); KREG_LOAD(c + 4 * KREG_M1, m1v);
+            KREG_LOAD(c + 4 * KREG_T0, t0v); KREG_LOAD(c + 4 * KREG_T1, t1v);
+            kreg_v4d h00 = vcx * a1 + vfx * a2, h10 = vcx * b1 + vfx * b2;
+            kreg_v4d m = vcy * h00 + vfy * h10;
+            kreg_v4d r = fv - m;
+            kreg_v4d lim = vclip2 * (vrv + KREG_AND(m, m > zero) * vig);
+            kreg_v4l keep = r * r <= lim;
+            kreg_v4d h0m = vcx * a0 + vfx * a1, h0p = vcx * a2 + vfx * a3;
+            kreg_v4d h1m = vcx * b0 + vfx * b1, h1p = vcx * b2 + vfx * b3;
+            kreg_v4d hm0 = vcx * m0v + vfx * m1v, h20 = vcx * t0v + vfx * t1v;
+            kreg_v4d gx = KREG_AND(half * ((vcy * h0p + vfy * h1p) - (vcy * h0m + vfy * h1m)), keep);
+            kreg_v4d gy = KREG_AND(half * ((vcy * h10 + vfy * h20) - (vcy * hm0 + vfy * h00)), keep);
+            r = KREG_AND(r, keep);
+            kreg_v4d pxx = gx * gx, pxy = gx * gy, pyy = gy * gy, pbx = gx * r, pby = gy * r;
+            /* the sums run point by point in raster order, as a plain loop would add them: the
+               five chains are independent, so this costs little, and the result does not
+               depend on the vector width (a masked point adds +0.0: no change) */
+            for (int l = 0; l < 4; l++) {
+                axx += pxx[l];
+                axy += pxy[l];
+                ayy += pyy[l];
+                bx += pbx[l];
+                by += pby[l];
+            }
+            cnt -= keep;
+        }
+        out->axx = axx;
+        out->axy = axy;
+        out->ayy = ayy;
+        out->bx = bx;
+        out->by = by;
+        out->n = (Py_ssize_t)((cnt[0] + cnt[1]) + (cnt[2] + cnt[3]));
+    }
+
+    static void kestrel_reg_sums_baseline(const float *cols, Py_ssize_t npad,
+            double fx, double fy, double clip, double read_var, double inv_gain,
+            kestrel_reg_sums *out) {
+        kestrel_reg_sums_body(cols, npad, fx, fy, clip, read_var, inv_gain, out);
+    }
+
+    static KESTREL_TARGET_AVX2 void kestrel_reg_sums_avx2(const float *cols,
+            Py_ssize_t npad, double fx, double fy, double clip, double read_var,
+            double inv_gain, kestrel_reg_sums *out) {
+        kestrel_reg_sums_body(cols, npad, fx, fy, clip, read_var, inv_gain, out);
+    }
+    """
+    enum:
+        KREG_F, KREG_A0, KREG_A1, KREG_A2, KREG_A3, KREG_B0, KREG_B1, KREG_B2, KREG_B3
+        KREG_M0, KREG_M1, KREG_T0, KREG_T1, KREG_COLUMNS
+    ctypedef struct kestrel_reg_sums:
+        double axx, axy, ayy, bx, by
+        Py_ssize_t n
+    void _reg_sums_baseline "kestrel_reg_sums_baseline" (
+        const float* cols, Py_ssize_t npad, double fx, double fy, double clip,
+        double read_var, double inv_gain, kestrel_reg_sums* out) noexcept nogil
+    void _reg_sums_avx2 "kestrel_reg_sums_avx2" (
+        const float* cols, Py_ssize_t npad, double fx, double fy, double clip,
+        double read_var, double inv_gain, kestrel_reg_sums* out) noexcept nogil
+
+
+cdef inline Py_ssize_t _grid_count(Py_ssize_t n, Py_ssize_t stride, Py_ssize_t margin) noexcept nogil:
+    return (n - 2 * margin + stride - 1) // stride if n > 2 * margin else 0
+
+
+def register_scratch_size(Py_ssize_t H, Py_ssize_t W, Py_ssize_t stride, Py_ssize_t margin):
+    """float32 entries register_shift needs as scratch for an H x W frame."""
+    if stride < 1 or margin < 0:
+        raise ValueError(f"need stride >= 1 and margin >= 0, got {stride}, {margin}")
+    cdef Py_ssize_t cap = (_grid_count(H, stride, margin) * _grid_count(W, stride, margin) + 7) & ~3
+    return KREG_COLUMNS * cap
+
+
+cdef Py_ssize_t _gather_grid(const uint16_t[:, ::1] frame, const uint8_t[:, ::1] bad,
+                             const float[:, ::1] model, Py_ssize_t stride, Py_ssize_t margin,
+                             Py_ssize_t ny, Py_ssize_t nx, Py_ssize_t iy, Py_ssize_t ix,
+                             float* cols) noexcept nogil:
+    """The usable grid points (good, every read inside the model) for the whole-pixel shift
+    (iy, ix), in raster order, into the columns; padded with NaN frame values to a multiple
+    of 4.  Returns the padded count."""
+    cdef Py_ssize_t H = frame.shape[0], W = frame.shape[1], gy_, gx_, y, x, y0, x0, n = 0, blk
+    cdef const float* rm
+    cdef const float* r0
+    cdef const float* r1
+    cdef const float* r2
+    cdef Py_ssize_t k
+    for gy_ in range(ny):
+        y = margin + gy_ * stride
+        y0 = y + iy
+        if y0 < 1 or y0 + 2 > H - 1:
+            continue
+        rm = &model[y0 - 1, 0]
+        r0 = &model[y0, 0]
+        r1 = &model[y0 + 1, 0]
+        r2 = &model[y0 + 2, 0]
+        for gx_ in range(nx):
+            x = margin + gx_ * stride
+            x0 = x + ix
+            if x0 < 1 or x0 + 2 > W - 1 or bad[y, x]:
+                continue
+            blk = (n >> 2) * (4 * KREG_COLUMNS) + (n & 3)
+            cols[blk + 4 * KREG_F] = <float>frame[y, x]
+            cols[blk + 4 * KREG_A0] = r0[x0 - 1]
+            cols[blk + 4 * KREG_A1] = r0[x0]
+            cols[blk + 4 * KREG_A2] = r0[x0 + 1]
+            cols[blk + 4 * KREG_A3] = r0[x0 + 2]
+            cols[blk + 4 * KREG_B0] = r1[x0 - 1]
+            cols[blk + 4 * KREG_B1] = r1[x0]
+            cols[blk + 4 * KREG_B2] = r1[x0 + 1]
+            cols[blk + 4 * KREG_B3] = r1[x0 + 2]
+            cols[blk + 4 * KREG_M0] = rm[x0]
+            cols[blk + 4 * KREG_M1] = rm[x0 + 1]
+            cols[blk + 4 * KREG_T0] = r2[x0]
+            cols[blk + 4 * KREG_T1] = r2[x0 + 1]
+            n += 1
+    while n & 3:
+        blk = (n >> 2) * (4 * KREG_COLUMNS) + (n & 3)
+        cols[blk + 4 * KREG_F] = <float>NAN
+        for k in range(KREG_A0, KREG_COLUMNS):
+            cols[blk + 4 * k] = 0.0
+        n += 1
+    return n
+
+
+def register_shift(const uint16_t[:, ::1] frame, const uint8_t[:, ::1] bad,
+                   const float[:, ::1] model, double read_var, double inv_gain,
+                   double dx0, double dy0, Py_ssize_t stride, Py_ssize_t margin,
+                   double clip_sigma, int iterations, double[::1] out,
+                   float[::1] scratch=None, str isa="best"):
+    """Shift (dx, dy) with frame(p) ~ model(p + d), starting from (dx0, dy0).
+
+    Gauss-Newton on the sparse grid (every stride-th row and column, margin
+    away from the edges).  The model is read bilinearly at p + d, and its
+    gradient as central differences of bilinear reads one pixel either side;
+    every grid point shares the fraction of d, so the weights are worked out
+    once per iteration.  A point is used where all those reads lie inside
+    the model, it is good in the bad mask, and its residual is within
+    clip_sigma noise sigmas in the last iteration (twice that in the one
+    before...): hot pixels gone unnoticed, targets and cosmic rays carry no
+    weight, which is what makes the estimate robust.
+    out <- (dx, dy, used samples, det of the normal matrix / samples^2).
+    scratch (register_scratch_size entries; allocated here if None) holds the
+    gathered grid; isa picks the path as detect_pass's does (same bits).
+    """
+    cdef Py_ssize_t H = frame.shape[0], W = frame.shape[1], iy, ix, gy = 0, gx = 0
+    cdef double dx = dx0, dy = dy0, fy, fx
+    cdef double det, ddx, ddy, clip
+    cdef Py_ssize_t n = 0, ny, nx, npad = 0, size
+    cdef kestrel_reg_sums s
+    cdef int it
+    cdef bint gathered = False
+    _check_plane("bad", bad.shape[0], bad.shape[1], H, W)
+    _check_plane("model", model.shape[0], model.shape[1], H, W)
+    if out.shape[0] < 4:
+        raise ValueError(f"out needs 4 entries, got {out.shape[0]}")
+    size = register_scratch_size(H, W, stride, margin)
+    if scratch is None:
+        scratch = np.empty(size, np.float32)
+    elif scratch.shape[0] < size:
+        raise ValueError(f"scratch needs {size} entries, got {scratch.shape[0]}")
+    cdef int isa_code = _isa_code(isa)
+    ny = _grid_count(H, stride, margin)
+    nx = _grid_count(W, stride, margin)
+    cdef float* cols = &scratch[0]
+    with nogil:
+        det = 0.0
+        for it in range(iterations):
+            # coarse to fine: a far first guess leaves large residuals on every
+            # edge, so the outlier cut starts wide and halves each iteration
+            clip = clip_sigma * (1 << (iterations - 1 - it))
+            iy = <Py_ssize_t>floor(dy)
+            ix = <Py_ssize_t>floor(dx)
+            fy = dy - iy
+            fx = dx - ix
+            if not gathered or iy != gy or ix != gx:
+                npad = _gather_grid(frame, bad, model, stride, margin, ny, nx, iy, ix, cols)
+                gathered = True
+                gy = iy
+                gx = ix
+            if isa_code == ISA_AVX2:
+                _reg_sums_avx2(cols, npad, fx, fy, clip, read_var, inv_gain, &s)
+            else:
+                _reg_sums_baseline(cols, npad, fx, fy, clip, read_var, inv_gain, &s)
+            n = s.n
+            det = s.axx * s.ayy - s.axy * s.axy
+            if n == 0 or det <= 1e-12 * (s.axx + s.ayy) * (s.axx + s.ayy) or det <= 0.0:
+                det = 0.0
+                break
+            ddx = (s.ayy * s.bx - s.axy * s.by) / det
+            ddy = (s.axx * s.by - s.axy * s.bx) / det
+            # a step beyond 2 px is not a linearisation we trust
+            ddx = min(max(ddx, -2.0), 2.0)
+            ddy = min(max(ddy, -2.0), 2.0)
+            dx += ddx
+            dy += ddy
+        out[0] = dx
+        out[1] = dy
+        out[2] = n
+        out[3] = det / (<double>n * n) if n > 0 else 0.0
 
 
 def shift_cells(float[:, ::1] array, Py_ssize_t ky, Py_ssize_t kx):
@@ -926,6 +1191,82 @@ def shift_cells(float[:, ::1] array, Py_ssize_t ky, Py_ssize_t kx):
         elif ky < 0:
             for y in range(-ky):
                 memcpy(&array[y, 0], &array[-ky, 0], W * sizeof(float))
+
+
+cdef inline double _repaired_at(const uint16_t[:, ::1] frame, const uint8_t[:, ::1] bad,
+                                Py_ssize_t y, Py_ssize_t x, double fallback,
+                                Py_ssize_t* missing) noexcept nogil:
+    """frame[y, x], or for a bad pixel the median of its good 3x3 neighbours (fallback, and
+    one more missing, if it has none): flight.detection.fill_bad's repair, one pixel."""
+    cdef Py_ssize_t H = frame.shape[0], W = frame.shape[1], yy, xx, n = 0, i, j
+    cdef uint16_t vals[9]
+    cdef uint16_t v
+    if not bad[y, x]:
+        return frame[y, x]
+    for yy in range(max(y - 1, 0), min(y + 2, H)):
+        for xx in range(max(x - 1, 0), min(x + 2, W)):
+            if not bad[yy, xx]:
+                v = frame[yy, xx]
+                i = n
+                while i > 0 and vals[i - 1] > v:  # insertion: at most 8 values
+                    vals[i] = vals[i - 1]
+                    i -= 1
+                vals[i] = v
+                n += 1
+    if n == 0:
+        missing[0] += 1
+        return fallback
+    j = n // 2
+    if n & 1:
+        return vals[j]
+    return (<double>vals[j - 1] + <double>vals[j]) / 2.0
+
+
+def fill_new_cells(const uint16_t[:, ::1] frame, const uint8_t[:, ::1] bad,
+                   float[:, ::1] model, float[:, ::1] variance, Py_ssize_t y0, Py_ssize_t y1,
+                   Py_ssize_t x0, Py_ssize_t x1, double fy, double fx, double read_var,
+                   double gain, double white_gain, double fallback):
+    """Cells [y0, y1) x [x0, x1) that re-anchoring brought into view start from this frame:
+    model <- the frame, bad pixels repaired, read bilinearly at (y - fy, x - fx) (clamped
+    to the frame), in double, then float32; variance <- max(variance, white) with the
+    white-noise variance white = white_gain (read_var + max(model, 0) / gain), in float32
+    as flight.detection.initial_variance computes it.  A bad pixel with no good neighbour
+    takes `fallback`; returns how many samples needed it (the caller passes the frame
+    median and calls again if any did, as the twin would)."""
+    cdef Py_ssize_t H = frame.shape[0], W = frame.shape[1], y, x, iy, ix
+    cdef Py_ssize_t missing = 0
+    cdef double sy, sx, ty, tx, a, b, c, d, val
+    cdef float m, rv = <float>read_var, g = <float>gain, wg = <float>white_gain, wv
+    _check_plane("bad", bad.shape[0], bad.shape[1], H, W)
+    _check_plane("model", model.shape[0], model.shape[1], H, W)
+    _check_plane("variance", variance.shape[0], variance.shape[1], H, W)
+    if H < 2 or W < 2:
+        raise ValueError(f"frame must be at least 2x2, got {H}x{W}")
+    if not (0 <= y0 <= y1 <= H and 0 <= x0 <= x1 <= W):
+        raise ValueError(f"cells [{y0}, {y1}) x [{x0}, {x1}) must lie in the frame {H}x{W}")
+    with nogil:
+        for y in range(y0, y1):
+            sy = min(max(<double>y - fy, 0.0), H - 1.0)
+            iy = min(<Py_ssize_t>floor(sy), H - 2)
+            ty = sy - iy
+            for x in range(x0, x1):
+                sx = min(max(<double>x - fx, 0.0), W - 1.0)
+                ix = min(<Py_ssize_t>floor(sx), W - 2)
+                tx = sx - ix
+                # each sample through float32, as the twin's repaired float32 window holds it
+                a = <float>_repaired_at(frame, bad, iy, ix, fallback, &missing)
+                b = <float>_repaired_at(frame, bad, iy, ix + 1, fallback, &missing)
+                c = <float>_repaired_at(frame, bad, iy + 1, ix, fallback, &missing)
+                d = <float>_repaired_at(frame, bad, iy + 1, ix + 1, fallback, &missing)
+                val = ((1.0 - ty) * ((1.0 - tx) * a + tx * b)
+                       + ty * ((1.0 - tx) * c + tx * d))
+                m = <float>val
+                model[y, x] = m
+                wv = rv + _maxf(m, 0.0) / g
+                wv = (<float>2.0 * wv) * wg
+                if wv > variance[y, x]:
+                    variance[y, x] = wv
+    return missing
 
 
 cdef inline int32_t _find(int32_t* parent, int32_t i) noexcept nogil:

@@ -328,39 +328,29 @@ def shift_ages(ages: np.ndarray, k: int) -> None:
     ages[vacated] = 1
 
 
-def bilinear_at(image: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
-    """Bilinear samples of image at (ys, xs), clamped to the image."""
-    h, w = image.shape
-    ys = np.clip(ys, 0.0, h - 1.0)
-    xs = np.clip(xs, 0.0, w - 1.0)
-    y0 = np.minimum(np.floor(ys).astype(np.int64), h - 2)
-    x0 = np.minimum(np.floor(xs).astype(np.int64), w - 2)
-    fy, fx = ys - y0, xs - x0
-    im = image.astype(np.float64)
-    return ((1.0 - fy) * ((1.0 - fx) * im[y0, x0] + fx * im[y0, x0 + 1])
-            + fy * ((1.0 - fx) * im[y0 + 1, x0] + fx * im[y0 + 1, x0 + 1]))
+def slice_bounds(cells: slice, n: int) -> tuple[int, int]:
+    """(start, stop) of a unit-step slice of an axis of n cells."""
+    start, stop, _ = cells.indices(n)
+    return start, max(stop, start)
 
 
-def repaired_samples(frame: np.ndarray, bad: np.ndarray, ys: np.ndarray,
-                     xs: np.ndarray) -> np.ndarray:
-    """bilinear_at(fill_bad(frame, bad != 0), ys, xs), repairing only the window the samples
-    read (bad: nonzero where bad)."""
-    h, w = frame.shape
-    ys = np.clip(ys, 0.0, h - 1.0)
-    xs = np.clip(xs, 0.0, w - 1.0)
-    y0 = np.minimum(np.floor(ys).astype(np.int64), h - 2)
-    x0 = np.minimum(np.floor(xs).astype(np.int64), w - 2)
-    wy0, wy1, wx0, wx1 = y0.min(), y0.max() + 2, x0.min(), x0.max() + 2
-    window = frame[wy0:wy1, wx0:wx1].astype(np.float32)
-    for y, x in np.argwhere(bad[wy0:wy1, wx0:wx1]):
-        window[y, x] = _good_median(frame, bad, y + wy0, x + wx0)
-    # integer shifts of in-range coordinates are exact: the same samples as on the whole frame
-    return bilinear_at(window, ys - wy0, xs - wx0)
+def fill_new_cells(frame: np.ndarray, bad: np.ndarray, model: np.ndarray, variance: np.ndarray,
+                   rows: slice, cols: slice, fy: float, fx: float, config: DetectorConfig,
+                   taps: np.ndarray) -> None:
+    """Model and variance of the cells (rows, cols) re-anchoring brought into view, from this
+    frame (kernel; detection_ref.fill_new_cells is its twin): see reanchor."""
+    h, w = model.shape
+    (y0, y1), (x0, x1) = slice_bounds(rows, h), slice_bounds(cols, w)
+    args = (frame, bad, model, variance, y0, y1, x0, x1, fy, fx, config.read_noise**2,
+            config.gain, float(np.sum(taps**2)) ** 2)
+    if _temporal.fill_new_cells(*args, np.nan):
+        # a bad pixel without a good neighbour: fill_bad's whole-frame median, found only then
+        _temporal.fill_new_cells(*args, float(np.median(frame)))
 
 
 def reanchor(model: np.ndarray, variance: np.ndarray, row_age: np.ndarray, col_age: np.ndarray,
              frame: np.ndarray, bad: np.ndarray, ky: int, kx: int, fy: float, fx: float,
-             config: DetectorConfig, taps: np.ndarray, shift=None) -> None:
+             config: DetectorConfig, taps: np.ndarray, shift=None, fill=None) -> None:
     """Move the scene-fixed state by whole pixels (exact, in place) to keep it over the view.
 
     (fy, fx) is the offset left after the move.  Cells the drift brought into
@@ -371,8 +361,8 @@ def reanchor(model: np.ndarray, variance: np.ndarray, row_age: np.ndarray, col_a
     variance is the larger of the white-noise value and that of their nearest
     mature neighbour, since clutter does not stop at the edge of the view.
     Only the state is copied whole; the work on new cells is in proportion to
-    their number.  shift moves an array (default the kernel's shift_cells; the
-    twin passes its own).
+    their number.  shift moves an array, fill fills new cells (defaults: the
+    kernel's shift_cells and fill_new_cells; the twin passes its own).
     """
     h, w = model.shape
     if abs(ky) >= h or abs(kx) >= w:  # lost the scene entirely: start again from this frame
@@ -382,23 +372,16 @@ def reanchor(model: np.ndarray, variance: np.ndarray, row_age: np.ndarray, col_a
         col_age[...] = 1
         return
     shift = shift or _temporal.shift_cells
+    fill = fill or fill_new_cells
     shift(model, ky, kx)
     shift(variance, ky, kx)
     _, kept_rows, vac_rows = moved_axis(h, ky)
     vac_cols = moved_axis(w, kx)[2]
     shift_ages(row_age, ky)
     shift_ages(col_age, kx)
-    rows, cols = np.arange(h), np.arange(w)
-    # the new rows (all columns), then the new columns (the other rows): two thin strips,
-    # each a slice, so the state is written in place without index arrays
-    for strip in ((vac_rows, slice(0, w)), (kept_rows, vac_cols)):
-        ys, xs = np.meshgrid(rows[strip[0]], cols[strip[1]], indexing="ij")
-        if not ys.size:
-            continue
-        fresh = repaired_samples(frame, bad, ys - fy, xs - fx).astype(np.float32)
-        model[strip] = fresh
-        white = initial_variance(fresh, config, taps)
-        np.maximum(variance[strip], white, out=variance[strip])
+    # the new rows (all columns), then the new columns (the other rows): two thin strips
+    for rows, cols in ((vac_rows, slice(0, w)), (kept_rows, vac_cols)):
+        fill(frame, bad, model, variance, rows, cols, fy, fx, config, taps)
 
 
 def visit_rate(rate: float, every: int) -> float:
@@ -457,6 +440,8 @@ class TemporalDetector:
         self._peaks = np.empty(h * w, np.int32)
         self._row_start = np.zeros(h + 1, np.int32)
         self._reg = np.zeros(4, np.float64)
+        self._reg_scratch = np.empty(_temporal.register_scratch_size(
+            h, w, config.register_stride, config.register_margin), np.float32)
         self.offset = np.zeros(2)  # (fx, fy): sensor pixel p sees model p + f
         self.drift = np.zeros(2)  # (dx, dy) per frame, seeds the registration
         self.shift = np.zeros(2)  # last measured frame-to-frame (dx, dy)
@@ -494,7 +479,8 @@ class TemporalDetector:
         _temporal.register_shift(frame, self.bad, self.model, read_var, inv_gain,
                                  float(guess[0]), float(guess[1]), cfg.register_stride,
                                  cfg.register_margin, cfg.register_clip,
-                                 cfg.register_iterations, self._reg)
+                                 cfg.register_iterations, self._reg, self._reg_scratch,
+                                 isa=cfg.simd)
         self.shift = self._reg[:2] - self.offset
         self.drift += cfg.drift_rate * (self.shift - self.drift)
         self.offset = self._reg[:2].copy()

@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from flight.detection import (
-    DetectorConfig, bad_pixel_mask, check_frame, check_shape, fill_invalid_tiles,
+    DetectorConfig, _good_median, bad_pixel_mask, check_frame, check_shape, fill_invalid_tiles,
     interpolation_axis, to_detections,
 )
 
@@ -466,6 +466,50 @@ def measure_targets(frame, residual, filtered, zscore, labels, sizes, peaks, rad
     return out
 
 
+def bilinear_at(image: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """Bilinear samples of image at (ys, xs), clamped to the image."""
+    h, w = image.shape
+    ys = np.clip(ys, 0.0, h - 1.0)
+    xs = np.clip(xs, 0.0, w - 1.0)
+    y0 = np.minimum(np.floor(ys).astype(np.int64), h - 2)
+    x0 = np.minimum(np.floor(xs).astype(np.int64), w - 2)
+    fy, fx = ys - y0, xs - x0
+    im = image.astype(np.float64)
+    return ((1.0 - fy) * ((1.0 - fx) * im[y0, x0] + fx * im[y0, x0 + 1])
+            + fy * ((1.0 - fx) * im[y0 + 1, x0] + fx * im[y0 + 1, x0 + 1]))
+
+
+def repaired_samples(frame: np.ndarray, bad: np.ndarray, ys: np.ndarray,
+                     xs: np.ndarray) -> np.ndarray:
+    """bilinear_at(fill_bad(frame, bad != 0), ys, xs), repairing only the window the samples
+    read (bad: nonzero where bad)."""
+    h, w = frame.shape
+    ys = np.clip(ys, 0.0, h - 1.0)
+    xs = np.clip(xs, 0.0, w - 1.0)
+    y0 = np.minimum(np.floor(ys).astype(np.int64), h - 2)
+    x0 = np.minimum(np.floor(xs).astype(np.int64), w - 2)
+    wy0, wy1, wx0, wx1 = y0.min(), y0.max() + 2, x0.min(), x0.max() + 2
+    window = frame[wy0:wy1, wx0:wx1].astype(np.float32)
+    for y, x in np.argwhere(bad[wy0:wy1, wx0:wx1]):
+        window[y, x] = _good_median(frame, bad, y + wy0, x + wx0)
+    # integer shifts of in-range coordinates are exact: the same samples as on the whole frame
+    return bilinear_at(window, ys - wy0, xs - wx0)
+
+
+def fill_new_cells(frame, bad, model, variance, rows, cols, fy, fx, config, taps):
+    """Twin of flight.detection.fill_new_cells (the kernel's): the new cells (rows, cols)
+    from this frame, repaired and resampled in numpy; variance no lower than white noise."""
+    from flight.detection import initial_variance
+    ys, xs = np.meshgrid(np.arange(model.shape[0])[rows], np.arange(model.shape[1])[cols],
+                         indexing="ij")
+    if not ys.size:
+        return
+    fresh = repaired_samples(frame, bad, ys - fy, xs - fx).astype(np.float32)
+    model[rows, cols] = fresh
+    white = initial_variance(fresh, config, taps)
+    np.maximum(variance[rows, cols], white, out=variance[rows, cols])
+
+
 class TemporalDetector:
     """Reference temporal detector: flight.detection.TemporalDetector, stage by stage in numpy."""
 
@@ -507,7 +551,7 @@ class TemporalDetector:
             self.offset -= (kx, ky)
             d.reanchor(self.model, self.variance, self.row_age, self.col_age, frame, self.bad, ky, kx,
                        float(self.offset[1]), float(self.offset[0]), cfg, self.taps,
-                       shift=shift_cells)
+                       shift=shift_cells, fill=fill_new_cells)
         out = detect_pass(frame, self.bad, self.model, self.row_age, self.col_age, self.variance,
                           self.hot_score, (float(self.offset[0]), float(self.offset[1])), self.taps,
                           cfg, d.VARIANCE_FLOOR, self.frames_processed % cfg.hot_every)

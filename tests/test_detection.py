@@ -432,6 +432,73 @@ def test_registration_equals_reference(dx, dy, seed):
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
 
 
+def test_registration_paths_agree_and_scratch_is_checked():
+    # reference: the baseline path; both paths sum the same lanes in the same order, so the
+    # same bits, with or without a caller's scratch
+    rng = np.random.default_rng(7)
+    h, w = 96, 112
+    field = smooth_field(rng, h + 20, w + 20)
+    model = field[10:10 + h, 10:10 + w].astype(np.float32)
+    frame = shifted_scene(field, h, w, 0.6, -0.4, rng)
+    bad = (rng.random((h, w)) < 0.02).astype(np.uint8)
+    args = (frame, bad, model, 400.0, 0.5, 0.3, -0.2, 3, 6, 4.0, 3)
+    scratch = np.empty(tk.register_scratch_size(h, w, 3, 6), np.float32)
+    outs = []
+    for isa in tk.isa_paths():
+        for buf in (None, scratch):
+            got = np.empty(4)
+            tk.register_shift(*args, got, buf, isa=isa)
+            outs.append(got)
+    for got in outs[1:]:
+        np.testing.assert_array_equal(got, outs[0])
+    assert outs[0][2] > 100  # samples were used: the comparison means something
+    with pytest.raises(ValueError, match="scratch needs"):
+        tk.register_shift(*args, np.empty(4), scratch[:-1])
+    with pytest.raises(ValueError, match="isa must be"):
+        tk.register_shift(*args, np.empty(4), isa="sse9")
+    with pytest.raises(ValueError, match="model must have"):
+        tk.register_shift(frame, bad, model[:-1], *args[3:], np.empty(4))
+    with pytest.raises(ValueError, match="margin >= 0"):
+        tk.register_shift(*args[:8], -1, *args[9:], np.empty(4))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(3, 14), st.integers(3, 14), st.integers(0, 2**32 - 1), st.data())
+def test_fill_new_cells_equals_reference(h, w, seed, data):
+    # reference: the numpy twin (repair from good 3x3 neighbours, bilinear in double, white
+    # variance in float32); bit for bit, bad pixels with no good neighbour included
+    rng = np.random.default_rng(seed)
+    frame = rng.integers(0, 16384, (h, w)).astype(np.uint16)
+    bad = (rng.random((h, w)) < data.draw(st.sampled_from([0.0, 0.2, 0.9]))).astype(np.uint8)
+    y0 = data.draw(st.integers(0, h))
+    y1 = data.draw(st.integers(y0, h))
+    x0 = data.draw(st.integers(0, w))
+    x1 = data.draw(st.integers(x0, w))
+    fy, fx = data.draw(st.floats(-0.5, 0.5)), data.draw(st.floats(-0.5, 0.5))
+    cfg = DetectorConfig(read_noise=data.draw(st.floats(0.0, 30.0)),
+                         gain=data.draw(st.floats(0.2, 4.0)))
+    taps = fd.filter_taps(cfg)
+    model = rng.normal(1000.0, 300.0, (h, w)).astype(np.float32)
+    variance = rng.uniform(0.0, 400.0, (h, w)).astype(np.float32)
+    want_m, want_v = model.copy(), variance.copy()
+    rows, cols = slice(y0, y1), slice(x0, x1)
+    detection_ref.fill_new_cells(frame, bad, want_m, want_v, rows, cols, fy, fx, cfg, taps)
+    fd.fill_new_cells(frame, bad, model, variance, rows, cols, fy, fx, cfg, taps)
+    np.testing.assert_array_equal(model, want_m)
+    np.testing.assert_array_equal(variance, want_v)
+
+
+def test_fill_new_cells_rejects_bad_arguments():
+    frame = np.zeros((8, 9), np.uint16)
+    bad = np.zeros((8, 9), np.uint8)
+    plane = np.zeros((8, 9), np.float32)
+    with pytest.raises(ValueError, match="must lie in the frame"):
+        tk.fill_new_cells(frame, bad, plane, plane.copy(), 0, 9, 0, 9, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0)
+    with pytest.raises(ValueError, match="variance must have"):
+        tk.fill_new_cells(frame, bad, plane, plane[:, :-1].copy(), 0, 1, 0, 1, 0.0, 0.0, 1.0, 1.0,
+                          1.0, 0.0)
+
+
 @pytest.mark.parametrize("dx, dy", [(-0.8, 0.4), (0.9, -0.3), (0.25, 0.75), (0.0, 0.0)])
 def test_registration_recovers_shift_despite_hot_pixels(dx, dy):
     # reference: the known shift applied to a textured field (1 px is about the largest
