@@ -281,27 +281,36 @@ def test_ground_listens_on_a_network_socket(tmp_path):
     stream, executive = fly(config)
     server = socket.create_server(("127.0.0.1", 0))
     port = server.getsockname()[1]
+    ground_ready, ground_done = threading.Event(), threading.Event()
 
     def serve():
         connection, _ = server.accept()
         with connection:
+            # Opening a port drops what already waits in it: send once the ground says it listens.
+            ground_ready.wait(30)
             for i in range(0, len(stream), 1000):
                 connection.sendall(stream[i:i + 1000])
-            time_to_read = threading.Event()
-            time_to_read.wait(1.0)
+            # A radio server stays connected. (pyserial's socket:// read drops the
+            # octets of a read that ends in a disconnect; the disconnect itself
+            # is tested below: the ground ends its pass cleanly.)
+            ground_done.wait(30)
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     toml = tmp_path / "k.toml"
     toml.write_text("[link]\nbaud = 20000000\n[scene]\nwidth = 96\nheight = 80\n")
-    result = subprocess.run([sys.executable, "-m", "ground", "--config", str(toml), "listen", "--port",
-                             f"socket://127.0.0.1:{port}", "--out", str(tmp_path / "out"), "--duration", "3"],
-                            capture_output=True, text=True, timeout=60)
+    ground = subprocess.Popen([sys.executable, "-m", "ground", "--config", str(toml), "listen", "--port",
+                               f"socket://127.0.0.1:{port}", "--out", str(tmp_path / "out"), "--duration", "3"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert "listening" in ground.stdout.readline()
+    ground_ready.set()
+    out, err = ground.communicate(timeout=60)
+    ground_done.set()
     server.close()
-    assert result.returncode == 0, result.stderr
+    assert ground.returncode == 0, err
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert summary["packets"]["detection_reports"] == 12
-    assert summary["sync"]["bytes_read"] == len(stream)
+    assert summary["sync"]["bytes_read"] == len(stream), (summary, err)
+    assert summary["packets"]["detection_reports"] == 12, (summary, err)
 
 
 def test_flight_sends_to_a_network_socket(tmp_path):
@@ -334,3 +343,26 @@ def test_flight_sends_to_a_network_socket(tmp_path):
     summary = decode(config, bytes(received), tmp_path)
     assert summary.packets["detection_reports"] == 8
     assert summary.sync["bytes_skipped"] == 0
+
+
+def test_ground_listen_ends_cleanly_when_the_peer_disconnects(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def serve():
+        connection, _ = server.accept()
+        connection.sendall(b"\x1a\xcf\xfc\x1d" + bytes(500))
+        connection.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    result = subprocess.run([sys.executable, "-m", "ground", "listen", "--port", f"socket://127.0.0.1:{port}",
+                             "--out", str(tmp_path / "out"), "--duration", "20"],
+                            capture_output=True, text=True, timeout=60)
+    server.close()
+    assert result.returncode == 0, result.stderr
+    assert "socket disconnected; ending the pass" in result.stderr
+    assert (tmp_path / "out" / "summary.json").exists()
