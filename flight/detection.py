@@ -12,6 +12,7 @@ flight/detection_ref.py is the numpy twin with the same interface.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field, fields
 
 import numpy as np
@@ -39,6 +40,9 @@ REANCHOR_PX = 4.0
 
 # Lowest variance of the filtered residual (counts^2): keeps Z finite on a flat, noiseless scene.
 VARIANCE_FLOOR = 1e-6
+# the kernel clamps the hot score's input to this many noise sigmas (detect_pass)
+SCORE_CLIP = 20.0
+BAD_DETECTED = _temporal.BAD_BITS["detected"]  # bad-mask bit of a pixel found bad from the data
 
 
 def _doc(default, doc: str):
@@ -266,6 +270,44 @@ def fill_bad(frame: np.ndarray, bad: np.ndarray) -> np.ndarray:
     return out
 
 
+def dead_in_seed(frame: np.ndarray, bad: np.ndarray, config: DetectorConfig) -> np.ndarray:
+    """Pixels of the seed frame more than SCORE_CLIP noise sigmas below the median of their
+    good 8 neighbours (bad: nonzero where already known bad).
+
+    The seed frame becomes the scene-fixed model, so an unlisted dead pixel
+    would leave a hole in it that the drift later shows to good pixels as a
+    bright point, and the hold under candidates keeps it there.  The optics
+    blur the scene, so nothing real is one pixel that far below its
+    neighbours; bright outliers are left alone, since a target can be one.
+    Only interior pixels are judged (see below).
+    """
+    h, w = frame.shape
+    pad = np.full((h + 2, w + 2), np.nan)
+    pad[1:-1, 1:-1] = np.where(bad != 0, np.nan, frame.astype(np.float64))
+    neighbours = np.stack([pad[1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
+                           for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx])
+    with warnings.catch_warnings():  # a pixel without a good neighbour: NaN, never dead
+        warnings.simplefilter("ignore", RuntimeWarning)
+        median = np.nanmedian(neighbours, axis=0)
+    sigma = np.sqrt(config.read_noise**2 + np.maximum(median, 0.0) / config.gain)
+    # a pixel on the border has its neighbours on one side only, so on a steep cloud edge
+    # their median need not be its level: those are left to the hot score
+    interior = np.zeros((h, w), bool)
+    interior[1:-1, 1:-1] = True
+    with np.errstate(invalid="ignore"):
+        return interior & (bad == 0) & (frame < median - SCORE_CLIP * sigma)
+
+
+def seed_state(frame: np.ndarray, bad: np.ndarray, hot_score: np.ndarray,
+               config: DetectorConfig) -> np.ndarray:
+    """Mark the seed frame's dead pixels found from the data (dead_in_seed) bad, with the
+    hot score they would reach if seen for long, in place; return the model they leave out."""
+    dead = dead_in_seed(frame, bad, config)
+    bad[dead] |= BAD_DETECTED
+    hot_score[dead] = -SCORE_CLIP
+    return fill_bad(frame, bad != 0)
+
+
 def initial_variance(model: np.ndarray, config: DetectorConfig, taps: np.ndarray) -> np.ndarray:
     """Variance of the filtered residual before any is seen: white shot+read noise,
     doubled because the first model is itself one noisy frame."""
@@ -469,7 +511,7 @@ class TemporalDetector:
         h, w = self.shape
         read_var, inv_gain = cfg.read_noise**2, 1.0 / cfg.gain
         if self.frames_processed == 0:
-            self.model[...] = fill_bad(frame, self.calibration)
+            self.model[...] = seed_state(frame, self.bad, self.hot_score, cfg)
             self.variance[...] = self._white_variance(self.model)
             self.row_age[...] = 1
             self.col_age[...] = 1

@@ -534,7 +534,7 @@ class TemporalDetector:
         check_frame(frame, self.shape)
         read_var, inv_gain = cfg.read_noise**2, 1.0 / cfg.gain
         if self.frames_processed == 0:
-            self.model = d.fill_bad(frame, self.calibration)
+            self.model = d.seed_state(frame, self.bad, self.hot_score, cfg)
             self.variance = d.initial_variance(self.model, cfg, self.taps)
             self.row_age[...] = 1
             self.col_age[...] = 1
