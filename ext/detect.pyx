@@ -11,6 +11,8 @@ arithmetic in the same rounding order as numpy so the twins agree exactly.
 from libc.math cimport log, sqrt, atan2, M_PI, NAN
 from libc.stdint cimport uint8_t, uint16_t, int32_t, int64_t
 
+include "components.pxi"
+
 # MAD of a normal distribution times this is its standard deviation.
 cdef double MAD_TO_SIGMA = 1.482602218505602
 
@@ -139,27 +141,6 @@ def interpolate_grid(const double[:, ::1] grid,
                                     + fy * ((1.0 - fx) * c + fx * d))
 
 
-cdef inline int32_t _find(int32_t* parent, int32_t i) noexcept nogil:
-    cdef int32_t root = i, nxt
-    while parent[root] != root:
-        root = parent[root]
-    while parent[i] != root:  # path compression keeps later finds short
-        nxt = parent[i]
-        parent[i] = root
-        i = nxt
-    return root
-
-
-cdef inline int32_t _union(int32_t* parent, int32_t a, int32_t b) noexcept nogil:
-    a = _find(parent, a)
-    b = _find(parent, b)
-    if a < b:
-        parent[b] = a
-        return a
-    parent[a] = b
-    return b
-
-
 def label_above_threshold(const uint16_t[:, ::1] frame, const uint8_t[:, ::1] bad,
                           const float[:, ::1] background, const float[:, ::1] noise,
                           double k_sigma, int32_t[:, ::1] labels,
@@ -213,17 +194,6 @@ def label_above_threshold(const uint16_t[:, ::1] frame, const uint8_t[:, ::1] ba
                         rmp[lab] = n
                     labels[y, x] = rmp[lab]
     return n
-
-
-cdef inline double _log_parabola(double left, double centre, double right,
-                                 double fallback) noexcept nogil:
-    """Vertex offset of the parabola through the logs, or fallback if no peak."""
-    cdef double den
-    if left > 0.0 and right > 0.0 and centre > 0.0:
-        den = log(left) - 2.0 * log(centre) + log(right)
-        if den < 0.0:
-            return (log(left) - log(right)) / (2.0 * den)
-    return fallback
 
 
 def measure_components(const uint16_t[:, ::1] frame, const uint8_t[:, ::1] bad,

@@ -45,6 +45,8 @@ from libc.math cimport log, sqrt, sqrtf, atan2, floor, fabs, M_PI, NAN
 from libc.stdint cimport uint8_t, uint16_t, int32_t, int64_t, uint64_t
 from libc.string cimport memcpy, memmove
 
+include "components.pxi"
+
 import numpy as np
 
 # Row buffers and state rows never overlap within one loop: saying so lets the compiler
@@ -1269,26 +1271,6 @@ def fill_new_cells(const uint16_t[:, ::1] frame, const uint8_t[:, ::1] bad,
     return missing
 
 
-cdef inline int32_t _find(int32_t* parent, int32_t i) noexcept nogil:
-    cdef int32_t root = i, nxt
-    while parent[root] != root:
-        root = parent[root]
-    while parent[i] != root:
-        nxt = parent[i]
-        parent[i] = root
-        i = nxt
-    return root
-
-
-cdef inline void _union(int32_t* parent, int32_t a, int32_t b) noexcept nogil:
-    a = _find(parent, a)
-    b = _find(parent, b)
-    if a < b:
-        parent[b] = a
-    elif b < a:
-        parent[a] = b
-
-
 def label_candidates(const int32_t[::1] cand_index, const int32_t[::1] row_start,
                      Py_ssize_t n, Py_ssize_t W, const uint8_t[:, ::1] bad,
                      int32_t[::1] parent, int32_t[::1] labels, int32_t[::1] sizes):
@@ -1429,16 +1411,6 @@ cdef float _filtered_at(const float[:, ::1] residual, const float* tap, Py_ssize
         out = out + tap[r + k] * (_filtered_row_at(residual, tap, r, y - k, x)
                                   + _filtered_row_at(residual, tap, r, y + k, x))
     return out
-
-
-cdef inline double _log_parabola(double left, double centre, double right,
-                                 double fallback) noexcept nogil:
-    cdef double den
-    if left > 0.0 and right > 0.0 and centre > 0.0:
-        den = log(left) - 2.0 * log(centre) + log(right)
-        if den < 0.0:
-            return (log(left) - log(right)) / (2.0 * den)
-    return fallback
 
 
 def measure_targets(const uint16_t[:, ::1] frame, const float[:, ::1] residual,
