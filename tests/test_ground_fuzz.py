@@ -20,6 +20,7 @@ from flight.downlink import build_channel_coder, frame_layout
 from flight.link.multiplexer import MasterChannelMultiplexer
 from flight.link.spacepacket import PusTm
 from ground.decoder import GroundDecoder
+from tests.support import NullArchive
 
 LINKS = (
     LinkConfig(frame_length=128),
@@ -31,19 +32,14 @@ LINKS = (
 )
 
 
-class RecordingArchive:
-    """The archive's methods; keeps only which packets arrived."""
+class RecordingArchive(NullArchive):
+    """Keeps only which packets arrived."""
 
     def __init__(self):
         self.packets = []
 
     def packet(self, received_at, apid, service, subtype, sequence_count, length):
         self.packets.append((apid, sequence_count, length))
-
-    def housekeeping(self, *args): pass
-    def event(self, *args): pass
-    def detections(self, *args): pass
-    def commit(self): pass
 
 
 def clean_stream(link, frames: int, rnd: random.Random) -> tuple[bytes, list[bytes]]:
