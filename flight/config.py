@@ -18,15 +18,14 @@ from hil.scene import SceneConfig
 from .detection import DetectorConfig
 from .imaging import ImagingConfig
 from .link.errors import ConfigurationError
+from .link.reed_solomon import DATA_SYMBOLS as RS_DATA_SYMBOLS, DEPTHS as RS_DEPTHS
+from .link.tmframe import IDLE_VCID
 from .link.timecode import CucConfig
 from .settings import setting
 
 
 class ConfigError(Exception):
     """The configuration file cannot be used; the message names the file and key."""
-
-
-SUPPORTED_INTERLEAVING = (1, 2, 3, 4, 5, 8)
 
 
 @dataclass(frozen=True)
@@ -53,16 +52,20 @@ class LinkConfig:
     time: CucConfig = setting(CucConfig(), "CUC time code of packet and frame times")
 
     def __post_init__(self):
-        if self.interleave_depth not in SUPPORTED_INTERLEAVING:
+        if self.interleave_depth not in RS_DEPTHS:
             raise ConfigurationError(
-                f"interleave_depth must be one of {SUPPORTED_INTERLEAVING}, got {self.interleave_depth}")
+                f"interleave_depth must be one of {RS_DEPTHS}, got {self.interleave_depth}")
         if self.reed_solomon:
             per_codeword, rest = divmod(self.frame_length, self.interleave_depth)
-            if rest or not 1 <= per_codeword <= 223:
+            if rest or not 1 <= per_codeword <= RS_DATA_SYMBOLS:
                 raise ConfigurationError(
                     f"frame_length {self.frame_length} does not fit Reed-Solomon interleaving depth "
-                    f"{self.interleave_depth}: it must be depth x (223 - virtual fill), at most "
-                    f"{223 * self.interleave_depth}")
+                    f"{self.interleave_depth}: it must be depth x ({RS_DATA_SYMBOLS} - virtual fill), at most "
+                    f"{RS_DATA_SYMBOLS * self.interleave_depth}")
+        if (not self.vc_priority or len(set(self.vc_priority)) != len(self.vc_priority)
+                or not all(0 <= v < IDLE_VCID for v in self.vc_priority)):
+            raise ConfigurationError(f"vc_priority must list distinct virtual channels 0..{IDLE_VCID - 1} "
+                                     f"({IDLE_VCID} carries idle frames), got {list(self.vc_priority)}")
         for name in ("vc_housekeeping", "vc_events", "vc_detections", "vc_images"):
             if getattr(self, name) not in self.vc_priority:
                 raise ConfigurationError(

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 from flight import products
 from flight.downlink import build_channel_coder, frame_layout
-from flight.link.errors import ChecksumMismatch, ConfigurationError, LinkError
+from flight.link.errors import ChecksumMismatch, LinkError
 from flight.link.spacepacket import IDLE_APID, PusTm
 from flight.link.timecode import CucCodec
 from flight.link.tmframe import IDLE_VCID
@@ -72,10 +72,6 @@ class GroundDecoder:
 
     def __init__(self, config, archive, wallclock=time.time, images=None):
         link = config.link
-        vcs = tuple(link.vc_priority)
-        if not vcs or len(set(vcs)) != len(vcs) or not all(0 <= v < IDLE_VCID for v in vcs):
-            raise ConfigurationError(f"vc_priority must list distinct virtual channels 0..{IDLE_VCID - 1}, "
-                                     f"got {list(vcs)}")
         self.config = config
         self.archive = archive
         self._wallclock = wallclock
@@ -89,7 +85,8 @@ class GroundDecoder:
         self.images = images
         # Only configured channels get a reassembler: a corrupted VC id that passed
         # the FECF must not grow the ground's state.
-        self.channels: dict[int, VirtualChannelReassembler] = {v: VirtualChannelReassembler(v) for v in vcs}
+        self.channels: dict[int, VirtualChannelReassembler] = {
+            v: VirtualChannelReassembler(v) for v in link.vc_priority}
         self.counters = PacketCounters()
         self._last_sequence: dict[int, int] = {}
 

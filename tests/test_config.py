@@ -54,3 +54,12 @@ def test_bad_configs_are_named(tmp_path, text, message):
 def test_absent_file_is_an_error(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.toml")
+
+
+def test_virtual_channel_list_is_checked_once_for_flight_and_ground(tmp_path):
+    for bad in ("[0, 7]", "[1, 1]", "[]", "[0, 9]"):
+        path = tmp_path / "vc.toml"
+        path.write_text(f"[link]\nvc_priority = {bad}\nvc_housekeeping = 0\nvc_events = 0\n"
+                        "vc_detections = 0\nvc_images = 0\n")
+        with pytest.raises(ConfigError, match="vc_priority must list distinct virtual channels 0..6"):
+            load_config(path)
