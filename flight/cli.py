@@ -7,10 +7,12 @@ import logging
 import signal
 import threading
 
-from .cli_support import add_common_arguments, fail, setup
+from kestrel.cli import EXIT_USAGE, add_common_arguments, fail, run_program, setup
+from kestrel.link.port import PortError, open_port
+
+from .config import FlightProgramConfig
 from .downlink import Downlink
 from .executive import Executive
-from .link.port import PortError, open_port
 from .sensor import SensorError
 
 log = logging.getLogger("kestrel-flight")
@@ -22,23 +24,29 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the Kestrel payload: frames -> detection -> packets -> TM frames -> radio port.")
     add_common_arguments(parser)
     parser.add_argument("--port", metavar="URL", help="radio port, any pyserial URL (device, pty, socket://, loop://)")
-    parser.add_argument("--frames", metavar="DIR", help="read .npy frames from DIR instead of the simulated scene")
+    parser.add_argument("--source", metavar="URL", help="frame source URL (sensor.source): npy:DIR, sim://KIND?...")
+    parser.add_argument("--frames", metavar="DIR", help="read .npy frames from DIR (the same as --source npy:DIR)")
     parser.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     return parser
 
 
-def main(argv=None) -> int:
+def _main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    config = setup(parser, args)
-    sensor = config.sensor
+    config = setup(parser, args, FlightProgramConfig)
+    changes = {}
+    if args.source and args.frames:
+        fail(parser, "give --source or --frames, not both", EXIT_USAGE)
+    if args.source:
+        changes["source"] = args.source
     if args.frames:
-        sensor = dataclasses.replace(sensor, source="npy", directory=args.frames)
+        changes["source"] = f"npy:{args.frames}"
     if args.max_frames is not None:
-        if args.max_frames < 0:
-            fail(parser, f"--max-frames must be >= 0, got {args.max_frames}", 2)
-        sensor = dataclasses.replace(sensor, max_frames=args.max_frames)
-    config = dataclasses.replace(config, sensor=sensor)
+        changes["max_frames"] = args.max_frames
+    try:
+        config = dataclasses.replace(config, sensor=dataclasses.replace(config.sensor, **changes))
+    except ValueError as exc:
+        fail(parser, str(exc), EXIT_USAGE)
     url = args.port or config.flight.port
     try:
         port = open_port(url, config.link.baud, timeout=0.1, write_timeout=None)
@@ -62,3 +70,7 @@ def main(argv=None) -> int:
     log.info("stopped: %d frames, %d detections, %d octets sent", counters.frames_processed,
              counters.detections_total, downlink.bytes_sent)
     return 0 if drained else 1
+
+
+def main(argv=None) -> int:
+    return run_program("kestrel-flight", _main, argv)

@@ -13,25 +13,28 @@ flight/detection_ref.py is the numpy twin with the same interface.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 
 import numpy as np
 
 from flight.kernels import detect as _kernel
 from flight.kernels import detect_temporal as _temporal
 
-# One record per candidate; everything a tracker needs.
-#   x, y      sub-pixel centroid, pixel coordinates (column, row), pixel centres at integers
-#   sigma_x/y 1-sigma centroid uncertainty (px), Cramer-Rao bound of a Gaussian PSF
-#   flux      background-subtracted sum in the aperture (counts)
-#   snr       detection significance: peak of the noise-normalised detection statistic
-#   peak      peak value above background (counts)
-#   npix      pixels in the connected component above threshold
-#   a, b, theta  second-moment shape: semi-axes (px) and angle of a from +x (rad)
-DETECTION_DTYPE = np.dtype([
-    ("x", "f4"), ("y", "f4"), ("sigma_x", "f4"), ("sigma_y", "f4"), ("flux", "f4"),
-    ("snr", "f4"), ("peak", "f4"), ("npix", "u2"), ("a", "f4"), ("b", "f4"), ("theta", "f4"),
-])
+from kestrel.products import DETECTION_COLUMN, DETECTION_DTYPE
+from kestrel.settings import ConfigurationError, Settings, describe, setting
+
+
+def _check_kernel_columns(kernel, extra: tuple[str, ...] = ()) -> None:
+    """The kernel's measurement table must lay out DETECTION_DTYPE's fields in order, then `extra`."""
+    expected = tuple(DETECTION_DTYPE.names) + extra
+    if tuple(kernel.COLUMNS) != expected:
+        raise ImportError(f"{kernel.__name__} measures columns {kernel.COLUMNS}, "
+                          f"kestrel.products.DETECTION_DTYPE needs {expected}: rebuild the kernels")
+
+
+_check_kernel_columns(_kernel)
+_check_kernel_columns(_temporal, ("sharpness",))
+SHARPNESS_COLUMN = len(DETECTION_DTYPE.names)
 
 FRAME_DTYPE = np.dtype(np.uint16)
 
@@ -45,89 +48,59 @@ SCORE_CLIP = 20.0
 BAD_DETECTED = _temporal.BAD_BITS["detected"]  # bad-mask bit of a pixel found bad from the data
 
 
-def _doc(default, doc: str):
-    return field(default=default, metadata={"doc": doc})
-
-
 @dataclass(frozen=True)
-class DetectorConfig:
-    """Detector parameters; every one has a documented default (see describe())."""
+class DetectorConfig(Settings):
+    """Detector parameters; every one has a documented default and range."""
 
-    k_sigma: float = _doc(5.0, "threshold in units of the local noise sigma (CFAR level)")
-    min_pixels: int = _doc(1, "smallest connected component (pixels) reported as a detection")
-    max_detections: int = _doc(256, "most detections reported per frame, most significant first")
-    tile_size: int = _doc(32, "side (px) of the background/noise estimation tiles")
-    min_tile_fraction: float = _doc(
-        0.25, "fraction of good pixels a tile needs for its own estimate, else the grid median")
-    noise_floor: float = _doc(1.0, "lowest noise sigma (counts) used, guards flat/saturated tiles")
-    aperture_radius: int = _doc(2, "half-size (px) of the square window for flux and shape")
-    psf_sigma: float = _doc(1.0, "expected PSF Gaussian sigma (px): matched filter and centroid uncertainty")
-    mode: str = _doc("temporal", "pipeline: temporal (registered background model) | single (one frame)")
-    read_noise: float = _doc(10.0, "sensor read noise sigma (counts), for the shot+read noise model")
-    gain: float = _doc(1.0, "sensor gain (electrons per count), for the shot noise model")
-    filter_radius: int = _doc(2, "half-width (px) of the separable Gaussian matched filter")
-    model_rate: float = _doc(0.05, "background model update rate per frame (temporal mode)")
-    model_clip: float = _doc(2.5, "positive residuals update the model at most this many noise sigmas")
-    model_clip_low: float = _doc(5.0, "negative residuals update the model at most this many noise sigmas")
-    variance_rate: float = _doc(0.03, "update rate of the per-pixel variance of the filtered residual")
-    variance_clip: float = _doc(2.5, "a frame raises the variance at most as by this many sigmas")
-    variance_hold: float = _doc(0.1, "variance rate multiplier where the statistic is above k_sigma")
-    hot_rate: float = _doc(0.02, "update rate of the per-pixel persistent-residual (hot pixel) score")
-    hot_on: float = _doc(3.5, "persistent residual (noise sigmas) that marks a pixel as gone hot")
-    hot_off: float = _doc(1.5, "score below which a pixel marked hot is trusted again")
-    hot_every: int = _doc(
-        2, "the hot score visits one row in this many per frame, in turn (hot_rate stays per frame)")
-    register_stride: int = _doc(8, "registration uses every n-th row and column")
-    register_margin: int = _doc(8, "registration ignores this many pixels at each edge")
-    register_clip: float = _doc(4.0, "registration ignores pixels whose residual exceeds this many sigmas")
-    register_iterations: int = _doc(3, "Gauss-Newton iterations of the registration")
-    drift_rate: float = _doc(0.2, "update rate of the drift estimate that seeds the registration")
-    peak_radius: int = _doc(2, "a detection is a local maximum of the statistic over this radius (px)")
-    max_sharpness: float = _doc(0.5, "peak pixel / 3x3 sum above which a hit is a cosmic ray or hot pixel")
-    simd: str = _doc(
+    k_sigma: float = setting(5.0, "threshold in units of the local noise sigma (CFAR level)", above=0)
+    min_pixels: int = setting(1, "smallest connected component (pixels) reported as a detection", low=1)
+    max_detections: int = setting(256, "most detections reported per frame, most significant first",
+                                  low=1, high=65535)
+    tile_size: int = setting(32, "side (px) of the background/noise estimation tiles", low=4, high=4096)
+    min_tile_fraction: float = setting(
+        0.25, "fraction of good pixels a tile needs for its own estimate, else the grid median", above=0, high=1)
+    noise_floor: float = setting(1.0, "lowest noise sigma (counts) used, guards flat/saturated tiles", above=0)
+    aperture_radius: int = setting(2, "half-size (px) of the square window for flux and shape", low=1, high=32)
+    psf_sigma: float = setting(1.0, "expected PSF Gaussian sigma (px): matched filter and centroid uncertainty",
+                               above=0, high=16)
+    mode: str = setting("temporal", "pipeline: temporal (registered background model) | single (one frame)",
+                        choices=("temporal", "single"))
+    read_noise: float = setting(10.0, "sensor read noise sigma (counts), for the shot+read noise model", low=0)
+    gain: float = setting(1.0, "sensor gain (electrons per count), for the shot noise model", above=0)
+    filter_radius: int = setting(2, "half-width (px) of the separable Gaussian matched filter", low=1, high=16)
+    model_rate: float = setting(0.05, "background model update rate per frame (temporal mode)", above=0, high=1)
+    model_clip: float = setting(2.5, "positive residuals update the model at most this many noise sigmas", above=0)
+    model_clip_low: float = setting(5.0, "negative residuals update the model at most this many noise sigmas", above=0)
+    variance_rate: float = setting(0.03, "update rate of the per-pixel variance of the filtered residual",
+                                   above=0, high=1)
+    variance_clip: float = setting(2.5, "a frame raises the variance at most as by this many sigmas", low=1)
+    variance_hold: float = setting(0.1, "variance rate multiplier where the statistic is above k_sigma", low=0, high=1)
+    hot_rate: float = setting(0.02, "update rate of the per-pixel persistent-residual (hot pixel) score",
+                              above=0, high=1)
+    hot_on: float = setting(3.5, "persistent residual (noise sigmas) that marks a pixel as gone hot", low=0)
+    hot_off: float = setting(1.5, "score below which a pixel marked hot is trusted again (at most hot_on)", low=0)
+    hot_every: int = setting(
+        2, "the hot score visits one row in this many per frame, in turn (hot_rate stays per frame)", low=1, high=64)
+    register_stride: int = setting(8, "registration uses every n-th row and column", low=1, high=256)
+    register_margin: int = setting(8, "registration ignores this many pixels at each edge", low=2, high=1024)
+    register_clip: float = setting(4.0, "registration ignores pixels whose residual exceeds this many sigmas", above=0)
+    register_iterations: int = setting(3, "Gauss-Newton iterations of the registration", low=0, high=50)
+    drift_rate: float = setting(0.2, "update rate of the drift estimate that seeds the registration", low=0, high=1)
+    peak_radius: int = setting(2, "a detection is a local maximum of the statistic over this radius (px)",
+                               low=1, high=8)
+    max_sharpness: float = setting(0.5, "peak pixel / 3x3 sum above which a hit is a cosmic ray or hot pixel",
+                                   above=0, high=1)
+    simd: str = setting(
         "best", "instruction set of the temporal pass: best (the fastest this CPU runs; all give "
-        "the same bits) | baseline")
+        "the same bits) | baseline", choices=("best", "baseline"))
 
-    def __post_init__(self) -> None:
-        checks = (
-            ("k_sigma", self.k_sigma > 0, "> 0"),
-            ("min_pixels", self.min_pixels >= 1, ">= 1"),
-            ("max_detections", self.max_detections >= 1, ">= 1"),
-            ("tile_size", self.tile_size >= 4, ">= 4"),
-            ("min_tile_fraction", 0.0 < self.min_tile_fraction <= 1.0, "in (0, 1]"),
-            ("noise_floor", self.noise_floor > 0, "> 0"),
-            ("aperture_radius", self.aperture_radius >= 1, ">= 1"),
-            ("psf_sigma", self.psf_sigma > 0, "> 0"),
-            ("mode", self.mode in ("temporal", "single"), "'temporal' or 'single'"),
-            ("read_noise", self.read_noise >= 0, ">= 0"),
-            ("gain", self.gain > 0, "> 0"),
-            ("filter_radius", 1 <= self.filter_radius <= 16, "in [1, 16]"),
-            ("model_rate", 0 < self.model_rate <= 1, "in (0, 1]"),
-            ("model_clip", self.model_clip > 0, "> 0"),
-            ("model_clip_low", self.model_clip_low > 0, "> 0"),
-            ("variance_rate", 0 < self.variance_rate <= 1, "in (0, 1]"),
-            ("variance_clip", self.variance_clip >= 1, ">= 1"),
-            ("variance_hold", 0 <= self.variance_hold <= 1, "in [0, 1]"),
-            ("hot_rate", 0 < self.hot_rate <= 1, "in (0, 1]"),
-            ("hot_off", 0 <= self.hot_off <= self.hot_on, "in [0, hot_on]"),
-            ("hot_every", 1 <= self.hot_every <= 64, "in [1, 64]"),
-            ("register_stride", self.register_stride >= 1, ">= 1"),
-            ("register_margin", self.register_margin >= 2, ">= 2"),
-            ("register_clip", self.register_clip > 0, "> 0"),
-            ("register_iterations", self.register_iterations >= 0, ">= 0"),
-            ("drift_rate", 0 <= self.drift_rate <= 1, "in [0, 1]"),
-            ("peak_radius", 1 <= self.peak_radius <= 8, "in [1, 8]"),
-            ("max_sharpness", 0 < self.max_sharpness <= 1, "in (0, 1]"),
-            ("simd", self.simd in ("best", "baseline"), "'best' or 'baseline'"),
-        )
-        for name, ok, rule in checks:
-            if not ok:
-                raise ValueError(f"DetectorConfig.{name} must be {rule}, got {getattr(self, name)!r}")
+    def check(self) -> None:
+        if self.hot_off > self.hot_on:
+            raise ConfigurationError(f"hot_off ({self.hot_off}) must not exceed hot_on ({self.hot_on})")
 
     @classmethod
     def describe(cls) -> list[tuple[str, object, str]]:
-        """(name, default, one-line doc) for every parameter, in declaration order."""
-        return [(f.name, f.default, f.metadata.get("doc", "")) for f in fields(cls)]
+        return describe(cls)
 
 
 def check_frame(frame: np.ndarray, shape: tuple[int, int]) -> None:
@@ -190,9 +163,9 @@ def fill_invalid_tiles(median: np.ndarray, sigma: np.ndarray, noise_floor: float
 
 def to_detections(table: np.ndarray, config: DetectorConfig) -> np.ndarray:
     """Measurement table rows -> DETECTION_DTYPE, filtered, sorted by decreasing snr, capped."""
-    npix = table[:, 7]
+    npix = table[:, DETECTION_COLUMN["npix"]]
     table = table[npix >= config.min_pixels]
-    order = np.argsort(-table[:, 5], kind="stable")[: config.max_detections]
+    order = np.argsort(-table[:, DETECTION_COLUMN["snr"]], kind="stable")[: config.max_detections]
     table = table[order]
     out = np.empty(len(table), DETECTION_DTYPE)
     for col, name in enumerate(DETECTION_DTYPE.names):
@@ -317,7 +290,8 @@ def initial_variance(model: np.ndarray, config: DetectorConfig, taps: np.ndarray
 
 def finish_detections(table: np.ndarray, config: DetectorConfig) -> np.ndarray:
     """Drop sharp hits (cosmic rays, unflagged hot pixels), then as to_detections."""
-    return to_detections(table[table[:, 11] <= config.max_sharpness, :11], config)
+    sharp = table[:, SHARPNESS_COLUMN]
+    return to_detections(table[sharp <= config.max_sharpness, :SHARPNESS_COLUMN], config)
 
 
 def cubic_weights(t: float) -> np.ndarray:

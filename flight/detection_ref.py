@@ -15,9 +15,11 @@ from flight.detection import (
     DetectorConfig, _good_median, bad_pixel_mask, check_frame, check_shape, fill_invalid_tiles,
     interpolation_axis, to_detections,
 )
+from kestrel.products import DETECTION_DTYPE
 
 MAD_TO_SIGMA = 1.482602218505602
-N_COLUMNS = 11
+# The measurement table: the record's fields in order, then the temporal pipeline's sharpness.
+N_COLUMNS = len(DETECTION_DTYPE.names)
 
 
 def tile_statistics(frame, bad, tile, min_valid):
@@ -422,7 +424,7 @@ def measure_targets(frame, residual, filtered, zscore, labels, sizes, peaks, rad
     h, w = residual.shape
     res = residual.astype(np.float64)
     filt = filtered.astype(np.float64)
-    out = np.zeros((len(peaks), 12))
+    out = np.zeros((len(peaks), N_COLUMNS + 1))
     for i, index in enumerate(peaks):
         py, px = divmod(int(index), w)
         c = filt[py, px]
@@ -539,7 +541,7 @@ class TemporalDetector:
             self.row_age[...] = 1
             self.col_age[...] = 1
             self.frames_processed = 1
-            return np.empty(0, d.DETECTION_DTYPE)
+            return np.empty(0, DETECTION_DTYPE)
         guess = self.offset + self.drift
         reg = register_shift(frame, self.bad, self.model, read_var, inv_gain, float(guess[0]),
                              float(guess[1]), cfg.register_stride, cfg.register_margin,

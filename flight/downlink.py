@@ -13,25 +13,11 @@ import time
 
 import serial
 
-from .link.coding import ChannelCoder
-from .link.multiplexer import MasterChannelMultiplexer
-from .link.tmframe import FrameLayout
+from kestrel.link.config import build_channel_coder, frame_layout
+
+from .multiplexer import MasterChannelMultiplexer
 
 log = logging.getLogger(__name__)
-
-
-def build_channel_coder(link_config) -> ChannelCoder:
-    codec = None
-    if link_config.reed_solomon:
-        from .link.reed_solomon import ReedSolomonCodec
-
-        depth = link_config.interleave_depth
-        codec = ReedSolomonCodec(depth, virtual_fill=223 - link_config.frame_length // depth)
-    return ChannelCoder(link_config.frame_length, link_config.randomize, codec)
-
-
-def frame_layout(link_config) -> FrameLayout:
-    return FrameLayout(link_config.frame_length, link_config.ocf, link_config.fecf)
 
 
 class Downlink:

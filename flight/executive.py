@@ -12,10 +12,12 @@ import threading
 import time
 from dataclasses import dataclass, fields
 
-from . import imaging, products
+from kestrel import products
+from kestrel.link.timecode import CucCodec
+
+from . import imaging
 from .detection import Detector
-from .link.timecode import CucCodec
-from .sensor import SensorError, open_sensor
+from .sensor import FrameLimits, SensorError, open_sensor
 from .telemetry import TelemetryPacketFactory
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,8 @@ class Executive:
         self.downlink = downlink
         self.stop = stop
         self._clock = clock
-        self.sensor = sensor if sensor is not None else open_sensor(config.sensor, config.scene)
+        self.sensor = sensor if sensor is not None else open_sensor(
+            config.sensor.source, FrameLimits(config.sensor.max_frame_pixels))
         self.detector = Detector(config.detection, self.sensor.shape,
                                  calibration_bad_pixels=self.sensor.calibration_bad_pixels)
         self.packets = TelemetryPacketFactory(CucCodec(config.link.time), config.link.destination_id, wallclock)

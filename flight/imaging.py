@@ -11,37 +11,24 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .codecs import ccsds123
-from .link.errors import ConfigurationError
-from .settings import setting
+from kestrel.codecs import ccsds123
+from kestrel.settings import Settings, setting
 
 
 @dataclass(frozen=True)
-class ImagingConfig:
-    chips_per_frame: int = setting(1, "most lossless chips sent per frame, brightest detections first (0: none)")
-    chip_size: int = setting(16, "chip side (px), centred on the detection, clipped at the frame edge")
-    chip_min_snr: float = setting(8.0, "only detections at least this significant get a chip")
-    quicklook_period_s: float = setting(10.0, "seconds between near-lossless quick-look frames (0: none)")
-    quicklook_max_error: int = setting(4, "quick-look absolute error bound per pixel (counts; 0 is lossless)")
-    quicklook_binning: int = setting(1, "quick-look binning factor (1: full resolution), averaging bins")
-    segment_octets: int = setting(1024, "compressed octets carried per image packet")
-    bits: int = setting(14, "sensor sample depth (bits)")
-
-    def __post_init__(self):
-        if self.chips_per_frame < 0:
-            raise ConfigurationError(f"chips_per_frame must be >= 0, got {self.chips_per_frame}")
-        if not 2 <= self.chip_size <= 256:
-            raise ConfigurationError(f"chip_size must be 2..256, got {self.chip_size}")
-        if self.quicklook_period_s < 0:
-            raise ConfigurationError(f"quicklook_period_s must be >= 0, got {self.quicklook_period_s}")
-        if not 0 <= self.quicklook_max_error <= 255:
-            raise ConfigurationError(f"quicklook_max_error must be 0..255, got {self.quicklook_max_error}")
-        if not 1 <= self.quicklook_binning <= 16:
-            raise ConfigurationError(f"quicklook_binning must be 1..16, got {self.quicklook_binning}")
-        if not 64 <= self.segment_octets <= 60000:
-            raise ConfigurationError(f"segment_octets must be 64..60000, got {self.segment_octets}")
-        if not 2 <= self.bits <= 16:
-            raise ConfigurationError(f"bits must be 2..16, got {self.bits}")
+class ImagingConfig(Settings):
+    chips_per_frame: int = setting(1, "most lossless chips sent per frame, brightest detections first (0: none)",
+                                   low=0, high=64)
+    chip_size: int = setting(16, "chip side (px), centred on the detection, clipped at the frame edge", low=2, high=256)
+    chip_min_snr: float = setting(8.0, "only detections at least this significant get a chip", low=0)
+    quicklook_period_s: float = setting(10.0, "seconds between near-lossless quick-look frames (0: none)",
+                                        low=0, high=86400)
+    quicklook_max_error: int = setting(4, "quick-look absolute error bound per pixel (counts; 0 is lossless)",
+                                       low=0, high=255)
+    quicklook_binning: int = setting(1, "quick-look binning factor (1: full resolution), averaging bins",
+                                     low=1, high=16)
+    segment_octets: int = setting(1024, "compressed octets carried per image packet", low=64, high=60000)
+    bits: int = setting(14, "sensor sample depth (bits)", low=2, high=16)
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from .link.spacepacket import MAX_SEQUENCE_COUNT, PusTm
-from .link.timecode import CucCodec
+from kestrel.link.spacepacket import MAX_SEQUENCE_COUNT, PusTm
+from kestrel.link.timecode import CucCodec
 
 
 class TelemetryPacketFactory:

@@ -9,7 +9,7 @@ import json
 import sqlite3
 from pathlib import Path
 
-from flight.products import HOUSEKEEPING_FIELDS
+from kestrel.products import HOUSEKEEPING_FIELDS
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS housekeeping (

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import serial
 
-from flight.cli_support import add_common_arguments, fail, setup
-from flight.link.port import PortError, open_port
-from flight.link.timecode import CucCodec
+from kestrel.cli import EXIT_USAGE, add_common_arguments, fail, run_program, setup
+from kestrel.link.port import PortError, open_port
+from kestrel.link.timecode import CucCodec
 
 from .archive import GroundArchive
+from .config import GroundProgramConfig
 from .decoder import GroundDecoder
 from .images import ImageAssembler
 
@@ -107,14 +108,18 @@ def listen(config, url: str, out: Path, duration: float | None, parser) -> int:
     return 0
 
 
-def main(argv=None) -> int:
+def _main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None and not args.print_config:
         parser.print_usage(sys.stderr)
-        fail(parser, "a command is required: decode or listen", 2)
-    config = setup(parser, args)
+        fail(parser, "a command is required: decode or listen", EXIT_USAGE)
+    config = setup(parser, args, GroundProgramConfig)
     out = Path(args.out)
     if args.command == "decode":
         return decode_file(config, Path(args.file), out, parser)
     return listen(config, args.port, out, args.duration, parser)
+
+
+def main(argv=None) -> int:
+    return run_program("kestrel-ground", _main, argv)

@@ -11,12 +11,12 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 
-from flight import products
-from flight.downlink import build_channel_coder, frame_layout
-from flight.link.errors import ChecksumMismatch, LinkError
-from flight.link.spacepacket import IDLE_APID, PusTm
-from flight.link.timecode import CucCodec
-from flight.link.tmframe import IDLE_VCID
+from kestrel import products
+from kestrel.link.config import build_channel_coder, frame_layout
+from kestrel.link.errors import ChecksumMismatch, LinkError
+from kestrel.link.spacepacket import IDLE_APID, MAX_SEQUENCE_COUNT, PusTm, packet_key
+from kestrel.link.timecode import CucCodec
+from kestrel.link.tmframe import IDLE_VCID
 
 from .reassembly import VirtualChannelReassembler
 from .sync import FrameSynchronizer
@@ -127,13 +127,12 @@ class GroundDecoder:
         c = self.counters
         c.packets += 1
         # The reassembler hands over whole packets: at least a primary header and one octet.
-        apid = ((raw[0] << 8) | raw[1]) & 0x7FF
+        apid, sequence_count = packet_key(raw)
         if apid == IDLE_APID:
             c.idle_packets += 1
             return
-        sequence_count = ((raw[2] << 8) | raw[3]) & 0x3FFF
         last = self._last_sequence.get(apid)
-        if last is not None and sequence_count != (last + 1) & 0x3FFF:
+        if last is not None and sequence_count != (last + 1) & MAX_SEQUENCE_COUNT:
             c.sequence_gaps += 1
         self._last_sequence[apid] = sequence_count
         try:

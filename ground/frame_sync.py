@@ -8,8 +8,8 @@ read as an aligned one. ``ground.frame_sync_ref`` is the plain twin.
 from __future__ import annotations
 
 from flight.kernels import frame_sync as _kernel
+from kestrel.link.coding import ASM_BITS as MARKER_BITS
 
-MARKER_BITS = 32
 _NO_SEQUENCE = b""
 
 

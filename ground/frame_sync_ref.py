@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-MARKER_BITS = 32
+from kestrel.link.coding import ASM_BITS as MARKER_BITS
 
 
 def _bits(buf) -> np.ndarray:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from flight.codecs import ccsds123
-from flight.products import SUBTYPE_CHIP, SUBTYPE_QUICKLOOK, image_segment_format
+from kestrel.codecs import ccsds123
+from kestrel.products import SUBTYPE_CHIP, SUBTYPE_QUICKLOOK, image_segment_format
 
 from .png import display_stretch, write_png
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flight.link.errors import ConfigurationError
-from flight.link.spacepacket import MAX_PACKET_LENGTH, PRIMARY_HEADER_LENGTH
-from flight.link.tmframe import FHP_IDLE_DATA, FHP_NO_PACKET_START, TmFrame
+from kestrel.link.errors import ConfigurationError
+from kestrel.link.spacepacket import MAX_PACKET_LENGTH, PRIMARY_HEADER_LENGTH, packet_length
+from kestrel.link.tmframe import FHP_IDLE_DATA, FHP_NO_PACKET_START, FRAME_COUNT_MODULUS, TmFrame
 
 
 @dataclass
@@ -42,9 +42,8 @@ class VirtualChannelReassembler:
         buf = self._partial
         size = len(buf)
         start = 0
-        # The length is read by hand (packet_length), not by construct: this runs per packet.
         while size - start >= PRIMARY_HEADER_LENGTH:
-            end = start + PRIMARY_HEADER_LENGTH + ((buf[start + 4] << 8) | buf[start + 5]) + 1
+            end = start + packet_length(buf[start:start + PRIMARY_HEADER_LENGTH])
             if end > size:
                 break
             packets.append(bytes(buf[start:end]))
@@ -60,10 +59,10 @@ class VirtualChannelReassembler:
         count = frame.virtual_channel_frame_count
         if self._expected_count is not None and count != self._expected_count:
             c.frame_gaps += 1
-            c.frames_lost += (count - self._expected_count) % 256
+            c.frames_lost += (count - self._expected_count) % FRAME_COUNT_MODULUS
             self._drop_partial()
             self._in_sync = False
-        self._expected_count = (count + 1) % 256
+        self._expected_count = (count + 1) % FRAME_COUNT_MODULUS
         pointer = frame.first_header_pointer
         data = frame.data
         if pointer == FHP_IDLE_DATA:

@@ -31,15 +31,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from flight.link.coding import ASM, ChannelCoder
-from flight.link.crc import crc16_ccitt
-from flight.link.errors import ConfigurationError
-from flight.link.tmframe import FrameLayout, TmFrame, parse_primary_header
+from kestrel.link.coding import ASM, ASM_BITS as MARKER_BITS, ChannelCoder
+from kestrel.link.crc import crc16_ccitt
+from kestrel.link.errors import ConfigurationError
+from kestrel.link.tmframe import FrameLayout, TmFrame, parse_primary_header
 
 from . import frame_sync
 
 MARKER = int.from_bytes(ASM, "big")
-MARKER_BITS = 8 * len(ASM)
 _WAIT = object()
 
 

@@ -5,7 +5,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from flight.cli_support import add_common_arguments, fail, setup
+from kestrel.cli import EXIT_USAGE, add_common_arguments, fail, run_program, setup
+
+from .config import KestrelConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,39 +36,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> int:
+def _main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None and not args.print_config:
         parser.print_usage(sys.stderr)
-        fail(parser, "a command is required: demo, metrics or scene", 2)
-    config = setup(parser, args)
+        fail(parser, "a command is required: demo, metrics or scene", EXIT_USAGE)
+    config = setup(parser, args, KestrelConfig)
     if args.command == "scene":
         from .scene import SceneSimulator, write_npy_frames
 
         if args.count < 1:
-            fail(parser, f"--count must be >= 1, got {args.count}", 2)
+            fail(parser, f"--count must be >= 1, got {args.count}", EXIT_USAGE)
         paths = write_npy_frames(SceneSimulator(config.scene), args.count, args.out)
         print(f"wrote {len(paths)} frames to {args.out}")
         return 0
     if args.command == "metrics":
         from . import metrics
 
-        if args.frames <= metrics.WARMUP_FRAMES or args.size < 32:
-            fail(parser, f"--frames must exceed {metrics.WARMUP_FRAMES} and --size be at least 32", 2)
+        if args.frames <= config.hil.warmup_frames or args.size < 32:
+            fail(parser, f"--frames must exceed hil.warmup_frames ({config.hil.warmup_frames}) "
+                 f"and --size be at least 32", EXIT_USAGE)
         if args.what == "table":
-            metrics.table(args.frames, args.size, args.seed, config=config.detection)
+            metrics.table(args.frames, args.size, args.seed, config=config.detection, hil=config.hil)
         else:
             metrics.sweep(args.kind, args.frames, args.size, args.seed,
-                          with_calibration=not args.no_calibration)
+                          with_calibration=not args.no_calibration, config=config.detection, hil=config.hil)
         return 0
     from .demo import run_demo
 
     if args.duration is not None and args.duration <= 0:
-        fail(parser, f"--duration must be positive, got {args.duration}", 2)
+        fail(parser, f"--duration must be positive, got {args.duration}", EXIT_USAGE)
     frames = Path(args.frames) if args.frames else None
     if frames is not None and not frames.is_dir():
-        fail(parser, f"--frames {frames}: not a directory", 2)
+        fail(parser, f"--frames {frames}: not a directory", EXIT_USAGE)
     try:
         report = run_demo(config, args.config, Path(args.out) if args.out else None, frames,
                           Path(args.capture) if args.capture else None, args.duration)
@@ -74,3 +77,7 @@ def main(argv=None) -> int:
         fail(parser, str(exc))
     print(report.text())
     return 0 if report.passed else 1
+
+
+def main(argv=None) -> int:
+    return run_program("kestrel-hil", _main, argv)

@@ -21,12 +21,15 @@ from pathlib import Path
 from .radio import PacedLink
 from .report import PassReport, score
 from .scene import SceneSimulator
+from .sim_source import scene_url
 
 log = logging.getLogger(__name__)
 
 
 def _program(module: str, config_path: str | None, *args: str) -> list[str]:
-    command = [sys.executable, "-m", module]
+    # -P: the working directory is not put on sys.path, so a source checkout
+    # there (its kernels uncompiled) cannot shadow the installed package.
+    command = [sys.executable, "-P", "-m", module]
     if config_path:
         command += ["--config", config_path]
     return command + list(args)
@@ -88,6 +91,8 @@ def run_demo(config, config_path: str | None, out_dir: Path | None, frames_dir: 
         flight_args = ["--port", link.flight_port, "--max-frames", str(frame_count)]
         if frames_dir is not None:
             flight_args += ["--frames", str(frames_dir)]
+        else:
+            flight_args += ["--source", scene_url(config.scene)]
         print(f"kestrel-hil: link {link.flight_port} <-> {link.ground_port} at {config.link.baud} baud; "
               f"{frame_count} frames at {config.sensor.frame_rate_hz:g} Hz", flush=True)
         flight = subprocess.Popen(_program("flight", config_path, *flight_args),

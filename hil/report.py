@@ -8,6 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .scoring import Score
+
+# What the scorer reads of each detection the ground decoded.
+DETECTION_FIELDS = [("x", "f8"), ("y", "f8"), ("snr", "f8")]
+
 
 @dataclass
 class PassReport:
@@ -19,6 +24,7 @@ class PassReport:
     latency_median_s: float
     latency_worst_s: float
     truth: bool                    # scored against simulator truth
+    frames_scored: int = 0         # frames after the warm-up that were scored
     target_frames: dict = field(default_factory=dict)     # SNR class -> [detected, total]
     targets_detected: int = 0      # distinct targets found at least once
     targets_total: int = 0
@@ -41,7 +47,7 @@ class PassReport:
                      f"worst {self.latency_worst_s * 1000:.0f} ms")
         if self.truth:
             lines.append(f"targets detected: {self.targets_detected} of {self.targets_total} "
-                         f"(found in at least one frame)")
+                         f"(found in at least one of {self.frames_scored} scored frames)")
             for snr, (hit, total) in sorted(self.target_frames.items(), key=lambda kv: float(kv[0])):
                 pd = hit / total if total else float("nan")
                 lines.append(f"  SNR {float(snr):5.1f}: detected in {hit:4d} of {total:4d} target-frames  Pd {pd:.3f}")
@@ -55,10 +61,6 @@ class PassReport:
         lines.append("")
         lines.append("RESULT: " + ("PASS" if self.passed else "FAIL"))
         return "\n".join(lines)
-
-
-def _snr_class(snr: float, classes) -> float:
-    return float(min(classes, key=lambda c: abs(c - snr)))
 
 
 def score(out_dir: Path, frames_commanded: int, bytes_over_link: int, hil_config,
@@ -105,31 +107,15 @@ def score(out_dir: Path, frames_commanded: int, bytes_over_link: int, hil_config
 def _score_truth(report: PassReport, detections, frame_indices, truth_for_frame, hil_config, snr_classes) -> None:
     by_frame: dict[int, list] = {}
     for d in detections:
-        by_frame.setdefault(d["frame_index"], []).append((d["x"], d["y"]))
-    radius2 = hil_config.match_radius_px ** 2
-    seen_targets, found_targets = set(), set()
-    errors = []
-    false_alarms = 0
-    for index in frame_indices:
-        truth = truth_for_frame(index)
-        found = np.array(by_frame.get(index, []), dtype=float).reshape(-1, 2)
-        matched = np.zeros(len(found), bool)
-        for row in truth:
-            key = str(_snr_class(row["snr"], snr_classes) if snr_classes else round(float(row["snr"]), 1))
-            tally = report.target_frames.setdefault(key, [0, 0])
-            tally[1] += 1
-            seen_targets.add(int(row["target"]))
-            if len(found):
-                d2 = (found[:, 0] - row["x"]) ** 2 + (found[:, 1] - row["y"]) ** 2
-                best = int(np.argmin(d2))
-                if d2[best] <= radius2:
-                    tally[0] += 1
-                    found_targets.add(int(row["target"]))
-                    errors.append(d2[best])
-                matched |= d2 <= radius2
-        false_alarms += int((~matched).sum())
-    report.targets_total = len(seen_targets)
-    report.targets_detected = len(found_targets)
-    report.false_alarms = false_alarms
-    report.false_alarms_per_frame = false_alarms / max(1, len(frame_indices))
-    report.centroid_rms_px = float(np.sqrt(np.mean(errors))) if errors else float("nan")
+        by_frame.setdefault(d["frame_index"], []).append((d["x"], d["y"], d["snr"]))
+    result = Score(classes=tuple(snr_classes), radius=hil_config.match_radius_px)
+    scored = [i for i in frame_indices if i >= hil_config.warmup_frames]
+    for index in scored:
+        result.add(np.array(by_frame.get(index, []), dtype=DETECTION_FIELDS), truth_for_frame(index))
+    report.frames_scored = len(scored)
+    report.target_frames = {f"{c:g}": [int(np.sum(found)), len(found)] for c, found in sorted(result.found.items())}
+    report.targets_total = len(result.targets_seen)
+    report.targets_detected = len(result.targets_found)
+    report.false_alarms = result.false_alarms
+    report.false_alarms_per_frame = result.fa_per_frame()
+    report.centroid_rms_px = result.rms_all()

@@ -22,10 +22,12 @@ Model, in the order it is applied:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from kestrel.settings import ConfigurationError, Settings, describe, setting
 
 ADC_MAX = 2**14 - 1
 
@@ -49,52 +51,49 @@ _CLOUDS = {
 }
 
 
-def _doc(default, doc: str):
-    return field(default=default, metadata={"doc": doc})
-
-
 @dataclass(frozen=True)
-class SceneConfig:
-    """Scene parameters; every one has a documented default (see describe())."""
+class SceneConfig(Settings):
+    """Scene parameters; every one has a documented default and range (see describe())."""
 
-    width: int = _doc(256, "frame width (px)")
-    height: int = _doc(256, "frame height (px)")
-    seed: int = _doc(1, "seed; with the frame index it fixes every frame")
-    kind: str = _doc("cloudy", "scene kind: clear | cloudy | heavy")
-    n_targets: int = _doc(6, "targets present at any time (each lives target_lifetime frames)")
-    snr_values: tuple = _doc((5.0, 8.0, 12.0, 20.0), "SNR classes, assigned to targets in turn")
-    background: float = _doc(2000.0, "mean clear-sky background (counts)")
-    read_noise: float = _doc(10.0, "read noise sigma (counts)")
-    frame_rate_hz: float = _doc(10.0, "frame rate (Hz), for time stamps")
-    target_lifetime: int = _doc(40, "frames a target lives before a new one replaces it")
-    speed_range: tuple = _doc((0.2, 5.0), "target speed range (px/frame)")
-    psf_sigma_range: tuple = _doc((0.7, 1.2), "target PSF Gaussian sigma range (px)")
-    optics_sigma: float = _doc(1.0, "optical blur applied to the Earth scene (px)")
-    drift: tuple = _doc((0.31, 0.17), "platform drift across the scene (x, y px/frame)")
-    jitter_rms: float = _doc(0.3, "platform jitter, rms per axis (px), independent per frame")
-    nonuniformity: float = _doc(0.003, "residual pixel gain non-uniformity (relative rms)")
-    hot_pixel_fraction: float = _doc(3e-4, "fraction of pixels that are hot")
-    hot_listed_fraction: float = _doc(0.5, "fraction of hot pixels listed in the calibration map")
-    hot_level: tuple = _doc((300.0, 6000.0), "hot pixel excess range (counts)")
-    dead_pixel_fraction: float = _doc(1e-4, "fraction of dead pixels (all listed in the map)")
-    cosmic_rate: float = _doc(16.0, "mean cosmic-ray hits per frame per megapixel")
-    cosmic_level: tuple = _doc((300.0, 8000.0), "cosmic-ray deposit range (counts)")
-    edge_margin: int = _doc(4, "targets closer than this to the frame edge are not in the truth")
+    width: int = setting(256, "frame width (px)", low=16, high=8192)
+    height: int = setting(256, "frame height (px)", low=16, high=8192)
+    seed: int = setting(1, "seed; with the frame index it fixes every frame", low=0, high=2**63 - 1)
+    kind: str = setting("cloudy", "scene kind", choices=SCENE_KINDS)
+    n_targets: int = setting(6, "targets present at any time (each lives target_lifetime frames)", low=0, high=10000)
+    snr_values: tuple[float, ...] = setting((5.0, 8.0, 12.0, 20.0), "SNR classes, assigned to targets in turn",
+                                            above=0)
+    background: float = setting(2000.0, "mean clear-sky background (counts)", low=0, high=ADC_MAX)
+    read_noise: float = setting(10.0, "read noise sigma (counts)", low=0, high=1000)
+    frame_rate_hz: float = setting(10.0, "frame rate (Hz), for time stamps", above=0, high=10000)
+    target_lifetime: int = setting(40, "frames a target lives before a new one replaces it", low=1)
+    speed_range: tuple[float, float] = setting((0.2, 5.0), "target speed range (px/frame)", low=0, high=100)
+    psf_sigma_range: tuple[float, float] = setting((0.7, 1.2), "target PSF Gaussian sigma range (px)",
+                                                   above=0, high=16)
+    optics_sigma: float = setting(1.0, "optical blur applied to the Earth scene (px)", low=0, high=16)
+    drift: tuple[float, float] = setting((0.31, 0.17), "platform drift across the scene (x, y px/frame)",
+                                         low=-100, high=100)
+    jitter_rms: float = setting(0.3, "platform jitter, rms per axis (px), independent per frame", low=0, high=100)
+    nonuniformity: float = setting(0.003, "residual pixel gain non-uniformity (relative rms)", low=0, high=1)
+    hot_pixel_fraction: float = setting(3e-4, "fraction of pixels that are hot", low=0, high=1)
+    hot_listed_fraction: float = setting(0.5, "fraction of hot pixels listed in the calibration map", low=0, high=1)
+    hot_level: tuple[float, float] = setting((300.0, 6000.0), "hot pixel excess range (counts)", low=0, high=ADC_MAX)
+    dead_pixel_fraction: float = setting(1e-4, "fraction of dead pixels (all listed in the map)", low=0, high=1)
+    cosmic_rate: float = setting(16.0, "mean cosmic-ray hits per frame per megapixel", low=0, high=1e6)
+    cosmic_level: tuple[float, float] = setting((300.0, 8000.0), "cosmic-ray deposit range (counts)",
+                                                low=0, high=ADC_MAX)
+    edge_margin: int = setting(4, "targets closer than this to the frame edge are not in the truth", low=0)
 
-    def __post_init__(self) -> None:
-        if self.kind not in SCENE_KINDS:
-            raise ValueError(f"SceneConfig.kind must be one of {SCENE_KINDS}, got {self.kind!r}")
-        if self.width < 16 or self.height < 16:
-            raise ValueError(f"SceneConfig size must be >= 16x16, got {self.width}x{self.height}")
-        if self.n_targets < 0 or self.target_lifetime < 1:
-            raise ValueError("SceneConfig n_targets must be >= 0 and target_lifetime >= 1")
+    def check(self) -> None:
         if not self.snr_values:
-            raise ValueError("SceneConfig.snr_values must not be empty")
+            raise ConfigurationError("snr_values must not be empty")
+        for name in ("speed_range", "psf_sigma_range", "hot_level", "cosmic_level"):
+            low, high = getattr(self, name)
+            if low > high:
+                raise ConfigurationError(f"{name} must be (low, high) with low <= high, got {getattr(self, name)}")
 
     @classmethod
     def describe(cls) -> list[tuple[str, object, str]]:
-        """(name, default, one-line doc) for every parameter, in declaration order."""
-        return [(f.name, f.default, f.metadata.get("doc", "")) for f in fields(cls)]
+        return describe(cls)
 
 
 def _fractal(shape, slope: float, rng: np.random.Generator, blur_sigma: float) -> np.ndarray:

@@ -1,6 +1,6 @@
 """CCSDS 121.0-B-3 kernel against its plain-Python twin, round trips and bad input.
 
-Reference: flight.codecs.ccsds121_ref (exhaustive option costing, bits as
+Reference: kestrel.codecs.ccsds121_ref (exhaustive option costing, bits as
 strings). The standard's own vectors are in test_ccsds121_conformance.py,
 libaec interop in test_ccsds121_libaec.py.
 """
@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from flight.codecs import ccsds121
-from flight.codecs.ccsds121 import CompressedDataError, decode, encode
-from flight.codecs.ccsds121_ref import decode_ref, encode_ref
+from kestrel.codecs import ccsds121
+from kestrel.codecs.ccsds121 import CompressedDataError, decode, encode
+from kestrel.codecs.ccsds121_ref import decode_ref, encode_ref
 
 MODES = ("constant", "walk", "noise", "sparse", "extremes", "steps", "texture")
 

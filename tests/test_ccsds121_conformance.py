@@ -9,8 +9,8 @@ import re
 
 import numpy as np
 
-from flight.codecs.ccsds121 import CompressedDataError, decode, encode
-from flight.codecs.ccsds121_ref import decode_ref, encode_ref
+from kestrel.codecs.ccsds121 import CompressedDataError, decode, encode
+from kestrel.codecs.ccsds121_ref import decode_ref, encode_ref
 
 ALL_OPTIONS = re.compile(r"test_p(?P<p>256|512)n(?P<n>\d+)(?P<set>-basic|-restricted)?\.rz")
 LOW_ENTROPY = re.compile(r"(?P<stem>Lowset\d_8bit)\.n(?P<n>\d+)(?P<set>-basic|-restricted)?\.rz")

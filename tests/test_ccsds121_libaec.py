@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-from flight.codecs import ccsds121
-from flight.codecs.ccsds121 import decode, encode
+from kestrel.codecs import ccsds121
+from kestrel.codecs.ccsds121 import decode, encode
 from tests.test_ccsds121 import cases, make_samples
 
 imagecodecs = pytest.importorskip("imagecodecs")

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flight.codecs import ccsds123, ccsds123_ref
-from flight.codecs.ccsds123 import CompressedDataError, UnsupportedFeatureError
+from kestrel.codecs import ccsds123, ccsds123_ref
+from kestrel.codecs.ccsds123 import CompressedDataError, UnsupportedFeatureError
 from flight.kernels import ccsds123 as kernel
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -12,11 +12,11 @@ import logging
 import numpy as np
 import pytest
 
-from flight import products
-from flight.config import LinkConfig
-from flight.downlink import build_channel_coder, frame_layout
-from flight.link.multiplexer import MasterChannelMultiplexer
-from flight.link.spacepacket import IDLE_APID, PusTm
+from kestrel import products
+from kestrel.link.config import LinkConfig
+from kestrel.link.config import build_channel_coder, frame_layout
+from flight.multiplexer import MasterChannelMultiplexer
+from kestrel.link.spacepacket import IDLE_APID, PusTm
 from ground.reassembly import VirtualChannelReassembler
 from ground.sync import FrameSynchronizer
 

@@ -14,14 +14,15 @@ import numpy as np
 import pytest
 import serial
 
-from flight.config import KestrelConfig
+from hil.config import KestrelConfig
 from flight.downlink import Downlink
 from flight.executive import Executive
-from flight.products import HOUSEKEEPING_REPORT
+from kestrel.products import HOUSEKEEPING_REPORT
 from ground.archive import GroundArchive
 from ground.cli import image_assembler
 from ground.decoder import GroundDecoder
 from hil.scene import SceneConfig, SceneSimulator, write_npy_frames
+from hil.sim_source import scene_url
 
 
 class CapturePort:
@@ -71,10 +72,11 @@ class PtyPair:
 
 def small_config(**link) -> KestrelConfig:
     base = KestrelConfig()
+    scene = SceneConfig(width=96, height=80, kind="clear", seed=5, n_targets=3, snr_values=(20.0,))
     return dataclasses.replace(
         base,
-        scene=SceneConfig(width=96, height=80, kind="clear", seed=5, n_targets=3, snr_values=(20.0,)),
-        sensor=dataclasses.replace(base.sensor, frame_rate_hz=200.0, max_frames=12),
+        scene=scene,
+        sensor=dataclasses.replace(base.sensor, source=scene_url(scene), frame_rate_hz=200.0, max_frames=12),
         # A fast line: these tests are about content, not pacing.
         link=dataclasses.replace(base.link, **{"baud": 20_000_000, **link}),
     )
@@ -101,7 +103,7 @@ def decode(config, stream: bytes, out):
 
 
 @pytest.mark.parametrize("link", [
-    {},
+    {"reed_solomon": False},
     {"reed_solomon": True, "interleave_depth": 1, "frame_length": 223},
     {"reed_solomon": True, "interleave_depth": 5, "frame_length": 1000, "randomize": False},
     {"continuous": True, "baud": 2_000_000, "ocf": True},
@@ -179,7 +181,7 @@ def test_recorded_npy_frames_with_one_bad_file(tmp_path):
     np.save(frames_dir / "frame_000002.npy", np.zeros((64, 64), np.float32))  # wrong dtype
     base = small_config()
     config = dataclasses.replace(base, sensor=dataclasses.replace(
-        base.sensor, source="npy", directory=str(frames_dir), max_frames=0))
+        base.sensor, source=f"npy:{frames_dir}", max_frames=0))
     stream, executive = fly(config)
     assert executive.counters.frames_processed == 4 and executive.counters.frames_failed == 1
     summary = decode(config, stream, tmp_path)
@@ -242,7 +244,7 @@ def test_queue_overflow_is_an_event_and_a_counter(tmp_path, caplog):
     """A radio that holds off: packets are refused at the bound, counted, and said (throttled)."""
     import logging
 
-    base = small_config(max_pending_octets=600)
+    base = small_config(max_pending_octets=1024)
     config = dataclasses.replace(base, sensor=dataclasses.replace(base.sensor, max_frames=30))
 
     class StalledPort(CapturePort):

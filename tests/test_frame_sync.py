@@ -2,16 +2,16 @@
 against the construct declarations they stand in for.
 
 References: ground.frame_sync_ref (the twin), TM_PRIMARY_HEADER and
-PusTm.unpack (the declared formats), crcmod (flight.link.crc, the CRC definition).
+PusTm.unpack (the declared formats), crcmod (kestrel.link.crc, the CRC definition).
 """
 import construct as cs
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from flight.link.coding import ASM
-from flight.link.errors import LinkError
-from flight.link.spacepacket import PusTm, SpacePacket
-from flight.link.tmframe import TM_PRIMARY_HEADER, build_primary_header, parse_primary_header
+from kestrel.link.coding import ASM
+from kestrel.link.errors import LinkError
+from kestrel.link.spacepacket import PusTm, SpacePacket
+from kestrel.link.tmframe import TM_PRIMARY_HEADER, build_primary_header, parse_primary_header
 from ground import frame_sync, frame_sync_ref
 
 MARKER = int.from_bytes(ASM, "big")
@@ -170,7 +170,7 @@ def test_pus_tm_fast_parse_equals_declared_parse_on_noise(raw, time_length):
 
 def test_pus_tm_fast_parse_names_the_wrong_version_and_type():
     # A telecommand and a packet without secondary header: valid CRC, wrong kind.
-    from flight.link.crc import crc16_ccitt
+    from kestrel.link.crc import crc16_ccitt
     for packet in (SpacePacket(5, 0, bytes(20), is_telecommand=True, has_secondary_header=True),
                    SpacePacket(5, 0, bytes(20))):
         body = packet.pack()[:-2]

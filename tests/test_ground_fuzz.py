@@ -15,16 +15,17 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from flight.config import KestrelConfig, LinkConfig
-from flight.downlink import build_channel_coder, frame_layout
-from flight.link.multiplexer import MasterChannelMultiplexer
-from flight.link.spacepacket import PusTm
+from hil.config import KestrelConfig
+from kestrel.link.config import LinkConfig
+from kestrel.link.config import build_channel_coder, frame_layout
+from flight.multiplexer import MasterChannelMultiplexer
+from kestrel.link.spacepacket import PusTm
 from ground.decoder import GroundDecoder
 from tests.support import NullArchive
 
 LINKS = (
-    LinkConfig(frame_length=128),
-    LinkConfig(frame_length=128, fecf=False, randomize=False),
+    LinkConfig(frame_length=128, reed_solomon=False),
+    LinkConfig(frame_length=128, fecf=False, randomize=False, reed_solomon=False),
     LinkConfig(frame_length=223, reed_solomon=True, interleave_depth=1),
     LinkConfig(frame_length=2 * 150, reed_solomon=True, interleave_depth=2, ocf=True),
     LinkConfig(frame_length=5 * 120, reed_solomon=True, interleave_depth=5, randomize=False),

@@ -7,14 +7,14 @@ import random
 
 from hypothesis import given, settings, strategies as st
 
-from flight.config import LinkConfig
-from flight.downlink import build_channel_coder, frame_layout
-from flight.link.coding import ASM, pseudo_randomizer_sequence
-from flight.link.multiplexer import MasterChannelMultiplexer
-from flight.link.spacepacket import SpacePacket
+from kestrel.link.config import LinkConfig
+from kestrel.link.config import build_channel_coder, frame_layout
+from kestrel.link.coding import ASM, pseudo_randomizer_sequence
+from flight.multiplexer import MasterChannelMultiplexer
+from kestrel.link.spacepacket import SpacePacket
 from ground.sync import FrameSynchronizer
 
-LINK = LinkConfig(frame_length=128)
+LINK = LinkConfig(frame_length=128, reed_solomon=False)
 
 
 def cadus(count: int, seed: int = 0):
@@ -130,8 +130,8 @@ def test_flipped_bits_everywhere_never_raise_and_clean_frames_survive():
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from flight.link.errors import ConfigurationError  # noqa: E402
-from flight.link.tmframe import FrameLayout  # noqa: E402
+from kestrel.link.errors import ConfigurationError  # noqa: E402
+from kestrel.link.tmframe import FrameLayout  # noqa: E402
 from ground.decoder import GroundDecoder  # noqa: E402
 from tests.support import NullArchive  # noqa: E402
 
@@ -280,7 +280,7 @@ def test_every_interleaving_depth_with_slips_and_flips(depth):
 
 
 def test_a_link_without_checks_needs_the_next_marker_to_lock():
-    link = LinkConfig(frame_length=128, fecf=False)
+    link = LinkConfig(frame_length=128, fecf=False, reed_solomon=False)
     items = coded_cadus(link, 10, 2)
     rnd = random.Random(1)
     stream = rnd.randbytes(50) + ASM + rnd.randbytes(300) + b"".join(items)
@@ -299,12 +299,12 @@ def test_bad_synchronizer_configurations_are_refused():
 
 
 def test_ground_refuses_an_unusable_virtual_channel_and_counts_foreign_ones():
-    from flight.config import KestrelConfig
+    from hil.config import KestrelConfig
     with pytest.raises(ConfigurationError, match="vc_priority"):
         GroundDecoder(KestrelConfig(link=LinkConfig(vc_priority=(0, 7))), NullArchive())
     with pytest.raises(ConfigurationError, match="frame_length 1000 does not fit"):
         LinkConfig(frame_length=1000, reed_solomon=True, interleave_depth=3)
-    config = KestrelConfig(link=LinkConfig(frame_length=128, vc_priority=(0, 1)))
+    config = KestrelConfig(link=LinkConfig(frame_length=128, vc_priority=(0, 1), reed_solomon=False))
     layout, coder = frame_layout(config.link), build_channel_coder(config.link)
     mux = MasterChannelMultiplexer(config.link.spacecraft_id, layout, (0, 3))
     for i in range(5):

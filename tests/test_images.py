@@ -10,10 +10,11 @@ import zlib
 import numpy as np
 import pytest
 
-from flight import imaging, products
+from flight import imaging
+from kestrel import products
 from flight.detection import DETECTION_DTYPE
-from flight.link.errors import ConfigurationError
-from flight.link.timecode import CucCodec
+from kestrel.link.errors import ConfigurationError
+from kestrel.link.timecode import CucCodec
 from ground.archive import GroundArchive
 from ground.images import ImageAssembler
 from ground.png import display_stretch, encode_png
@@ -44,14 +45,14 @@ def test_chips_are_lossless_and_pick_significant_detections():
     chips = imaging.make_chips(f, detections((10, 10, 30.0), (50, 40, 9.0), (30, 30, 5.0)), cfg, products.SUBTYPE_CHIP)
     assert [(c.x0, c.y0) for c in chips] == [(2, 2), (42, 32)]
     for c in chips:
-        from flight.codecs import ccsds123
+        from kestrel.codecs import ccsds123
         np.testing.assert_array_equal(ccsds123.decode(c.compressed), f[c.y0:c.y0 + 16, c.x0:c.x0 + 16])
 
 
 def test_quicklook_respects_its_bound():
     f = frame(1)
     q = imaging.make_quicklook(f, imaging.ImagingConfig(quicklook_max_error=4), products.SUBTYPE_QUICKLOOK)
-    from flight.codecs import ccsds123
+    from kestrel.codecs import ccsds123
     back = ccsds123.decode(q.compressed).astype(int)
     assert np.abs(back - f.astype(int)).max() <= 4
     binned = imaging.make_quicklook(f, imaging.ImagingConfig(quicklook_binning=2), products.SUBTYPE_QUICKLOOK)
@@ -68,7 +69,7 @@ class Product:
     """Builds the segments of one product the way the executive does."""
 
     def __init__(self, cuc, product_id, pixels, max_error=0, subtype=products.SUBTYPE_CHIP, segment_octets=64):
-        from flight.codecs import ccsds123
+        from kestrel.codecs import ccsds123
         fmt = products.image_segment_format(cuc.length)
         data = ccsds123.encode(pixels, bits=14, max_error=max_error)
         pieces = imaging.segments(data, segment_octets)

@@ -2,10 +2,10 @@
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from flight.link.crc import crc16_ccitt
-from flight.link.errors import ChecksumMismatch, ConfigurationError, MalformedError, TruncatedError
-from flight.link.spacepacket import IDLE_APID, PusTm, SpacePacket, idle_packet, packet_length
-from flight.link.tmframe import FrameLayout, TmFrame
+from kestrel.link.crc import crc16_ccitt
+from kestrel.link.errors import ChecksumMismatch, ConfigurationError, MalformedError, TruncatedError
+from kestrel.link.spacepacket import IDLE_APID, PusTm, SpacePacket, idle_packet, packet_length
+from kestrel.link.tmframe import FrameLayout, TmFrame
 
 spacepackets = pytest.importorskip("spacepackets", reason="spacepackets (test peer) is not installed")
 from spacepackets.ccsds.tm_frame import TmTransferFrame  # noqa: E402

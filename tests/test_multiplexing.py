@@ -6,10 +6,10 @@ the ground gets back exactly the packets that went in, in order.
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from flight.link.errors import ConfigurationError
-from flight.link.spacepacket import IDLE_APID, PRIMARY_HEADER, SpacePacket
-from flight.link.tmframe import FHP_IDLE_DATA, FHP_NO_PACKET_START, FrameLayout, TmFrame
-from flight.link.multiplexer import MasterChannelMultiplexer
+from kestrel.link.errors import ConfigurationError
+from kestrel.link.spacepacket import IDLE_APID, PRIMARY_HEADER, SpacePacket
+from kestrel.link.tmframe import FHP_IDLE_DATA, FHP_NO_PACKET_START, FrameLayout, TmFrame
+from flight.multiplexer import MasterChannelMultiplexer
 from ground.reassembly import VirtualChannelReassembler
 
 

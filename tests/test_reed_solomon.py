@@ -1,6 +1,6 @@
 """Reed-Solomon (255,223) codec: kernel against its numpy twin, and the standard's facts.
 
-References: the plain twin ``flight.link.reed_solomon_ref`` (hypothesis
+References: the plain twin ``kestrel.link.reed_solomon_ref`` (hypothesis
 tests), CCSDS 131.0-B (generator roots, dual-basis table entries). Interop with
 libfec, the peer implementation, is in tests/test_reed_solomon_libfec.py.
 """
@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flight.kernels.reed_solomon import ReedSolomonKernel
-from flight.link import reed_solomon_ref as ref
-from flight.link.reed_solomon import DEPTHS, DecodeResult, ReedSolomonCodec
+from kestrel.link import reed_solomon_ref as ref
+from kestrel.link.reed_solomon import DEPTHS, DecodeResult, ReedSolomonCodec
 
 FILLS = (0, 1, 33, 111, 200, 222)
 

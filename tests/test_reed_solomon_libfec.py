@@ -11,7 +11,7 @@ import ctypes.util
 import numpy as np
 import pytest
 
-from flight.link.reed_solomon import DEPTHS, ReedSolomonCodec
+from kestrel.link.reed_solomon import DEPTHS, ReedSolomonCodec
 
 
 def load_libfec():
@@ -77,7 +77,7 @@ def corrupt(rng, codeblock, depth, symbols, errors_per_codeword):
 
 
 def test_dual_basis_tables_equal_libfec(libfec):
-    from flight.link import reed_solomon_ref as ref
+    from kestrel.link import reed_solomon_ref as ref
 
     assert ref.TO_DUAL.tobytes() == libfec.taltab
     assert ref.FROM_DUAL.tobytes() == libfec.tal1tab

@@ -5,8 +5,8 @@ from fractions import Fraction
 import pytest
 from hypothesis import given, strategies as st
 
-from flight.link.errors import ConfigurationError, MalformedError
-from flight.link.timecode import CUC_PFIELD_FIRST, CucCodec, CucConfig, tai_minus_utc
+from kestrel.link.errors import ConfigurationError, MalformedError
+from kestrel.link.timecode import CUC_PFIELD_FIRST, CucCodec, CucConfig, tai_minus_utc
 
 UTC = dt.timezone.utc
 
@@ -74,8 +74,12 @@ def test_bad_fields_and_configs():
         codec.decode(b"\x00" + bytes(6))
     with pytest.raises(MalformedError, match="expected 7"):
         codec.decode(b"\x2e")
+    # One coarse octet counts 256 s: enough for a mission whose epoch is its own launch minute.
+    short = CucConfig(coarse_octets=1, fine_octets=0, epoch="2030-01-01T00:00:00", mission_end="2030-01-01T00:03:00")
     with pytest.raises(ValueError, match="does not fit"):
-        CucCodec(CucConfig(coarse_octets=1, fine_octets=0)).encode(256)
+        CucCodec(short).encode(256)
+    with pytest.raises(ConfigurationError, match="coarse_octets 1 counts 256 s, fewer than the 3660 s"):
+        CucConfig(coarse_octets=1, epoch="2030-01-01T00:00:00", mission_end="2030-01-01T01:00:00")
     with pytest.raises(ConfigurationError):
         CucConfig(coarse_octets=8)
     with pytest.raises(ConfigurationError):

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from flight.codecs.ccsds121 import decode, encode, max_encoded_size
+from kestrel.codecs.ccsds121 import decode, encode, max_encoded_size
 
 imagecodecs = pytest.importorskip("imagecodecs")
 

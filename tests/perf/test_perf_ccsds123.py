@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from flight.codecs import ccsds123
+from kestrel.codecs import ccsds123
 
 imagecodecs = pytest.importorskip("imagecodecs")
 

@@ -14,11 +14,11 @@ import pstats
 import numpy as np
 import pytest
 
-from flight.config import LinkConfig
-from flight.downlink import build_channel_coder, frame_layout
-from flight.link.multiplexer import MasterChannelMultiplexer
-from flight.link.spacepacket import PusTm
-from flight.link.tmframe import TmFrame
+from kestrel.link.config import LinkConfig
+from kestrel.link.config import build_channel_coder, frame_layout
+from flight.multiplexer import MasterChannelMultiplexer
+from kestrel.link.spacepacket import PusTm
+from kestrel.link.tmframe import TmFrame
 from tests.support import median_seconds
 
 pytestmark = pytest.mark.perf

@@ -15,10 +15,11 @@ import pstats
 import numpy as np
 import pytest
 
-from flight.config import KestrelConfig, LinkConfig
-from flight.downlink import build_channel_coder, frame_layout
-from flight.link.multiplexer import MasterChannelMultiplexer
-from flight.link.spacepacket import PusTm
+from hil.config import KestrelConfig
+from kestrel.link.config import LinkConfig
+from kestrel.link.config import build_channel_coder, frame_layout
+from flight.multiplexer import MasterChannelMultiplexer
+from kestrel.link.spacepacket import PusTm
 from ground.decoder import GroundDecoder
 from tests.support import NullArchive, median_seconds
 

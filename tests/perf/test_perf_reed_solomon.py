@@ -17,7 +17,7 @@ import time
 import numpy as np
 import pytest
 
-from flight.link.reed_solomon import ReedSolomonCodec
+from kestrel.link.reed_solomon import ReedSolomonCodec
 
 pytestmark = pytest.mark.perf
 

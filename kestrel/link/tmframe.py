@@ -18,6 +18,8 @@ MAX_SPACECRAFT_ID: Final = 0x3FF
 FHP_NO_PACKET_START: Final = 0x7FF
 FHP_IDLE_DATA: Final = 0x7FE
 IDLE_VCID: Final = 7
+# Master and virtual channel frame counts are 8 bits and wrap (132.0-B-3 4.1.2.4, 4.1.2.5).
+FRAME_COUNT_MODULUS: Final = 256
 
 TM_PRIMARY_HEADER = cs.BitStruct(
     "version" / cs.Const(0, cs.BitsInteger(2)),

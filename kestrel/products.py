@@ -19,7 +19,6 @@ from typing import Final
 import construct as cs
 import numpy as np
 
-from .detection import DETECTION_DTYPE
 
 APID_HOUSEKEEPING: Final = 100
 APID_EVENTS: Final = 101
@@ -35,6 +34,22 @@ HK_STRUCTURE_FLIGHT: Final = 1
 
 # Event severities are the ST[05] subtypes.
 EVENT_INFO, EVENT_LOW, EVENT_MEDIUM, EVENT_HIGH = 1, 2, 3, 4
+
+# One record per detection candidate; everything a tracker needs. The detector
+# kernels' measurement columns are checked against this at import (flight.detection).
+#   x, y      sub-pixel centroid, pixel coordinates (column, row), pixel centres at integers
+#   sigma_x/y 1-sigma centroid uncertainty (px), Cramer-Rao bound of a Gaussian PSF
+#   flux      background-subtracted sum in the aperture (counts)
+#   snr       detection significance: peak of the noise-normalised detection statistic
+#   peak      peak value above background (counts)
+#   npix      pixels in the connected component above threshold
+#   a, b, theta  second-moment shape: semi-axes (px) and angle of a from +x (rad)
+DETECTION_DTYPE: Final = np.dtype([
+    ("x", "f4"), ("y", "f4"), ("sigma_x", "f4"), ("sigma_y", "f4"), ("flux", "f4"),
+    ("snr", "f4"), ("peak", "f4"), ("npix", "u2"), ("a", "f4"), ("b", "f4"), ("theta", "f4"),
+])
+# Its fields by position: the column of each in a kernel's measurement table.
+DETECTION_COLUMN: Final = {name: i for i, name in enumerate(DETECTION_DTYPE.names)}
 
 # Detection records travel big-endian, packed, in the order of DETECTION_DTYPE.
 DETECTION_WIRE_DTYPE: Final = DETECTION_DTYPE.newbyteorder(">")

@@ -8,7 +8,7 @@ bit-exact with the CCSDS reference vectors and interoperate with libaec
 
 The work happens in ``flight.kernels.ccsds121``; this module checks
 parameters and samples once, so the kernel can run without checks and
-without the GIL. ``flight.codecs.ccsds121_ref`` is its plain-Python twin.
+without the GIL. ``kestrel.codecs.ccsds121_ref`` is its plain-Python twin.
 """
 from __future__ import annotations
 

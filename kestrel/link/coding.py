@@ -11,6 +11,13 @@ from typing import Final
 import numpy as np
 
 ASM: Final = bytes.fromhex("1ACFFC1D")
+ASM_BITS: Final = 8 * len(ASM)
+# Reed-Solomon (255,223) E=16 (131.0-B 4): the codec is kestrel.link.reed_solomon.
+RS_DATA_SYMBOLS: Final = 223
+RS_PARITY_SYMBOLS: Final = 32
+RS_CORRECTABLE_SYMBOLS: Final = 16
+RS_DEPTHS: Final = (1, 2, 3, 4, 5, 8)
+RANDOMIZER_PERIOD_BITS: Final = 255
 
 
 def pseudo_randomizer_sequence(length: int) -> np.ndarray:
@@ -19,11 +26,11 @@ def pseudo_randomizer_sequence(length: int) -> np.ndarray:
     It repeats every 255 bits; we generate one period bit by bit and tile it.
     """
     bits = [1] * 8
-    while len(bits) < 255 + 8:
+    while len(bits) < RANDOMIZER_PERIOD_BITS + 8:
         n = len(bits) - 8
         bits.append(bits[n + 7] ^ bits[n + 5] ^ bits[n + 3] ^ bits[n])
-    period = np.array(bits[:255], dtype=np.uint8)
-    reps = -(-length * 8 // 255)
+    period = np.array(bits[:RANDOMIZER_PERIOD_BITS], dtype=np.uint8)
+    reps = -(-length * 8 // RANDOMIZER_PERIOD_BITS)
     stream = np.tile(period, reps)[: length * 8]
     return np.packbits(stream)
 

@@ -3,6 +3,7 @@
 Each error says what was expected and what came, so a counter name and a
 log line are enough to know what the radio delivered.
 """
+from ..settings import ConfigurationError  # noqa: F401 - one class for a refused configuration
 
 
 class LinkError(Exception):
@@ -30,6 +31,3 @@ class ChecksumMismatch(LinkError):
 class MalformedError(LinkError):
     """A field holds a value the format or our configuration does not allow."""
 
-
-class ConfigurationError(ValueError):
-    """A link configuration that cannot work, refused at start."""

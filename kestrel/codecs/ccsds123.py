@@ -677,7 +677,7 @@ def _parse_table(text: str, limit: int) -> dict:
 @functools.cache
 def low_entropy_codes() -> tuple[LowEntropyCode, ...]:
     """The 16 low-entropy codes, parsed once from ccsds123_hybrid_tables."""
-    from flight.codecs import ccsds123_hybrid_tables as tables
+    from kestrel.codecs import ccsds123_hybrid_tables as tables
 
     return tuple(
         LowEntropyCode(limit, threshold, _parse_table(code, limit), _parse_table(flush, limit))

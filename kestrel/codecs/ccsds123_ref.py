@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from flight.codecs.ccsds123 import Ccsds123Params, low_entropy_codes
+from kestrel.codecs.ccsds123 import Ccsds123Params, low_entropy_codes
 
 
 def _sgn(v: int) -> int:

@@ -15,7 +15,7 @@ from fractions import Fraction
 
 import construct as cs
 
-from ..settings import setting
+from ..settings import Settings, setting
 from .errors import ConfigurationError, MalformedError
 
 # TAI-UTC (s) from each UTC date on (IERS Bulletin C). Before 1972 the offset
@@ -54,23 +54,35 @@ def _tai_minus_utc_on_tai_line(tai_calendar_seconds: Fraction) -> int:
 
 
 @dataclass(frozen=True)
-class CucConfig:
+class CucConfig(Settings):
     """Layout of the CUC fields we send; flight and ground share it."""
 
-    coarse_octets: int = setting(4, "octets of whole seconds (1-7)")
-    fine_octets: int = setting(2, "octets of binary fraction of a second (0-10)")
+    coarse_octets: int = setting(4, "octets of whole seconds", low=1, high=7)
+    fine_octets: int = setting(2, "octets of binary fraction of a second", low=0, high=10)
     epoch: str = setting(CCSDS_EPOCH, "epoch as a TAI calendar instant, ISO 8601; 1958-01-01T00:00:00 is the CCSDS epoch")
     explicit_pfield: bool = setting(False, "send the P-field before each T-field")
+    mission_end: str = setting("2045-01-01T00:00:00", "last instant (UTC, ISO 8601) the mission stamps; "
+                               "the coarse octets must count the seconds from the epoch to it")
 
-    def __post_init__(self):
-        if not 1 <= self.coarse_octets <= 7:
-            raise ConfigurationError(f"CUC coarse_octets must be 1..7, got {self.coarse_octets}")
-        if not 0 <= self.fine_octets <= 10:
-            raise ConfigurationError(f"CUC fine_octets must be 0..10, got {self.fine_octets}")
-        try:
-            _dt.datetime.fromisoformat(self.epoch)
-        except ValueError as exc:
-            raise ConfigurationError(f"CUC epoch {self.epoch!r} is not an ISO 8601 instant") from exc
+    def check(self) -> None:
+        epoch = _iso_instant(self.epoch, "epoch")
+        end = _iso_instant(self.mission_end, "mission_end")
+        if end <= epoch:
+            raise ConfigurationError(f"CUC mission_end {self.mission_end} must come after the epoch {self.epoch}")
+        # TAI runs ahead of UTC by under a minute for centuries yet: a margin, not a table look-up.
+        span = (end - epoch).total_seconds() + 60
+        capacity = 1 << (8 * self.coarse_octets)
+        if span >= capacity:
+            raise ConfigurationError(
+                f"CUC coarse_octets {self.coarse_octets} counts {capacity} s, fewer than the {span:.0f} s from the "
+                f"epoch {self.epoch} to mission_end {self.mission_end}: use more coarse octets or a later epoch")
+
+
+def _iso_instant(text: str, name: str) -> _dt.datetime:
+    try:
+        return _dt.datetime.fromisoformat(text).replace(tzinfo=None)
+    except ValueError:
+        raise ConfigurationError(f"CUC {name} {text!r} is not an ISO 8601 instant") from None
 
 
 # P-field (301.0-B-4 3.2.2): first octet, and a second one when the T-field

@@ -7,7 +7,7 @@ codeblock is the transfer frame (``data_length`` bytes) followed by the
 interleaved parity (``32 * depth`` bytes).
 
 Inputs are checked here, once; the Cython kernel ``flight.kernels.reed_solomon``
-then runs a whole codeblock without the GIL. ``flight.link.reed_solomon_ref``
+then runs a whole codeblock without the GIL. ``kestrel.link.reed_solomon_ref``
 is its plain twin.
 """
 from __future__ import annotations
@@ -18,10 +18,8 @@ import numpy as np
 
 from flight.kernels.reed_solomon import ReedSolomonKernel
 
-DEPTHS = (1, 2, 3, 4, 5, 8)
-DATA_SYMBOLS = 223
-PARITY_SYMBOLS = 32
-CORRECTABLE_SYMBOLS = 16
+from .coding import (RS_CORRECTABLE_SYMBOLS as CORRECTABLE_SYMBOLS, RS_DATA_SYMBOLS as DATA_SYMBOLS,
+                     RS_DEPTHS as DEPTHS, RS_PARITY_SYMBOLS as PARITY_SYMBOLS)
 MAX_VIRTUAL_FILL = DATA_SYMBOLS - 1
 
 

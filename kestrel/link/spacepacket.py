@@ -8,7 +8,7 @@ CRC) and turn construct's errors into ours.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 import construct as cs
 
@@ -58,6 +58,23 @@ def pus_tm_secondary_header(time_length: int) -> cs.Construct:
 def packet_length(header_bytes: bytes) -> int:
     """Total length of the packet whose primary header starts `header_bytes`."""
     return PRIMARY_HEADER_LENGTH + ((header_bytes[4] << 8) | header_bytes[5]) + 1
+
+
+class PacketKey(NamedTuple):
+    """What identifies a packet in its stream: the fields of PRIMARY_HEADER the ground keys on."""
+
+    apid: int
+    sequence_count: int
+
+
+def packet_key(header_bytes) -> PacketKey:
+    """APID and sequence count of the packet whose primary header starts `header_bytes` (>= 4 octets).
+
+    Read by hand, as the ground does this per packet; PRIMARY_HEADER stays
+    the definition and tests hold the two equal.
+    """
+    return PacketKey(((header_bytes[0] << 8) | header_bytes[1]) & MAX_APID,
+                     ((header_bytes[2] << 8) | header_bytes[3]) & MAX_SEQUENCE_COUNT)
 
 
 @dataclass(frozen=True)
@@ -165,7 +182,7 @@ class PusTm:
         if total < minimum:
             raise MalformedError(f"PUS TM packet length {total} is shorter than its headers ({minimum})")
         raw = bytes(raw[:total])
-        if ((raw[0] << 8) | raw[1]) & 0x7FF == IDLE_APID:
+        if packet_key(raw).apid == IDLE_APID:
             raise MalformedError("an idle packet (APID 0x7FF) is not a PUS TM packet")
         expected = (raw[-2] << 8) | raw[-1]
         computed = crc16_ccitt(raw[:-2])
@@ -192,9 +209,9 @@ class PusTm:
         if flags >> 4 != PUS_VERSION:
             raise MalformedError(f"PUS TM header: PUS version {flags >> 4} is not {PUS_VERSION}")
         start = PRIMARY_HEADER_LENGTH + PUS_TM_FIXED_HEADER_LENGTH
-        return cls(apid=(word >> 16) & 0x7FF, service=raw[7], subtype=raw[8],
+        return cls(apid=(word >> 16) & MAX_APID, service=raw[7], subtype=raw[8],
                    data=raw[start + time_length:-2], time=raw[start:start + time_length],
-                   sequence_count=word & 0x3FFF, message_type_counter=(raw[9] << 8) | raw[10],
+                   sequence_count=word & MAX_SEQUENCE_COUNT, message_type_counter=(raw[9] << 8) | raw[10],
                    destination_id=(raw[11] << 8) | raw[12], time_reference_status=flags & 0xF,
                    sequence_flags=(word >> 14) & 0x3)
 

@@ -9,9 +9,10 @@ before any waiting frame of a lower one (imagery).
 from __future__ import annotations
 
 from collections import deque
-from .errors import ConfigurationError
-from .spacepacket import PRIMARY_HEADER_LENGTH, idle_packet
-from .tmframe import FHP_IDLE_DATA, FHP_NO_PACKET_START, IDLE_VCID, FrameLayout, TmFrame
+from kestrel.link.errors import ConfigurationError
+from kestrel.link.spacepacket import PRIMARY_HEADER_LENGTH, idle_packet
+from kestrel.link.tmframe import (FHP_IDLE_DATA, FHP_NO_PACKET_START, FRAME_COUNT_MODULUS, IDLE_VCID, FrameLayout,
+                                  TmFrame)
 
 
 class VirtualChannelPacketizer:
@@ -126,7 +127,7 @@ class MasterChannelMultiplexer:
                 continue
             data, first = taken
             frame = self._frame(vcid, channel.frame_count, first, data)
-            channel.frame_count = (channel.frame_count + 1) & 0xFF
+            channel.frame_count = (channel.frame_count + 1) % FRAME_COUNT_MODULUS
             return frame
         return None
 
@@ -134,7 +135,7 @@ class MasterChannelMultiplexer:
         """An OID frame keeping a continuous downlink in lock when nothing waits."""
         frame = self._frame(IDLE_VCID, self._idle_vc_count, FHP_IDLE_DATA,
                             b"\x55" * self.layout.data_field_length)
-        self._idle_vc_count = (self._idle_vc_count + 1) & 0xFF
+        self._idle_vc_count = (self._idle_vc_count + 1) % FRAME_COUNT_MODULUS
         self.idle_frames_sent += 1
         return frame
 
@@ -145,6 +146,6 @@ class MasterChannelMultiplexer:
             ocf = self.ocf_source() if self.ocf_source is not None else bytes(4)
         raw = TmFrame(self.spacecraft_id, vcid, self._master_count, vc_count,
                       first_header_pointer, data, ocf).pack(self.layout)
-        self._master_count = (self._master_count + 1) & 0xFF
+        self._master_count = (self._master_count + 1) % FRAME_COUNT_MODULUS
         self.frames_sent += 1
         return raw

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from flight.codecs.ccsds121 import CompressedDataError, code_parameters, output_dtype_for
+from kestrel.codecs.ccsds121 import CompressedDataError, code_parameters, output_dtype_for
 
 SEGMENT_BLOCKS = 64  # zero-block runs never cross a 64-block segment
 ROS_FS = 4  # FS value that codes "remainder of segment"
