@@ -48,27 +48,34 @@ def _main(argv=None) -> int:
     except ValueError as exc:
         fail(parser, str(exc), EXIT_USAGE)
     url = args.port or config.flight.port
+
+    def reopen():
+        """The radio port, opened anew: at start, and by the downlink after the port is lost."""
+        return open_port(url, config.link.baud, timeout=0.1, write_timeout=None)
+
     try:
-        port = open_port(url, config.link.baud, timeout=0.1, write_timeout=None)
+        port = reopen()
     except PortError as exc:
         fail(parser, str(exc))
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    downlink = Downlink(config.link, port)
+    downlink = Downlink(config.link, port, reopen=reopen, reconnect_initial_s=config.flight.reconnect_initial_s,
+                        reconnect_max_s=config.flight.reconnect_max_s)
     try:
         executive = Executive(config, downlink, stop)
     except (SensorError, ValueError) as exc:
-        port.close()
+        downlink.close()
         fail(parser, str(exc))
     downlink.start()
     try:
         counters = executive.run()
     finally:
         drained = downlink.stop(config.flight.flush_timeout_s)
-        port.close()
-    log.info("stopped: %d frames, %d detections, %d octets sent", counters.frames_processed,
-             counters.detections_total, downlink.bytes_sent)
+        downlink.close()   # the port it holds now: the one opened here, or a reopened one
+    log.info("stopped: %d frames, %d detections, %d octets sent; radio port outages %d, %.0f s down in all",
+             counters.frames_processed, counters.detections_total, downlink.bytes_sent, downlink.link_outages,
+             downlink.link_down_s())
     return 0 if drained else 1
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kestrel.link.config import LinkConfig
-from kestrel.settings import Settings, setting
+from kestrel.settings import ConfigurationError, Settings, setting
 
 from .detection import DetectorConfig
 from .imaging import ImagingConfig
@@ -32,6 +32,11 @@ class FlightConfig(Settings):
     reconnect_initial_s: float = setting(0.5, "first wait before reopening a lost radio port", above=0, high=60)
     reconnect_max_s: float = setting(30.0, "longest wait between attempts to reopen a lost radio port",
                                      above=0, high=3600)
+
+    def check(self) -> None:
+        if self.reconnect_max_s < self.reconnect_initial_s:
+            raise ConfigurationError(f"flight.reconnect_max_s {self.reconnect_max_s:g} is shorter than "
+                                     f"flight.reconnect_initial_s {self.reconnect_initial_s:g}")
 
 
 @dataclass(frozen=True)

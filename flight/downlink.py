@@ -4,6 +4,18 @@ The executive never waits on the radio: it hands packets to the multiplexer
 (bounded per virtual channel; a refused packet is counted) and a writer
 thread, started and stopped explicitly, turns them into CADUs as fast as the
 port takes them. When stopping, what is queued is flushed, within a bound.
+
+A failed write (a socket peer that closed, a USB radio that vanished) starts
+an outage, not an error a write: the writer logs it once, closes the port,
+and reopens it through `reopen` (a callable that opens the port, such as
+kestrel.link.port.open_port with the URL bound) after waits that double from
+`reconnect_initial_s` up to `reconnect_max_s`. When a write goes through
+again the outage ends, logged once with its length. Meanwhile nothing leaves
+the multiplexer: its bounded queues decide what waits (alerts and detections
+before imagery) and what they hold goes out after the reconnect. The CADU
+whose write failed is sent again, whole, before anything else: the old peer
+got at most a fragment of it, which a ground decoder skips as it resyncs.
+The executive reads the counters and turns outages into events.
 """
 from __future__ import annotations
 
@@ -14,6 +26,7 @@ import time
 import serial
 
 from kestrel.link.config import build_channel_coder, frame_layout
+from kestrel.link.port import PortError
 
 from .multiplexer import MasterChannelMultiplexer
 
@@ -21,10 +34,17 @@ log = logging.getLogger(__name__)
 
 
 class Downlink:
-    def __init__(self, link_config, port, clock=time.monotonic):
+    def __init__(self, link_config, port, clock=time.monotonic, *, reopen=None,
+                 reconnect_initial_s: float = 0.5, reconnect_max_s: float = 30.0):
+        if not 0 < reconnect_initial_s <= reconnect_max_s:
+            raise ValueError(f"reconnect waits must satisfy 0 < initial <= max, got {reconnect_initial_s} "
+                             f"and {reconnect_max_s}")
         self.config = link_config
         self.port = port
+        self._reopen = reopen
         self._clock = clock
+        self._reconnect_initial = reconnect_initial_s
+        self._reconnect_max = reconnect_max_s
         self.layout = frame_layout(link_config)
         self.mux = MasterChannelMultiplexer(link_config.spacecraft_id, self.layout,
                                             tuple(link_config.vc_priority),
@@ -34,11 +54,28 @@ class Downlink:
         self._wake = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
+        # The port changes hands on a reopen; close() and the writer agree through this lock.
+        self._port_lock = threading.Lock()
+        self._closed = False
+        # Set to cut a wait between reopen attempts short (stop: one more try; abandon: give up).
+        self._interrupt = threading.Event()
+        self._abandoned = False
+        self._backoff = reconnect_initial_s
+        self._up_since = clock()
+        self._reopen_failures_before = 0
         self.bytes_sent = 0
         self.cadus_sent = 0
         self.packets_sent = 0
         self.packets_dropped = 0
-        self.write_errors = 0
+        self.write_errors = 0            # writes the port refused (each one in an outage)
+        self.link_outages = 0            # outages begun
+        self.link_reconnects = 0         # outages ended: a write went through again
+        self.reopen_failures = 0         # attempts to reopen the port that failed
+        self.cadus_interrupted = 0       # CADUs whose write an outage cut; each is sent again, whole
+        self.link_error: str | None = None   # what started the latest outage
+        self.down_since: float | None = None  # clock() when the current outage began; None while up
+        self.last_outage_s = 0.0
+        self._down_total = 0.0
         self.failure: Exception | None = None
 
     # --- executive side ---------------------------------------------------
@@ -56,6 +93,11 @@ class Downlink:
         with self._wake:
             return sum(c.pending_octets for c in self.mux.channels.values())
 
+    def link_down_s(self) -> float:
+        """Seconds the link has been down in all, the current outage included."""
+        since = self.down_since
+        return self._down_total + (self._clock() - since if since is not None else 0.0)
+
     # --- writer -------------------------------------------------------------
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="downlink-writer", daemon=True)
@@ -66,6 +108,7 @@ class Downlink:
         with self._wake:
             self._stopping = True
             self._wake.notify()
+        self._interrupt.set()   # a writer waiting to reopen the port tries once more now
         if self._thread is not None:
             self._thread.join(flush_timeout)
             drained = not self._thread.is_alive()
@@ -73,8 +116,21 @@ class Downlink:
             drained = not self.mux.has_data()
         drained = drained and self.failure is None
         if self.failure is None and not drained:
-            log.error("downlink: %d octets still queued after %.1f s; giving up", self.queued_octets(), flush_timeout)
+            self._abandoned = True
+            self._interrupt.set()
+            since = self.down_since
+            down = f" (the radio port has been down for {self._clock() - since:.1f} s)" if since is not None else ""
+            log.error("downlink: %d octets still queued after %.1f s; giving up%s", self.queued_octets(),
+                      flush_timeout, down)
         return drained
+
+    def close(self) -> None:
+        """Close the port (whichever one the writer holds now); call after stop()."""
+        with self._port_lock:
+            self._closed = True
+            port, self.port = self.port, None
+        if port is not None:
+            _close_quietly(port)
 
     def _next_cadu(self) -> bytes | None:
         with self._wake:
@@ -102,24 +158,96 @@ class Downlink:
         # imagery; so the writer keeps at most `lead` CADUs ahead of the line.
         lead = self.config.line_lead_cadus * self._cadu_seconds
         line_free_at = self._clock()
+        cadu = None
         while True:
-            cadu = self._next_cadu()
             if cadu is None:
-                break
+                cadu = self._next_cadu()
+                if cadu is None:
+                    break
+            port = self.port
+            if port is None:
+                return       # close() took the port: the program is ending
             try:
-                self.port.write(cadu)
+                port.write(cadu)
             except (serial.SerialException, OSError) as exc:
                 self.write_errors += 1
-                log.error("downlink: write failed: %s", exc)
-                time.sleep(0.1)
-                continue
+                if not self._recover(exc):
+                    return   # given up while the port was down: what waits stays unsent, and stop() said so
+                line_free_at = self._clock()
+                continue     # the same CADU again, on the reopened port
+            if self.down_since is not None:
+                self._restored()
             self.bytes_sent += len(cadu)
             self.cadus_sent += 1
+            cadu = None
             line_free_at = max(line_free_at, self._clock()) + self._cadu_seconds
             delay = line_free_at - lead - self._clock()
             if delay > 0:
                 time.sleep(delay)
-        try:
-            self.port.flush()
-        except (serial.SerialException, OSError):
-            pass
+        port = self.port
+        if port is not None:
+            try:
+                port.flush()
+            except (serial.SerialException, OSError):
+                pass
+
+    # --- outages ------------------------------------------------------------
+    def _recover(self, exc: Exception) -> bool:
+        """After a failed write: wait, reopen the port; False if given up (stop() abandoned the queue)."""
+        if self.down_since is None:
+            now = self._clock()
+            # A link that drops again soon after it came back keeps its longer
+            # wait: a peer that accepts and closes at once gets no faster retries.
+            if now - self._up_since >= self._reconnect_max:
+                self._backoff = self._reconnect_initial
+            self.down_since = now
+            self.link_outages += 1
+            self.cadus_interrupted += 1
+            self._reopen_failures_before = self.reopen_failures
+            self.link_error = str(exc) or type(exc).__name__
+            log.warning("downlink: radio port lost (%s); reopening it every %g..%g s, queued data waits",
+                        self.link_error, self._reconnect_initial, self._reconnect_max)
+        else:
+            log.debug("downlink: radio port still down: %s", exc)
+        while True:
+            delay = self._backoff
+            self._backoff = min(delay * 2, self._reconnect_max)
+            if self._interrupt.wait(delay) and not self._abandoned:
+                self._interrupt.clear()   # stop() asked for one more try now; later waits are whole again
+            if self._abandoned:
+                return False
+            if self._reopen is None:
+                return True               # no way to reopen: try the same port again
+            with self._port_lock:
+                old, self.port = self.port, None
+            if old is not None:
+                _close_quietly(old)
+            try:
+                port = self._reopen()
+            except (PortError, serial.SerialException, OSError) as reopen_error:
+                self.reopen_failures += 1
+                log.debug("downlink: reopening the radio port failed: %s", reopen_error)
+                continue
+            with self._port_lock:
+                if self._closed:
+                    _close_quietly(port)
+                    return False
+                self.port = port
+            return True
+
+    def _restored(self) -> None:
+        now = self._clock()
+        self.last_outage_s = now - self.down_since
+        self._down_total += self.last_outage_s
+        self.down_since = None
+        self._up_since = now
+        self.link_reconnects += 1
+        log.warning("downlink: radio port back after %.1f s down (%d failed attempts to reopen it); "
+                    "queued data follows", self.last_outage_s, self.reopen_failures - self._reopen_failures_before)
+
+
+def _close_quietly(port) -> None:
+    try:
+        port.close()
+    except (serial.SerialException, OSError) as exc:
+        log.debug("downlink: closing the radio port: %s", exc)

@@ -1,40 +1,89 @@
-"""Where decoded products go: detections as JSON lines, housekeeping and events in SQLite.
+"""Where decoded products go: one SQLite archive (WAL) that is the record, and files derived from it.
 
-The archive is SQLite in WAL mode, committed per report, so a ground station
-that loses power keeps everything it had decoded.
+Order of truth: a product is first a row in a committed transaction; the
+JSON lines of detections are appended only after that commit, and rebuilt
+from the database whenever an archive is opened, so after a kill they can
+lag the database but never hold what it lacks. Packets are identified by
+spacecraft, virtual channel, APID, sequence count and time stamp: one seen
+before (a second decode into the same directory, a capture holding a chunk
+twice) is recognised and not archived again.
+
+A failure of the archive itself (disk full, read-only, locked, a foreign or
+older schema) is an ArchiveError: the ground stops and says so. It is never
+counted as bad telemetry.
 """
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sqlite3
 from pathlib import Path
+from typing import NamedTuple
 
-from kestrel.products import HOUSEKEEPING_FIELDS
+import numpy as np
+
+from kestrel.products import DETECTION_DTYPE, HOUSEKEEPING_FIELDS
+
+from .png import display_stretch, write_png
+
+SCHEMA_VERSION = 2
+APPLICATION = "kestrel-ground archive"
+DATABASE = "archive.sqlite"
+DETECTIONS_JSONL = "detections.jsonl"
+IMAGES = "images"
+
+_DETECTION_COLUMNS = tuple(DETECTION_DTYPE.names)
 
 SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS housekeeping (
+CREATE TABLE archive_info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE packets (
     id INTEGER PRIMARY KEY,
     received_at REAL NOT NULL,
-    packet_time REAL NOT NULL,
+    spacecraft_id INTEGER NOT NULL,
+    virtual_channel INTEGER NOT NULL,
+    apid INTEGER NOT NULL,
+    sequence_count INTEGER NOT NULL,
+    time_field BLOB NOT NULL,
+    message_type_counter INTEGER NOT NULL,
+    time_status INTEGER NOT NULL,
+    service INTEGER NOT NULL,
+    subtype INTEGER NOT NULL,
+    length INTEGER NOT NULL,
+    UNIQUE (spacecraft_id, virtual_channel, apid, sequence_count, time_field, message_type_counter)
+);
+CREATE TABLE housekeeping (
+    id INTEGER PRIMARY KEY,
+    packet_id INTEGER NOT NULL UNIQUE REFERENCES packets(id),
+    received_at REAL NOT NULL,
+    packet_time REAL,              -- NULL: the packet's time was not the clock's (time_status)
     sequence_count INTEGER NOT NULL,
     {", ".join(f"{name} INTEGER NOT NULL" for name in HOUSEKEEPING_FIELDS)}
 );
-CREATE TABLE IF NOT EXISTS events (
+CREATE TABLE events (
     id INTEGER PRIMARY KEY,
+    packet_id INTEGER NOT NULL UNIQUE REFERENCES packets(id),
     received_at REAL NOT NULL,
-    packet_time REAL NOT NULL,
+    packet_time REAL,
     severity INTEGER NOT NULL,
     event_id INTEGER NOT NULL,
     text TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS detection_reports (
+CREATE TABLE detection_reports (
     id INTEGER PRIMARY KEY,
+    packet_id INTEGER NOT NULL UNIQUE REFERENCES packets(id),
     received_at REAL NOT NULL,
     frame_index INTEGER NOT NULL,
-    frame_time REAL NOT NULL,
+    frame_time REAL,
     count INTEGER NOT NULL
 );
-CREATE TABLE IF NOT EXISTS images (
+CREATE TABLE detections (
+    id INTEGER PRIMARY KEY,
+    report_id INTEGER NOT NULL REFERENCES detection_reports(id),
+    {", ".join(f"{name} {'INTEGER' if DETECTION_DTYPE[name].kind in 'iu' else 'REAL'} NOT NULL"
+               for name in _DETECTION_COLUMNS)}
+);
+CREATE TABLE images (
     id INTEGER PRIMARY KEY,
     received_at REAL NOT NULL,
     product_id INTEGER NOT NULL,
@@ -45,69 +94,222 @@ CREATE TABLE IF NOT EXISTS images (
     max_error INTEGER NOT NULL,
     status TEXT NOT NULL,          -- complete | incomplete | corrupt
     detail TEXT NOT NULL,
-    path TEXT
-);
-CREATE TABLE IF NOT EXISTS packets (
-    id INTEGER PRIMARY KEY,
-    received_at REAL NOT NULL,
-    apid INTEGER NOT NULL,
-    service INTEGER,
-    subtype INTEGER,
-    sequence_count INTEGER NOT NULL,
-    length INTEGER NOT NULL
+    path TEXT,
+    UNIQUE (product_id, kind, frame_index, frame_time)
 );
 """
 
 
+class ArchiveError(Exception):
+    """The archive cannot be written or opened: a fault of the ground station, not of the telemetry."""
+
+
+class PacketIdentity(NamedTuple):
+    """What makes a packet the same packet when it is received again.
+
+    The two counters wrap at 16384 and 65536 packets: with a clock stuck at a
+    limit, a new packet is taken for an old one only after 65536 of its kind.
+    """
+
+    spacecraft_id: int
+    virtual_channel: int
+    apid: int
+    sequence_count: int
+    time_field: bytes
+    message_type_counter: int
+
+
+def _describe(exc: BaseException, what: str) -> str:
+    text = str(exc)
+    if isinstance(exc, sqlite3.OperationalError):
+        if "locked" in text or "busy" in text:
+            return f"{what}: the database is locked by another process ({text})"
+        if "full" in text:
+            return f"{what}: the disk is full ({text})"
+        if "readonly" in text or "read-only" in text:
+            return f"{what}: the database is read-only ({text})"
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return f"{what}: the disk is full ({exc.strerror})"
+    if isinstance(exc, OSError) and exc.errno == errno.EROFS:
+        return f"{what}: the disk is read-only ({exc.strerror})"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{what}: {exc.strerror}" + (f" ({exc.filename})" if exc.filename else "")
+    return f"{what}: {text}"
+
+
 class GroundArchive:
-    def __init__(self, out_dir: str | Path):
+    def __init__(self, out_dir: str | Path, busy_timeout_s: float = 5.0):
         self.out_dir = Path(out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.out_dir / "archive.sqlite")
+        if self.out_dir.exists() and not self.out_dir.is_dir():
+            raise ArchiveError(f"output {self.out_dir} exists and is not a directory")
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.out_dir / DATABASE, timeout=busy_timeout_s)
+        except (OSError, sqlite3.Error) as exc:
+            raise ArchiveError(_describe(exc, f"cannot open the archive in {self.out_dir}")) from exc
+        self._pending_lines: list[str] = []
+        try:
+            self.found = self._open_schema()
+            self._jsonl = self._rebuild_jsonl()
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            raise ArchiveError(_describe(exc, f"{self.out_dir / DATABASE} cannot be used")) from exc
+        except OSError as exc:
+            self.db.close()
+            raise ArchiveError(_describe(exc, f"cannot write {self.out_dir / DETECTIONS_JSONL}")) from exc
+
+    # --- opening ----------------------------------------------------------------
+    def _open_schema(self) -> dict:
+        """Create the schema in a new database, or check an existing one is ours; what it already holds."""
         self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.executescript(SCHEMA)
-        self._detections = (self.out_dir / "detections.jsonl").open("a", encoding="utf8")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if version == 0 and not tables:
+            with self.db:
+                self.db.executescript("BEGIN;" + SCHEMA + f"PRAGMA user_version={SCHEMA_VERSION};")
+                self.db.execute("INSERT INTO archive_info VALUES ('application', ?)", (APPLICATION,))
+            return {}
+        info = {}
+        if "archive_info" in tables:
+            info = dict(self.db.execute("SELECT key, value FROM archive_info"))
+        if info.get("application") != APPLICATION:
+            hint = (" (an archive of an earlier Kestrel, schema 1)" if {"packets", "housekeeping"} <= tables
+                    else "")
+            raise ArchiveError(f"{self.out_dir / DATABASE} is not a Kestrel ground archive{hint}: "
+                               f"decode into a new --out directory")
+        if version != SCHEMA_VERSION:
+            raise ArchiveError(f"{self.out_dir / DATABASE} has archive schema {version}; this kestrel-ground "
+                               f"writes schema {SCHEMA_VERSION}: decode into a new --out directory")
+        return {table: self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+                for table in ("packets", "detection_reports", "housekeeping", "events", "images")}
 
-    def packet(self, received_at: float, apid: int, service, subtype, sequence_count: int, length: int) -> None:
-        self.db.execute("INSERT INTO packets (received_at, apid, service, subtype, sequence_count, length) "
-                        "VALUES (?, ?, ?, ?, ?, ?)", (received_at, apid, service, subtype, sequence_count, length))
+    def _rebuild_jsonl(self):
+        """Rewrite detections.jsonl from the database (it may have lagged, or been half-written, at a kill)."""
+        path = self.out_dir / DETECTIONS_JSONL
+        temporary = path.with_name(path.name + ".tmp")
+        rows = self.db.execute(
+            f"SELECT r.frame_index, r.frame_time, r.received_at, {', '.join('d.' + c for c in _DETECTION_COLUMNS)} "
+            "FROM detections d JOIN detection_reports r ON d.report_id = r.id ORDER BY d.id")
+        with temporary.open("w", encoding="utf8") as handle:
+            for row in rows:
+                handle.write(self._line(row[0], row[1], row[2], row[3:]))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+        return os.open(path, os.O_WRONLY | os.O_APPEND)
 
-    def housekeeping(self, received_at: float, packet_time: float, sequence_count: int, values: dict) -> None:
-        names = ("received_at", "packet_time", "sequence_count") + HOUSEKEEPING_FIELDS
-        row = (received_at, packet_time, sequence_count) + tuple(values[n] for n in HOUSEKEEPING_FIELDS)
-        self.db.execute(f"INSERT INTO housekeeping ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})", row)
-        self.db.commit()
+    @staticmethod
+    def _line(frame_index: int, frame_time: float, received_at: float, values) -> str:
+        record = {"frame_index": frame_index, "frame_time": frame_time}
+        for name, value in zip(_DETECTION_COLUMNS, values):
+            record[name] = round(float(value), 4) if DETECTION_DTYPE[name].kind == "f" else int(value)
+        record["received_at"] = received_at
+        return json.dumps(record) + "\n"
 
-    def event(self, received_at: float, packet_time: float, severity: int, event_id: int, text: str) -> None:
-        self.db.execute("INSERT INTO events (received_at, packet_time, severity, event_id, text) VALUES (?, ?, ?, ?, ?)",
-                        (received_at, packet_time, severity, event_id, text))
-        self.db.commit()
+    def summary_line(self) -> str:
+        """What the output directory held when it was opened, for the operator."""
+        if not self.found:
+            return f"archive: new, in {self.out_dir}"
+        return (f"archive: {self.out_dir} already holds {self.found['packets']} packets, "
+                f"{self.found['detection_reports']} detection reports, {self.found['housekeeping']} housekeeping "
+                f"reports, {self.found['events']} events, {self.found['images']} images; packets seen before "
+                f"are recognised and not archived again")
 
-    def image(self, received_at: float, product_id: int, kind: str, meta: dict, status: str, detail: str, path) -> None:
-        self.db.execute(
-            "INSERT INTO images (received_at, product_id, kind, frame_index, frame_time, x0, y0, width, height, "
-            "max_error, status, detail, path) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    # --- writing ------------------------------------------------------------------
+    def _execute(self, sql: str, values=()) -> sqlite3.Cursor:
+        try:
+            return self.db.execute(sql, values)
+        except sqlite3.Error as exc:
+            raise ArchiveError(_describe(exc, f"cannot write {self.out_dir / DATABASE}")) from exc
+
+    def packet(self, received_at: float, identity: PacketIdentity, time_status: int, service: int, subtype: int,
+               length: int) -> int | None:
+        """The new packet's row id, or None when this packet was archived before."""
+        cursor = self._execute(
+            "INSERT OR IGNORE INTO packets (received_at, spacecraft_id, virtual_channel, apid, sequence_count, "
+            "time_field, message_type_counter, time_status, service, subtype, length) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (received_at, *identity, time_status, service, subtype, length))
+        return cursor.lastrowid if cursor.rowcount == 1 else None
+
+    def housekeeping(self, packet_id: int, received_at: float, packet_time: float, sequence_count: int,
+                     values: dict) -> None:
+        names = ("packet_id", "received_at", "packet_time", "sequence_count") + HOUSEKEEPING_FIELDS
+        row = (packet_id, received_at, packet_time, sequence_count) + tuple(values[n] for n in HOUSEKEEPING_FIELDS)
+        self._execute(f"INSERT INTO housekeeping ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})", row)
+
+    def event(self, packet_id: int, received_at: float, packet_time: float, severity: int, event_id: int,
+              text: str) -> None:
+        self._execute("INSERT INTO events (packet_id, received_at, packet_time, severity, event_id, text) "
+                      "VALUES (?, ?, ?, ?, ?, ?)", (packet_id, received_at, packet_time, severity, event_id, text))
+
+    def detections(self, packet_id: int, received_at: float, frame_index: int, frame_time: float,
+                   records: np.ndarray) -> None:
+        report = self._execute("INSERT INTO detection_reports (packet_id, received_at, frame_index, frame_time, "
+                               "count) VALUES (?, ?, ?, ?, ?)",
+                               (packet_id, received_at, frame_index, frame_time, len(records))).lastrowid
+        rows = [(report, *(r[name].item() for name in _DETECTION_COLUMNS)) for r in records]
+        if rows:
+            try:
+                self.db.executemany(f"INSERT INTO detections (report_id, {', '.join(_DETECTION_COLUMNS)}) "
+                                    f"VALUES ({', '.join('?' * (1 + len(_DETECTION_COLUMNS)))})", rows)
+            except sqlite3.Error as exc:
+                raise ArchiveError(_describe(exc, f"cannot write {self.out_dir / DATABASE}")) from exc
+        self._pending_lines.extend(self._line(frame_index, frame_time, received_at, row[1:]) for row in rows)
+
+    def image(self, received_at: float, product_id: int, kind: str, meta: dict, status: str, detail: str,
+              path) -> None:
+        self._execute(
+            "INSERT OR IGNORE INTO images (received_at, product_id, kind, frame_index, frame_time, x0, y0, width, "
+            "height, max_error, status, detail, path) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (received_at, product_id, kind, meta["frame_index"], meta["frame_time"], meta["x0"], meta["y0"],
              meta["width"], meta["height"], meta["max_error"], status, detail, path))
-        self.db.commit()
 
-    def detections(self, received_at: float, frame_index: int, frame_time: float, records) -> None:
-        self.db.execute("INSERT INTO detection_reports (received_at, frame_index, frame_time, count) "
-                        "VALUES (?, ?, ?, ?)", (received_at, frame_index, frame_time, len(records)))
-        for r in records:
-            line = {"frame_index": frame_index, "frame_time": frame_time,
-                    **{name: round(float(r[name]), 4) if r.dtype[name].kind == "f" else int(r[name])
-                       for name in records.dtype.names},
-                    "received_at": received_at}
-            self._detections.write(json.dumps(line) + "\n")
-        self._detections.flush()
-        self.db.commit()
+    def save_image(self, name: str, image: np.ndarray) -> str:
+        """Write a decoded image as .npy (the data) and .png (to look at); the .npy path."""
+        stem = self.out_dir / IMAGES / name
+        try:
+            stem.parent.mkdir(exist_ok=True)
+            np.save(stem.with_suffix(".npy"), image)
+            write_png(stem.with_suffix(".png"), display_stretch(image))
+        except OSError as exc:
+            raise ArchiveError(_describe(exc, f"cannot write image {stem.name}")) from exc
+        return str(stem.with_suffix(".npy"))
 
     def commit(self) -> None:
-        self.db.commit()
-        self._detections.flush()
+        """End the transaction; only then do its detections reach the JSON lines."""
+        try:
+            self.db.commit()
+        except sqlite3.Error as exc:
+            raise ArchiveError(_describe(exc, f"cannot commit {self.out_dir / DATABASE}")) from exc
+        if self._pending_lines:
+            data = "".join(self._pending_lines).encode("utf8")
+            self._pending_lines.clear()
+            end = os.lseek(self._jsonl, 0, os.SEEK_END)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(self._jsonl, view):]
+            except OSError as exc:
+                # No half line: the file ends where the last whole transaction's lines ended.
+                try:
+                    os.ftruncate(self._jsonl, end)
+                except OSError:
+                    pass
+                raise ArchiveError(_describe(exc, f"cannot write {self.out_dir / DETECTIONS_JSONL}")) from exc
+
+    def rollback(self) -> None:
+        """Drop the open transaction (after a failure): what was committed stays."""
+        self._pending_lines.clear()
+        try:
+            self.db.rollback()
+        except sqlite3.Error:
+            pass
 
     def close(self) -> None:
-        self.commit()
-        self._detections.close()
-        self.db.close()
+        try:
+            self.commit()
+        finally:
+            os.close(self._jsonl)
+            self.db.close()

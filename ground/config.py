@@ -17,6 +17,8 @@ class GroundConfig(Settings):
     reconnect_initial_s: float = setting(0.5, "listen --reconnect: first wait before reopening a lost port",
                                          above=0, high=60)
     reconnect_max_s: float = setting(10.0, "listen --reconnect: longest wait between attempts", above=0, high=3600)
+    archive_busy_timeout_s: float = setting(5.0, "longest wait for an archive another process has locked",
+                                            above=0, high=3600)
     sync_search_errors: int = setting(1, "ASM bit errors accepted while searching", low=0, high=8)
     sync_lock_errors: int = setting(3, "ASM bit errors accepted in lock (at least sync_search_errors)", low=0, high=8)
     sync_flywheel: int = setting(3, "missing markers bridged in lock before searching again", low=0, high=64)
@@ -28,6 +30,9 @@ class GroundConfig(Settings):
         if self.sync_lock_errors < self.sync_search_errors:
             raise ConfigurationError(f"sync_lock_errors ({self.sync_lock_errors}) must be at least "
                                      f"sync_search_errors ({self.sync_search_errors})")
+        if self.reconnect_max_s < self.reconnect_initial_s:
+            raise ConfigurationError(f"reconnect_max_s ({self.reconnect_max_s}) must be at least "
+                                     f"reconnect_initial_s ({self.reconnect_initial_s})")
 
 
 @dataclass(frozen=True)

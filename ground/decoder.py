@@ -3,13 +3,17 @@
     bytes -> frame sync (ASM, derandomize, RS, FECF) -> spacecraft check
       -> virtual-channel reassembly -> PUS TM check -> product handlers -> archive
 
-It never raises on what it is fed: every rejection is a counter.
+It never raises on what it is fed: every rejection is a counter. A failure
+of the archive is not a rejection of telemetry: it propagates (ArchiveError).
+Each chunk fed ends one archive transaction.
 """
 from __future__ import annotations
 
 import logging
 import time
 from dataclasses import asdict, dataclass, field
+
+import construct as cs
 
 from kestrel import products
 from kestrel.link.config import build_channel_coder, frame_layout
@@ -18,6 +22,7 @@ from kestrel.link.spacepacket import IDLE_APID, MAX_SEQUENCE_COUNT, PusTm, packe
 from kestrel.link.timecode import CucCodec
 from kestrel.link.tmframe import IDLE_VCID
 
+from .archive import PacketIdentity
 from .reassembly import VirtualChannelReassembler
 from .sync import FrameSynchronizer
 
@@ -31,6 +36,8 @@ class PacketCounters:
     packet_crc_errors: int = 0
     packets_malformed: int = 0
     packets_unknown: int = 0
+    packets_duplicate: int = 0     # archived before (a repeated chunk, or a second decode of one capture)
+    times_invalid: int = 0         # product times the flight marked out of range, or before 1972: stored as NULL
     sequence_gaps: int = 0
     detection_reports: int = 0
     detections: int = 0
@@ -47,6 +54,8 @@ class GroundSummary:
     virtual_channels: dict = field(default_factory=dict)
     packets: dict = field(default_factory=dict)
     images: dict = field(default_factory=dict)
+    interrupted: bool = False      # stopped (Ctrl-C) before the input ended
+    error: str = ""                # why the decode stopped early, if it did
 
     def lines(self) -> list[str]:
         s, p = self.sync, self.packets
@@ -60,7 +69,8 @@ class GroundSummary:
             f"{s['codewords_uncorrectable']}, FECF failures {s['crc_failures']}, slips {s['slips']}, "
             f"inversions {s['inversions']}, locks {s['locks']}, locks lost {s['locks_lost']}",
             f"packets {p['packets']} (idle {p['idle_packets']}), CRC errors {p['packet_crc_errors']}, "
-            f"malformed {p['packets_malformed']}, partial dropped {plost}, sequence gaps {p['sequence_gaps']}",
+            f"malformed {p['packets_malformed']}, partial dropped {plost}, sequence gaps {p['sequence_gaps']}, "
+            f"already archived {p['packets_duplicate']}",
             f"detection reports {p['detection_reports']}, detections {p['detections']}, "
             f"housekeeping {p['housekeeping_reports']}, events {p['events']}",
         ] + ([f"images complete {self.images['images_complete']}, incomplete {self.images['images_incomplete']}, "
@@ -92,6 +102,7 @@ class GroundDecoder:
 
     def feed(self, chunk) -> None:
         self._frames(self.sync.feed(chunk), self._wallclock())
+        self.archive.commit()
 
     def finish(self) -> GroundSummary:
         self._frames(self.sync.finish(), self._wallclock())
@@ -115,7 +126,7 @@ class GroundDecoder:
                     c.frames_unknown_vc += 1
                 continue
             for packet in channel.feed(frame):
-                self._packet(packet, received_at)
+                self._packet(packet, frame.virtual_channel_id, received_at)
 
     def summary(self) -> GroundSummary:
         return GroundSummary(sync=asdict(self.sync.counters),
@@ -123,7 +134,7 @@ class GroundDecoder:
                              packets=asdict(self.counters),
                              images=asdict(self.images.counters) if self.images is not None else {})
 
-    def _packet(self, raw: bytes, received_at: float) -> None:
+    def _packet(self, raw: bytes, vcid: int, received_at: float) -> None:
         c = self.counters
         c.packets += 1
         # The reassembler hands over whole packets: at least a primary header and one octet.
@@ -145,30 +156,37 @@ class GroundDecoder:
             c.packets_malformed += 1
             log.debug("APID %d: %s", apid, exc)
             return
-        self.archive.packet(received_at, tm.apid, tm.service, tm.subtype, tm.sequence_count, len(raw))
+        identity = PacketIdentity(self._spacecraft_id, vcid, tm.apid, tm.sequence_count, bytes(tm.time),
+                                  tm.message_type_counter)
+        packet_id = self.archive.packet(received_at, identity, tm.time_reference_status, tm.service, tm.subtype,
+                                        len(raw))
+        if packet_id is None:
+            c.packets_duplicate += 1
+            return
         try:
-            self._product(tm, received_at)
-        except Exception as exc:  # noqa: BLE001 - no source data, however hostile, may stop the ground
+            self._product(tm, packet_id, received_at)
+        except (cs.ConstructError, LinkError, ValueError) as exc:
+            # Hostile or damaged source data that passed the CRC: counted, and the ground carries on.
             c.packets_malformed += 1
             log.warning("APID %d service %d,%d: undecodable source data: %s", tm.apid, tm.service, tm.subtype, exc)
 
-    def _product(self, tm: PusTm, received_at: float) -> None:
+    def _product(self, tm: PusTm, packet_id: int, received_at: float) -> None:
         c = self.counters
         key = (tm.apid, tm.service, tm.subtype)
         if key == (products.APID_DETECTIONS, products.SERVICE_DETECTIONS, products.SUBTYPE_DETECTION_REPORT):
             report = products.DetectionReport.unpack(tm.data, self.cuc.length)
-            frame_time = self.cuc.to_unix(self.cuc.decode(report.frame_time))
-            self.archive.detections(received_at, report.frame_index, frame_time, report.detections)
+            frame_time = self._unix_time(report.frame_time, tm.time_reference_status)
+            self.archive.detections(packet_id, received_at, report.frame_index, frame_time, report.detections)
             c.detection_reports += 1
             c.detections += len(report.detections)
         elif key == (products.APID_HOUSEKEEPING, products.SERVICE_HOUSEKEEPING, products.SUBTYPE_HK_REPORT):
             values = products.HOUSEKEEPING_REPORT.parse(tm.data)
-            self.archive.housekeeping(received_at, self._packet_time(tm), tm.sequence_count,
+            self.archive.housekeeping(packet_id, received_at, self._packet_time(tm), tm.sequence_count,
                                       {n: values[n] for n in products.HOUSEKEEPING_FIELDS})
             c.housekeeping_reports += 1
         elif tm.apid == products.APID_EVENTS and tm.service == products.SERVICE_EVENTS:
             event = products.EVENT_REPORT.parse(tm.data)
-            self.archive.event(received_at, self._packet_time(tm), tm.subtype, event.event_id, event.text)
+            self.archive.event(packet_id, received_at, self._packet_time(tm), tm.subtype, event.event_id, event.text)
             c.events += 1
         elif (tm.apid == products.APID_IMAGES and tm.service == products.SERVICE_IMAGES
               and self.images is not None):
@@ -176,6 +194,18 @@ class GroundDecoder:
         else:
             c.packets_unknown += 1
 
-    def _packet_time(self, tm: PusTm) -> float:
-        # Exact (Fraction) conversion: only for the products that store it, not per packet.
-        return self.cuc.to_unix(self.cuc.decode(tm.time))
+    def _packet_time(self, tm: PusTm) -> float | None:
+        return self._unix_time(tm.time, tm.time_reference_status)
+
+    def _unix_time(self, field: bytes, status: int) -> float | None:
+        """POSIX time of a CUC field; None when the flight said its clock was out of range, or the time
+        precedes UTC's leap-second table (a board that booted without its real-time clock)."""
+        if status != products.TIME_STATUS_VALID:
+            self.counters.times_invalid += 1
+            return None
+        try:
+            # Exact (Fraction) conversion: only for the products that store it, not per packet.
+            return self.cuc.to_unix(self.cuc.decode(field))
+        except ValueError:
+            self.counters.times_invalid += 1
+            return None

@@ -11,14 +11,12 @@ from __future__ import annotations
 import logging
 from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from kestrel.codecs import ccsds123
 from kestrel.products import SUBTYPE_CHIP, SUBTYPE_QUICKLOOK, image_segment_format
 
-from .png import display_stretch, write_png
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +46,7 @@ class ImageCounters:
 
 
 class ImageAssembler:
-    def __init__(self, out_dir: str | Path, time_length: int, cuc, archive):
-        self.dir = Path(out_dir) / "images"
+    def __init__(self, time_length: int, cuc, archive):
         self.format = image_segment_format(time_length)
         self.cuc = cuc
         self.archive = archive
@@ -124,9 +121,6 @@ class ImageAssembler:
             self.counters.images_corrupt += 1
             self.archive.image(received_at, product_id, kind, meta, "corrupt", str(exc), None)
             return
-        self.dir.mkdir(parents=True, exist_ok=True)
-        stem = self.dir / self._name(product_id, pending)
-        np.save(stem.with_suffix(".npy"), image)
-        write_png(stem.with_suffix(".png"), display_stretch(image))
+        path = self.archive.save_image(self._name(product_id, pending), image)
         self.counters.images_complete += 1
-        self.archive.image(received_at, product_id, kind, meta, "complete", "", str(stem.with_suffix(".npy")))
+        self.archive.image(received_at, product_id, kind, meta, "complete", "", path)

@@ -77,7 +77,9 @@ def score(out_dir: Path, frames_commanded: int, bytes_over_link: int, hil_config
     if det_path.exists():
         detections = [json.loads(line) for line in det_path.read_text().splitlines() if line.strip()]
     ground = json.loads((out_dir / "summary.json").read_text()) if (out_dir / "summary.json").exists() else {}
-    latencies = np.array([r[2] - r[1] for r in reports]) if reports else np.array([np.inf])
+    # A report whose frame time the flight marked invalid (NULL) has no latency; it cannot count as fast.
+    timed = [r[2] - r[1] for r in reports if r[1] is not None]
+    latencies = np.array(timed if timed and len(timed) == len(reports) else timed + [np.inf])
     processed = frames_processed if frames_processed is not None else (hk[0] if hk else 0)
     report = PassReport(
         frames_commanded=frames_commanded, frames_processed=processed,

@@ -22,6 +22,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 EXIT_FAILURE = 1        # the run did not do all it should (a port failed, data left unsent)
 EXIT_USAGE = 2          # bad arguments or configuration
+EXIT_STORAGE = 3        # what we keep could not be written (disk full, read-only, locked): nothing was reported lost
 EXIT_INTERNAL = 70      # a defect of ours (sysexits EX_SOFTWARE); the traceback is in a log file
 EXIT_INTERRUPTED = 130  # stopped by Ctrl-C before it could finish cleanly
 

@@ -72,7 +72,7 @@ def _build(cls, table: dict, where: str, foreign: typing.Collection[str] = ()):
         if key not in known:
             if key in foreign:
                 continue
-            raise ConfigError(f"unknown key '{path}'; {where or 'the top level'} takes: {', '.join(known)}")
+            raise ConfigError(f"unknown key {path!r}; {where or 'the top level'} takes: {', '.join(known)}")
         values[key] = _coerce(value, hints[key], path)
     try:
         return cls(**values)

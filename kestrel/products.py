@@ -30,7 +30,13 @@ SERVICE_EVENTS = 5
 SERVICE_DETECTIONS, SUBTYPE_DETECTION_REPORT = 130, 1
 SERVICE_IMAGES, SUBTYPE_CHIP, SUBTYPE_QUICKLOOK = 131, 1, 2
 
-HK_STRUCTURE_FLIGHT: Final = 1
+# Version of the housekeeping layout below: 2 added the link-outage and time-error counters.
+HK_STRUCTURE_FLIGHT: Final = 2
+
+# The PUS-C TM secondary header's 4-bit spacecraft time reference status
+# (ECSS-E-ST-70-41C 7.4.3.1); the values are this mission's.
+TIME_STATUS_VALID: Final = 0
+TIME_STATUS_OUT_OF_RANGE: Final = 1   # the clock was outside the CUC field; the time is the field's limit
 
 # Event severities are the ST[05] subtypes.
 EVENT_INFO, EVENT_LOW, EVENT_MEDIUM, EVENT_HIGH = 1, 2, 3, 4
@@ -100,6 +106,11 @@ HOUSEKEEPING_REPORT = cs.Struct(
     "frames_sent" / cs.Int32ub,
     "errors" / cs.Int32ub,
     "queue_octets" / cs.Int32ub,
+    "link_outages" / cs.Int32ub,        # radio port losses (each logged and reported once)
+    "link_reconnects" / cs.Int32ub,     # outages ended: the port took data again
+    "link_down_s" / cs.Int32ub,         # seconds the radio port has been down in all
+    "cadus_interrupted" / cs.Int32ub,   # CADUs cut by an outage (each sent again after the reconnect)
+    "time_errors" / cs.Int32ub,         # packet times out of the CUC field's range, sent as its limit
     cs.Terminated,
 )
 HOUSEKEEPING_FIELDS: Final = tuple(
@@ -116,9 +127,11 @@ EVENT_STARTED: Final = 1
 EVENT_STOPPING: Final = 2
 EVENT_SENSOR_ERROR: Final = 10
 EVENT_DETECTION_ERROR: Final = 11
-EVENT_LINK_ERROR: Final = 12
+EVENT_LINK_ERROR: Final = 12       # the radio port was lost (an outage begins)
 EVENT_QUEUE_OVERFLOW: Final = 13
 EVENT_IMAGE_ERROR: Final = 14
+EVENT_LINK_RESTORED: Final = 15    # the radio port is back; the text says how long it was down
+EVENT_TIME_ERROR: Final = 16       # the clock left (or came back into) the CUC field's range
 
 
 # An image product (a chip around a detection, or a quick-look frame) is

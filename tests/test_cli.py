@@ -105,3 +105,31 @@ def test_hil_metrics_table_and_sweep():
     assert sum(line.startswith("| ") and line[2].isdigit() for line in sweep.stdout.splitlines()) >= 5
     bad = run("hil", "metrics", "table", "--frames", "3")
     assert bad.returncode == 2 and "--frames must exceed" in bad.stderr
+
+
+def test_an_internal_error_is_one_line_a_log_file_and_exit_70(tmp_path, monkeypatch, capsys):
+    """run_program is the top of every program: a defect of ours never shows the user a traceback."""
+    from kestrel.cli import EXIT_INTERNAL, run_program
+
+    monkeypatch.setenv("KESTREL_CRASH_DIR", str(tmp_path))
+
+    def broken(argv):
+        raise RuntimeError("the sky fell")
+
+    assert run_program("kestrel-test", broken, ["--x"]) == EXIT_INTERNAL == 70
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("kestrel-test: internal error: RuntimeError: the sky fell (traceback in ")
+    [log] = tmp_path.glob("kestrel-test-crash-*.log")
+    text = log.read_text()
+    assert "Traceback" in text and "the sky fell" in text and "--x" in text
+    assert str(log) in err[0]
+
+
+def test_an_interrupt_outside_a_pass_is_one_line_and_exit_130(capsys):
+    from kestrel.cli import run_program
+
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    assert run_program("kestrel-test", interrupted, []) == 130
+    assert capsys.readouterr().err.strip() == "kestrel-test: interrupted"

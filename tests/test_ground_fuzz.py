@@ -39,8 +39,9 @@ class RecordingArchive(NullArchive):
     def __init__(self):
         self.packets = []
 
-    def packet(self, received_at, apid, service, subtype, sequence_count, length):
-        self.packets.append((apid, sequence_count, length))
+    def packet(self, received_at, identity, time_status, service, subtype, length):
+        self.packets.append((identity.apid, identity.sequence_count, length))
+        return len(self.packets)
 
 
 def clean_stream(link, frames: int, rnd: random.Random) -> tuple[bytes, list[bytes]]:

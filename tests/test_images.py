@@ -84,12 +84,14 @@ class Product:
 def ground(tmp_path):
     cuc = CucCodec()
     archive = GroundArchive(tmp_path)
-    yield cuc, ImageAssembler(tmp_path, cuc.length, cuc, archive), tmp_path
+    yield cuc, ImageAssembler(cuc.length, cuc, archive), tmp_path
     archive.close()
 
 
-def rows(tmp_path):
-    db = sqlite3.connect(tmp_path / "archive.sqlite")
+def rows(assembler):
+    """The images table as another process reads it: what the archive has committed."""
+    assembler.archive.commit()
+    db = sqlite3.connect(assembler.archive.out_dir / "archive.sqlite")
     return db.execute("SELECT product_id, kind, status, detail, path FROM images ORDER BY product_id").fetchall()
 
 
@@ -105,7 +107,7 @@ def test_whole_products_written_and_missing_segment_reported(ground):
         if i != 1:
             assembler.segment(broken.subtype, s, 0.0)
     assembler.finish(0.0)
-    (p1, k1, s1, _, path1), (p2, _, s2, detail2, path2) = rows(out)
+    (p1, k1, s1, _, path1), (p2, _, s2, detail2, path2) = rows(assembler)
     assert (p1, k1, s1) == (1, "chip", "complete") and (p2, s2) == (2, "incomplete")
     assert "missing segments [1]" in detail2 and path2 is None
     np.testing.assert_array_equal(np.load(path1), pixels)
@@ -121,7 +123,7 @@ def test_product_abandoned_when_newer_ones_move_on(ground):
     for pid in range(11, 17):
         for s in Product(cuc, pid, frame(pid, (8, 8))).segments:
             assembler.segment(products.SUBTYPE_CHIP, s, 0.0)
-    statuses = {r[0]: r[2] for r in rows(out)}
+    statuses = {r[0]: r[2] for r in rows(assembler)}
     assert statuses[10] == "incomplete"
     assert all(statuses[p] == "complete" for p in range(11, 17))
 
@@ -133,7 +135,7 @@ def test_corrupt_compressed_data_is_recorded_not_written(ground):
     seg = fmt.parse(product.segments[0])
     seg.data = seg.data[:12]  # header survives, body is cut
     assembler.segment(product.subtype, fmt.build(seg), 0.0)
-    [(pid, _, status, detail, path)] = rows(out)
+    [(pid, _, status, detail, path)] = rows(assembler)
     assert status == "corrupt" and path is None and detail
 
 
@@ -160,4 +162,4 @@ def test_pending_imagery_is_bounded(ground, monkeypatch):
     for s in big.segments[:-1]:
         assembler.segment(big.subtype, s, 0.0)
     assert assembler._pending_octets <= 300
-    assert [r[2] for r in rows(out)] == ["incomplete"]
+    assert [r[2] for r in rows(assembler)] == ["incomplete"]

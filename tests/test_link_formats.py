@@ -4,12 +4,21 @@ from hypothesis import given, settings, strategies as st
 
 from kestrel.link.crc import crc16_ccitt
 from kestrel.link.errors import ChecksumMismatch, ConfigurationError, MalformedError, TruncatedError
-from kestrel.link.spacepacket import IDLE_APID, PusTm, SpacePacket, idle_packet, packet_length
+from kestrel.link.spacepacket import (IDLE_APID, PRIMARY_HEADER, PusTm, SpacePacket, idle_packet, packet_key,
+                                      packet_length)
 from kestrel.link.tmframe import FrameLayout, TmFrame
 
-spacepackets = pytest.importorskip("spacepackets", reason="spacepackets (test peer) is not installed")
-from spacepackets.ccsds.tm_frame import TmTransferFrame  # noqa: E402
-from spacepackets.ecss.tm import PusTm as PeerPusTm  # noqa: E402
+
+def peer(module: str):
+    """A module of the peer implementation (spacepackets); only the tests that compare with it skip without it."""
+    return pytest.importorskip(module, reason="spacepackets (test peer) is not installed")
+
+
+@given(st.binary(min_size=6, max_size=6).map(lambda b: bytes([b[0] & 0x1F]) + b[1:]))
+def test_packet_key_reads_what_the_declaration_parses(header):
+    declared = PRIMARY_HEADER.parse(header)
+    assert packet_key(header) == (declared.apid, declared.sequence_count)
+    assert packet_length(header) == 6 + declared.data_length + 1
 
 
 def test_crc16_check_value():
@@ -37,15 +46,15 @@ def test_pus_tm_round_trip_and_peer_parses_it(packet):
     raw = packet.pack()
     assert PusTm.unpack(raw, 7) == packet
     # The peer reads the same fields and checks our packet error control.
-    peer = PeerPusTm.unpack(raw, timestamp_len=7)
-    assert peer.apid == packet.apid
-    assert peer.service == packet.service and peer.message_subtype == packet.subtype
-    assert peer.source_data == packet.data
-    assert peer.seq_count == packet.sequence_count
-    assert peer.pus_tm_sec_header.message_counter == packet.message_type_counter
-    assert peer.pus_tm_sec_header.dest_id == packet.destination_id
-    assert peer.pus_tm_sec_header.spacecraft_time_ref == packet.time_reference_status
-    assert peer.timestamp == packet.time
+    theirs = peer("spacepackets.ecss.tm").PusTm.unpack(raw, timestamp_len=7)
+    assert theirs.apid == packet.apid
+    assert theirs.service == packet.service and theirs.message_subtype == packet.subtype
+    assert theirs.source_data == packet.data
+    assert theirs.seq_count == packet.sequence_count
+    assert theirs.pus_tm_sec_header.message_counter == packet.message_type_counter
+    assert theirs.pus_tm_sec_header.dest_id == packet.destination_id
+    assert theirs.pus_tm_sec_header.spacecraft_time_ref == packet.time_reference_status
+    assert theirs.timestamp == packet.time
 
 
 def test_pus_tm_bad_crc_is_named():
@@ -119,15 +128,15 @@ def test_tm_frame_round_trip_and_peer_parses_it(frame, length, has_ocf, rnd):
     raw = frame.pack(layout)
     assert len(raw) == length
     assert TmFrame.unpack(raw, layout) == frame
-    peer = TmTransferFrame.unpack(raw, length, has_error_control_field=True)
-    header = peer.primary_header
+    theirs = peer("spacepackets.ccsds.tm_frame").TmTransferFrame.unpack(raw, length, has_error_control_field=True)
+    header = theirs.primary_header
     assert header.master_channel_id.spacecraft_id == frame.spacecraft_id
     assert header.vc_id == frame.virtual_channel_id
     assert header.master_ch_frame_count == frame.master_channel_frame_count
     assert header.vc_frame_count == frame.virtual_channel_frame_count
     assert header.frame_datafield_status.first_header_pointer == frame.first_header_pointer
-    assert peer.data_field == data
-    assert peer.op_ctrl_field == ocf
+    assert theirs.data_field == data
+    assert theirs.op_ctrl_field == ocf
 
 
 def test_tm_frame_bad_fecf_and_length():

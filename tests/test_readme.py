@@ -16,3 +16,5 @@ def test_two_commands_and_ci_runs_the_test_one():
     assert tests.endswith("pytest") and '".[test]"' in tests
     ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
     assert tests in ci_lines
+    # ... and then runs both, verbatim, from the root of a fresh clone (tests/test_fresh_clone.py).
+    assert "pytest -m fresh_clone" in ci_lines[ci_lines.index(tests) + 1:]
