@@ -60,8 +60,7 @@ def _main(argv=None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    downlink = Downlink(config.link, port, reopen=reopen, reconnect_initial_s=config.flight.reconnect_initial_s,
-                        reconnect_max_s=config.flight.reconnect_max_s)
+    downlink = Downlink(config.link, port, reopen=reopen, reconnect=config.flight.reconnect)
     try:
         executive = Executive(config, downlink, stop)
     except (SensorError, ValueError) as exc:

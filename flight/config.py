@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kestrel.link.config import LinkConfig
-from kestrel.settings import ConfigurationError, Settings, setting
+from kestrel.link.port import ReconnectConfig
+from kestrel.settings import Settings, setting
 
 from .detection import DetectorConfig
 from .imaging import ImagingConfig
@@ -29,14 +30,7 @@ class FlightConfig(Settings):
     port: str = setting("", "radio port URL (any pyserial URL); --port overrides it")
     housekeeping_period_s: float = setting(1.0, "seconds between housekeeping reports", above=0, high=3600)
     flush_timeout_s: float = setting(10.0, "longest wait, when stopping, for queued data to go out", low=0, high=3600)
-    reconnect_initial_s: float = setting(0.5, "first wait before reopening a lost radio port", above=0, high=60)
-    reconnect_max_s: float = setting(30.0, "longest wait between attempts to reopen a lost radio port",
-                                     above=0, high=3600)
-
-    def check(self) -> None:
-        if self.reconnect_max_s < self.reconnect_initial_s:
-            raise ConfigurationError(f"flight.reconnect_max_s {self.reconnect_max_s:g} is shorter than "
-                                     f"flight.reconnect_initial_s {self.reconnect_initial_s:g}")
+    reconnect: ReconnectConfig = setting(ReconnectConfig(), "reopening a lost radio port")
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ A failed write (a socket peer that closed, a USB radio that vanished) starts
 an outage, not an error a write: the writer logs it once, closes the port,
 and reopens it through `reopen` (a callable that opens the port, such as
 kestrel.link.port.open_port with the URL bound) after waits that double from
-`reconnect_initial_s` up to `reconnect_max_s`. When a write goes through
+`reconnect.initial_s` up to `reconnect.max_s`. When a write goes through
 again the outage ends, logged once with its length. Meanwhile nothing leaves
 the multiplexer: its bounded queues decide what waits (alerts and detections
 before imagery) and what they hold goes out after the reconnect. The CADU
@@ -26,7 +26,7 @@ import time
 import serial
 
 from kestrel.link.config import build_channel_coder, frame_layout
-from kestrel.link.port import PortError
+from kestrel.link.port import PortError, ReconnectConfig
 
 from .multiplexer import MasterChannelMultiplexer
 
@@ -35,16 +35,13 @@ log = logging.getLogger(__name__)
 
 class Downlink:
     def __init__(self, link_config, port, clock=time.monotonic, *, reopen=None,
-                 reconnect_initial_s: float = 0.5, reconnect_max_s: float = 30.0):
-        if not 0 < reconnect_initial_s <= reconnect_max_s:
-            raise ValueError(f"reconnect waits must satisfy 0 < initial <= max, got {reconnect_initial_s} "
-                             f"and {reconnect_max_s}")
+                 reconnect: ReconnectConfig = ReconnectConfig()):
         self.config = link_config
         self.port = port
         self._reopen = reopen
         self._clock = clock
-        self._reconnect_initial = reconnect_initial_s
-        self._reconnect_max = reconnect_max_s
+        self._reconnect_initial = reconnect.initial_s
+        self._reconnect_max = reconnect.max_s
         self.layout = frame_layout(link_config)
         self.mux = MasterChannelMultiplexer(link_config.spacecraft_id, self.layout,
                                             tuple(link_config.vc_priority),
@@ -60,7 +57,7 @@ class Downlink:
         # Set to cut a wait between reopen attempts short (stop: one more try; abandon: give up).
         self._interrupt = threading.Event()
         self._abandoned = False
-        self._backoff = reconnect_initial_s
+        self._backoff = reconnect.initial_s
         self._up_since = clock()
         self._reopen_failures_before = 0
         self.bytes_sent = 0

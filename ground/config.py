@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kestrel.link.config import LinkConfig
+from kestrel.link.port import ReconnectConfig
 from kestrel.settings import ConfigurationError, Settings, setting
 
 
@@ -14,9 +15,8 @@ class GroundConfig(Settings):
     idle_exit_s: float = setting(0.0, "listen: stop after this many seconds without a byte (0: never)",
                                  low=0, high=86400 * 365)
     flush_on_open: bool = setting(False, "listen: discard what the port holds when it is opened")
-    reconnect_initial_s: float = setting(0.5, "listen --reconnect: first wait before reopening a lost port",
-                                         above=0, high=60)
-    reconnect_max_s: float = setting(10.0, "listen --reconnect: longest wait between attempts", above=0, high=3600)
+    reconnect: ReconnectConfig = setting(ReconnectConfig(max_s=10.0), "listen --reconnect: reopening a lost "
+                                         "network source")
     archive_busy_timeout_s: float = setting(5.0, "longest wait for an archive another process has locked",
                                             above=0, high=3600)
     sync_search_errors: int = setting(1, "ASM bit errors accepted while searching", low=0, high=8)
@@ -30,9 +30,6 @@ class GroundConfig(Settings):
         if self.sync_lock_errors < self.sync_search_errors:
             raise ConfigurationError(f"sync_lock_errors ({self.sync_lock_errors}) must be at least "
                                      f"sync_search_errors ({self.sync_search_errors})")
-        if self.reconnect_max_s < self.reconnect_initial_s:
-            raise ConfigurationError(f"reconnect_max_s ({self.reconnect_max_s}) must be at least "
-                                     f"reconnect_initial_s ({self.reconnect_initial_s})")
 
 
 @dataclass(frozen=True)

@@ -268,8 +268,8 @@ class ListenPass:
     """Reads a radio port into a decoder's `feed` until the pass ends: `stop` is set, `duration` seconds
     passed, `idle_exit_s` went by without an octet, or the link was lost (without `reconnect`).
 
-    With `reconnect`, a lost link is reopened after reconnect_initial_s, doubling the wait
-    up to reconnect_max_s; each gap is logged and counted. `ground` is the GroundConfig
+    With `reconnect`, a lost link is reopened after reconnect.initial_s, doubling the wait
+    up to reconnect.max_s; each gap is logged and counted. `ground` is the GroundConfig
     (read_size, read_timeout_s, flush_on_open, idle_exit_s, reconnect_*). `open()` makes
     the first connection (PortError when it cannot): what the source sends from then on
     waits in the port until `run(feed)` reads it; run returns the counters.
@@ -366,7 +366,7 @@ class ListenPass:
         """Reopen the port after a loss; '' once it is open, else why the pass ended meanwhile."""
         c = self.counters
         lost_at = self._clock()
-        delay = self.ground.reconnect_initial_s
+        delay = self.ground.reconnect.initial_s
         c.gaps += 1
         while True:
             now = self._clock()
@@ -382,7 +382,7 @@ class ListenPass:
                 self.port = self._open()
             except PortError as exc:
                 c.reopen_failures += 1
-                delay = min(2 * delay, self.ground.reconnect_max_s)
+                delay = min(2 * delay, self.ground.reconnect.max_s)
                 log.info("%s; next attempt in %.1f s", exc, delay)
                 continue
             gap = self._clock() - lost_at

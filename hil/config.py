@@ -7,11 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flight.config import FlightConfig, SensorConfig
-from flight.detection import DetectorConfig
-from flight.imaging import ImagingConfig
-from ground.config import GroundConfig
-from kestrel.link.config import LinkConfig
+from flight.config import FlightProgramConfig
+from ground.config import GroundProgramConfig
+from kestrel.config import combined_sections
 from kestrel.settings import Settings, setting
 
 from .scene import SceneConfig
@@ -33,15 +31,8 @@ class HilConfig(Settings):
                                  "background model forms over them)", low=0, high=10000)
 
 
-@dataclass(frozen=True)
-class KestrelConfig(Settings):
-    """Every section of the file."""
-
-    link: LinkConfig = setting(LinkConfig(), "the downlink, shared by flight and ground")
-    sensor: SensorConfig = setting(SensorConfig(), "the frame source of the flight program")
-    scene: SceneConfig = setting(SceneConfig(), "the scene simulator (the bench's sim:// source, and its truth)")
-    detection: DetectorConfig = setting(DetectorConfig(), "the onboard detector")
-    imaging: ImagingConfig = setting(ImagingConfig(), "image products: chips and quick-look frames")
-    flight: FlightConfig = setting(FlightConfig(), "the flight executive")
-    ground: GroundConfig = setting(GroundConfig(), "the ground decoder")
-    hil: HilConfig = setting(HilConfig(), "the bench")
+# Every section of the file: the flight program's and the ground's, declared where they are, and the bench's.
+KestrelConfig = combined_sections(
+    "KestrelConfig", FlightProgramConfig, GroundProgramConfig,
+    scene=(SceneConfig, "the scene simulator (the bench's sim:// source, and its truth)"),
+    hil=(HilConfig, "the bench"))

@@ -14,7 +14,7 @@ import tomllib
 import typing
 from pathlib import Path
 
-from .settings import ConfigurationError, rule
+from .settings import ConfigurationError, Settings, rule, setting
 
 # Every section a Kestrel configuration file may hold, and the program that owns it.
 FILE_SECTIONS: typing.Final = {
@@ -116,6 +116,22 @@ def load_config(path: str | Path | None, root):
         raise ConfigError(f"{path}: {exc}") from None
 
 
+def combined_sections(name: str, *roots, **own):
+    """A root config holding every section of `roots` (each declared once, where its program declares it)
+    and the caller's own sections, given as name=(class, doc)."""
+    declared = []
+    seen = set()
+    for root in roots:
+        for f in dataclasses.fields(root):
+            if f.name not in seen:
+                seen.add(f.name)
+                declared.append((f.name, typing.get_type_hints(root)[f.name], f))
+    for section, (cls, doc) in own.items():
+        declared.append((section, cls, setting(cls(), doc)))
+    fields = [(n, hint, dataclasses.field(default_factory=hint, metadata=f.metadata)) for n, hint, f in declared]
+    return dataclasses.make_dataclass(name, fields, bases=(Settings,), frozen=True)
+
+
 def _toml_value(value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -126,17 +142,17 @@ def _toml_value(value) -> str:
     return repr(value)
 
 
-def render_defaults(cls, prefix: str = "") -> str:
+def render_defaults(cls, prefix: str = "", instance=None) -> str:
     """The whole default configuration as commented TOML (what --print-config prints)."""
     lines: list[str] = []
     tables: list[str] = []
-    instance = cls()
+    instance = cls() if instance is None else instance
     for f in dataclasses.fields(cls):
         value = getattr(instance, f.name)
         doc = f.metadata.get("doc", "")
         if dataclasses.is_dataclass(value):
             name = f"{prefix}{f.name}"
-            tables.append(f"\n# {doc}\n[{name}]\n" + render_defaults(type(value), name + "."))
+            tables.append(f"\n# {doc}\n[{name}]\n" + render_defaults(type(value), name + ".", value))
         else:
             allowed = rule(f)
             lines.append(f"# {doc}" + (f" [{allowed}]" if allowed else "") + f"\n{f.name} = {_toml_value(value)}")

@@ -26,7 +26,7 @@ from ground.decoder import GroundDecoder
 from hil.config import KestrelConfig
 from kestrel import products
 from kestrel.products import TIME_STATUS_OUT_OF_RANGE, TIME_STATUS_VALID
-from kestrel.link.port import open_port
+from kestrel.link.port import ReconnectConfig, open_port
 from kestrel.link.spacepacket import PusTm
 from kestrel.link.timecode import CucCodec, CucConfig
 
@@ -222,12 +222,11 @@ def test_queues_stay_bounded_while_the_port_is_down_and_alerts_go_first_after(tm
         base,
         sensor=dataclasses.replace(base.sensor, source=SOURCE, frame_rate_hz=50.0, max_frames=100),
         imaging=dataclasses.replace(base.imaging, quicklook_period_s=0.2),
-        flight=dataclasses.replace(base.flight, reconnect_initial_s=0.2, reconnect_max_s=0.4),
+        flight=dataclasses.replace(base.flight, reconnect=ReconnectConfig(initial_s=0.2, max_s=0.4)),
         link=dataclasses.replace(base.link, max_pending_octets=bound, baud=400_000))
     server = RadioServer()
     reopen = functools.partial(open_port, server.url, config.link.baud, timeout=0.1, write_timeout=None)
-    downlink = Downlink(config.link, reopen(), reopen=reopen, reconnect_initial_s=config.flight.reconnect_initial_s,
-                        reconnect_max_s=config.flight.reconnect_max_s)
+    downlink = Downlink(config.link, reopen(), reopen=reopen, reconnect=config.flight.reconnect)
     executive = Executive(config, downlink, threading.Event())
     peaks = []
 

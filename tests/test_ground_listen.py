@@ -22,6 +22,7 @@ from serial import rfc2217
 
 from ground.config import GroundConfig
 from ground.listen import LinkLost, ListenPass, keeping_class, open_link
+from kestrel.link.port import ReconnectConfig
 from kestrel.settings import ConfigurationError
 from tests.test_flight_to_ground import fly, small_config
 
@@ -42,7 +43,12 @@ def downlink():
 
 def ground_config(tmp_path, **ground) -> str:
     path = tmp_path / "ground.toml"
-    lines = ["[link]", "baud = 20000000", "[ground]"] + [f"{k} = {json.dumps(v)}" for k, v in ground.items()]
+    def toml(value):
+        if isinstance(value, dict):
+            return "{" + ", ".join(f"{k} = {toml(v)}" for k, v in value.items()) + "}"
+        return json.dumps(value)
+
+    lines = ["[link]", "baud = 20000000", "[ground]"] + [f"{k} = {toml(v)}" for k, v in ground.items()]
     path.write_text("\n".join(lines) + "\n")
     return str(path)
 
@@ -239,8 +245,8 @@ def test_other_urls_open_through_pyserial_and_keep_their_read():
 
 
 def test_reconnect_settings_are_checked():
-    with pytest.raises(ConfigurationError, match="reconnect_max_s"):
-        GroundConfig(reconnect_initial_s=5.0, reconnect_max_s=1.0)
+    with pytest.raises(ConfigurationError, match=r"reconnect max_s \(1\) must be at least initial_s \(5\)"):
+        ReconnectConfig(initial_s=5.0, max_s=1.0)
     with pytest.raises(ValueError, match="network source"):
         ListenPass("/dev/ttyUSB0", 115200, GroundConfig(), reconnect=True)
 
@@ -249,7 +255,7 @@ def test_a_pass_in_process_reconnects_and_counts_the_gap():
     data = os.urandom(20_000)
     server = Server([data[:7777], data[7777:]], pause=0.3)
     fed = bytearray()
-    ground = GroundConfig(reconnect_initial_s=0.1, reconnect_max_s=0.2, idle_exit_s=1.5)
+    ground = GroundConfig(reconnect=ReconnectConfig(initial_s=0.1, max_s=0.2), idle_exit_s=1.5)
     counters = ListenPass(server.url, 115200, ground, reconnect=True).run(fed.extend)
     server.close()
     assert bytes(fed) == data and counters.octets_read == len(data)
@@ -279,7 +285,7 @@ def test_listen_reconnects_and_reports_the_gap(tmp_path, downlink):
     cut = len(stream) // 2 + 77               # inside a CADU: the second connection completes it
     server = Server([stream[:cut], stream[cut:]], pause=0.8)
     summary, stderr = ground_listen(tmp_path, server.url, "--reconnect",
-                                    reconnect_initial_s=0.2, reconnect_max_s=0.4, idle_exit_s=2.0)
+                                    reconnect={"initial_s": 0.2, "max_s": 0.4}, idle_exit_s=2.0)
     server.close()
     assert server.sent == [cut, len(stream) - cut]
     assert_whole_pass(summary, len(stream), detections)
