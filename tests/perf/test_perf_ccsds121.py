@@ -3,11 +3,12 @@
 Block sizes 8, 16, 32 and 64 on 1024^2 and 2048^2 scenes. Three comparisons,
 each with both coders called the same way: encode returning a fresh stream,
 encode into a reused caller buffer (out=), decode into a reused array (out=).
+Before timing, each call is checked: each coder decodes the other's stream
+back to the samples, and ours is never longer than libaec's. Times are CPU
+time of the calling thread (tests/perf/timing.py), medians of alternated runs.
 
-Run: cd /work/main && /work/venv/bin/python -m pytest tests/perf/test_perf_ccsds121.py -m perf -s
+Run: cd /work/main && . .venv/bin/activate && pytest tests/perf/test_perf_ccsds121.py -m perf -s
 """
-import time
-
 import numpy as np
 import pytest
 
@@ -16,24 +17,15 @@ from kestrel.codecs.ccsds121 import decode, encode, max_encoded_size
 imagecodecs = pytest.importorskip("imagecodecs")
 
 from tests.perf.scenes import project_scene  # noqa: E402
+from tests.perf.timing import alternated_medians  # noqa: E402
 
 BITS = 14
 RSI = 128
 REPEATS = 21
 
 
-def paired_medians(ours, theirs) -> tuple[float, float]:
-    """Median seconds of each, the two timed alternately so that load from
-    other users of the (shared, noisy) machine falls on both alike."""
-    a, b = [], []
-    for _ in range(REPEATS):
-        start = time.perf_counter()
-        ours()
-        a.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        theirs()
-        b.append(time.perf_counter() - start)
-    return float(np.median(a)), float(np.median(b))
+def paired_medians(ours, theirs) -> list[float]:
+    return alternated_medians(ours, theirs, repeats=REPEATS, warm=False)
 
 
 @pytest.mark.perf
@@ -48,13 +40,23 @@ def test_throughput_against_libaec(size):
         aec = dict(bitspersample=BITS, flags=flags, blocksize=J, rsi=RSI)
         ours = encode(samples, BITS, **params)
         theirs = imagecodecs.aec_encode(samples, **aec)
-        assert len(ours) <= len(theirs)
-        assert np.array_equal(decode(ours, samples.size, BITS, **params), samples)
         # Reused buffers on both sides: encode(out=) and aec_encode(out=) write
         # into the caller's memory, decode(out=) likewise.
         our_buffer = bytearray(max_encoded_size(samples.size, BITS, **params))
         their_buffer = bytearray(len(our_buffer))
         decoded = np.empty_like(samples)
+        # Every call that is timed below is first checked: each side decodes
+        # the other's stream, out= paths give the same, ours is never longer.
+        assert len(ours) <= len(theirs)
+        assert bytes(encode(samples, BITS, **params, out=our_buffer)) == ours
+        assert bytes(imagecodecs.aec_encode(samples, **aec, out=their_buffer)) == theirs
+        for stream, decoder in ((ours, lambda s: decode(s, samples.size, BITS, **params, out=decoded)),
+                                (theirs, lambda s: imagecodecs.aec_decode(s, **aec, out=decoded))):
+            decoded[:] = 0
+            decoder(stream)
+            assert np.array_equal(decoded, samples)
+        assert np.array_equal(imagecodecs.aec_decode(ours, **aec, out=np.empty_like(samples)), samples)
+        assert np.array_equal(decode(theirs, samples.size, BITS, **params), samples)
         enc = paired_medians(lambda: encode(samples, BITS, **params),
                              lambda: imagecodecs.aec_encode(samples, **aec))
         enc_out = paired_medians(lambda: encode(samples, BITS, **params, out=our_buffer),
@@ -64,7 +66,7 @@ def test_throughput_against_libaec(size):
         rows.append((J, *(mega / t for t in enc + enc_out + dec),
                      len(ours) * 8 / samples.size, len(theirs) * 8 / samples.size))
     print(f"\n\nCCSDS 121, {size}x{size} 14-bit IR scene, rsi={RSI}, medians of {REPEATS} "
-          "alternated runs (Msamples/s)\n")
+          "alternated runs (Msamples/s, thread CPU time)\n")
     print("| J | encode ours | libaec | ratio | encode out= ours | libaec | ratio "
           "| decode out= ours | libaec | ratio | bits/sample ours | libaec |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")

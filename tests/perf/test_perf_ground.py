@@ -3,9 +3,13 @@ symbol errors, from frame sync to checked packets, on one core.
 
 Peer in the same run: spacepackets' TmTransferFrame.unpack over the same
 frames (frame parsing alone, no sync, no coding, no packets). The archive is a
-null object: SQLite writes are not what this measures.
+null object: SQLite writes are not what this measures. Checked before timing:
+every frame decoded, every injected symbol error corrected, every packet out
+with a good CRC and no sequence gap; the peer reads the same data fields.
+Times are CPU time of the calling thread (tests/perf/timing.py), medians of
+alternated runs.
 
-    cd /work/main && /work/venv/bin/python -m pytest -m perf -s tests/perf/test_perf_ground.py
+    cd /work/main && . .venv/bin/activate && pytest tests/perf/test_perf_ground.py -m perf -s
 """
 import cProfile
 import io
@@ -21,7 +25,8 @@ from kestrel.link.config import build_channel_coder, frame_layout
 from flight.multiplexer import MasterChannelMultiplexer
 from kestrel.link.spacepacket import PusTm
 from ground.decoder import GroundDecoder
-from tests.support import NullArchive, median_seconds
+from tests.perf.timing import alternated_medians
+from tests.support import NullArchive
 
 pytestmark = pytest.mark.perf
 
@@ -71,6 +76,12 @@ def decode(capture: bytes) -> dict:
     return decoder.finish()
 
 
+def peer_fields(frames: list[bytes]) -> list[bytes]:
+    from spacepackets.ccsds.tm_frame import TmTransferFrame
+    return [TmTransferFrame.unpack(raw, LINK.frame_length, has_error_control_field=True).data_field
+            for raw in frames]
+
+
 def peer_unpack(frames: list[bytes]) -> None:
     from spacepackets.ccsds.tm_frame import TmTransferFrame
     for raw in frames:
@@ -84,10 +95,12 @@ def test_ground_end_to_end_throughput():
     assert s["frames_good"] == len(frames) and s["codewords_uncorrectable"] == 0
     assert s["symbols_corrected"] == len(frames) * LINK.interleave_depth * ERRORS_PER_CODEWORD
     assert p["packets"] >= packets - 2 and p["packet_crc_errors"] == 0 and p["sequence_gaps"] == 0
+    assert peer_fields(frames[:50]) == [frame[6:-2] for frame in frames[:50]]  # no OCF: header 6, FECF 2
 
-    ours = median_seconds(decode, capture, repeats=REPEATS)
     peer_frames = frames[: max(1, len(frames) // 10)]  # the peer is slow: a tenth, scaled
-    peer = median_seconds(peer_unpack, peer_frames, repeats=REPEATS) * len(frames) / len(peer_frames)
+    ours, peer = alternated_medians(lambda: decode(capture), lambda: peer_unpack(peer_frames),
+                                    repeats=REPEATS, warm=False)
+    peer *= len(frames) / len(peer_frames)
     mbit = lambda seconds: len(capture) * 8 / seconds / 1e6  # noqa: E731
     print()
     print(f"capture: {len(capture) / 1e6:.1f} MB, {len(frames)} CADUs of {len(capture) // len(frames)} octets, "
@@ -95,9 +108,10 @@ def test_ground_end_to_end_throughput():
     print("| path | median s | Mbit/s of CADUs | ratio to peer |")
     print("|---|---|---|---|")
     print(f"| kestrel ground: sync, derandomize, RS, FECF, VC, packets, PUS CRC | {ours:.2f} | {mbit(ours):.0f} "
-          f"| {peer / ours:.1f} |")
-    print(f"| spacepackets TmTransferFrame.unpack alone (peer) | {peer:.2f} | {mbit(peer):.0f} | 1.0 |")
+          f"| {peer / ours:.2f} |")
+    print(f"| spacepackets TmTransferFrame.unpack alone (peer) | {peer:.2f} | {mbit(peer):.0f} | 1.00 |")
 
+    print(f"goal >= 100 Mbit/s of CADUs: {mbit(ours):.0f} -> {'met' if mbit(ours) >= 100 else 'NOT MET'}")
     profile = cProfile.Profile()
     profile.enable()
     decode(capture[: len(capture) // 5])
