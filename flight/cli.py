@@ -7,13 +7,14 @@ import logging
 import signal
 import threading
 
-from kestrel.cli import EXIT_USAGE, add_common_arguments, fail, run_program, setup
+from kestrel.cli import EXIT_STORAGE, EXIT_USAGE, add_common_arguments, count, fail, run_program, setup
 from kestrel.link.port import PortError, open_port
 
 from .config import FlightProgramConfig
 from .downlink import Downlink
 from .executive import Executive
 from .sensor import SensorError
+from .store import StoreError
 
 log = logging.getLogger("kestrel-flight")
 
@@ -26,7 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", metavar="URL", help="radio port, any pyserial URL (device, pty, socket://, loop://)")
     parser.add_argument("--source", metavar="URL", help="frame source URL (sensor.source): npy:DIR, sim://KIND?...")
     parser.add_argument("--frames", metavar="DIR", help="read .npy frames from DIR (the same as --source npy:DIR)")
-    parser.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
+    parser.add_argument("--max-frames", type=count, metavar="N", help="stop after N frames")
+    parser.add_argument("--store", metavar="FILE", help="the store's SQLite file (store.path); products wait "
+                        "there until the ground acknowledges them")
     return parser
 
 
@@ -45,6 +48,8 @@ def _main(argv=None) -> int:
         changes["max_frames"] = args.max_frames
     try:
         config = dataclasses.replace(config, sensor=dataclasses.replace(config.sensor, **changes))
+        if args.store:
+            config = dataclasses.replace(config, store=dataclasses.replace(config.store, path=args.store))
     except ValueError as exc:
         fail(parser, str(exc), EXIT_USAGE)
     url = args.port or config.flight.port
@@ -66,15 +71,20 @@ def _main(argv=None) -> int:
     except (SensorError, ValueError) as exc:
         downlink.close()
         fail(parser, str(exc))
+    except StoreError as exc:
+        downlink.close()
+        fail(parser, str(exc), EXIT_STORAGE)
     downlink.start()
     try:
         counters = executive.run()
     finally:
         drained = downlink.stop(config.flight.flush_timeout_s)
         downlink.close()   # the port it holds now: the one opened here, or a reopened one
-    log.info("stopped: %d frames, %d detections, %d octets sent; radio port outages %d, %.0f s down in all",
-             counters.frames_processed, counters.detections_total, downlink.bytes_sent, downlink.link_outages,
-             downlink.link_down_s())
+        waiting = sum(executive.store.unsent_octets)
+        executive.close()
+    log.info("stopped: %d frames, %d detections, %d octets sent; radio port outages %d, %.0f s down in all; "
+             "%d octets wait in the store for the next pass", counters.frames_processed, counters.detections_total,
+             downlink.bytes_sent, downlink.link_outages, downlink.link_down_s(), waiting)
     return 0 if drained else 1
 
 

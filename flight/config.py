@@ -13,6 +13,8 @@ from kestrel.settings import Settings, setting
 
 from .detection import DetectorConfig
 from .imaging import ImagingConfig
+from .scheduler import SchedulerConfig
+from .store import StoreConfig
 
 
 @dataclass(frozen=True)
@@ -42,3 +44,6 @@ class FlightProgramConfig(Settings):
     detection: DetectorConfig = setting(DetectorConfig(), "the onboard detector")
     imaging: ImagingConfig = setting(ImagingConfig(), "image products: chips and quick-look frames")
     flight: FlightConfig = setting(FlightConfig(), "the flight executive")
+    store: StoreConfig = setting(StoreConfig(), "store-and-forward: every product is kept here until the ground "
+                                 "acknowledges it")
+    scheduler: SchedulerConfig = setting(SchedulerConfig(), "the downlink scheduler: class priorities and budgets")

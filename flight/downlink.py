@@ -35,10 +35,14 @@ log = logging.getLogger(__name__)
 
 class Downlink:
     def __init__(self, link_config, port, clock=time.monotonic, *, reopen=None,
-                 reconnect: ReconnectConfig = ReconnectConfig()):
+                 reconnect: ReconnectConfig = ReconnectConfig(), source=None):
         self.config = link_config
         self.port = port
         self._reopen = reopen
+        # Where packets come from when the multiplexer has no whole frame: (vcid, packet) or None
+        # (the scheduler over the store). Asked at the last moment, so an alert stored now rides
+        # the next frame rather than waiting behind what was handed over earlier.
+        self._source = source
         self._clock = clock
         self._reconnect_initial = reconnect.initial_s
         self._reconnect_max = reconnect.max_s
@@ -86,6 +90,16 @@ class Downlink:
             self._wake.notify()
         return accepted
 
+    def set_source(self, source) -> None:
+        with self._wake:
+            self._source = source
+            self._wake.notify()
+
+    def notify(self) -> None:
+        """Something new waits in the source: the writer looks at once rather than at its next timeout."""
+        with self._wake:
+            self._wake.notify()
+
     def queued_octets(self) -> int:
         with self._wake:
             return sum(c.pending_octets for c in self.mux.channels.values())
@@ -101,25 +115,32 @@ class Downlink:
         self._thread.start()
 
     def stop(self, flush_timeout: float) -> bool:
-        """Stop after sending what is queued; False if the port did not take it all in time."""
+        """Stop after sending what is queued, within `flush_timeout`.
+
+        What the source (the store) still holds then stays there for the next pass: a narrow link
+        is no failure. False only when the port itself would not take what was handed to it: a
+        write that does not return, or a port down when the time ran out.
+        """
         with self._wake:
             self._stopping = True
             self._wake.notify()
         self._interrupt.set()   # a writer waiting to reopen the port tries once more now
-        if self._thread is not None:
-            self._thread.join(flush_timeout)
-            drained = not self._thread.is_alive()
-        else:
-            drained = not self.mux.has_data()
-        drained = drained and self.failure is None
-        if self.failure is None and not drained:
-            self._abandoned = True
+        if self._thread is None:
+            return self.failure is None and not self.mux.has_data()
+        self._thread.join(flush_timeout)
+        if self._thread.is_alive():
+            with self._wake:
+                self._abandoned = True     # take nothing more from the source; finish the frame in hand
+                self._wake.notify()
             self._interrupt.set()
+            self._thread.join(self.config.line_lead_cadus * self._cadu_seconds + 1.0)
+        stuck = self._thread.is_alive()
+        if stuck or self.down_since is not None:
             since = self.down_since
             down = f" (the radio port has been down for {self._clock() - since:.1f} s)" if since is not None else ""
             log.error("downlink: %d octets still queued after %.1f s; giving up%s", self.queued_octets(),
                       flush_timeout, down)
-        return drained
+        return self.failure is None and not stuck and self.down_since is None
 
     def close(self) -> None:
         """Close the port (whichever one the writer holds now); call after stop()."""
@@ -129,10 +150,27 @@ class Downlink:
         if port is not None:
             _close_quietly(port)
 
+    def _pull(self) -> bytes | None:
+        """Packets from the source into the multiplexer until a whole frame is ready; that frame, or None."""
+        while (item := self._source()) is not None:
+            vcid, packet = item
+            if self.mux.push(vcid, packet):
+                self.packets_sent += 1
+            else:
+                self.packets_dropped += 1
+            frame = self.mux.next_frame(flush=False)
+            if frame is not None:
+                return frame
+        return None
+
     def _next_cadu(self) -> bytes | None:
         with self._wake:
             while True:
-                frame = self.mux.next_frame(flush=True)
+                frame = self.mux.next_frame(flush=False)
+                if frame is None and self._source is not None and not self._abandoned:
+                    frame = self._pull()
+                if frame is None:
+                    frame = self.mux.next_frame(flush=True)
                 if frame is not None:
                     return self.coder.encode(frame)
                 if self._stopping:

@@ -1,8 +1,12 @@
-"""The flight executive: one fixed-rate loop from sensor to downlink.
+"""The flight executive: one fixed-rate loop from sensor to the store, and on to the downlink.
 
 Each cycle reads a frame, runs the detector (the kernel releases the GIL, so
-the downlink writer keeps the radio busy meanwhile), sends a detection report,
-and every housekeeping period a housekeeping report. A bad frame or a failed
+the downlink writer keeps the radio busy meanwhile), stores a detection
+report and imagery, and every housekeeping period a housekeeping report.
+Every product is committed to the store (one transaction a cycle) before it
+is offered to the link; the scheduler decides what the next frame carries,
+by class and budget, so what the link cannot carry waits in the store, or is
+dropped by its class's stated rule, and is never a failed run. A bad frame or a failed
 stage becomes an event and a counter; the loop carries on. So do a radio port
 that is lost (the downlink reopens it; one event as the outage begins and one
 as it ends) and a clock the CUC field cannot hold (packets carry the field's
@@ -10,17 +14,22 @@ limit, flagged; one event as it begins and one as it ends).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import tempfile
 import threading
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
 
 from kestrel import products
 from kestrel.link.timecode import CucCodec
 
 from . import imaging
 from .detection import Detector
+from .scheduler import DownlinkScheduler, QuicklookPlanner, packet_octets_per_second
 from .sensor import FrameLimits, SensorError, open_sensor
+from .store import ProductClass, ProductStore, StoreError
 from .telemetry import Stamp, TelemetryPacketFactory
 
 log = logging.getLogger(__name__)
@@ -36,20 +45,58 @@ class ExecutiveCounters:
     detections_total: int = 0
     images_sent: int = 0
     errors: int = 0
+    store_errors: int = 0
+
+
+def class_channels(link) -> dict[ProductClass, int]:
+    """The virtual channel each product class rides."""
+    return {ProductClass.ALERT: link.vc_events, ProductClass.EVENT: link.vc_events,
+            ProductClass.VERIFICATION: link.vc_events, ProductClass.DETECTIONS: link.vc_detections,
+            ProductClass.HOUSEKEEPING: link.vc_housekeeping, ProductClass.CHIP: link.vc_images,
+            ProductClass.QUICKLOOK: link.vc_images, ProductClass.BULK: link.vc_images}
+
+
+def open_store(config, clock, on_event) -> tuple[ProductStore, tempfile.TemporaryDirectory | None]:
+    """The store config.store names; with no path, a temporary one (returned too, to be cleaned up)."""
+    temporary = None
+    store_config = config.store
+    if not store_config.path:
+        temporary = tempfile.TemporaryDirectory(prefix="kestrel-store-")
+        store_config = replace(store_config, path=str(Path(temporary.name) / "store.sqlite"))
+        log.info("store.path is empty: products are kept in %s until the program ends", store_config.path)
+    return ProductStore(store_config, clock, on_event), temporary
 
 
 class Executive:
     def __init__(self, config, downlink, stop: threading.Event, sensor=None,
-                 clock=time.monotonic, wallclock=time.time):
+                 clock=time.monotonic, wallclock=time.time, store: ProductStore | None = None):
         self.config = config
         self.downlink = downlink
         self.stop = stop
         self._clock = clock
+        self._wallclock = wallclock
         self.sensor = sensor if sensor is not None else open_sensor(
             config.sensor.source, FrameLimits(config.sensor.max_frame_pixels))
         self.detector = Detector(config.detection, self.sensor.shape,
                                  calibration_bad_pixels=self.sensor.calibration_bad_pixels)
-        self.packets = TelemetryPacketFactory(CucCodec(config.link.time), config.link.destination_id, wallclock)
+        # Store events (drops) arrive from whichever thread put; they are sent from the loop.
+        self._store_events: list[tuple[int, int, str]] = []
+        self._temporary_store = None
+        if store is None:
+            store, self._temporary_store = open_store(config, clock, self._store_event)
+        self.store = store
+        self.scheduler = DownlinkScheduler(store, class_channels(config.link), config.scheduler.budgets())
+        # Quick-looks sized and timed to their share of the line: the finest binning that fits.
+        self.quicklooks = QuicklookPlanner(self.sensor.shape, config.scheduler, config.imaging.segment_octets,
+                                           period_s=config.imaging.quicklook_period_s or 1.0,
+                                           min_binning=config.imaging.quicklook_binning)
+        self._line_octets_per_s = packet_octets_per_second(config.link)
+        self._quicklook_bits_per_pixel: float | None = None
+        downlink.set_source(self.scheduler.next_packet)
+        # make() reads the store's next count and put() commits it: one producer at a time.
+        self._send_lock = threading.Lock()
+        self.packets = TelemetryPacketFactory(CucCodec(config.link.time), config.link.destination_id, wallclock,
+                                              store.next_sequence_count)
         self.counters = ExecutiveCounters()
         self._started = clock()
         self._next_product_id = 0
@@ -61,25 +108,42 @@ class Executive:
         self._clock_fault_reported = False
 
     # --- products -------------------------------------------------------------
-    def _send(self, vcid: int, apid: int, service: int, subtype: int, data: bytes,
+    def _store_event(self, severity: int, event_id: int, text: str) -> None:
+        self._store_events.append((severity, event_id, text))
+
+    def _send(self, cls: ProductClass, apid: int, service: int, subtype: int, data: bytes,
               stamp: Stamp | None = None) -> bool:
-        if self.downlink.submit(vcid, self.packets.make(apid, service, subtype, data, stamp)):
-            return True
-        # The link is slower than the data: say so, at most once a housekeeping
-        # period, rather than once per refused packet.
+        """Commit one product to the store; False when its class's drop rule dropped it or the store failed."""
+        with self._send_lock:
+            packet = self.packets.make(apid, service, subtype, data, stamp)
+            try:
+                kept = self.store.put(cls, packet, self.packets.last_unix) is not None
+            except StoreError as exc:
+                self.counters.store_errors += 1
+                self._store_failure(str(exc))
+                return False
+        self.downlink.notify()
+        return kept
+
+    def _store_failure(self, text: str) -> None:
+        # The store cannot keep this product (disk full, read-only): said once a housekeeping period.
         now = self._clock()
         if now >= self._next_overflow_event:
             self._next_overflow_event = now + self.config.flight.housekeeping_period_s
-            self.event(products.EVENT_MEDIUM, products.EVENT_QUEUE_OVERFLOW,
-                       f"virtual channel {vcid} queue full: {self.downlink.packets_dropped} packets dropped so far")
-        return False
+            log.error("store: %s", text)
+            self._store_events.append((products.EVENT_HIGH, products.EVENT_STORE_ERROR, text))
+
+    def _send_store_events(self) -> None:
+        pending, self._store_events = self._store_events, []
+        for severity, event_id, text in pending:
+            self.event(severity, event_id, text)
 
     def event(self, severity: int, event_id: int, text: str, quiet: bool = False) -> bool:
         """Log and send an event; False if its queue refused it. `quiet`: another component logged it."""
         level = logging.INFO if severity == products.EVENT_INFO else logging.WARNING
         log.log(logging.DEBUG if quiet else level, "event %d: %s", event_id, text)
         data = products.EVENT_REPORT.build(dict(event_id=event_id, text=text.encode("utf8")[:255].decode("utf8", "ignore")))
-        return self._send(self.config.link.vc_events, products.APID_EVENTS, products.SERVICE_EVENTS, severity, data)
+        return self._send(ProductClass.EVENT, products.APID_EVENTS, products.SERVICE_EVENTS, severity, data)
 
     def report_faults(self) -> None:
         """Radio port outages and an out-of-range clock: one event as each begins, one as it ends."""
@@ -114,8 +178,8 @@ class Executive:
                                   x0=product.x0, y0=product.y0, width=width, height=height,
                                   max_error=product.max_error, segment_index=index,
                                   segment_count=len(pieces), data=piece))
-            self._send(self.config.link.vc_images, products.APID_IMAGES, products.SERVICE_IMAGES,
-                       product.subtype, data)
+            self._send(ProductClass.CHIP if product.subtype == products.SUBTYPE_CHIP else ProductClass.QUICKLOOK,
+                       products.APID_IMAGES, products.SERVICE_IMAGES, product.subtype, data)
         self.counters.images_sent += 1
 
     def images(self, index: int, pixels, detections, frame_time: bytes) -> None:
@@ -125,8 +189,15 @@ class Executive:
             self.send_image(chip, index, frame_time)
         now = self._clock()
         if cfg.quicklook_period_s and now >= self._next_quicklook:
-            self._next_quicklook = now + cfg.quicklook_period_s
-            self.send_image(imaging.make_quicklook(pixels, cfg, products.SUBTYPE_QUICKLOOK), index, frame_time)
+            plan = self.quicklooks.plan(self._line_octets_per_s, self._quicklook_bits_per_pixel)
+            if plan is None:
+                return
+            self._next_quicklook = now + plan.period_s
+            quicklook = imaging.make_quicklook(pixels, replace(cfg, quicklook_binning=plan.binning),
+                                               products.SUBTYPE_QUICKLOOK)
+            # What this one compressed to guides the next plan.
+            self._quicklook_bits_per_pixel = max(0.05, 8 * len(quicklook.compressed) / quicklook.pixels.size)
+            self.send_image(quicklook, index, frame_time)
 
     def housekeeping(self) -> dict:
         values = {f.name: getattr(self.counters, f.name) for f in fields(self.counters)}
@@ -137,6 +208,9 @@ class Executive:
             bytes_sent=self.downlink.bytes_sent,
             frames_sent=self.downlink.cadus_sent,
             queue_octets=self.downlink.queued_octets(),
+            store_unsent_octets=sum(self.store.unsent_octets),
+            store_held_octets=sum(self.store.held_octets(c) for c in ProductClass),
+            store_dropped=self.store.total("dropped"),
             link_outages=self.downlink.link_outages,
             link_reconnects=self.downlink.link_reconnects,
             link_down_s=self.downlink.link_down_s(),
@@ -146,7 +220,7 @@ class Executive:
         values["errors"] += self.downlink.write_errors
         values = {k: min(int(v), 0xFFFFFFFF) for k, v in values.items()}
         data = products.HOUSEKEEPING_REPORT.build(values)
-        self._send(self.config.link.vc_housekeeping, products.APID_HOUSEKEEPING,
+        self._send(ProductClass.HOUSEKEEPING, products.APID_HOUSEKEEPING,
                    products.SERVICE_HOUSEKEEPING, products.SUBTYPE_HK_REPORT, data)
         return values
 
@@ -175,7 +249,7 @@ class Executive:
         frame_time = self.packets.encode(frame_stamp)
         report = products.DetectionReport(index, frame_time, detections)
         # The report goes first: imagery must never delay what the detections say.
-        self._send(self.config.link.vc_detections, products.APID_DETECTIONS, products.SERVICE_DETECTIONS,
+        self._send(ProductClass.DETECTIONS, products.APID_DETECTIONS, products.SERVICE_DETECTIONS,
                    products.SUBTYPE_DETECTION_REPORT, report.pack(), frame_stamp)
         c.frames_processed += 1
         c.detections_total += len(detections)
@@ -202,16 +276,21 @@ class Executive:
                 break
             started = self._clock()
             attempts += 1
-            if not self.cycle():
+            # One store transaction a cycle: one sync for all the cycle's products.
+            with self._cycle_batch():
+                more = self.cycle()
+                self.report_faults()
+                self._send_store_events()
+                now = self._clock()
+                if now >= next_hk:
+                    self.housekeeping()
+                    next_hk += hk_period * max(1, int((now - next_hk) // hk_period) + 1)
+            self.downlink.notify()
+            if not more:
                 break
-            self.report_faults()
             elapsed = self._clock() - started
             self.counters.loop_time_last_us = int(elapsed * 1e6)
             self.counters.loop_time_max_us = max(self.counters.loop_time_max_us, self.counters.loop_time_last_us)
-            now = self._clock()
-            if now >= next_hk:
-                self.housekeeping()
-                next_hk += hk_period * max(1, int((now - next_hk) // hk_period) + 1)
             next_tick += period
             delay = next_tick - self._clock()
             if delay < 0:
@@ -220,7 +299,19 @@ class Executive:
             else:
                 self.stop.wait(delay)
         self.report_faults()
+        self._send_store_events()
         self.event(products.EVENT_INFO, products.EVENT_STOPPING,
                    f"kestrel-flight stopping after {self.counters.frames_processed} frames")
         self.housekeeping()
+        self.downlink.notify()
         return self.counters
+
+    def _cycle_batch(self):
+        """The store's batch, or nothing when the store cannot write (the products go to the event path)."""
+        return self.store.batch() if self.store.read_only is None else contextlib.nullcontext()
+
+    def close(self) -> None:
+        """Close the store (after the downlink has stopped taking from it)."""
+        self.store.close()
+        if self._temporary_store is not None:
+            self._temporary_store.cleanup()

@@ -25,8 +25,8 @@ class ImagingConfig(Settings):
                                         low=0, high=86400)
     quicklook_max_error: int = setting(4, "quick-look absolute error bound per pixel (counts; 0 is lossless)",
                                        low=0, high=255)
-    quicklook_binning: int = setting(1, "quick-look binning factor (1: full resolution), averaging bins",
-                                     low=1, high=16)
+    quicklook_binning: int = setting(1, "finest quick-look binning (1: full resolution); the scheduler bins "
+                                     "further, and sends less often, as the line rate requires", low=1, high=16)
     segment_octets: int = setting(1024, "compressed octets carried per image packet", low=64, high=60000)
     bits: int = setting(14, "sensor sample depth (bits)", low=2, high=16)
 

@@ -14,7 +14,6 @@ from typing import Final, NamedTuple
 
 from kestrel.link.spacepacket import MAX_SEQUENCE_COUNT, PusTm
 from kestrel.link.timecode import CucCodec
-
 from kestrel.products import TIME_STATUS_OUT_OF_RANGE, TIME_STATUS_VALID
 
 
@@ -26,13 +25,18 @@ class Stamp(NamedTuple):
 
 
 class TelemetryPacketFactory:
-    def __init__(self, cuc: CucCodec, destination_id: int, wallclock):
+    """`sequence_count(apid)`: the count the next packet of an APID carries; the store's, so that counts
+    continue across restarts (None: counted here, from 0)."""
+
+    def __init__(self, cuc: CucCodec, destination_id: int, wallclock, sequence_count=None):
         self.cuc = cuc
         self.destination_id = destination_id
         self._wallclock = wallclock
+        self._sequence_count = sequence_count or self._own_count
         self._sequence = defaultdict(int)
         self._message_counter = defaultdict(int)
         self.max_ticks = (1 << (8 * cuc.tfield_length)) - 1
+        self.last_unix = 0.0                 # the clock's latest reading, for the store's time index
         self.time_errors = 0                 # stamps out of range, each sent with the field's limit
         self.time_error: str | None = None   # what was wrong with the latest stamp; None once it was fine
 
@@ -40,6 +44,7 @@ class TelemetryPacketFactory:
     def now(self) -> Stamp:
         """The wall clock as a stamp; out of range, the nearest limit of the field, flagged."""
         unix = self._wallclock()
+        self.last_unix = unix if math.isfinite(unix) else 0.0
         try:
             ticks = self.cuc.from_unix(unix)
         except (ValueError, OverflowError) as exc:   # before 1972 (no TAI-UTC offset), NaN, inf
@@ -67,11 +72,15 @@ class TelemetryPacketFactory:
         return self.cuc.encode(stamp.ticks)
 
     # --- packets --------------------------------------------------------------
+    def _own_count(self, apid: int) -> int:
+        sequence = self._sequence[apid]
+        self._sequence[apid] = (sequence + 1) & MAX_SEQUENCE_COUNT
+        return sequence
+
     def make(self, apid: int, service: int, subtype: int, data: bytes, stamp: Stamp | None = None) -> bytes:
         if stamp is None:
             stamp = self.now()
-        sequence = self._sequence[apid]
-        self._sequence[apid] = (sequence + 1) & MAX_SEQUENCE_COUNT
+        sequence = self._sequence_count(apid)
         counter = self._message_counter[(apid, service)]
         self._message_counter[(apid, service)] = (counter + 1) & 0xFFFF
         return PusTm(apid=apid, service=service, subtype=subtype, data=data,

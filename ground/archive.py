@@ -313,3 +313,22 @@ class GroundArchive:
         finally:
             os.close(self._jsonl)
             self.db.close()
+
+
+class NullArchive:
+    """Takes what the decoder archives and keeps nothing (every packet is new to it): for decoding
+    without a record, as `kestrel-ground command` follows its replies, and for benchmarks."""
+
+    def __init__(self):
+        self.packets = 0
+
+    def packet(self, received_at, identity, time_status, service, subtype, length) -> int:
+        self.packets += 1
+        return self.packets
+
+    def housekeeping(self, *args): pass
+    def event(self, *args): pass
+    def detections(self, *args): pass
+    def image(self, *args): pass
+    def save_image(self, name, image): return name
+    def commit(self): pass

@@ -10,11 +10,13 @@ import threading
 from dataclasses import asdict
 from pathlib import Path
 
-from kestrel.cli import EXIT_INTERRUPTED, EXIT_STORAGE, EXIT_USAGE, add_common_arguments, fail, run_program, setup
+from kestrel.cli import (EXIT_INTERRUPTED, EXIT_STORAGE, EXIT_USAGE, add_common_arguments, fail, run_program, seconds,
+                         setup)
 from kestrel.link.port import PortError
 from kestrel.link.timecode import CucCodec
 
 from .archive import ArchiveError, GroundArchive
+from .command import add_command_parser, run_command
 from .config import GroundProgramConfig
 from .decoder import GroundDecoder
 from .images import ImageAssembler
@@ -76,11 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     listen = sub.add_parser("listen", help="decode live from a radio port until stopped")
     listen.add_argument("--port", metavar="URL", required=True, help="any pyserial URL")
     listen.add_argument("--out", metavar="DIR", required=True, help="directory for detections.jsonl and archive.sqlite")
-    listen.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    listen.add_argument("--duration", type=seconds, metavar="S", help="stop after S seconds")
     listen.add_argument("--reconnect", action="store_true",
                         help="reopen a socket:// or rfc2217:// source that closes, until stopped; gaps are counted")
     for p in (decode, listen):
         add_common_arguments(p, subcommand=True)
+    add_command_parser(sub)
     return parser
 
 
@@ -165,6 +168,8 @@ def _main(argv=None) -> int:
         parser.print_usage(sys.stderr)
         fail(parser, "a command is required: decode or listen", EXIT_USAGE)
     config = setup(parser, args, GroundProgramConfig)
+    if args.command == "command":
+        return run_command(config, args, parser)
     out = Path(args.out)
     if args.command == "decode":
         return decode_file(config, Path(args.file), out, parser)

@@ -21,7 +21,9 @@ from kestrel.products import SUBTYPE_CHIP, SUBTYPE_QUICKLOOK, image_segment_form
 log = logging.getLogger(__name__)
 
 KIND_NAMES = {SUBTYPE_CHIP: "chip", SUBTYPE_QUICKLOOK: "quicklook"}
-# How many newer products may start before an unfinished one is declared incomplete.
+# How many newer products of the same kind may start before an unfinished one is declared
+# incomplete. Per kind: the flight schedules chips and quick-looks as separate classes, so a
+# quick-look's last segments may follow many newer chips.
 REORDER_WINDOW = 4
 # Octets of unfinished products held at most; hostile segment counts cannot grow it further.
 MAX_PENDING_OCTETS = 64 * 1024 * 1024
@@ -79,15 +81,16 @@ class ImageAssembler:
         pending.pieces[seg.segment_index] = seg.data
         if len(pending.pieces) == pending.count:
             self._complete(seg.product_id, self._take(seg.product_id), received_at)
-        self._expire(seg.product_id, received_at)
+        self._expire(seg.product_id, subtype, received_at)
 
     def _take(self, product_id: int) -> _Pending:
         pending = self._pending.pop(product_id)
         self._pending_octets -= sum(len(p) for p in pending.pieces.values())
         return pending
 
-    def _expire(self, newest: int, received_at: float) -> None:
-        for product_id in [p for p in self._pending if (newest - p) & 0xFFFFFFFF > REORDER_WINDOW]:
+    def _expire(self, newest: int, kind: int, received_at: float) -> None:
+        for product_id in [p for p, pending in self._pending.items()
+                           if pending.kind == kind and (newest - p) & 0xFFFFFFFF > REORDER_WINDOW]:
             self._incomplete(product_id, self._take(product_id), received_at)
         while self._pending_octets > MAX_PENDING_OCTETS and self._pending:
             oldest = next(iter(self._pending))

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from kestrel.cli import EXIT_USAGE, add_common_arguments, fail, run_program, setup
+from kestrel.cli import EXIT_USAGE, add_common_arguments, count, fail, run_program, seconds, setup
 
 from .config import KestrelConfig
 
@@ -19,19 +19,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--frames", metavar="DIR", help="fly recorded .npy frames instead of the simulated scene")
     demo.add_argument("--capture", metavar="FILE", help="write the exact downlink bytes to FILE")
     demo.add_argument("--out", metavar="DIR", help="keep the ground's outputs and report.json in DIR")
-    demo.add_argument("--duration", type=float, metavar="S", help="seconds of scene (default hil.duration_s)")
+    demo.add_argument("--duration", type=seconds, metavar="S", help="seconds of scene (default hil.duration_s)")
     metrics = sub.add_parser("metrics", help="score the detector against simulated truth: "
                              "'table' (Pd per SNR class, false alarms, centroid vs Cramer-Rao) or 'sweep' (Pd vs FA)")
     add_common_arguments(metrics, subcommand=True)
     metrics.add_argument("what", choices=("table", "sweep"))
-    metrics.add_argument("--frames", type=int, default=200, help="frames per scene (default 200)")
-    metrics.add_argument("--size", type=int, default=256, help="frame side in pixels (default 256)")
-    metrics.add_argument("--seed", type=int, default=3)
+    metrics.add_argument("--frames", type=count, default=200, help="frames per scene (default 200)")
+    metrics.add_argument("--size", type=count, default=256, help="frame side in pixels (default 256)")
+    metrics.add_argument("--seed", type=count, default=3)
     metrics.add_argument("--kind", default="cloudy", choices=("clear", "cloudy", "heavy"), help="sweep: scene kind")
     metrics.add_argument("--no-calibration", action="store_true", help="sweep: without the calibration map")
     scene = sub.add_parser("scene", help="write simulated frames as .npy files")
     add_common_arguments(scene, subcommand=True)
-    scene.add_argument("--count", type=int, default=100, help="number of frames")
+    scene.add_argument("--count", type=count, default=100, help="number of frames")
     scene.add_argument("--out", metavar="DIR", required=True)
     return parser
 
@@ -65,8 +65,6 @@ def _main(argv=None) -> int:
         return 0
     from .demo import run_demo
 
-    if args.duration is not None and args.duration <= 0:
-        fail(parser, f"--duration must be positive, got {args.duration}", EXIT_USAGE)
     frames = Path(args.frames) if args.frames else None
     if frames is not None and not frames.is_dir():
         fail(parser, f"--frames {frames}: not a directory", EXIT_USAGE)

@@ -24,6 +24,8 @@ class PassReport:
     latency_median_s: float
     latency_worst_s: float
     truth: bool                    # scored against simulator truth
+    stored_octets: int = 0         # still in the flight's store at its last housekeeping: for a later pass
+    dropped_products: int = 0      # dropped on board by their class's rule (quota or capacity)
     frames_scored: int = 0         # frames after the warm-up that were scored
     target_frames: dict = field(default_factory=dict)     # SNR class -> [detected, total]
     targets_detected: int = 0      # distinct targets found at least once
@@ -43,6 +45,8 @@ class PassReport:
         lines.append(f"frames: commanded {self.frames_commanded}, processed on board {self.frames_processed}, "
                      f"reports decoded on ground {self.reports_received}")
         lines.append(f"bytes over the downlink: {self.bytes_over_link}")
+        lines.append(f"left on board: {self.stored_octets} octets stored for a later pass, "
+                     f"{self.dropped_products} products dropped by their class's rule")
         lines.append(f"latency frame time -> ground decode: median {self.latency_median_s * 1000:.0f} ms, "
                      f"worst {self.latency_worst_s * 1000:.0f} ms")
         if self.truth:
@@ -69,7 +73,8 @@ def score(out_dir: Path, frames_commanded: int, bytes_over_link: int, hil_config
     db = sqlite3.connect(out_dir / "archive.sqlite")
     try:
         reports = db.execute("SELECT frame_index, frame_time, received_at FROM detection_reports").fetchall()
-        hk = db.execute("SELECT frames_processed FROM housekeeping ORDER BY packet_time DESC, id DESC LIMIT 1").fetchone()
+        hk = db.execute("SELECT frames_processed, store_unsent_octets, store_dropped FROM housekeeping "
+                        "ORDER BY id DESC LIMIT 1").fetchone()
     finally:
         db.close()
     detections = []
@@ -87,6 +92,8 @@ def score(out_dir: Path, frames_commanded: int, bytes_over_link: int, hil_config
         bytes_over_link=bytes_over_link,
         latency_median_s=float(np.median(latencies)), latency_worst_s=float(np.max(latencies)),
         truth=truth_for_frame is not None, ground=ground)
+    if hk:
+        report.stored_octets, report.dropped_products = hk[1], hk[2]
     checks = report.checks
     checks.append(("every processed frame's report reached the ground",
                    report.reports_received == processed and processed > 0,

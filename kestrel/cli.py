@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -25,6 +26,28 @@ EXIT_USAGE = 2          # bad arguments or configuration
 EXIT_STORAGE = 3        # what we keep could not be written (disk full, read-only, locked): nothing was reported lost
 EXIT_INTERNAL = 70      # a defect of ours (sysexits EX_SOFTWARE); the traceback is in a log file
 EXIT_INTERRUPTED = 130  # stopped by Ctrl-C before it could finish cleanly
+
+
+def seconds(text: str) -> float:
+    """An argparse type: a finite, positive number of seconds (NaN would never end a pass)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds above 0, got {text!r}")
+    return value
+
+
+def count(text: str) -> int:
+    """An argparse type: a whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, subcommand: bool = False) -> None:

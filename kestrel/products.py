@@ -111,6 +111,10 @@ HOUSEKEEPING_REPORT = cs.Struct(
     "link_down_s" / cs.Int32ub,         # seconds the radio port has been down in all
     "cadus_interrupted" / cs.Int32ub,   # CADUs cut by an outage (each sent again after the reconnect)
     "time_errors" / cs.Int32ub,         # packet times out of the CUC field's range, sent as its limit
+    "store_errors" / cs.Int32ub,        # products the store could not keep (disk full, read-only)
+    "store_unsent_octets" / cs.Int32ub,  # octets stored and not yet offered to the link
+    "store_held_octets" / cs.Int32ub,   # octets stored and not yet acknowledged by the ground
+    "store_dropped" / cs.Int32ub,       # products dropped by their class's rule (quota or capacity)
     cs.Terminated,
 )
 HOUSEKEEPING_FIELDS: Final = tuple(
@@ -128,10 +132,11 @@ EVENT_STOPPING: Final = 2
 EVENT_SENSOR_ERROR: Final = 10
 EVENT_DETECTION_ERROR: Final = 11
 EVENT_LINK_ERROR: Final = 12       # the radio port was lost (an outage begins)
-EVENT_QUEUE_OVERFLOW: Final = 13
+EVENT_QUEUE_OVERFLOW: Final = 13   # products dropped by their class's rule (the text says which and how many)
 EVENT_IMAGE_ERROR: Final = 14
 EVENT_LINK_RESTORED: Final = 15    # the radio port is back; the text says how long it was down
 EVENT_TIME_ERROR: Final = 16       # the clock left (or came back into) the CUC field's range
+EVENT_STORE_ERROR: Final = 17      # the store could not keep a product (disk full, read-only)
 
 
 # An image product (a chip around a detection, or a quick-look frame) is

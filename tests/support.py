@@ -1,20 +1,12 @@
-"""Helpers shared by tests and benchmarks."""
+"""Helpers shared by tests and benchmarks.
+
+NullArchive keeps nothing: for tests about decoding, not storage (the real
+archive has its own tests: tests/test_archive.py).
+"""
 import statistics
 import time
 
-
-class NullArchive:
-    """Takes what the ground decoder archives and keeps nothing: for benchmarks and
-    tests about decoding, not storage (the real archive has its own tests:
-    tests/test_archive.py). Every packet is new to it."""
-
-    def packet(self, *args): return 1
-    def housekeeping(self, *args): pass
-    def event(self, *args): pass
-    def detections(self, *args): pass
-    def image(self, *args): pass
-    def save_image(self, name, image): return name
-    def commit(self): pass
+from ground.archive import NullArchive  # noqa: F401
 
 
 def median_seconds(fn, *args, repeats: int = 5) -> float:

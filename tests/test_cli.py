@@ -133,3 +133,17 @@ def test_an_interrupt_outside_a_pass_is_one_line_and_exit_130(capsys):
 
     assert run_program("kestrel-test", interrupted, []) == 130
     assert capsys.readouterr().err.strip() == "kestrel-test: interrupted"
+
+
+@pytest.mark.parametrize("program, args", [
+    ("ground", ["listen", "--port", "loop://", "--out", "o", "--duration", "nan"]),
+    ("ground", ["listen", "--port", "loop://", "--out", "o", "--duration", "-1"]),
+    ("hil", ["demo", "--duration", "inf"]),
+    ("hil", ["scene", "--count", "-3", "--out", "o"]),
+    ("flight", ["--port", "loop://", "--max-frames", "ten"]),
+])
+def test_durations_and_counts_are_checked_on_the_command_line(tmp_path, program, args):
+    result = subprocess.run([sys.executable, "-m", program, *args], capture_output=True, text=True, timeout=60,
+                            cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "error: argument" in result.stderr.strip().splitlines()[-1]

@@ -17,6 +17,7 @@ import serial
 from hil.config import KestrelConfig
 from flight.downlink import Downlink
 from flight.executive import Executive
+from flight.store import ProductClass
 from kestrel.products import HOUSEKEEPING_REPORT
 from ground.archive import GroundArchive
 from ground.cli import image_assembler
@@ -241,12 +242,19 @@ def test_signal_stops_the_flight_program_after_flushing(tmp_path, sig):
     assert processed == summary.packets["detection_reports"]
 
 
-def test_queue_overflow_is_an_event_and_a_counter(tmp_path, caplog):
-    """A radio that holds off: packets are refused at the bound, counted, and said (throttled)."""
+def test_a_radio_that_holds_off_loses_nothing_but_what_a_quota_drops(tmp_path, caplog):
+    """A radio that holds off: every product waits in the store; quick-looks beyond their class's quota
+    are dropped by its rule, with one event (throttled), and everything else arrives once it lets go."""
     import logging
 
-    base = small_config(max_pending_octets=1024)
-    config = dataclasses.replace(base, sensor=dataclasses.replace(base.sensor, max_frames=30))
+    # A fast line (so the planner keeps full-resolution lossless quick-looks, one every frame or two)
+    # and the smallest quick-look quota.
+    base = small_config(baud=100_000_000)
+    config = dataclasses.replace(
+        base, sensor=dataclasses.replace(base.sensor, max_frames=30),
+        imaging=dataclasses.replace(base.imaging, quicklook_period_s=0.001, quicklook_max_error=0),
+        scheduler=dataclasses.replace(base.scheduler, quicklook_max_binning=1),
+        store=dataclasses.replace(base.store, quota_quicklook=1 << 16))
 
     class StalledPort(CapturePort):
         def __init__(self):
@@ -261,17 +269,28 @@ def test_queue_overflow_is_an_event_and_a_counter(tmp_path, caplog):
     downlink = Downlink(config.link, port)
     executive = Executive(config, downlink, threading.Event())
     downlink.start()
-    with caplog.at_level(logging.WARNING, logger="flight.executive"):
+    with caplog.at_level(logging.INFO):
         executive.run()
     port.open.set()
-    assert downlink.stop(10)
-    assert downlink.packets_dropped > 0
-    overflow_events = [r for r in caplog.records if "queue full" in r.getMessage()]
-    # 30 frames at 200 Hz last 0.15 s: one housekeeping period, so one event, not one per packet.
-    assert len(overflow_events) == 1
+    assert downlink.stop(20)
+    dropped = executive.store.totals[ProductClass.QUICKLOOK].dropped
+    assert dropped > 0 and executive.store.total("dropped") == dropped
+    drop_events = [r for r in caplog.records if "event 13" in r.getMessage()]
+    # 30 frames at 200 Hz last 0.15 s: one event, not one per dropped product.
+    assert len(drop_events) == 1 and "quick" in drop_events[0].getMessage().lower()
     summary = decode(config, bytes(port.data), tmp_path)
     assert summary.sync["frames_bad"] == 0
-    assert 0 < summary.packets["detection_reports"] < 30
+    assert summary.packets["detection_reports"] == 30
+    # Every chip arrives whole: the quota took quick-looks only.
+    chips = sqlite3.connect(tmp_path / "archive.sqlite").execute(
+        "SELECT COUNT(*) FROM images WHERE kind = 'chip' AND status = 'complete'").fetchone()[0]
+    assert chips == executive.store.totals[ProductClass.CHIP].put // chip_segments(executive) > 0
+
+
+def chip_segments(executive) -> int:
+    """Packets a chip takes (one: a 16x16 lossless chip is far under a segment)."""
+    assert executive.config.imaging.chip_size ** 2 * 2 < executive.config.imaging.segment_octets
+    return 1
 
 
 def test_ground_listens_on_a_network_socket(tmp_path):
