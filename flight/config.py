@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from kestrel.link.config import LinkConfig
 from kestrel.link.port import ReconnectConfig
+from kestrel.services import COMMAND_APID
 from kestrel.settings import Settings, setting
 
 from .detection import DetectorConfig
@@ -33,6 +34,12 @@ class FlightConfig(Settings):
     housekeeping_period_s: float = setting(1.0, "seconds between housekeeping reports", above=0, high=3600)
     flush_timeout_s: float = setting(10.0, "longest wait, when stopping, for queued data to go out", low=0, high=3600)
     reconnect: ReconnectConfig = setting(ReconnectConfig(), "reopening a lost radio port")
+    start_mode: str = setting("OBSERVE", "the mode entered once started (a payload on orbit starts in SAFE)",
+                              choices=("SAFE", "STANDBY", "OBSERVE"))
+    command_apid: int = setting(COMMAND_APID, "the APID telecommands are addressed to, and their reports come from",
+                                low=0, high=0x7FE)
+    parameters_path: str = setting("", "the file ST[20] parameter values set by command are kept in; empty: a "
+                                   "temporary one (the bench's default; a payload names its file)")
 
 
 @dataclass(frozen=True)

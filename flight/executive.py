@@ -26,11 +26,16 @@ from kestrel import products
 from kestrel.link.timecode import CucCodec
 
 from . import imaging
+from .commands import CommandHandler
 from .detection import Detector
+from .modes import Cause, Mode, ModeMachine
+from .parameters import ParameterStore, apply_parameters
 from .scheduler import DownlinkScheduler, QuicklookPlanner, packet_octets_per_second
 from .sensor import FrameLimits, SensorError, open_sensor
 from .store import ProductClass, ProductStore, StoreError
 from .telemetry import Stamp, TelemetryPacketFactory
+from .timecorrelation import TimeCorrelation
+from .uplink import CommandReceiver
 
 log = logging.getLogger(__name__)
 
@@ -56,34 +61,53 @@ def class_channels(link) -> dict[ProductClass, int]:
             ProductClass.QUICKLOOK: link.vc_images, ProductClass.BULK: link.vc_images}
 
 
-def open_store(config, clock, on_event) -> tuple[ProductStore, tempfile.TemporaryDirectory | None]:
-    """The store config.store names; with no path, a temporary one (returned too, to be cleaned up)."""
-    temporary = None
-    store_config = config.store
-    if not store_config.path:
-        temporary = tempfile.TemporaryDirectory(prefix="kestrel-store-")
-        store_config = replace(store_config, path=str(Path(temporary.name) / "store.sqlite"))
-        log.info("store.path is empty: products are kept in %s until the program ends", store_config.path)
-    return ProductStore(store_config, clock, on_event), temporary
+class ExecutiveFiles:
+    """Where the store and the parameters live; the ones the config leaves empty in a temporary directory."""
+
+    def __init__(self, config):
+        self._temporary = None
+        self.store = config.store.path or self._temporary_path("store.sqlite")
+        self.parameters = config.flight.parameters_path or self._temporary_path("parameters.json")
+
+    def _temporary_path(self, name: str) -> str:
+        if self._temporary is None:
+            self._temporary = tempfile.TemporaryDirectory(prefix="kestrel-flight-")
+            log.info("no path configured for the store or the parameters: kept in %s until the program ends",
+                     self._temporary.name)
+        return str(Path(self._temporary.name) / name)
+
+    def cleanup(self) -> None:
+        if self._temporary is not None:
+            self._temporary.cleanup()
 
 
 class Executive:
+    """`reload_config()`: the configuration read again (for ST[08] reload_config), or None where there is none."""
+
     def __init__(self, config, downlink, stop: threading.Event, sensor=None,
-                 clock=time.monotonic, wallclock=time.time, store: ProductStore | None = None):
-        self.config = config
+                 clock=time.monotonic, wallclock=time.time, store: ProductStore | None = None, reload_config=None):
+        self.files = ExecutiveFiles(config)
+        # Events from other components (store drops, parameters, modes) are sent from the loop.
+        self._pending_events: list[tuple[int, int, str]] = []
+        self.parameters = ParameterStore(self.files.parameters, config=config, on_change=self._parameter_changed)
+        if config.flight.parameters_path:      # a temporary file starts empty every time: nothing to say
+            for problem in self.parameters.load_errors:
+                self._pending_events.append((products.EVENT_MEDIUM, products.EVENT_PARAMETER, problem))
+        # What the ground set by command outlives a restart: it overrides the file's values.
+        self.config = config = apply_parameters(config, self.parameters.commanded())
+        self._reload_config = reload_config
         self.downlink = downlink
         self.stop = stop
         self._clock = clock
         self._wallclock = wallclock
+        self.time = TimeCorrelation(self.parameters, wallclock, clock, on_jump=self._clock_jumped)
+        self.modes = ModeMachine(self._mode_changed)
         self.sensor = sensor if sensor is not None else open_sensor(
             config.sensor.source, FrameLimits(config.sensor.max_frame_pixels))
         self.detector = Detector(config.detection, self.sensor.shape,
                                  calibration_bad_pixels=self.sensor.calibration_bad_pixels)
-        # Store events (drops) arrive from whichever thread put; they are sent from the loop.
-        self._store_events: list[tuple[int, int, str]] = []
-        self._temporary_store = None
         if store is None:
-            store, self._temporary_store = open_store(config, clock, self._store_event)
+            store = ProductStore(replace(config.store, path=self.files.store), clock, self._store_event)
         self.store = store
         self.scheduler = DownlinkScheduler(store, class_channels(config.link), config.scheduler.budgets())
         # Quick-looks sized and timed to their share of the line: the finest binning that fits.
@@ -95,8 +119,12 @@ class Executive:
         downlink.set_source(self.scheduler.next_packet)
         # make() reads the store's next count and put() commits it: one producer at a time.
         self._send_lock = threading.Lock()
-        self.packets = TelemetryPacketFactory(CucCodec(config.link.time), config.link.destination_id, wallclock,
+        self.packets = TelemetryPacketFactory(CucCodec(config.link.time), config.link.destination_id, self.time.now,
                                               store.next_sequence_count)
+        self.commands = CommandHandler(self, config.flight.command_apid)
+        self.uplink = CommandReceiver(lambda: downlink.port, clock)
+        self.housekeeping_structures = {products.HK_STRUCTURE_FLIGHT: True}
+        self._housekeeping_period_s = config.flight.housekeeping_period_s
         self.counters = ExecutiveCounters()
         self._started = clock()
         self._next_product_id = 0
@@ -109,7 +137,51 @@ class Executive:
 
     # --- products -------------------------------------------------------------
     def _store_event(self, severity: int, event_id: int, text: str) -> None:
-        self._store_events.append((severity, event_id, text))
+        self._pending_events.append((severity, event_id, text))
+
+    # --- operations for commands (flight.commands) -------------------------------
+    def send_tm(self, cls: ProductClass, apid: int, service: int, subtype: int, data: bytes) -> bool:
+        return self._send(cls, apid, service, subtype, data)
+
+    def request_quicklook(self) -> None:
+        self._next_quicklook = float("-inf")
+
+    def reset_counters(self) -> None:
+        self.counters = ExecutiveCounters()
+
+    def set_housekeeping_period(self, structure: int, seconds: float) -> None:
+        self._housekeeping_period_s = seconds
+
+    def reload_config(self) -> None:
+        """ST[08] reload_config: the file read again, the commanded parameters kept; refused whole if bad."""
+        if self._reload_config is None:
+            raise ValueError("this program was started without a configuration file to reload")
+        fresh = apply_parameters(self._reload_config(), self.parameters.commanded())
+        if fresh.sensor != self.config.sensor or fresh.link != self.config.link or fresh.store != self.config.store:
+            raise ValueError("sensor, link and store settings change only with a restart")
+        self._apply(fresh)
+
+    def _apply(self, config) -> None:
+        if config.detection != self.config.detection:
+            # A new threshold or model: the detector starts its background afresh.
+            self.detector = Detector(config.detection, self.sensor.shape,
+                                     calibration_bad_pixels=self.sensor.calibration_bad_pixels)
+        self.config = config
+        self._housekeeping_period_s = config.flight.housekeeping_period_s
+
+    def _parameter_changed(self, name: str, value) -> None:
+        self._pending_events.append((products.EVENT_INFO, products.EVENT_PARAMETER, f"{name} = {value!r}"))
+        if not name.startswith("time."):
+            self._apply(apply_parameters(self.config, {name: value}))
+
+    def _mode_changed(self, old: Mode, new: Mode, cause: Cause, reason: str) -> None:
+        self._pending_events.append((products.EVENT_MEDIUM if cause == Cause.FAULT else products.EVENT_INFO,
+                                     products.EVENT_MODE, f"mode {old.name} -> {new.name} ({cause.value}"
+                                     + (f": {reason})" if reason else ")")))
+
+    def _clock_jumped(self, step_s: float) -> None:
+        self._pending_events.append((products.EVENT_MEDIUM, products.EVENT_CLOCK_JUMP,
+                                     f"system clock stepped {step_s:+.3f} s; packet times follow it"))
 
     def _send(self, cls: ProductClass, apid: int, service: int, subtype: int, data: bytes,
               stamp: Stamp | None = None) -> bool:
@@ -131,10 +203,10 @@ class Executive:
         if now >= self._next_overflow_event:
             self._next_overflow_event = now + self.config.flight.housekeeping_period_s
             log.error("store: %s", text)
-            self._store_events.append((products.EVENT_HIGH, products.EVENT_STORE_ERROR, text))
+            self._pending_events.append((products.EVENT_HIGH, products.EVENT_STORE_ERROR, text))
 
-    def _send_store_events(self) -> None:
-        pending, self._store_events = self._store_events, []
+    def _send_pending_events(self) -> None:
+        pending, self._pending_events = self._pending_events, []
         for severity, event_id, text in pending:
             self.event(severity, event_id, text)
 
@@ -216,9 +288,17 @@ class Executive:
             link_down_s=self.downlink.link_down_s(),
             cadus_interrupted=self.downlink.cadus_interrupted,
             time_errors=self.packets.time_errors,
+            mode=self.modes.mode,
+            commands_accepted=self.commands.counters.accepted,
+            commands_rejected=self.commands.counters.rejected,
+            commands_failed=self.commands.counters.failed,
+            uplink_octets=self.uplink.counters.octets_read,
+            clock_jumps=self.time.clock_jumps,
         )
         values["errors"] += self.downlink.write_errors
         values = {k: min(int(v), 0xFFFFFFFF) for k, v in values.items()}
+        offset_s, drift_ppm, _ = self.time.correlation()
+        values.update(time_offset_s=offset_s, time_drift_ppm=drift_ppm)
         data = products.HOUSEKEEPING_REPORT.build(values)
         self._send(ProductClass.HOUSEKEEPING, products.APID_HOUSEKEEPING,
                    products.SERVICE_HOUSEKEEPING, products.SUBTYPE_HK_REPORT, data)
@@ -226,8 +306,13 @@ class Executive:
 
     # --- the loop ----------------------------------------------------------------
     def cycle(self) -> bool:
-        """One frame through the pipeline; False when the sensor has no more frames."""
+        """One frame through the pipeline, as the mode allows; False when the sensor has no more frames.
+
+        SAFE reads no frame; STANDBY reads and detects (the background model stays warm) and sends
+        nothing; OBSERVE is the mission."""
         c = self.counters
+        if not self.modes.sensing:
+            return True
         try:
             item = self.sensor.read()
         except SensorError as exc:
@@ -246,6 +331,9 @@ class Executive:
             c.errors += 1
             self.event(products.EVENT_MEDIUM, products.EVENT_DETECTION_ERROR, f"frame {index}: {exc}")
             return True
+        if not self.modes.observing:
+            c.frames_processed += 1
+            return True
         frame_time = self.packets.encode(frame_stamp)
         report = products.DetectionReport(index, frame_time, detections)
         # The report goes first: imagery must never delay what the detections say.
@@ -260,31 +348,43 @@ class Executive:
             self.event(products.EVENT_MEDIUM, products.EVENT_IMAGE_ERROR, f"frame {index}: {exc}")
         return True
 
+    def commanding(self) -> None:
+        """The commands received since the last cycle, each to its verification reports."""
+        for tc in self.uplink.take():
+            self.commands.handle(tc)
+
     def run(self) -> ExecutiveCounters:
         cfg = self.config
         period = 1.0 / cfg.sensor.frame_rate_hz
-        hk_period = cfg.flight.housekeeping_period_s
         self.event(products.EVENT_INFO, products.EVENT_STARTED,
                    f"kestrel-flight started, {self.sensor.shape[1]}x{self.sensor.shape[0]} frames at {cfg.sensor.frame_rate_hz:g} Hz")
+        self.modes.enter(Mode[cfg.flight.start_mode], Cause.START, "started")
+        if hasattr(self.downlink.port, "read"):
+            self.uplink.start()
         self.report_faults()
+        self._send_pending_events()
         self.housekeeping()
         next_tick = next_hk = self._clock()
-        next_hk += hk_period
+        next_hk += self._housekeeping_period_s
         attempts = 0
         while not self.stop.is_set():
             if cfg.sensor.max_frames and attempts >= cfg.sensor.max_frames:
                 break
             started = self._clock()
-            attempts += 1
+            attempts += self.modes.sensing
             # One store transaction a cycle: one sync for all the cycle's products.
             with self._cycle_batch():
+                self.commanding()
                 more = self.cycle()
                 self.report_faults()
-                self._send_store_events()
                 now = self._clock()
                 if now >= next_hk:
-                    self.housekeeping()
+                    self.time.check()
+                    if self.housekeeping_structures[products.HK_STRUCTURE_FLIGHT]:
+                        self.housekeeping()
+                    hk_period = self._housekeeping_period_s
                     next_hk += hk_period * max(1, int((now - next_hk) // hk_period) + 1)
+                self._send_pending_events()
             self.downlink.notify()
             if not more:
                 break
@@ -298,8 +398,10 @@ class Executive:
                 next_tick = self._clock()
             else:
                 self.stop.wait(delay)
+        self.uplink.stop()
+        self.commanding()
         self.report_faults()
-        self._send_store_events()
+        self._send_pending_events()
         self.event(products.EVENT_INFO, products.EVENT_STOPPING,
                    f"kestrel-flight stopping after {self.counters.frames_processed} frames")
         self.housekeeping()
@@ -312,6 +414,6 @@ class Executive:
 
     def close(self) -> None:
         """Close the store (after the downlink has stopped taking from it)."""
+        self.uplink.stop()
         self.store.close()
-        if self._temporary_store is not None:
-            self._temporary_store.cleanup()
+        self.files.cleanup()

@@ -224,21 +224,10 @@ class ReplyArchive(NullArchive):
         self.replies.append(tm)
 
 
-class ReplyDecoder(GroundDecoder):
-    """The ground decoder, with the command APID's packets handed to the archive whole.
-
-    The archive interface carries no source data, and a verification report
-    is all source data; so this one step of the decoder is extended."""
-
-    def __init__(self, config, archive: ReplyArchive, apid: int):
-        super().__init__(config, archive)
-        self.command_apid = apid
-
-    def _product(self, tm: PusTm, packet_id: int, received_at: float) -> None:
-        if tm.apid == self.command_apid:
-            self.archive.reply(tm)
-        else:
-            super()._product(tm, packet_id, received_at)
+def reply_decoder(config, archive: ReplyArchive, apid: int) -> GroundDecoder:
+    """The ground decoder, with the command APID's packets handed to the archive whole (a verification
+    report is all source data, which the archive interface does not carry)."""
+    return GroundDecoder(config, archive, handlers={apid: archive.reply})
 
 
 def _reason(report: VerificationReport) -> str:
@@ -321,7 +310,7 @@ def run_command(config, args, parser) -> int:
     follower = Follower(RequestId.of(tc), out=lambda line: print(line, flush=True))
     try:
         archive = ReplyArchive()
-        decoder = ReplyDecoder(config, archive, args.apid)
+        decoder = reply_decoder(config, archive, args.apid)
         try:
             port.write(tc.pack())
             port.flush()

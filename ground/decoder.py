@@ -78,9 +78,12 @@ class GroundSummary:
 
 
 class GroundDecoder:
-    """`images`: an ImageAssembler for image products, or None to count them as unknown."""
+    """`images`: an ImageAssembler for image products, or None to count them as unknown. `handlers`: APID ->
+    a callable given each checked PUS TM packet of that APID whole, instead of the product table (the
+    command APID's verification reports, to whoever follows the command)."""
 
-    def __init__(self, config, archive, wallclock=time.time, images=None):
+    def __init__(self, config, archive, wallclock=time.time, images=None, handlers=None):
+        self.handlers = dict(handlers or {})
         link = config.link
         self.config = config
         self.archive = archive
@@ -172,6 +175,10 @@ class GroundDecoder:
 
     def _product(self, tm: PusTm, packet_id: int, received_at: float) -> None:
         c = self.counters
+        handler = self.handlers.get(tm.apid)
+        if handler is not None:
+            handler(tm)
+            return
         key = (tm.apid, tm.service, tm.subtype)
         if key == (products.APID_DETECTIONS, products.SERVICE_DETECTIONS, products.SUBTYPE_DETECTION_REPORT):
             report = products.DetectionReport.unpack(tm.data, self.cuc.length)

@@ -115,6 +115,14 @@ HOUSEKEEPING_REPORT = cs.Struct(
     "store_unsent_octets" / cs.Int32ub,  # octets stored and not yet offered to the link
     "store_held_octets" / cs.Int32ub,   # octets stored and not yet acknowledged by the ground
     "store_dropped" / cs.Int32ub,       # products dropped by their class's rule (quota or capacity)
+    "mode" / cs.Int32ub,                # flight.modes.Mode: 0 BOOT, 1 SAFE, 2 STANDBY, 3 OBSERVE
+    "commands_accepted" / cs.Int32ub,
+    "commands_rejected" / cs.Int32ub,   # refused at acceptance (format, APID, mode...), each reported
+    "commands_failed" / cs.Int32ub,     # accepted, then failed in execution, each reported
+    "uplink_octets" / cs.Int32ub,       # octets read from the radio's receive direction
+    "clock_jumps" / cs.Int32ub,         # steps of the system clock beyond slewing
+    "time_offset_s" / cs.Float64b,      # the ground's time correlation: offset at its epoch
+    "time_drift_ppm" / cs.Float64b,     # and its drift
     cs.Terminated,
 )
 HOUSEKEEPING_FIELDS: Final = tuple(
@@ -137,6 +145,9 @@ EVENT_IMAGE_ERROR: Final = 14
 EVENT_LINK_RESTORED: Final = 15    # the radio port is back; the text says how long it was down
 EVENT_TIME_ERROR: Final = 16       # the clock left (or came back into) the CUC field's range
 EVENT_STORE_ERROR: Final = 17      # the store could not keep a product (disk full, read-only)
+EVENT_MODE: Final = 18             # the payload changed mode; the text says from, to, and why
+EVENT_CLOCK_JUMP: Final = 19       # the system clock stepped (beyond slewing); the text says by how much
+EVENT_PARAMETER: Final = 20        # a parameter changed, or could not be read at start
 
 
 # An image product (a chip around a detection, or a quick-look frame) is

@@ -28,8 +28,14 @@ TIME_LENGTH = 6
 HK_COUNT = 40
 
 
+# The housekeeping fields' wire types, read from the declaration: (ccsdspy type, bits).
+HK_TYPES = {sc.name: {">L": ("uint", 32), ">d": ("float", 64)}[sc.subcon.fmtstr]
+            for sc in products.HOUSEKEEPING_REPORT.subcons if sc.name in products.HOUSEKEEPING_FIELDS}
+
+
 def housekeeping_values(i: int) -> dict:
-    return {name: (i * 1000 + k) & 0xFFFFFFFF for k, name in enumerate(products.HOUSEKEEPING_FIELDS)}
+    return {name: (i * 1000 + k) & 0xFFFFFFFF if HK_TYPES[name][0] == "uint" else i * 1000.5 - k
+            for k, name in enumerate(products.HOUSEKEEPING_FIELDS)}
 
 
 def flight_cadus() -> list[bytes]:
@@ -85,7 +91,7 @@ def test_ccsdspy_reads_our_housekeeping_fields():
         ccsdspy.PacketField(name="time_coarse", data_type="uint", bit_length=32),
         ccsdspy.PacketField(name="time_fine", data_type="uint", bit_length=16),
         ccsdspy.PacketField(name="structure_id", data_type="uint", bit_length=16),
-    ] + [ccsdspy.PacketField(name=name, data_type="uint", bit_length=32)
+    ] + [ccsdspy.PacketField(name=name, data_type=HK_TYPES[name][0], bit_length=HK_TYPES[name][1])
          for name in products.HOUSEKEEPING_FIELDS] + [
         ccsdspy.PacketField(name="crc", data_type="uint", bit_length=16),
     ]

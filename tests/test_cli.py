@@ -73,10 +73,18 @@ def test_flight_over_loop_url(tmp_path):
 
 
 def test_flight_that_cannot_flush_says_so(tmp_path):
+    import os
+
     config = tmp_path / "k.toml"
     config.write_text("[flight]\nflush_timeout_s = 1.0\n[link]\nbaud = 10000000\n")
-    # The quick-look of the first frame overflows loop://'s buffer: the flush cannot finish.
-    result = run("flight", "--config", str(config), "--port", "loop://", "--max-frames", "2")
+    # A pty nobody reads: once its buffer is full, the writes do not return, so the flush cannot finish.
+    master, slave = os.openpty()
+    try:
+        result = run("flight", "--config", str(config), "--port", os.ttyname(slave), "--max-frames", "2",
+                     "--source", "sim://cloudy?width=512&height=512")
+    finally:
+        os.close(master)
+        os.close(slave)
     assert result.returncode == 1
     assert "still queued" in result.stderr
 
