@@ -4,19 +4,25 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import signal
 import threading
 
-from kestrel.cli import EXIT_STORAGE, EXIT_USAGE, add_common_arguments, count, fail, run_program, setup
+from kestrel import products
+from kestrel.cli import EXIT_RESTART, EXIT_STORAGE, EXIT_USAGE, add_common_arguments, count, fail, run_program, setup
+from kestrel.config import ConfigError, load_config
 from kestrel.link.port import PortError, open_port
 
 from .config import FlightProgramConfig
 from .downlink import Downlink
 from .executive import Executive
+from .health import HealthMonitor, HealthThread, SdNotify
 from .sensor import SensorError
 from .store import StoreError
 
 log = logging.getLogger("kestrel-flight")
+# How long a restart asked for by health waits for the loop to stop by itself.
+LOOP_STOP_WAIT_S = 2.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,18 +72,62 @@ def _main(argv=None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     downlink = Downlink(config.link, port, reopen=reopen, reconnect=config.flight.reconnect)
+    def reload_config():
+        if not args.config:
+            raise ValueError("started without --config: there is no file to read again")
+        try:
+            return load_config(args.config, FlightProgramConfig)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
     try:
-        executive = Executive(config, downlink, stop)
+        executive = Executive(config, downlink, stop, reload_config=reload_config)
     except (SensorError, ValueError) as exc:
         downlink.close()
         fail(parser, str(exc))
     except StoreError as exc:
         downlink.close()
         fail(parser, str(exc), EXIT_STORAGE)
+    restart: list[str] = []
+
+    def stalled(name: str, stalled_s: float, alive: bool) -> None:
+        text = (f"{name} moves again after {stalled_s:.1f} s" if alive
+                else f"{name} has shown no progress for {stalled_s:.1f} s")
+        log.warning("health: %s", text)
+        executive.post_event(products.EVENT_INFO if alive else products.EVENT_HIGH, products.EVENT_HEALTH, text)
+
+    loop_returned = threading.Event()
+
+    def restart_cleanly(reason: str) -> None:
+        # Stop, flush what waits, and exit for the service manager to start a fresh program. The loop
+        # may be stuck in a call that never returns (a sensor read): then this thread does the stopping.
+        log.error("health: %s; stopping to be restarted", reason)
+        restart.append(reason)
+        stop.set()
+        if loop_returned.wait(LOOP_STOP_WAIT_S):
+            return     # the main thread stops and flushes as at any end
+        log.error("health: the executive loop does not stop; flushing and exiting from the health thread")
+        notifier.stopping(f"restarting: {reason}")
+        downlink.stop(config.flight.flush_timeout_s)
+        downlink.close()
+        executive.store.close()
+        logging.shutdown()
+        os._exit(EXIT_RESTART)
+
+    notifier = SdNotify()
+    health = HealthThread(HealthMonitor(
+        {"executive": lambda: executive.heartbeat, "downlink": lambda: downlink.heartbeat,
+         "uplink": lambda: executive.uplink.heartbeat}, notifier, on_event=stalled, on_restart=restart_cleanly,
+        config=config.health))
     downlink.start()
+    health.start()
+    notifier.ready("observing" if config.flight.start_mode == "OBSERVE" else config.flight.start_mode.lower())
     try:
         counters = executive.run()
     finally:
+        loop_returned.set()
+        notifier.stopping(f"restarting: {restart[0]}" if restart else None)
+        health.stop()
         drained = downlink.stop(config.flight.flush_timeout_s)
         downlink.close()   # the port it holds now: the one opened here, or a reopened one
         waiting = sum(executive.store.unsent_octets)
@@ -85,6 +135,8 @@ def _main(argv=None) -> int:
     log.info("stopped: %d frames, %d detections, %d octets sent; radio port outages %d, %.0f s down in all; "
              "%d octets wait in the store for the next pass", counters.frames_processed, counters.detections_total,
              downlink.bytes_sent, downlink.link_outages, downlink.link_down_s(), waiting)
+    if restart:
+        return EXIT_RESTART
     return 0 if drained else 1
 
 

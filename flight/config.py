@@ -13,6 +13,7 @@ from kestrel.services import COMMAND_APID
 from kestrel.settings import Settings, setting
 
 from .detection import DetectorConfig
+from .health import HealthConfig
 from .imaging import ImagingConfig
 from .scheduler import SchedulerConfig
 from .store import StoreConfig
@@ -54,3 +55,5 @@ class FlightProgramConfig(Settings):
     store: StoreConfig = setting(StoreConfig(), "store-and-forward: every product is kept here until the ground "
                                  "acknowledges it")
     scheduler: SchedulerConfig = setting(SchedulerConfig(), "the downlink scheduler: class priorities and budgets")
+    health: HealthConfig = setting(HealthConfig(), "health: the watchdog is fed only while every component "
+                                   "shows progress; a stall restarts the program")

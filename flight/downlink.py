@@ -64,6 +64,7 @@ class Downlink:
         self._backoff = reconnect.initial_s
         self._up_since = clock()
         self._reopen_failures_before = 0
+        self.heartbeat = 0   # a turn of the writer, sending or waiting: the health monitor's proof it moves
         self.bytes_sent = 0
         self.cadus_sent = 0
         self.packets_sent = 0
@@ -178,6 +179,7 @@ class Downlink:
                 if self.config.continuous:
                     return self.coder.encode(self.mux.idle_frame())
                 self._wake.wait(0.5)
+                self.heartbeat += 1
 
     def _run(self) -> None:
         try:
@@ -214,6 +216,7 @@ class Downlink:
                 self._restored()
             self.bytes_sent += len(cadu)
             self.cadus_sent += 1
+            self.heartbeat += 1
             cadu = None
             line_free_at = max(line_free_at, self._clock()) + self._cadu_seconds
             delay = line_free_at - lead - self._clock()

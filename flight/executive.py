@@ -126,6 +126,7 @@ class Executive:
         self.housekeeping_structures = {products.HK_STRUCTURE_FLIGHT: True}
         self._housekeeping_period_s = config.flight.housekeeping_period_s
         self.counters = ExecutiveCounters()
+        self.heartbeat = 0              # one a cycle: the health monitor's proof that the loop moves
         self._started = clock()
         self._next_product_id = 0
         self._next_quicklook = clock()
@@ -137,6 +138,10 @@ class Executive:
 
     # --- products -------------------------------------------------------------
     def _store_event(self, severity: int, event_id: int, text: str) -> None:
+        self._pending_events.append((severity, event_id, text))
+
+    def post_event(self, severity: int, event_id: int, text: str) -> None:
+        """An event from another thread (health): sent from the loop, in order."""
         self._pending_events.append((severity, event_id, text))
 
     # --- operations for commands (flight.commands) -------------------------------
@@ -371,6 +376,7 @@ class Executive:
             if cfg.sensor.max_frames and attempts >= cfg.sensor.max_frames:
                 break
             started = self._clock()
+            self.heartbeat += 1
             attempts += self.modes.sensing
             # One store transaction a cycle: one sync for all the cycle's products.
             with self._cycle_batch():

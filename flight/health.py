@@ -24,14 +24,13 @@ from __future__ import annotations
 import math
 import os
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
+from kestrel.cli import EXIT_RESTART  # noqa: F401 - restarted by systemd's Restart=on-failure
 from kestrel.settings import ConfigurationError, Settings, setting
-
-# Restarted by systemd's Restart=on-failure (any non-zero status); EX_TEMPFAIL: "try again".
-EXIT_RESTART = 75
 
 
 @dataclass(frozen=True)
@@ -204,3 +203,24 @@ class HealthMonitor:
         if status != self._status:     # STATUS only when it changes: the socket is not a log
             self._status = status
             self.notifier.status(status)
+
+
+class HealthThread:
+    """Runs a monitor's check every period on its own thread (started and stopped explicitly), so that a
+    loop stuck in a call (a sensor read that never returns) is seen as a stall like any other."""
+
+    def __init__(self, monitor: HealthMonitor):
+        self.monitor = monitor
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="health", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(2.0)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.monitor.period_s):
+            self.monitor.check()

@@ -25,6 +25,7 @@ EXIT_FAILURE = 1        # the run did not do all it should (a port failed, data 
 EXIT_USAGE = 2          # bad arguments or configuration
 EXIT_STORAGE = 3        # what we keep could not be written (disk full, read-only, locked): nothing was reported lost
 EXIT_INTERNAL = 70      # a defect of ours (sysexits EX_SOFTWARE); the traceback is in a log file
+EXIT_RESTART = 75       # a component stalled: the program stopped cleanly to be restarted (EX_TEMPFAIL)
 EXIT_INTERRUPTED = 130  # stopped by Ctrl-C before it could finish cleanly
 
 

@@ -148,6 +148,7 @@ EVENT_STORE_ERROR: Final = 17      # the store could not keep a product (disk fu
 EVENT_MODE: Final = 18             # the payload changed mode; the text says from, to, and why
 EVENT_CLOCK_JUMP: Final = 19       # the system clock stepped (beyond slewing); the text says by how much
 EVENT_PARAMETER: Final = 20        # a parameter changed, or could not be read at start
+EVENT_HEALTH: Final = 21           # a component stalled (or recovered); a long stall restarts the program
 
 
 # An image product (a chip around a detection, or a quick-look frame) is
