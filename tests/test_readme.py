@@ -18,3 +18,9 @@ def test_two_commands_and_ci_runs_the_test_one():
     assert tests in ci_lines
     # ... and then runs both, verbatim, from the root of a fresh clone (tests/test_fresh_clone.py).
     assert "pytest -m fresh_clone" in ci_lines[ci_lines.index(tests) + 1:]
+
+
+def test_the_command_table_is_the_generated_one():
+    from kestrel.services import command_table
+
+    assert command_table().strip() in (ROOT / "README.md").read_text()
