@@ -30,6 +30,7 @@ from .commands import CommandHandler
 from .detection import Detector
 from .modes import Cause, Mode, ModeMachine
 from .parameters import ParameterStore, apply_parameters
+from .rategroups import RateGroup, RateGroupDriver, TickSource, divisor_for
 from .scheduler import DownlinkScheduler, QuicklookPlanner, packet_octets_per_second
 from .sensor import FrameLimits, SensorError, open_sensor
 from .store import ProductClass, ProductStore, StoreError
@@ -127,6 +128,7 @@ class Executive:
         self._housekeeping_period_s = config.flight.housekeeping_period_s
         self.counters = ExecutiveCounters()
         self.heartbeat = 0              # one a cycle: the health monitor's proof that the loop moves
+        self.driver: RateGroupDriver | None = None
         self._started = clock()
         self._next_product_id = 0
         self._next_quicklook = clock()
@@ -153,9 +155,6 @@ class Executive:
 
     def reset_counters(self) -> None:
         self.counters = ExecutiveCounters()
-
-    def set_housekeeping_period(self, structure: int, seconds: float) -> None:
-        self._housekeeping_period_s = seconds
 
     def reload_config(self) -> None:
         """ST[08] reload_config: the file read again, the commanded parameters kept; refused whole if bad."""
@@ -300,6 +299,13 @@ class Executive:
             uplink_octets=self.uplink.counters.octets_read,
             clock_jumps=self.time.clock_jumps,
         )
+        if self.driver is not None:
+            groups = self.driver.groups
+            values.update(loop_overruns=sum(g.overruns for g in groups), ticks_missed=self.driver.ticks.ticks_missed,
+                          cycle_slips=sum(g.slips for g in groups),
+                          tick_jitter_p99_us=self.driver.ticks.jitter.percentile(99) * 1e6)
+        else:
+            values.update(ticks_missed=0, cycle_slips=0, tick_jitter_p99_us=0)
         values["errors"] += self.downlink.write_errors
         values = {k: min(int(v), 0xFFFFFFFF) for k, v in values.items()}
         offset_s, drift_ppm, _ = self.time.correlation()
@@ -358,52 +364,64 @@ class Executive:
         for tc in self.uplink.take():
             self.commands.handle(tc)
 
+    # --- rate group members --------------------------------------------------------
+    def _sensing(self) -> None:
+        started = self._clock()
+        self._frames_attempted += self.modes.sensing
+        if not self.cycle():
+            self._sensor_done = True
+        elapsed = self._clock() - started
+        self.counters.loop_time_last_us = int(elapsed * 1e6)
+        self.counters.loop_time_max_us = max(self.counters.loop_time_max_us, self.counters.loop_time_last_us)
+
+    def _housekeeping(self) -> None:
+        self.time.check()
+        if self.housekeeping_structures[products.HK_STRUCTURE_FLIGHT]:
+            self.housekeeping()
+
+    def set_housekeeping_period(self, structure: int, seconds: float) -> None:
+        self._housekeeping_period_s = seconds
+        if self.driver is not None:
+            self.driver.groups[1].retime(divisor_for(seconds, self.driver.ticks.rate_hz), self.driver.ticks.index)
+
     def run(self) -> ExecutiveCounters:
+        """The loop: one tick source at the frame rate, divided among the sensing group (every tick) and
+        the housekeeping group (every housekeeping period); commands between them, each tick one store
+        transaction."""
         cfg = self.config
-        period = 1.0 / cfg.sensor.frame_rate_hz
+        rate = cfg.sensor.frame_rate_hz
         self.event(products.EVENT_INFO, products.EVENT_STARTED,
-                   f"kestrel-flight started, {self.sensor.shape[1]}x{self.sensor.shape[0]} frames at {cfg.sensor.frame_rate_hz:g} Hz")
+                   f"kestrel-flight started, {self.sensor.shape[1]}x{self.sensor.shape[0]} frames at {rate:g} Hz")
         self.modes.enter(Mode[cfg.flight.start_mode], Cause.START, "started")
         if hasattr(self.downlink.port, "read"):
             self.uplink.start()
         self.report_faults()
         self._send_pending_events()
         self.housekeeping()
-        next_tick = next_hk = self._clock()
-        next_hk += self._housekeeping_period_s
-        attempts = 0
+        ticks = TickSource(rate, self._clock, wait=self.stop.wait)
+        self.driver = RateGroupDriver(ticks, [
+            RateGroup("sensing", 1, [self._sensing]),
+            RateGroup("housekeeping", divisor_for(self._housekeeping_period_s, rate), [self._housekeeping],
+                      offset=0)])
+        self._frames_attempted = 0
+        self._sensor_done = False
+        # Tick 0 is now; housekeeping was just sent, so its group starts one period on.
+        self.driver.groups[1].retime(self.driver.groups[1].divisor, 0)
         while not self.stop.is_set():
-            if cfg.sensor.max_frames and attempts >= cfg.sensor.max_frames:
+            if cfg.sensor.max_frames and self._frames_attempted >= cfg.sensor.max_frames:
                 break
-            started = self._clock()
+            index = ticks.next()
+            if index is None:
+                break
             self.heartbeat += 1
-            attempts += self.modes.sensing
-            # One store transaction a cycle: one sync for all the cycle's products.
             with self._cycle_batch():
                 self.commanding()
-                more = self.cycle()
+                self.driver.dispatch(index)
                 self.report_faults()
-                now = self._clock()
-                if now >= next_hk:
-                    self.time.check()
-                    if self.housekeeping_structures[products.HK_STRUCTURE_FLIGHT]:
-                        self.housekeeping()
-                    hk_period = self._housekeeping_period_s
-                    next_hk += hk_period * max(1, int((now - next_hk) // hk_period) + 1)
                 self._send_pending_events()
             self.downlink.notify()
-            if not more:
+            if self._sensor_done:
                 break
-            elapsed = self._clock() - started
-            self.counters.loop_time_last_us = int(elapsed * 1e6)
-            self.counters.loop_time_max_us = max(self.counters.loop_time_max_us, self.counters.loop_time_last_us)
-            next_tick += period
-            delay = next_tick - self._clock()
-            if delay < 0:
-                self.counters.loop_overruns += 1
-                next_tick = self._clock()
-            else:
-                self.stop.wait(delay)
         self.uplink.stop()
         self.commanding()
         self.report_faults()

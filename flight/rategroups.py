@@ -175,6 +175,15 @@ class RateGroup:
             self.overruns += 1
         return elapsed
 
+    def retime(self, divisor: int, index: int) -> None:
+        """A new divisor from tick `index` on (a housekeeping period changed by command)."""
+        if not isinstance(divisor, int) or divisor < 1:
+            raise ConfigurationError(f"rate group {self.name!r}: divisor must be an integer >= 1, got {divisor!r}")
+        self.divisor = divisor
+        # Its slots from now on: index + divisor, and every divisor-th tick after.
+        self.offset = (index + divisor) % divisor
+        self._next_slot = index + divisor
+
     def counters(self) -> dict:
         return {"runs": self.runs, "overruns": self.overruns, "slips": self.slips,
                 "last_duration_s": self.last_duration_s, "max_duration_s": self.max_duration_s}

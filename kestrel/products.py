@@ -121,6 +121,9 @@ HOUSEKEEPING_REPORT = cs.Struct(
     "commands_failed" / cs.Int32ub,     # accepted, then failed in execution, each reported
     "uplink_octets" / cs.Int32ub,       # octets read from the radio's receive direction
     "clock_jumps" / cs.Int32ub,         # steps of the system clock beyond slewing
+    "ticks_missed" / cs.Int32ub,        # loop ticks skipped because the work before them ran late
+    "cycle_slips" / cs.Int32ub,         # rate group runs lost to a late loop, all groups
+    "tick_jitter_p99_us" / cs.Int32ub,  # 99th percentile of how late ticks start (recent ones)
     "time_offset_s" / cs.Float64b,      # the ground's time correlation: offset at its epoch
     "time_drift_ppm" / cs.Float64b,     # and its drift
     cs.Terminated,

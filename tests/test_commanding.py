@@ -78,6 +78,12 @@ def test_ping_parameters_and_modes_over_the_paced_link(flight):
     assert command(port, state, "mode", "standby").returncode == 0
     # A quick-look needs the sensor running: allowed in STANDBY.
     assert command(port, state, "function", "take_quicklook").returncode == 0
+    # Housekeeping re-timed, disabled and enabled by ST[03]; an unknown structure is refused.
+    assert command(port, state, "hk-interval", "flight", "0.2").returncode == 0
+    assert command(port, state, "hk", "disable", "flight").returncode == 0
+    assert command(port, state, "hk", "enable", "flight").returncode == 0
+    unknown = command(port, state, "--no-check", "hk", "enable", "9")
+    assert unknown.returncode == 1 and "UNKNOWN_STRUCTURE" in unknown.stdout + unknown.stderr
 
 
 def handled(config, *requests):

@@ -220,3 +220,15 @@ def test_a_member_that_raises_stops_the_run():
     driver = make_driver(clock, [RateGroup("g", 1, [broken])])
     with pytest.raises(RuntimeError, match="defect"):
         driver.run(threading.Event(), max_ticks=5)
+
+
+def test_a_group_retimed_mid_run_keeps_its_slots_and_counts_no_negative_slips():
+    group = RateGroup("housekeeping", 10, [lambda: None])
+    runs = [i for i in range(0, 37) if group.due(i)]
+    group.retime(4, 37)
+    runs += [i for i in range(37, 60) if group.due(i)]
+    assert runs == [0, 10, 20, 30, 41, 45, 49, 53, 57]
+    assert group.slips == 0
+    assert not any(group.due(i) for i in (58, 59, 60)) and group.due(61)
+    # A late loop after the change counts the runs it lost (slots 65 and 69; 73 runs late, at 75).
+    assert group.due(75) and group.slips == 2
