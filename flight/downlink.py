@@ -43,6 +43,7 @@ class Downlink:
         # (the scheduler over the store). Asked at the last moment, so an alert stored now rides
         # the next frame rather than waiting behind what was handed over earlier.
         self._source = source
+        self._urgent = None
         self._clock = clock
         self._reconnect_initial = reconnect.initial_s
         self._reconnect_max = reconnect.max_s
@@ -91,9 +92,11 @@ class Downlink:
             self._wake.notify()
         return accepted
 
-    def set_source(self, source) -> None:
+    def set_source(self, source, urgent=None) -> None:
+        """`urgent()`: like source, alerts, events and command reports only; asked before every frame."""
         with self._wake:
             self._source = source
+            self._urgent = urgent
             self._wake.notify()
 
     def notify(self) -> None:
@@ -164,10 +167,27 @@ class Downlink:
                 return frame
         return None
 
+    def _pull_urgent(self) -> bytes | None:
+        """Urgent products ride the very next frame: pulled first, and the frame that carries them sent
+        part-filled ahead of any whole frame of a lower virtual channel."""
+        pulled = False
+        while (item := self._urgent()) is not None:
+            vcid, packet = item
+            if self.mux.push(vcid, packet):
+                self.packets_sent += 1
+                pulled = True
+            else:
+                self.packets_dropped += 1
+        return self.mux.next_frame(flush=True) if pulled else None
+
     def _next_cadu(self) -> bytes | None:
         with self._wake:
             while True:
-                frame = self.mux.next_frame(flush=False)
+                frame = None
+                if self._urgent is not None and not self._abandoned:
+                    frame = self._pull_urgent()
+                if frame is None:
+                    frame = self.mux.next_frame(flush=False)
                 if frame is None and self._source is not None and not self._abandoned:
                     frame = self._pull()
                 if frame is None:

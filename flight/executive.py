@@ -117,7 +117,7 @@ class Executive:
                                            min_binning=config.imaging.quicklook_binning)
         self._line_octets_per_s = packet_octets_per_second(config.link)
         self._quicklook_bits_per_pixel: float | None = None
-        downlink.set_source(self.scheduler.next_packet)
+        downlink.set_source(self.scheduler.next_packet, lambda: self.scheduler.next_packet(urgent_only=True))
         # make() reads the store's next count and put() commits it: one producer at a time.
         self._send_lock = threading.Lock()
         self.packets = TelemetryPacketFactory(CucCodec(config.link.time), config.link.destination_id, self.time.now,

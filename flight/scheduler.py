@@ -94,12 +94,26 @@ class DownlinkScheduler:
         self.offered_octets = [0] * len(CLASSES)
         self.rounds = 0
 
-    def next_packet(self) -> tuple[int, bytes] | None:
-        """(virtual channel, packet) for the next frame, or None when nothing waits."""
+    def next_packet(self, urgent_only: bool = False) -> tuple[int, bytes] | None:
+        """(virtual channel, packet) for the next frame, or None when nothing waits; `urgent_only`: alerts,
+        events and verification reports only (the writer asks for these before every frame)."""
+        while True:
+            chosen = self._choose(urgent_only)
+            if chosen is None:
+                return None
+            if self.store.mark_offered(chosen):
+                self.offered_packets[chosen.cls] += 1
+                self.offered_octets[chosen.cls] += len(chosen.packet)
+                return self.class_to_vcid[chosen.cls], chosen.packet
+            # Dropped by rule since it was read: the next one.
+
+    def _choose(self, urgent_only: bool) -> StoredPacket | None:
         for cls in STRICT:
             product = self.store.next_unsent(cls)
             if product is not None:
-                return self._offer(product)
+                return product
+        if urgent_only:
+            return None
         heads = {c: self.store.next_unsent(c) for c in SHARED}
         waiting = [c for c in SHARED if heads[c] is not None]
         for c in SHARED:
@@ -107,24 +121,18 @@ class DownlinkScheduler:
                 self._deficit[c] = 0.0     # nothing waits: no credit saved up for later
         budgeted = [c for c in waiting if self._quantum[c] > 0]
         if not budgeted:
-            return self._offer(heads[waiting[0]]) if waiting else None
+            return heads[waiting[0]] if waiting else None
         while True:
             for c in budgeted:
                 size = len(heads[c].packet)
                 if self._deficit[c] >= size:
                     self._deficit[c] -= size
-                    return self._offer(heads[c])
+                    return heads[c]
             # Nobody can send yet: skip to the first round in which one can.
             rounds = min(math.ceil((len(heads[c].packet) - self._deficit[c]) / self._quantum[c]) for c in budgeted)
             for c in budgeted:
                 self._deficit[c] += rounds * self._quantum[c]
             self.rounds += rounds
-
-    def _offer(self, product: StoredPacket) -> tuple[int, bytes]:
-        self.store.mark_offered(product)
-        self.offered_packets[product.cls] += 1
-        self.offered_octets[product.cls] += len(product.packet)
-        return self.class_to_vcid[product.cls], product.packet
 
 
 def packet_octets_per_second(link: LinkConfig, baud: float | None = None) -> float:

@@ -540,11 +540,21 @@ class ProductStore:
             return None
         return StoredPacket(row[0], ProductClass(row[1]), row[2], row[3], row[4], row[5])
 
-    def mark_offered(self, product: StoredPacket) -> None:
-        """The link took `product`: it is not offered again unless replayed, and stays until acknowledged."""
+    def mark_offered(self, product: StoredPacket) -> bool:
+        """The link takes `product`: it is not offered again unless replayed, and stays until acknowledged.
+
+        False when the product is no longer held: the drop rule took it between next_unsent and now
+        (another thread put meanwhile). It must not be sent, and its octets were already counted out.
+        """
         with self._lock:
             if product.id <= self._cursor[product.cls]:
-                return
+                return False
+            try:
+                held = self.db.execute("SELECT 1 FROM products WHERE id = ?", (product.id,)).fetchone()
+            except sqlite3.Error as exc:
+                raise self._fail(exc, "cannot read the store") from exc
+            if held is None:
+                return False
             self._cursor[product.cls] = product.id
             self._offers.append(product.id)
             self.unsent_octets[product.cls] -= len(product.packet)
@@ -553,6 +563,7 @@ class ProductStore:
                     self.flush()
                 except StoreError:
                     self.offer_write_failures += 1   # kept in memory; the link goes on
+        return True
 
     def acknowledge(self, apid: int, first: int, last: int) -> int:
         """Delete the products of `apid` with (unwrapped) sequence first..last that were offered; how many.

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from flight.store import CLASSES, EVENT_PRODUCTS_DROPPED, ProductClass, ProductStore, StoreConfig, StoreError
-from kestrel.link.spacepacket import SpacePacket
+from kestrel.link.spacepacket import PusTm, SpacePacket
 
 C = ProductClass
 
@@ -580,3 +580,28 @@ def test_commit_cost_normal_and_full(tmp_path, batch):
             print(f"synchronous={synchronous} {size}-octet packets, batch of {batch}: "
                   f"median {results[synchronous, size] * 1e6:.0f} us a put")
     assert all(t < 0.05 for t in results.values())
+
+
+def test_a_product_dropped_between_read_and_offer_is_not_sent_nor_counted_twice(tmp_path):
+    """The writer reads the oldest detection report; the executive's puts then fill the quota and the rule
+    drops that very report; the writer's offer must find it gone (found by the executive soak benchmark)."""
+    quotas = {f"quota_{c.name.lower()}": 1 << 16 for c in ProductClass if c != ProductClass.ALERT}
+    store = ProductStore(StoreConfig(path=str(tmp_path / "s.sqlite"), capacity_octets=1 << 17, **quotas),
+                         time.monotonic, lambda *event: None)
+    detections = ProductClass.DETECTIONS
+
+    def put():
+        count = store.next_sequence_count(110)
+        store.put(detections, PusTm(apid=110, service=130, subtype=1, data=bytes(1000), time=bytes(6),
+                                    sequence_count=count).pack(), time.time())
+
+    put()
+    taken = store.next_unsent(detections)
+    for _ in range(70):
+        put()
+    assert store.mark_offered(taken) is False
+    store.audit()
+    while (product := store.next_unsent(detections)) is not None:
+        assert store.mark_offered(product)
+    store.audit()
+    assert store.unsent_octets[detections] == 0
