@@ -82,16 +82,6 @@ class Downlink:
         self.failure: Exception | None = None
 
     # --- executive side ---------------------------------------------------
-    def submit(self, vcid: int, packet: bytes) -> bool:
-        with self._wake:
-            accepted = self.mux.push(vcid, packet)
-            if accepted:
-                self.packets_sent += 1
-            else:
-                self.packets_dropped += 1
-            self._wake.notify()
-        return accepted
-
     def set_source(self, source, urgent=None) -> None:
         """`urgent()`: like source, alerts, events and command reports only; asked before every frame."""
         with self._wake:

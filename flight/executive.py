@@ -47,7 +47,6 @@ class ExecutiveCounters:
     frames_failed: int = 0
     loop_time_last_us: int = 0
     loop_time_max_us: int = 0
-    loop_overruns: int = 0
     detections_total: int = 0
     images_sent: int = 0
     errors: int = 0
@@ -132,7 +131,7 @@ class Executive:
         self._started = clock()
         self._next_product_id = 0
         self._next_quicklook = clock()
-        self._next_overflow_event = clock()
+        self._next_store_error_event = clock()
         # Faults reported as events so far; a report refused by a full queue is tried again next cycle.
         self._outages_reported = 0
         self._reconnects_reported = 0
@@ -204,8 +203,8 @@ class Executive:
     def _store_failure(self, text: str) -> None:
         # The store cannot keep this product (disk full, read-only): said once a housekeeping period.
         now = self._clock()
-        if now >= self._next_overflow_event:
-            self._next_overflow_event = now + self.config.flight.housekeeping_period_s
+        if now >= self._next_store_error_event:
+            self._next_store_error_event = now + self.config.flight.housekeeping_period_s
             log.error("store: %s", text)
             self._pending_events.append((products.EVENT_HIGH, products.EVENT_STORE_ERROR, text))
 
@@ -299,13 +298,10 @@ class Executive:
             uplink_octets=self.uplink.counters.octets_read,
             clock_jumps=self.time.clock_jumps,
         )
-        if self.driver is not None:
-            groups = self.driver.groups
-            values.update(loop_overruns=sum(g.overruns for g in groups), ticks_missed=self.driver.ticks.ticks_missed,
-                          cycle_slips=sum(g.slips for g in groups),
-                          tick_jitter_p99_us=self.driver.ticks.jitter.percentile(99) * 1e6)
-        else:
-            values.update(ticks_missed=0, cycle_slips=0, tick_jitter_p99_us=0)
+        groups = self.driver.groups if self.driver is not None else ()
+        values.update(loop_overruns=sum(g.overruns for g in groups), cycle_slips=sum(g.slips for g in groups),
+                      ticks_missed=self.driver.ticks.ticks_missed if groups else 0,
+                      tick_jitter_p99_us=self.driver.ticks.jitter.percentile(99) * 1e6 if groups else 0)
         values["errors"] += self.downlink.write_errors
         values = {k: min(int(v), 0xFFFFFFFF) for k, v in values.items()}
         offset_s, drift_ppm, _ = self.time.correlation()

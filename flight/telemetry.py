@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Final, NamedTuple
+from typing import NamedTuple
 
 from kestrel.link.spacepacket import MAX_SEQUENCE_COUNT, PusTm
 from kestrel.link.timecode import CucCodec

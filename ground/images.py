@@ -12,8 +12,6 @@ import logging
 from collections import deque
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from kestrel.codecs import ccsds123
 from kestrel.products import SUBTYPE_CHIP, SUBTYPE_QUICKLOOK, image_segment_format
 

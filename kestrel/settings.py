@@ -50,7 +50,7 @@ def rule(field: dataclasses.Field) -> str:
     return ", ".join(parts)
 
 
-def _check_value(owner: str, field: dataclasses.Field, value) -> None:
+def _check_value(field: dataclasses.Field, value) -> None:
     m = field.metadata
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigurationError(f"{field.name} must be a finite number, got {value!r}")
@@ -74,7 +74,7 @@ class Settings:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             if f.metadata.get("doc") is not None:
-                _check_value(type(self).__name__, f, getattr(self, f.name))
+                _check_value(f, getattr(self, f.name))
         self.check()
 
     def check(self) -> None:

@@ -20,7 +20,7 @@ from flight.modes import Cause, Mode
 from flight.store import ProductClass
 from ground.decoder import GroundDecoder
 from hil.radio import PacedLink
-from kestrel import services
+from kestrel import products, services
 from kestrel.link.telecommand import PusTc
 from kestrel.services import Reason, Stage, VerificationReport
 from tests.support import NullArchive
@@ -99,7 +99,8 @@ def handled(config, *requests):
     return executive, results, bytes(port.data)
 
 
-def reports(stream: bytes, config, tmp_path) -> list[VerificationReport]:
+def reports(stream: bytes, config, tmp_path) -> list[tuple[int, int]]:
+    """(service, subtype) of every packet the command APID sent, in order, as the ground archived them."""
     decode(config, stream, tmp_path)
     db = sqlite3.connect(tmp_path / "archive.sqlite")
     return [row for row in db.execute("SELECT service, subtype FROM packets WHERE apid = ? ORDER BY id",
@@ -158,3 +159,20 @@ def test_commanded_parameters_outlive_a_restart(tmp_path):
     handled(config, services.set_parameters({11: 0, 1: 9.0}).tc(apid, 1))
     again, _, _ = handled(config)
     assert again.config.imaging.chips_per_frame == 0 and again.config.detection.k_sigma == 9.0
+
+
+def test_a_clock_step_is_an_event_and_counted(tmp_path):
+    """The system clock jumps an hour between two housekeeping runs: event 19, and housekeeping counts it;
+    packet times follow the wall clock, the loop's schedule does not (tests/test_rategroups.py)."""
+    wall = [1_800_000_000.0]
+    config = small_config()
+    executive = Executive(config, Downlink(config.link, CapturePort()), threading.Event(),
+                          wallclock=lambda: wall[0])
+    executive._housekeeping()
+    wall[0] += 3600.0
+    executive._housekeeping()
+    jumps = [text for _, event_id, text in executive._pending_events if event_id == products.EVENT_CLOCK_JUMP]
+    [text] = jumps
+    step = float(text.split("stepped ")[1].split(" s")[0])
+    assert 3590 < step <= 3600      # the hour, less the real time between the two runs
+    assert executive.housekeeping()["clock_jumps"] == 1

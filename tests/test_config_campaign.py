@@ -32,7 +32,6 @@ from ground.decoder import GroundDecoder
 from hil.config import KestrelConfig
 from kestrel.config import ConfigError, config_from_dict, load_config
 from kestrel.link.config import build_channel_coder, frame_layout
-from kestrel.link.spacepacket import PusTm
 from kestrel.link.timecode import CucCodec
 from tests.support import NullArchive
 

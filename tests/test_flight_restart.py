@@ -56,7 +56,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RUNS = int(os.environ.get("KESTREL_RESTART_RUNS", "110"))

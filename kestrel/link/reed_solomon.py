@@ -18,8 +18,10 @@ import numpy as np
 
 from flight.kernels.reed_solomon import ReedSolomonKernel
 
-from .coding import (RS_CORRECTABLE_SYMBOLS as CORRECTABLE_SYMBOLS, RS_DATA_SYMBOLS as DATA_SYMBOLS,
+# The codec's constants, named where RS is declared (kestrel.link.coding) and used by its callers from here.
+from .coding import (RS_CORRECTABLE_SYMBOLS as CORRECTABLE_SYMBOLS, RS_DATA_SYMBOLS as DATA_SYMBOLS,  # noqa: F401
                      RS_DEPTHS as DEPTHS, RS_PARITY_SYMBOLS as PARITY_SYMBOLS)
+
 MAX_VIRTUAL_FILL = DATA_SYMBOLS - 1
 
 
