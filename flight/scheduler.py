@@ -29,9 +29,9 @@ from kestrel.link.config import LinkConfig, build_channel_coder, frame_layout
 from kestrel.link.tmframe import IDLE_VCID
 from kestrel.settings import ConfigurationError, Settings, setting
 
-from .store import CLASSES, ProductClass, ProductStore, StoredPacket
+from .store import CLASSES, URGENT, ProductClass, ProductStore, StoredPacket
 
-STRICT: Final = (ProductClass.ALERT, ProductClass.EVENT, ProductClass.VERIFICATION)
+STRICT: Final = URGENT
 SHARED: Final = tuple(c for c in CLASSES if c not in STRICT)
 # Octets a class with the whole line would earn each round. Larger rounds mean
 # fewer refills, smaller ones finer interleaving; shares hold either way.

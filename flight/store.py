@@ -66,6 +66,8 @@ class ProductClass(enum.IntEnum):
 
 
 CLASSES: Final = tuple(ProductClass)
+# What the link sends first whenever one waits; inside a batch, one of these commits the batch at once.
+URGENT: Final = (ProductClass.ALERT, ProductClass.EVENT, ProductClass.VERIFICATION)
 # The store's quotas are the downlink queue now; a drop by rule is what a full queue used to be.
 EVENT_PRODUCTS_DROPPED: Final = products.EVENT_QUEUE_OVERFLOW
 _MIB = 1 << 20
@@ -213,6 +215,7 @@ class ProductStore:
         self.totals = [ClassTotals() for _ in CLASSES]
         self.unsent_octets = [0] * len(CLASSES)   # held and not offered since put or replay
         self.offer_write_failures = 0             # flushes of offer marks that failed (kept, tried again)
+        self.urgent_commits = 0                   # batches committed early by an urgent product
         self._next_sequence: dict[int, int] = {}
         self._cursor = [0] * len(CLASSES)         # highest id offered per class since open or replay
         self._offers: list[int] = []              # ids offered, not written yet
@@ -381,7 +384,8 @@ class ProductStore:
     @contextlib.contextmanager
     def batch(self):
         """Group puts into one transaction: one sync for all. None of them is offered before the batch
-        commits; a StoreError (or any exception) inside loses the whole batch, none of it committed.
+        commits; a StoreError (or any exception) inside loses what the batch holds uncommitted. An urgent
+        product (URGENT) commits at once, with the puts before it in the batch.
 
         The lock is not held between puts, so the link keeps taking committed products meanwhile.
         """
@@ -447,6 +451,14 @@ class ProductStore:
                 self.db.execute("INSERT INTO sequences VALUES (?, ?) ON CONFLICT (apid) DO UPDATE SET next = "
                                 "excluded.next", (apid, sequence + 1))
                 self._next_sequence[apid] = sequence + 1
+            if cls in URGENT and self._batch and self._in_transaction:
+                # An alert must not wait for the end of its cycle: the batch so far is committed with it.
+                try:
+                    self._commit()
+                except sqlite3.Error as exc:
+                    self._abort()
+                    raise self._fail(exc, f"cannot commit a {cls.name.lower()} product") from exc
+                self.urgent_commits += 1
         if not self._batch:
             self._report_drops()
         return row

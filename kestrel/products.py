@@ -2,11 +2,11 @@
 
 | product        | APID | PUS service, subtype | virtual channel (default) |
 |----------------|------|----------------------|---------------------------|
-| housekeeping   | 100  | 3, 25 (HK report)    | link.vc_housekeeping (0)  |
+| housekeeping   | 100  | 3, 25 (HK report)    | link.vc_housekeeping (1)  |
 | event          | 101  | 5, 1..4 (by severity)| link.vc_events (0)        |
-| detections     | 110  | 130, 1 (mission)     | link.vc_detections (0)    |
-| image chip     | 120  | 131, 1 (mission)     | link.vc_images (1)        |
-| quick-look     | 120  | 131, 2 (mission)     | link.vc_images (1)        |
+| detections     | 110  | 130, 1 (mission)     | link.vc_detections (1)    |
+| image chip     | 120  | 131, 1 (mission)     | link.vc_images (2)        |
+| quick-look     | 120  | 131, 2 (mission)     | link.vc_images (2)        |
 
 Services 128-255 are mission-specific in ECSS-E-ST-70-41C. Every format is
 declared once here; flight builds with it, ground parses with it.

@@ -304,7 +304,7 @@ def test_ground_refuses_an_unusable_virtual_channel_and_counts_foreign_ones():
         GroundDecoder(KestrelConfig(link=LinkConfig(vc_priority=(0, 7))), NullArchive())
     with pytest.raises(ConfigurationError, match="frame_length 1000 does not fit"):
         LinkConfig(frame_length=1000, reed_solomon=True, interleave_depth=3)
-    config = KestrelConfig(link=LinkConfig(frame_length=128, vc_priority=(0, 1), reed_solomon=False))
+    config = KestrelConfig(link=LinkConfig(frame_length=128, vc_priority=(0, 1, 2), reed_solomon=False))
     layout, coder = frame_layout(config.link), build_channel_coder(config.link)
     mux = MasterChannelMultiplexer(config.link.spacecraft_id, layout, (0, 3))
     for i in range(5):
@@ -315,4 +315,4 @@ def test_ground_refuses_an_unusable_virtual_channel_and_counts_foreign_ones():
     decoder.feed(stream)
     summary = decoder.finish()
     assert summary.packets["frames_unknown_vc"] == 9 and summary.packets["idle_frames"] == 1
-    assert summary.packets["packets"] == 0 and set(decoder.channels) == {0, 1}
+    assert summary.packets["packets"] == 0 and set(decoder.channels) == {0, 1, 2}

@@ -246,15 +246,40 @@ def test_replay_by_time_and_by_sequence_makes_offered_products_unsent_again(tmp_
 def test_a_batch_is_offered_only_once_committed_and_rolls_back_whole(tmp_path):
     store, _ = open_store(tmp_path / "s.sqlite")
     with store.batch():
-        first = put(store, C.ALERT, 100)
-        assert store.next_unsent(C.ALERT) is None                      # not committed: not offered
-    assert store.next_unsent(C.ALERT).id == first
+        first = put(store, C.DETECTIONS, 100)
+        assert store.next_unsent(C.DETECTIONS) is None                 # not committed: not offered
+    assert store.next_unsent(C.DETECTIONS).id == first
     with pytest.raises(RuntimeError):
         with store.batch():
-            put(store, C.ALERT, 100)
+            put(store, C.DETECTIONS, 100)
             raise RuntimeError("the caller failed mid-batch")
     balanced(store)
-    assert store.totals[C.ALERT].put == 1 and store.next_sequence_count(100) == 1
+    assert store.totals[C.DETECTIONS].put == 1 and store.next_sequence_count(100 + C.DETECTIONS) == 1
+    store.close()
+
+
+@pytest.mark.parametrize("urgent", [C.ALERT, C.EVENT, C.VERIFICATION])
+def test_an_urgent_product_commits_the_batch_at_once(tmp_path, urgent):
+    """An alert put mid-cycle is offerable before the cycle's batch ends, with what the batch held before it;
+    what follows it waits for the batch again, and a failure after it loses only that."""
+    path = tmp_path / "s.sqlite"
+    store, _ = open_store(path)
+    reader = sqlite3.connect(path)
+    with pytest.raises(RuntimeError):
+        with store.batch():
+            before = put(store, C.DETECTIONS, 300)
+            assert store.next_unsent(C.DETECTIONS) is None
+            alert = put(store, urgent, 60)
+            assert store.next_unsent(urgent).id == alert                  # offerable now, mid-batch
+            assert store.next_unsent(C.DETECTIONS).id == before
+            assert reader.execute("SELECT COUNT(*) FROM products").fetchone()[0] == 2   # on disk, not in memory
+            put(store, C.CHIP, 500)
+            assert store.next_unsent(C.CHIP) is None
+            raise RuntimeError("the cycle failed after the alert")
+    assert store.urgent_commits == 1
+    assert [r[0] for r in reader.execute("SELECT class FROM products ORDER BY id")] == [C.DETECTIONS, urgent]
+    balanced(store)
+    reader.close()
     store.close()
 
 

@@ -19,18 +19,21 @@ class LinkConfig(Settings):
     randomize: bool = setting(True, "apply the CCSDS pseudo-randomizer to frames (not the ASM)")
     reed_solomon: bool = setting(True, "Reed-Solomon (255,223) E=16 code the frames (false: uncoded)")
     interleave_depth: int = setting(1, "Reed-Solomon interleaving depth", choices=RS_DEPTHS)
-    vc_priority: tuple[int, ...] = setting((0, 1), "virtual channels in priority order, highest first (7 is idle)",
+    # A packet on a virtual channel goes out whole before the next one on it: the urgent classes get a
+    # channel of their own, above detection reports of kilobytes, so an alert waits for one frame at most.
+    vc_priority: tuple[int, ...] = setting((0, 1, 2), "virtual channels in priority order, highest first (7 is idle)",
                                            low=0, high=IDLE_VCID - 1)
-    vc_housekeeping: int = setting(0, "virtual channel carrying housekeeping", low=0, high=IDLE_VCID - 1)
-    vc_events: int = setting(0, "virtual channel carrying events", low=0, high=IDLE_VCID - 1)
-    vc_detections: int = setting(0, "virtual channel carrying detection reports", low=0, high=IDLE_VCID - 1)
-    vc_images: int = setting(1, "virtual channel carrying image chips and quick-look frames", low=0, high=IDLE_VCID - 1)
+    vc_events: int = setting(0, "virtual channel carrying alerts, events and command verification reports",
+                             low=0, high=IDLE_VCID - 1)
+    vc_housekeeping: int = setting(1, "virtual channel carrying housekeeping", low=0, high=IDLE_VCID - 1)
+    vc_detections: int = setting(1, "virtual channel carrying detection reports", low=0, high=IDLE_VCID - 1)
+    vc_images: int = setting(2, "virtual channel carrying image chips and quick-look frames", low=0, high=IDLE_VCID - 1)
     max_pending_octets: int = setting(262144, "octets each virtual channel may queue before packets are dropped",
                                       low=1024, high=1 << 30)
     continuous: bool = setting(False, "keep the downlink continuous with idle frames (transparent radios)")
     baud: int = setting(115200, "radio line rate (bit/s, 8N1); the downlink writes no faster than this",
                         low=50, high=100_000_000)
-    line_lead_cadus: int = setting(2, "CADUs the writer may run ahead of the line (bounds OS buffering, so priority holds)",
+    line_lead_cadus: int = setting(1, "CADUs the writer may run ahead of the line (bounds OS buffering, so priority holds)",
                                    low=1, high=1024)
     destination_id: int = setting(0, "PUS destination id of telemetry", low=0, high=0xFFFF)
     time: CucConfig = setting(CucConfig(), "CUC time code of packet and frame times")

@@ -45,8 +45,9 @@ the rate groups' own counters.
    faster, run in a process of its own with the ground's reader, which keeps
    each chunk with its arrival time (CLOCK_MONOTONIC, shared by both
    processes). On random cycles (p = 0.4) an ALERT product is put through
-   executive.send_tm from the loop thread, right after the cycle's work (as
-   a detection would raise it; it is committed with the cycle's batch).
+   executive.send_tm from the loop thread right after the detector returns,
+   where a tracker raises one: inside the cycle's store batch, which the
+   urgent put commits at once; the cycle's imagery follows it.
    Afterwards the ground decoder is fed the chunks in order, and an alert's
    arrival is that of the chunk that completed the CADU carrying its last
    octet. Latency from the frame time (the cycle's start: the frame is read
@@ -553,27 +554,36 @@ def test_alert_latency_115200(tmp_path):
         downlink = Downlink(config.link, port)
         executive = Executive(config, downlink, threading.Event(), sensor=sensor)
         cycle = executive.cycle
-        source = downlink._source
+        process = executive.detector.process
+        source, urgent = downlink._source, downlink._urgent
+        frame_time = [0.0]
 
-        def cycle_with_alerts():
-            frame_time = time.monotonic()
-            more = cycle()
+        def cycle_timed():
+            frame_time[0] = time.monotonic()
+            return cycle()
+
+        def process_then_alert(pixels):
+            detections = process(pixels)
             if rng.random() < 0.4:
                 number = len(alerts)
                 data = struct.pack(">II", number, executive.counters.frames_processed) + bytes(24)
                 put = time.monotonic()
                 assert executive.send_tm(ProductClass.ALERT, ALERT_APID, ALERT_SERVICE, ALERT_SUBTYPE, data)
-                alerts.append((frame_time, put))
-            return more
+                alerts.append((frame_time[0], put))
+            return detections
 
-        def source_watched():
-            item = source()
-            if item is not None and packet_key(item[1])[0] == ALERT_APID:
-                taken.append(time.monotonic())
-            return item
+        def watched(take):
+            def take_watched():
+                item = take()
+                if item is not None and packet_key(item[1])[0] == ALERT_APID:
+                    taken.append(time.monotonic())
+                return item
+            return take_watched
 
-        executive.cycle = cycle_with_alerts
-        downlink.set_source(source_watched)
+        executive.cycle = cycle_timed
+        executive.detector.process = process_then_alert
+        # Both ways out of the store watched: the writer asks for urgent products before every frame.
+        downlink.set_source(watched(source), watched(urgent))
         downlink.start()
         counters = executive.run()
         # Alerts go first: once none waits in the store, a few CADUs more carry the last one out.
