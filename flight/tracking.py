@@ -180,6 +180,7 @@ class Tracker:
         self._h_x = np.zeros((cap, hist))
         self._h_y = np.zeros((cap, hist))
         self._h_f = np.zeros((cap, hist))
+        self._h_r = np.zeros((cap, hist))            # measurement variance per axis (mean of x and y)
         self._h_n = np.zeros(cap, np.int64)          # entries written (ring position = n % hist)
         self._flux = np.zeros(cap)
         self._stamps: dict[int, Any] = {}
@@ -320,6 +321,7 @@ class Tracker:
         self._h_x[slots, pos] = z[:, 0]
         self._h_y[slots, pos] = z[:, 1]
         self._h_f[slots, pos] = np.log(np.maximum(flux, 1e-3))
+        self._h_r[slots, pos] = 0.5 * (rx + ry)
         self._h_n[slots] += 1
         self._flux[slots] = flux
 
@@ -401,6 +403,7 @@ class Tracker:
         self._h_y[slots, 0] = z[dets, 1]
         flux = detections["flux"][dets].astype(np.float64)
         self._h_f[slots, 0] = np.log(np.maximum(flux, 1e-3))
+        self._h_r[slots, 0] = 0.5 * (rx[dets] + ry[dets])
         self._h_n[slots] = 1
         self._flux[slots] = flux
         self._active[slots] = True
@@ -410,7 +413,9 @@ class Tracker:
 
     # --- kinds ---------------------------------------------------------------------
     def _history_fits(self, slots):
-        """Per track: (trend, trend sigma, acceleration x, y, acceleration sigma); NaN where too few hits."""
+        """Per track, from its recent detections: mean velocity (x, y) and its sigma per axis (straight line,
+        the measurement noise as the scatter: sound from 2 detections on), and where there are
+        classify_min_hits, the intensity trend, its sigma, acceleration (x, y) and its sigma (NaN before)."""
         c = self.config
         n = np.minimum(self._h_n[slots], c.history_frames)
         valid = np.arange(c.history_frames)[None, :] < n[:, None]
@@ -419,6 +424,14 @@ class Tracker:
         count = np.maximum(w.sum(1), 1)
         tc = t - (w * t).sum(1, keepdims=True) / count[:, None]
         enough = n >= c.classify_min_hits
+        # Mean velocity: straight line in x and y, weighted equally, sigma from the measurement variances.
+        hx, hy = self._h_x[slots], self._h_y[slots]
+        mx, my = (w * hx).sum(1) / count, (w * hy).sum(1) / count
+        with np.errstate(divide="ignore", invalid="ignore"):
+            vx = (w * tc * (hx - mx[:, None])).sum(1) / (w * tc * tc).sum(1)
+            vy = (w * tc * (hy - my[:, None])).sum(1) / (w * tc * tc).sum(1)
+            v_sigma = np.sqrt((w * tc * tc * self._h_r[slots]).sum(1)) / (w * tc * tc).sum(1)
+        v_sigma = np.where(n >= 2, v_sigma, np.inf)
         # Intensity trend: straight line in ln flux.
         f = self._h_f[slots]
         stt = (w * tc * tc).sum(1)
@@ -440,26 +453,27 @@ class Tracker:
         accel_sigma = 2 * np.sqrt(sp2 * cov[:, 2, 2])
         ax, ay = 2 * beta_x[:, 2, 0], 2 * beta_y[:, 2, 0]
         nan = np.where(enough, 1.0, np.nan)
-        return slope * nan, slope_sigma * nan, ax * nan, ay * nan, accel_sigma * nan
+        return vx, vy, v_sigma, slope * nan, slope_sigma * nan, ax * nan, ay * nan, accel_sigma * nan
 
     def _reports(self, slots: np.ndarray, frame_index: int) -> list[TrackReport]:
         c = self.config
         k = c.evidence_sigmas
         xc, Pc = self._combined(slots)
-        v = xc[:, 2:]
-        speed = np.hypot(v[:, 0], v[:, 1])
-        Pv = Pc[:, 2:, 2:]
-        unit = np.where(speed[:, None] > 1e-9, v / np.maximum(speed, 1e-9)[:, None], np.array([1.0, 0.0]))
-        speed_sigma = np.sqrt(np.maximum(np.einsum("ni,nij,nj->n", unit, Pv, unit), 0))
-        trend, trend_sigma, ax, ay, accel_sigma = self._history_fits(slots)
+        # Speed evidence from the detections themselves: the filter's velocity covariance carries the
+        # manoeuvre model's process noise, which would hide a stationary source for ever.
+        vx, vy, v_sigma, trend, trend_sigma, ax, ay, accel_sigma = self._history_fits(slots)
+        speed = np.hypot(vx, vy)
+        speed_sigma = v_sigma
+        unit = np.where(speed[:, None] > 1e-9, np.stack([vx, vy], 1) / np.maximum(speed, 1e-9)[:, None],
+                        np.array([1.0, 0.0]))
         along = ax * unit[:, 0] + ay * unit[:, 1]
         across = -ax * unit[:, 1] + ay * unit[:, 0]
         known = np.isfinite(trend)
         evidence = np.zeros(len(slots), np.int64)
-        evidence |= np.where(speed - k * speed_sigma > c.slow_speed, int(Evidence.MOVING), 0)
-        evidence |= np.where(speed + k * speed_sigma < c.slow_speed, int(Evidence.SLOW), 0)
-        evidence |= np.where(speed - k * speed_sigma > c.glide_min_speed, int(Evidence.FAST), 0)
         with np.errstate(invalid="ignore"):
+            evidence |= np.where(speed - k * speed_sigma > c.slow_speed, int(Evidence.MOVING), 0)
+            evidence |= np.where(speed + k * speed_sigma < c.slow_speed, int(Evidence.SLOW), 0)
+            evidence |= np.where(speed - k * speed_sigma > c.glide_min_speed, int(Evidence.FAST), 0)
             evidence |= np.where(known & (trend - k * trend_sigma > c.boost_min_trend), int(Evidence.BRIGHTENING), 0)
             evidence |= np.where(known & (along - k * accel_sigma > c.boost_min_accel), int(Evidence.ACCELERATING), 0)
             evidence |= np.where(known & (np.abs(across) - k * accel_sigma > c.glide_min_turn),
@@ -493,8 +507,8 @@ class Tracker:
                 first_stamp=self._stamps.get(track_id), hits=int(self._hits[slot]), state=xc[i].copy(),
                 covariance=Pc[i].copy(), kind=kind, evidence=e,
                 kind_evidence=Evidence(int(self._kind_evidence[slot])), flux=float(self._flux[slot]),
-                trend=_finite(trend[i]), trend_sigma=_finite(trend_sigma[i]), speed=float(speed[i]),
-                speed_sigma=float(speed_sigma[i]), accel_along=_finite(along[i]), accel_across=_finite(across[i]),
+                trend=_finite(trend[i]), trend_sigma=_finite(trend_sigma[i]), speed=_finite(speed[i]),
+                speed_sigma=_finite(speed_sigma[i]), accel_along=_finite(along[i]), accel_across=_finite(across[i]),
                 accel_sigma=_finite(accel_sigma[i]), manoeuvre_probability=float(manoeuvre[i]),
                 score=float(self._score[slot]), classifier_score=0.0, alertable=alertable))
         return reports
