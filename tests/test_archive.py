@@ -100,7 +100,7 @@ def test_one_decode_archives_every_product_and_the_jsonl_is_the_database(capture
     lines = jsonl_detections(tmp_path)
     assert {(d["frame_index"], d["x"], d["y"]) for d in lines} == db_detections(tmp_path)
     assert len(lines) == len(state["detections"])
-    assert sqlite3.connect(tmp_path / "archive.sqlite").execute("PRAGMA user_version").fetchone()[0] == 2
+    assert sqlite3.connect(tmp_path / "archive.sqlite").execute("PRAGMA user_version").fetchone()[0] == 3
 
 
 def test_a_second_decode_into_the_same_directory_changes_nothing(capture, tmp_path):
