@@ -26,7 +26,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from kestrel.products import DETECTION_DTYPE, Evidence, TrackEnd, TrackKind
+from kestrel.products import Evidence, TrackEnd, TrackKind
 from kestrel.settings import ConfigurationError, Settings, setting
 
 from .assignment import assign
@@ -526,7 +526,3 @@ def _finite(value) -> float:
 
 def _with_end(report: TrackReport, end: TrackEnd) -> TrackReport:
     return replace(report, end=end)
-
-
-def empty_detections() -> np.ndarray:
-    return np.zeros(0, DETECTION_DTYPE)
