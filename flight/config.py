@@ -13,10 +13,12 @@ from kestrel.services import COMMAND_APID
 from kestrel.settings import Settings, setting
 
 from .detection import DetectorConfig
+from .geolocation import GeolocationConfig
 from .health import HealthConfig
 from .imaging import ImagingConfig
 from .scheduler import SchedulerConfig
 from .store import StoreConfig
+from .tracking import TrackerConfig
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,9 @@ class FlightProgramConfig(Settings):
     link: LinkConfig = setting(LinkConfig(), "the downlink, shared by flight and ground")
     sensor: SensorConfig = setting(SensorConfig(), "the frame source of the flight program")
     detection: DetectorConfig = setting(DetectorConfig(), "the onboard detector")
+    tracking: TrackerConfig = setting(TrackerConfig(), "the onboard tracker and the alerts it opens")
+    geolocation: GeolocationConfig = setting(GeolocationConfig(), "latitude and longitude of alerts: the orbit "
+                                             "(TLE) and the pointing")
     imaging: ImagingConfig = setting(ImagingConfig(), "image products: chips and quick-look frames")
     flight: FlightConfig = setting(FlightConfig(), "the flight executive")
     store: StoreConfig = setting(StoreConfig(), "store-and-forward: every product is kept here until the ground "

@@ -26,8 +26,10 @@ from kestrel import products
 from kestrel.link.timecode import CucCodec
 
 from . import imaging
+from .alerts import AlertPublisher
 from .commands import CommandHandler
 from .detection import Detector
+from .geolocation import Geolocator
 from .modes import Cause, Mode, ModeMachine
 from .parameters import ParameterStore, apply_parameters
 from .rategroups import RateGroup, RateGroupDriver, TickSource, divisor_for
@@ -106,6 +108,9 @@ class Executive:
             config.sensor.source, FrameLimits(config.sensor.max_frame_pixels))
         self.detector = Detector(config.detection, self.sensor.shape,
                                  calibration_bad_pixels=self.sensor.calibration_bad_pixels)
+        locate = (Geolocator(config.geolocation, self.sensor.shape).locate
+                  if config.geolocation.configured else None)
+        self.alerts = AlertPublisher(config.tracking, self.sensor.shape, locate)
         if store is None:
             store = ProductStore(replace(config.store, path=self.files.store), clock, self._store_event)
         self.store = store
@@ -346,6 +351,7 @@ class Executive:
         # The report goes first: imagery must never delay what the detections say.
         self._send(ProductClass.DETECTIONS, products.APID_DETECTIONS, products.SERVICE_DETECTIONS,
                    products.SUBTYPE_DETECTION_REPORT, report.pack(), frame_stamp)
+        self.alerts_for(index, frame_stamp, detections)
         c.frames_processed += 1
         c.detections_total += len(detections)
         try:
@@ -354,6 +360,21 @@ class Executive:
             c.errors += 1
             self.event(products.EVENT_MEDIUM, products.EVENT_IMAGE_ERROR, f"frame {index}: {exc}")
         return True
+
+    def alerts_for(self, index: int, frame_stamp: Stamp, detections) -> None:
+        """The frame's detections through the tracker; each alert opened, updated or closed goes to the store."""
+        frame_time = self.packets.encode(frame_stamp)
+        unix_time = (self.packets.cuc.to_unix(frame_stamp.ticks)
+                     if frame_stamp.status == products.TIME_STATUS_VALID else None)
+        try:
+            updates = self.alerts.frame(index, frame_time, unix_time, detections)
+        except ValueError as exc:
+            self.counters.errors += 1
+            self.event(products.EVENT_MEDIUM, products.EVENT_TRACKING_ERROR, f"frame {index}: {exc}")
+            return
+        for alert in updates:
+            self._send(ProductClass.ALERT, products.APID_ALERTS, products.SERVICE_ALERTS, alert.subtype,
+                       alert.pack(), frame_stamp)
 
     def commanding(self) -> None:
         """The commands received since the last cycle, each to its verification reports."""

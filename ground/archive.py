@@ -1,7 +1,7 @@
 """Where decoded products go: one SQLite archive (WAL) that is the record, and files derived from it.
 
 Order of truth: a product is first a row in a committed transaction; the
-JSON lines of detections are appended only after that commit, and rebuilt
+JSON lines of detections and of alerts are appended only after that commit, and rebuilt
 from the database whenever an archive is opened, so after a kill they can
 lag the database but never hold what it lacks. Packets are identified by
 spacecraft, virtual channel, APID, sequence count and time stamp: one seen
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import sqlite3
 from pathlib import Path
@@ -23,17 +24,50 @@ from typing import NamedTuple
 
 import numpy as np
 
-from kestrel.products import DETECTION_DTYPE, HOUSEKEEPING_FIELDS
+from kestrel.products import DETECTION_DTYPE, HOUSEKEEPING_FIELDS, AlertUpdate, Evidence, TrackEnd, TrackKind
 
 from .png import display_stretch, write_png
 
-SCHEMA_VERSION = 2
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 3   # 3 added alerts
 APPLICATION = "kestrel-ground archive"
 DATABASE = "archive.sqlite"
 DETECTIONS_JSONL = "detections.jsonl"
+ALERTS_JSONL = "alerts.jsonl"
 IMAGES = "images"
 
 _DETECTION_COLUMNS = tuple(DETECTION_DTYPE.names)
+
+# Schema 3 added this table; a schema-2 archive gains it when opened (MIGRATIONS).
+ALERTS_TABLE = """
+CREATE TABLE alerts (
+    id INTEGER PRIMARY KEY,
+    packet_id INTEGER NOT NULL UNIQUE REFERENCES packets(id),
+    received_at REAL NOT NULL,
+    frame_index INTEGER NOT NULL,
+    frame_time REAL,               -- NULL: the flight's clock was out of range
+    track_id INTEGER NOT NULL,
+    update_number INTEGER NOT NULL,
+    kind TEXT NOT NULL,            -- kestrel.products.TrackKind name
+    evidence TEXT NOT NULL,        -- kestrel.products.Evidence names, comma-separated
+    ended TEXT,                    -- NULL while open; else kestrel.products.TrackEnd name
+    first_index INTEGER NOT NULL,
+    first_time REAL,
+    hits INTEGER NOT NULL,
+    x REAL NOT NULL, y REAL NOT NULL, vx REAL NOT NULL, vy REAL NOT NULL,
+    covariance TEXT NOT NULL,      -- JSON: upper triangle of the (x, y, vx, vy) covariance, row by row
+    flux REAL NOT NULL, trend REAL NOT NULL, trend_sigma REAL NOT NULL,
+    speed REAL NOT NULL, speed_sigma REAL NOT NULL,
+    accel_along REAL NOT NULL, accel_across REAL NOT NULL, accel_sigma REAL NOT NULL,
+    manoeuvre_probability REAL NOT NULL,
+    track_score REAL NOT NULL,
+    classifier_score REAL NOT NULL,
+    lat REAL, lon REAL              -- NULL: no geolocation
+);
+"""
+# What turns an archive of schema N into N + 1, in one transaction with its user_version.
+MIGRATIONS = {2: ALERTS_TABLE}
 
 SCHEMA = f"""
 CREATE TABLE archive_info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -83,7 +117,7 @@ CREATE TABLE detections (
     {", ".join(f"{name} {'INTEGER' if DETECTION_DTYPE[name].kind in 'iu' else 'REAL'} NOT NULL"
                for name in _DETECTION_COLUMNS)}
 );
-CREATE TABLE images (
+{ALERTS_TABLE}CREATE TABLE images (
     id INTEGER PRIMARY KEY,
     received_at REAL NOT NULL,
     product_id INTEGER NOT NULL,
@@ -137,6 +171,44 @@ def _describe(exc: BaseException, what: str) -> str:
     return f"{what}: {text}"
 
 
+def _alert_row(packet_id: int, received_at: float, frame_time, first_time, a: AlertUpdate) -> dict:
+    """One alerts row: the columns in _ALERT_COLUMNS order."""
+    return {
+        "packet_id": packet_id, "received_at": received_at, "frame_index": a.frame_index, "frame_time": frame_time,
+        "track_id": a.track_id, "update_number": a.update, "kind": a.kind.name,
+        "evidence": ",".join(e.name for e in Evidence if e in a.evidence),
+        "ended": a.end.name if a.end else None, "first_index": a.first_index, "first_time": first_time,
+        "hits": a.hits, "x": a.x, "y": a.y, "vx": a.vx, "vy": a.vy,
+        "covariance": json.dumps([round(v, 6) for v in a.covariance]),
+        **{name: getattr(a, name) for name in _ALERT_FLOATS},
+        "lat": a.lat, "lon": a.lon,
+    }
+
+
+_ALERT_FLOATS = ("flux", "trend", "trend_sigma", "speed", "speed_sigma", "accel_along", "accel_across",
+                 "accel_sigma", "manoeuvre_probability", "track_score", "classifier_score")
+# The columns, in the order _alert_row writes them (the row builder is their one declaration).
+_ALERT_COLUMNS = tuple(_alert_row(0, 0.0, None, None, AlertUpdate(
+    0, 0, TrackKind(0), Evidence(0), TrackEnd(0), 0, b"", 0, b"", 0, 0.0, 0.0, 0.0, 0.0, (0.0,) * 10,
+    *(0.0,) * len(_ALERT_FLOATS))))
+
+
+def _alert_line(row: dict) -> str:
+    """alerts.jsonl: one object per alert update; pixels and frame indices as in detections.jsonl."""
+    record = {"track_id": row["track_id"], "frame_index": row["frame_index"], "frame_time": row["frame_time"],
+              "x": round(row["x"], 4), "y": round(row["y"], 4), "vx": round(row["vx"], 4),
+              "vy": round(row["vy"], 4), "kind": row["kind"], "score": round(row["track_score"], 3),
+              "classifier_score": round(row["classifier_score"], 4), "update": row["update_number"],
+              "ended": row["ended"], "evidence": row["evidence"].split(",") if row["evidence"] else [],
+              "first_index": row["first_index"], "first_time": row["first_time"],
+              "speed": round(row["speed"], 4), "trend": round(row["trend"], 5),
+              "covariance": json.loads(row["covariance"])}
+    if row["lat"] is not None:
+        record["lat"], record["lon"] = row["lat"], row["lon"]
+    record["received_at"] = row["received_at"]
+    return json.dumps(record) + "\n"
+
+
 class GroundArchive:
     def __init__(self, out_dir: str | Path, busy_timeout_s: float = 5.0):
         self.out_dir = Path(out_dir)
@@ -147,16 +219,20 @@ class GroundArchive:
             self.db = sqlite3.connect(self.out_dir / DATABASE, timeout=busy_timeout_s)
         except (OSError, sqlite3.Error) as exc:
             raise ArchiveError(_describe(exc, f"cannot open the archive in {self.out_dir}")) from exc
-        self._pending_lines: list[str] = []
+        self._pending_lines: dict[str, list[str]] = {DETECTIONS_JSONL: [], ALERTS_JSONL: []}
+        self._jsonl: dict[str, int] = {}
         try:
             self.found = self._open_schema()
-            self._jsonl = self._rebuild_jsonl()
+            self._jsonl[DETECTIONS_JSONL] = self._rebuild_jsonl(DETECTIONS_JSONL, self._detection_lines())
+            self._jsonl[ALERTS_JSONL] = self._rebuild_jsonl(ALERTS_JSONL, self._alert_lines())
         except sqlite3.DatabaseError as exc:
             self.db.close()
             raise ArchiveError(_describe(exc, f"{self.out_dir / DATABASE} cannot be used")) from exc
         except OSError as exc:
             self.db.close()
-            raise ArchiveError(_describe(exc, f"cannot write {self.out_dir / DETECTIONS_JSONL}")) from exc
+            for handle in self._jsonl.values():
+                os.close(handle)
+            raise ArchiveError(_describe(exc, f"cannot write the JSON lines in {self.out_dir}")) from exc
 
     # --- opening ----------------------------------------------------------------
     def _open_schema(self) -> dict:
@@ -178,22 +254,34 @@ class GroundArchive:
                     else "")
             raise ArchiveError(f"{self.out_dir / DATABASE} is not a Kestrel ground archive{hint}: "
                                f"decode into a new --out directory")
+        while version in MIGRATIONS and version < SCHEMA_VERSION:
+            with self.db:
+                self.db.executescript("BEGIN;" + MIGRATIONS[version] + f"PRAGMA user_version={version + 1};")
+            log.info("archive: %s upgraded from schema %d to %d", self.out_dir / DATABASE, version, version + 1)
+            version += 1
         if version != SCHEMA_VERSION:
             raise ArchiveError(f"{self.out_dir / DATABASE} has archive schema {version}; this kestrel-ground "
                                f"writes schema {SCHEMA_VERSION}: decode into a new --out directory")
         return {table: self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
-                for table in ("packets", "detection_reports", "housekeeping", "events", "images")}
+                for table in ("packets", "detection_reports", "housekeeping", "events", "images", "alerts")}
 
-    def _rebuild_jsonl(self):
-        """Rewrite detections.jsonl from the database (it may have lagged, or been half-written, at a kill)."""
-        path = self.out_dir / DETECTIONS_JSONL
-        temporary = path.with_name(path.name + ".tmp")
+    def _detection_lines(self):
         rows = self.db.execute(
             f"SELECT r.frame_index, r.frame_time, r.received_at, {', '.join('d.' + c for c in _DETECTION_COLUMNS)} "
             "FROM detections d JOIN detection_reports r ON d.report_id = r.id ORDER BY d.id")
+        return (self._line(row[0], row[1], row[2], row[3:]) for row in rows)
+
+    def _alert_lines(self):
+        rows = self.db.execute(f"SELECT {', '.join(_ALERT_COLUMNS)} FROM alerts ORDER BY id")
+        return (_alert_line(dict(zip(_ALERT_COLUMNS, row))) for row in rows)
+
+    def _rebuild_jsonl(self, name: str, lines):
+        """Rewrite a JSON-lines file from the database (it may have lagged, or been half-written, at a kill)."""
+        path = self.out_dir / name
+        temporary = path.with_name(path.name + ".tmp")
         with temporary.open("w", encoding="utf8") as handle:
-            for row in rows:
-                handle.write(self._line(row[0], row[1], row[2], row[3:]))
+            for line in lines:
+                handle.write(line)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
@@ -213,7 +301,8 @@ class GroundArchive:
             return f"archive: new, in {self.out_dir}"
         return (f"archive: {self.out_dir} already holds {self.found['packets']} packets, "
                 f"{self.found['detection_reports']} detection reports, {self.found['housekeeping']} housekeeping "
-                f"reports, {self.found['events']} events, {self.found['images']} images; packets seen before "
+                f"reports, {self.found['events']} events, {self.found['images']} images, {self.found['alerts']} alert "
+                f"updates; packets seen before "
                 f"are recognised and not archived again")
 
     # --- writing ------------------------------------------------------------------
@@ -256,7 +345,15 @@ class GroundArchive:
                                     f"VALUES ({', '.join('?' * (1 + len(_DETECTION_COLUMNS)))})", rows)
             except sqlite3.Error as exc:
                 raise ArchiveError(_describe(exc, f"cannot write {self.out_dir / DATABASE}")) from exc
-        self._pending_lines.extend(self._line(frame_index, frame_time, received_at, row[1:]) for row in rows)
+        self._pending_lines[DETECTIONS_JSONL].extend(
+            self._line(frame_index, frame_time, received_at, row[1:]) for row in rows)
+
+    def alert(self, packet_id: int, received_at: float, frame_time: float | None, first_time: float | None,
+              alert: AlertUpdate) -> None:
+        row = _alert_row(packet_id, received_at, frame_time, first_time, alert)
+        self._execute(f"INSERT INTO alerts ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                      tuple(row.values()))
+        self._pending_lines[ALERTS_JSONL].append(_alert_line(row))
 
     def image(self, received_at: float, product_id: int, kind: str, meta: dict, status: str, detail: str,
               path) -> None:
@@ -278,30 +375,34 @@ class GroundArchive:
         return str(stem.with_suffix(".npy"))
 
     def commit(self) -> None:
-        """End the transaction; only then do its detections reach the JSON lines."""
+        """End the transaction; only then do its detections and alerts reach the JSON lines."""
         try:
             self.db.commit()
         except sqlite3.Error as exc:
             raise ArchiveError(_describe(exc, f"cannot commit {self.out_dir / DATABASE}")) from exc
-        if self._pending_lines:
-            data = "".join(self._pending_lines).encode("utf8")
-            self._pending_lines.clear()
-            end = os.lseek(self._jsonl, 0, os.SEEK_END)
+        for name, pending in self._pending_lines.items():
+            if not pending:
+                continue
+            data = "".join(pending).encode("utf8")
+            pending.clear()
+            handle = self._jsonl[name]
+            end = os.lseek(handle, 0, os.SEEK_END)
             try:
                 view = memoryview(data)
                 while view:
-                    view = view[os.write(self._jsonl, view):]
+                    view = view[os.write(handle, view):]
             except OSError as exc:
                 # No half line: the file ends where the last whole transaction's lines ended.
                 try:
-                    os.ftruncate(self._jsonl, end)
+                    os.ftruncate(handle, end)
                 except OSError:
                     pass
-                raise ArchiveError(_describe(exc, f"cannot write {self.out_dir / DETECTIONS_JSONL}")) from exc
+                raise ArchiveError(_describe(exc, f"cannot write {self.out_dir / name}")) from exc
 
     def rollback(self) -> None:
         """Drop the open transaction (after a failure): what was committed stays."""
-        self._pending_lines.clear()
+        for pending in self._pending_lines.values():
+            pending.clear()
         try:
             self.db.rollback()
         except sqlite3.Error:
@@ -311,7 +412,8 @@ class GroundArchive:
         try:
             self.commit()
         finally:
-            os.close(self._jsonl)
+            for handle in self._jsonl.values():
+                os.close(handle)
             self.db.close()
 
 
@@ -329,6 +431,7 @@ class NullArchive:
     def housekeeping(self, *args): pass
     def event(self, *args): pass
     def detections(self, *args): pass
+    def alert(self, *args): pass
     def image(self, *args): pass
     def save_image(self, name, image): return name
     def commit(self): pass

@@ -43,6 +43,7 @@ class PacketCounters:
     detections: int = 0
     housekeeping_reports: int = 0
     events: int = 0
+    alerts: int = 0                # alert updates (opening, updating and closing ones)
     frames_foreign: int = 0
     frames_unknown_vc: int = 0     # frames of a virtual channel the link does not configure
     idle_frames: int = 0
@@ -72,7 +73,7 @@ class GroundSummary:
             f"malformed {p['packets_malformed']}, partial dropped {plost}, sequence gaps {p['sequence_gaps']}, "
             f"already archived {p['packets_duplicate']}",
             f"detection reports {p['detection_reports']}, detections {p['detections']}, "
-            f"housekeeping {p['housekeeping_reports']}, events {p['events']}",
+            f"housekeeping {p['housekeeping_reports']}, events {p['events']}, alert updates {p['alerts']}",
         ] + ([f"images complete {self.images['images_complete']}, incomplete {self.images['images_incomplete']}, "
               f"corrupt {self.images['images_corrupt']}"] if self.images else [])
 
@@ -191,6 +192,12 @@ class GroundDecoder:
             self.archive.housekeeping(packet_id, received_at, self._packet_time(tm), tm.sequence_count,
                                       {n: values[n] for n in products.HOUSEKEEPING_FIELDS})
             c.housekeeping_reports += 1
+        elif (tm.apid == products.APID_ALERTS and tm.service == products.SERVICE_ALERTS
+              and tm.subtype in (products.SUBTYPE_ALERT_UPDATE, products.SUBTYPE_ALERT_CLOSED)):
+            alert = products.AlertUpdate.unpack(tm.data, self.cuc.length, tm.subtype)
+            self.archive.alert(packet_id, received_at, self._unix_time(alert.frame_time, tm.time_reference_status),
+                               self._unix_time(alert.first_time, tm.time_reference_status), alert)
+            c.alerts += 1
         elif tm.apid == products.APID_EVENTS and tm.service == products.SERVICE_EVENTS:
             event = products.EVENT_REPORT.parse(tm.data)
             self.archive.event(packet_id, received_at, self._packet_time(tm), tm.subtype, event.event_id, event.text)

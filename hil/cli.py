@@ -21,13 +21,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", metavar="DIR", help="keep the ground's outputs and report.json in DIR")
     demo.add_argument("--duration", type=seconds, metavar="S", help="seconds of scene (default hil.duration_s)")
     metrics = sub.add_parser("metrics", help="score the detector against simulated truth: "
-                             "'table' (Pd per SNR class, false alarms, centroid vs Cramer-Rao) or 'sweep' (Pd vs FA)")
+                             "'table' (Pd per SNR class, false alarms, centroid vs Cramer-Rao), 'sweep' (Pd vs FA) or "
+                             "'tracks' (alerts: targets alerted, frames to first alert, false alerts, GOSPA, purity)")
     add_common_arguments(metrics, subcommand=True)
-    metrics.add_argument("what", choices=("table", "sweep"))
+    metrics.add_argument("what", choices=("table", "sweep", "tracks"))
     metrics.add_argument("--frames", type=count, default=200, help="frames per scene (default 200)")
     metrics.add_argument("--size", type=count, default=256, help="frame side in pixels (default 256)")
-    metrics.add_argument("--seed", type=count, default=3)
-    metrics.add_argument("--kind", default="cloudy", choices=("clear", "cloudy", "heavy"), help="sweep: scene kind")
+    metrics.add_argument("--seed", type=count, default=3, help="scene seed (tracks: the first of --seeds seeds)")
+    metrics.add_argument("--seeds", type=count, default=1, help="tracks: how many consecutive seeds (default 1)")
+    metrics.add_argument("--kind", default="cloudy", choices=("clear", "cloudy", "heavy"), help="sweep and tracks: scene kind")
     metrics.add_argument("--no-calibration", action="store_true", help="sweep: without the calibration map")
     scene = sub.add_parser("scene", help="write simulated frames as .npy files")
     add_common_arguments(scene, subcommand=True)
@@ -57,7 +59,10 @@ def _main(argv=None) -> int:
         if args.frames <= config.hil.warmup_frames or args.size < 32:
             fail(parser, f"--frames must exceed hil.warmup_frames ({config.hil.warmup_frames}) "
                  f"and --size be at least 32", EXIT_USAGE)
-        if args.what == "table":
+        if args.what == "tracks":
+            metrics.track_table(tuple(range(args.seed, args.seed + max(args.seeds, 1))), args.frames, args.size,
+                                args.kind, tracker=config.tracking, detector=config.detection, hil=config.hil)
+        elif args.what == "table":
             metrics.table(args.frames, args.size, args.seed, config=config.detection, hil=config.hil)
         else:
             metrics.sweep(args.kind, args.frames, args.size, args.seed,

@@ -76,7 +76,7 @@ def run_demo(config, config_path: str | None, out_dir: Path | None, frames_dir: 
         if out_dir is None:
             out_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kestrel-hil-")))
         out_dir.mkdir(parents=True, exist_ok=True)
-        for stale in ("detections.jsonl", "archive.sqlite", "archive.sqlite-wal", "archive.sqlite-shm", "summary.json"):
+        for stale in ("detections.jsonl", "alerts.jsonl", "archive.sqlite", "archive.sqlite-wal", "archive.sqlite-shm", "summary.json"):
             (out_dir / stale).unlink(missing_ok=True)
         capture = stack.enter_context(open(capture_path, "wb")) if capture_path else None
         link = stack.enter_context(PacedLink(config.link.baud, capture=capture))

@@ -1,7 +1,8 @@
-"""Detection quality against simulator truth (`kestrel-hil metrics`): Pd per SNR
+"""Detection and tracking quality against simulator truth (`kestrel-hil metrics`): Pd per SNR
 class, false alarms per frame, centroid RMS against the Cramer-Rao bound, per
-scene kind, with and without the calibration map; and a threshold sweep (Pd
-against FA/frame). Scored by hil.scoring, as the demo's verdict is.
+scene kind, with and without the calibration map; a threshold sweep (Pd
+against FA/frame); and tracks as alerts (`tracks`). Scored by hil.scoring, as
+the demo's verdict is.
 
 Any detector can be scored: ``evaluate`` takes a factory
 ``make(shape, calibration_mask_or_None) -> callable(frame) -> records with x, y, snr``.
@@ -10,11 +11,15 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
+
+from flight.alerts import AlertPublisher
 from flight.detection import Detector, DetectorConfig
+from flight.tracking import TrackerConfig
 
 from .config import HilConfig
 from .scene import SceneConfig, SceneSimulator
-from .scoring import Score
+from .scoring import Score, TrackScore, alert_picture
 
 
 def flight_detector(config: DetectorConfig = DetectorConfig()):
@@ -84,3 +89,78 @@ def sweep(kind: str = "cloudy", frames: int = 60, size: int = 256, seed: int = 3
         out(f"| {k:g} | {fa:.2f} | " + " | ".join(f"{pd.get(float(c), float('nan')):.3f}"
                                                  for c in scene.snr_values) + " |")
     return result
+
+
+def track_run(scene: SceneConfig, frames: int, tracker: TrackerConfig = TrackerConfig(),
+              detector: DetectorConfig = DetectorConfig(), hil: HilConfig = HilConfig(),
+              score: TrackScore | None = None, id_offset: int = 0):
+    """Detector, tracker and alert policy of the flight program over one scene, in process (no link).
+
+    Returns (score, kinds): kinds maps each alert track to (its last alerted kind, the truth kind of the
+    target it was on most). Target and track ids are offset by `id_offset` so runs can share a score."""
+    sim = SceneSimulator(scene)
+    shape = (scene.height, scene.width)
+    detect = Detector(detector, shape, sim.calibration_bad_pixels()).process
+    publisher = AlertPublisher(tracker, shape)
+    score = score or TrackScore(classes=tuple(scene.snr_values), radius=hil.match_radius_px)
+    alerts: list[dict] = []
+    truth_kind: dict[int, str] = {}
+    last_kind: dict[int, str] = {}
+    truths = {}
+    for i in range(frames):
+        frame, truth = sim.frame(i)
+        truth = truth.copy()
+        truth["target"] += id_offset
+        truths[i] = truth
+        for target, *_rest, kind in sim.targets(i):
+            truth_kind[target + id_offset] = kind
+        for a in publisher.frame(i, b"", None, detect(frame)):
+            alerts.append(dict(track_id=a.track_id + id_offset, frame_index=a.frame_index, x=a.x, y=a.y,
+                               vx=a.vx, vy=a.vy, ended=a.end.name if a.end else None, update=a.update))
+            last_kind[a.track_id + id_offset] = a.kind.name
+    picture = alert_picture(alerts)
+    for i in range(hil.warmup_frames, frames):
+        rows, fresh = picture(i)
+        score.add(i, truths[i], rows, fresh)
+    kinds = {}
+    for track, counts in score.on_target.items():
+        if track in last_kind:
+            target = max(counts, key=counts.get)
+            kinds[track] = (last_kind[track], truth_kind.get(target, "?"))
+    return score, kinds
+
+
+def track_table(seeds=(1001, 1002, 1003), frames: int = 200, size: int = 256, kind: str = "cloudy",
+                tracker: TrackerConfig = TrackerConfig(), detector: DetectorConfig = DetectorConfig(),
+                hil: HilConfig = HilConfig(), out=print) -> dict:
+    """Score tracks (as the alerts the ground would get) on several scenes; print and return the summary."""
+    score = None
+    kinds: dict = {}
+    for n, seed in enumerate(seeds):
+        scene = scene_for(kind, size, seed)
+        score, k = track_run(scene, frames, tracker, detector, hil, score, id_offset=(n + 1) * 10_000_000)
+        kinds.update(k)
+    summary = score.summary(first_frame=hil.warmup_frames)
+    confusion: dict = {}
+    for alerted, truth in kinds.values():
+        confusion[f"{truth}->{alerted}"] = confusion.get(f"{truth}->{alerted}", 0) + 1
+    summary["kind_confusion"] = dict(sorted(confusion.items()))
+    out(f"tracks, {kind}, {size}x{size}, seeds {list(seeds)}, {frames} frames each ({hil.warmup_frames} warm-up), "
+        f"model {tracker.model}, match radius {hil.match_radius_px} px")
+    out("| SNR class | targets alerted | frames to first alert: median / p90 / share <= 3 |")
+    out("|---|---|---|")
+    for cls, (hit, total) in sorted(summary["confirmed_by_snr"].items(), key=lambda kv: float(kv[0])):
+        lat = np.sort(np.array(summary["frames_to_first_alert"].get(cls, []), float))   # inf: never alerted
+        text = (f"{lat[(len(lat) - 1) // 2]:.0f} / {lat[int(np.ceil(0.9 * len(lat))) - 1]:.0f} / "
+                f"{np.mean(lat <= 3):.2f} (n={len(lat)})" if len(lat) else "-")
+        out(f"| {cls} | {hit}/{total} = {hit / max(total, 1):.3f} | {text} |")
+    out("| speed (px/frame) | targets alerted |")
+    out("|---|---|")
+    for cls, (hit, total) in summary["confirmed_by_speed"].items():
+        out(f"| {cls} | {hit}/{total} = {hit / max(total, 1):.3f} |")
+    out(f"false alert tracks: {summary['false_alert_tracks']} of {summary['alert_tracks']} "
+        f"({summary['false_alerts_per_1000_frames']:.2f} per 1000 frames); GOSPA mean {summary['gospa_mean']:.2f} "
+        f"(c = {score.gospa_c:g} px; missed {summary['gospa_missed_per_frame']:.2f}, false "
+        f"{summary['gospa_false_per_frame']:.2f} per frame); track purity {summary['track_purity']:.3f}")
+    out(f"kinds (truth -> alerted): {summary['kind_confusion']}")
+    return summary

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .scoring import Score
+from .scoring import Score, score_alerts
 
 # What the scorer reads of each detection the ground decoded.
 DETECTION_FIELDS = [("x", "f8"), ("y", "f8"), ("snr", "f8")]
@@ -33,6 +33,8 @@ class PassReport:
     false_alarms: int = 0
     false_alarms_per_frame: float = 0.0
     centroid_rms_px: float = float("nan")
+    alerts_received: int = 0       # alert updates decoded on the ground (alerts.jsonl)
+    tracks: dict = field(default_factory=dict)   # the alerts scored against truth (hil.scoring.score_alerts)
     ground: dict = field(default_factory=dict)
     checks: list = field(default_factory=list)   # (name, passed, detail)
     passed: bool = False
@@ -57,6 +59,16 @@ class PassReport:
                 lines.append(f"  SNR {float(snr):5.1f}: detected in {hit:4d} of {total:4d} target-frames  Pd {pd:.3f}")
             lines.append(f"false alarms: {self.false_alarms} ({self.false_alarms_per_frame:.2f} per frame)")
             lines.append(f"centroid rms error: {self.centroid_rms_px:.3f} px")
+            t = self.tracks
+            if t:
+                lines.append(f"alerts: {self.alerts_received} updates of {t['alert_tracks']} tracks; false alert tracks "
+                             f"{t['false_alert_tracks']} ({t['false_alerts_per_1000_frames']:.1f} per 1000 frames); "
+                             f"GOSPA mean {t['gospa_mean']:.2f}; track purity {t['track_purity']:.3f}")
+                for snr, (hit, total) in sorted(t["confirmed_by_snr"].items(), key=lambda kv: float(kv[0])):
+                    first = t["frames_to_first_alert"].get(snr, [])
+                    within = sum(f <= 3 for f in first)
+                    lines.append(f"  SNR {float(snr):5.1f}: {hit} of {total} targets alerted; first alert within 3 "
+                                 f"frames of first visibility for {within} of {len(first)}")
         else:
             lines.append(f"detections received: {self.detections_received} (no truth: recorded frames)")
         lines.append("")
@@ -81,6 +93,10 @@ def score(out_dir: Path, frames_commanded: int, bytes_over_link: int, hil_config
     det_path = out_dir / "detections.jsonl"
     if det_path.exists():
         detections = [json.loads(line) for line in det_path.read_text().splitlines() if line.strip()]
+    alerts = []
+    alert_path = out_dir / "alerts.jsonl"
+    if alert_path.exists():
+        alerts = [json.loads(line) for line in alert_path.read_text().splitlines() if line.strip()]
     ground = json.loads((out_dir / "summary.json").read_text()) if (out_dir / "summary.json").exists() else {}
     # A report whose frame time the flight marked invalid (NULL) has no latency; it cannot count as fast.
     timed = [r[2] - r[1] for r in reports if r[1] is not None]
@@ -91,7 +107,7 @@ def score(out_dir: Path, frames_commanded: int, bytes_over_link: int, hil_config
         reports_received=len({r[0] for r in reports}), detections_received=len(detections),
         bytes_over_link=bytes_over_link,
         latency_median_s=float(np.median(latencies)), latency_worst_s=float(np.max(latencies)),
-        truth=truth_for_frame is not None, ground=ground)
+        truth=truth_for_frame is not None, ground=ground, alerts_received=len(alerts))
     if hk:
         report.stored_octets, report.dropped_products = hk[1], hk[2]
     checks = report.checks
@@ -102,6 +118,9 @@ def score(out_dir: Path, frames_commanded: int, bytes_over_link: int, hil_config
                    f"{report.latency_worst_s:.2f} s <= {hil_config.pass_max_latency_s:.2f} s"))
     if truth_for_frame is not None:
         _score_truth(report, detections, sorted({r[0] for r in reports}), truth_for_frame, hil_config, snr_classes)
+        scored = [i for i in sorted({r[0] for r in reports}) if i >= hil_config.warmup_frames]
+        report.tracks = score_alerts(alerts, scored, truth_for_frame, snr_classes, hil_config.match_radius_px,
+                                     first_frame=hil_config.warmup_frames)
         hit = sum(v[0] for k, v in report.target_frames.items() if float(k) >= hil_config.pass_snr)
         total = sum(v[1] for k, v in report.target_frames.items() if float(k) >= hil_config.pass_snr)
         pd = hit / total if total else 0.0

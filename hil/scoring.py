@@ -107,3 +107,174 @@ class Score:
         """(Pd per class, FA/frame) keeping only detections with snr >= k."""
         pd = {c: float(np.mean(np.asarray(v) >= k)) for c, v in self.hit_snr.items()}
         return pd, float(np.sum(np.asarray(self.fa_snr) >= k)) / max(self.frames, 1)
+
+
+# --- tracks and alerts ---------------------------------------------------------------
+# The ground's picture of a target is its alert: the last update received, carried forward at its velocity
+# until the next update, and gone once the alert closes. Tracks are scored on that picture, frame by frame.
+
+SPEED_CLASSES = ((0.0, 0.5, "slow <0.5"), (0.5, 2.0, "0.5-2"), (2.0, math.inf, "fast >=2"))  # px/frame, apparent
+
+
+def gospa(estimates: np.ndarray, truth: np.ndarray, c: float, p: float = 2.0) -> tuple[float, float, int, int]:
+    """GOSPA (alpha = 2) between two (n, 2) point sets: (distance, localisation part, missed, false).
+
+    The assignment minimises sum min(d, c)^p + c^p / 2 per unassigned point (Rahmathullah et al., 2017).
+    """
+    from flight.assignment import assign
+
+    n, m = len(estimates), len(truth)
+    if n and m:
+        d = np.hypot(estimates[:, None, 0] - truth[None, :, 0], estimates[:, None, 1] - truth[None, :, 1])
+        rows, cols = assign(np.minimum(d, c) ** p, c ** p)
+        local = float(np.sum(d[rows, cols] ** p))
+    else:
+        rows = cols = np.empty(0, int)
+        local = 0.0
+    missed, false = m - len(cols), n - len(rows)
+    total = (local + c ** p / 2 * (missed + false)) ** (1 / p)
+    return total, local, missed, false
+
+
+def speed_class(speed: float) -> str:
+    return next(name for low, high, name in SPEED_CLASSES if low <= speed < high)
+
+
+@dataclass
+class TrackScore:
+    """Tracks (as alerts) against truth over a run of frames."""
+
+    classes: tuple
+    radius: float                 # a track estimate within this distance of a target is on it
+    gospa_c: float = 10.0
+    min_visible: int = 10         # frames a target must be visible (scored) to count as confirmable
+    frames: int = 0
+    gospa_sum: float = 0.0
+    gospa_missed: int = 0
+    gospa_false: int = 0
+    visible: dict = field(default_factory=dict)       # target -> [frames scored visible]
+    positions: dict = field(default_factory=dict)     # target -> [(frame, x, y)]
+    peak_snr: dict = field(default_factory=dict)      # target -> max truth SNR
+    first_alert: dict = field(default_factory=dict)   # target -> frame of the first alert update on it
+    on_target: dict = field(default_factory=dict)     # track -> {target: frames}
+    track_frames: dict = field(default_factory=dict)  # track -> alert updates sent (scored frames)
+
+    def add(self, index: int, truth, picture: np.ndarray, fresh: set) -> None:
+        """One frame. `picture`: rows (track_id, x, y) of open alerts carried to this frame; `fresh`: the
+        track ids whose update was sent for this very frame (a first alert counts only from those)."""
+        self.frames += 1
+        est = np.stack([picture["x"], picture["y"]], axis=1).astype(np.float64) if len(picture) else np.zeros((0, 2))
+        pts = np.stack([truth["x"], truth["y"]], axis=1).astype(np.float64) if len(truth) else np.zeros((0, 2))
+        total, _, missed, false = gospa(est, pts, self.gospa_c)
+        self.gospa_sum += total
+        self.gospa_missed += missed
+        self.gospa_false += false
+        for t in range(len(truth)):
+            target = int(truth["target"][t])
+            self.visible.setdefault(target, []).append(index)
+            self.positions.setdefault(target, []).append((index, float(truth["x"][t]), float(truth["y"][t])))
+            self.peak_snr[target] = max(self.peak_snr.get(target, 0.0), float(truth["snr"][t]))
+        # What an alert said is judged where it was sent (its own frame), not where the ground carried it.
+        sent = picture[np.isin(picture["track"], list(fresh))] if fresh else picture[:0]
+        for track in sent["track"].tolist():
+            self.track_frames[track] = self.track_frames.get(track, 0) + 1
+        assigned, _ = match(sent, truth, self.radius)
+        for t, j in enumerate(assigned.tolist()):
+            if j < 0:
+                continue
+            target, track = int(truth["target"][t]), int(sent["track"][j])
+            counts = self.on_target.setdefault(track, {})
+            counts[target] = counts.get(target, 0) + 1
+            self.first_alert.setdefault(target, index)
+
+    def _speed(self, target: int) -> float:
+        p = np.array(self.positions[target])
+        if len(p) < 2:
+            return 0.0
+        step = np.hypot(np.diff(p[:, 1]), np.diff(p[:, 2])) / np.diff(p[:, 0])
+        return float(np.median(step))
+
+    def summary(self, first_frame: int) -> dict:
+        """Confirmed fraction by SNR class and by speed class, frames to the first alert, false alerts per
+        1000 frames, mean GOSPA, track purity. Targets already visible at `first_frame` have no latency."""
+        eligible = [t for t, f in self.visible.items() if len(f) >= self.min_visible]
+        by_snr: dict = {}
+        by_speed: dict = {}
+        latency: dict = {}
+        for target in eligible:
+            cls = float(snr_class(np.array([self.peak_snr[target]]), self.classes)[0])
+            hit = target in self.first_alert
+            by_snr.setdefault(f"{cls:g}", [0, 0])
+            by_snr[f"{cls:g}"][0] += hit
+            by_snr[f"{cls:g}"][1] += 1
+            sc = speed_class(self._speed(target))
+            by_speed.setdefault(sc, [0, 0])
+            by_speed[sc][0] += hit
+            by_speed[sc][1] += 1
+            first = self.visible[target][0]
+            if first > first_frame:
+                latency.setdefault(f"{cls:g}", []).append(self.first_alert.get(target, math.inf) - first)
+        purity_num = purity_den = 0
+        false_tracks = 0
+        for track, frames in self.track_frames.items():
+            counts = self.on_target.get(track, {})
+            on = sum(counts.values())
+            if on < frames / 2:
+                false_tracks += 1          # most of its updates were on no target
+            if on:
+                purity_num += max(counts.values())
+                purity_den += on
+        return {
+            "frames": self.frames,
+            "confirmed_by_snr": by_snr,
+            "confirmed_by_speed": by_speed,
+            "frames_to_first_alert": {k: sorted(v) for k, v in sorted(latency.items(), key=lambda kv: float(kv[0]))},
+            "alert_tracks": len(self.track_frames),
+            "false_alert_tracks": false_tracks,
+            "false_alerts_per_1000_frames": 1000.0 * false_tracks / max(self.frames, 1),
+            "gospa_mean": self.gospa_sum / max(self.frames, 1),
+            "gospa_missed_per_frame": self.gospa_missed / max(self.frames, 1),
+            "gospa_false_per_frame": self.gospa_false / max(self.frames, 1),
+            "track_purity": purity_num / purity_den if purity_den else float("nan"),
+        }
+
+
+PICTURE_DTYPE = np.dtype([("track", "i8"), ("x", "f8"), ("y", "f8")])
+
+
+def alert_picture(alerts: list[dict]):
+    """The ground's picture frame by frame from alert updates (dicts with track_id, frame_index, x, y, vx, vy,
+    ended): a function frame -> (PICTURE_DTYPE rows, set of tracks with an open or updating alert sent for
+    that frame)."""
+    by_track: dict[int, list[dict]] = {}
+    for a in sorted(alerts, key=lambda a: (a["track_id"], a["frame_index"], a.get("update", 0))):
+        by_track.setdefault(a["track_id"], []).append(a)
+    spans = []
+    for track, updates in by_track.items():
+        frames = np.array([u["frame_index"] for u in updates])
+        closed = next((u["frame_index"] for u in updates if u.get("ended")), None)
+        spans.append((track, frames, updates, closed))
+
+    def at(index: int):
+        rows, fresh = [], set()
+        for track, frames, updates, closed in spans:
+            if index < frames[0] or (closed is not None and index > closed):
+                continue
+            u = updates[int(np.searchsorted(frames, index, side="right")) - 1]
+            age = index - u["frame_index"]
+            rows.append((track, u["x"] + u["vx"] * age, u["y"] + u["vy"] * age))
+            if age == 0 and not u.get("ended"):   # a closing update reports the end, not a target
+                fresh.add(track)
+        return np.array(rows, dtype=PICTURE_DTYPE), fresh
+    return at
+
+
+def score_alerts(alerts: list[dict], frame_indices, truth_for_frame, classes, radius: float,
+                 first_frame: int, gospa_c: float = 10.0, min_visible: int = 10) -> dict:
+    """Score alert updates against truth over the given frames (the one track scorer of demo and metrics)."""
+    picture = alert_picture(alerts)
+    score = TrackScore(classes=tuple(classes), radius=radius, gospa_c=gospa_c, min_visible=min_visible)
+    for index in frame_indices:
+        rows, fresh = picture(index)
+        score.add(index, truth_for_frame(index), rows, fresh)
+    return score.summary(first_frame)

@@ -4,6 +4,7 @@
 |----------------|------|----------------------|---------------------------|
 | housekeeping   | 100  | 3, 25 (HK report)    | link.vc_housekeeping (1)  |
 | event          | 101  | 5, 1..4 (by severity)| link.vc_events (0)        |
+| alert          | 102  | 132, 1 update / 2 closed | link.vc_events (0)    |
 | detections     | 110  | 130, 1 (mission)     | link.vc_detections (1)    |
 | image chip     | 120  | 131, 1 (mission)     | link.vc_images (2)        |
 | quick-look     | 120  | 131, 2 (mission)     | link.vc_images (2)        |
@@ -13,7 +14,8 @@ declared once here; flight builds with it, ground parses with it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import enum
+from dataclasses import dataclass, fields
 from typing import Final
 
 import construct as cs
@@ -22,6 +24,7 @@ import numpy as np
 
 APID_HOUSEKEEPING: Final = 100
 APID_EVENTS: Final = 101
+APID_ALERTS: Final = 102
 APID_DETECTIONS: Final = 110
 APID_IMAGES: Final = 120
 
@@ -29,6 +32,7 @@ SERVICE_HOUSEKEEPING, SUBTYPE_HK_REPORT = 3, 25
 SERVICE_EVENTS = 5
 SERVICE_DETECTIONS, SUBTYPE_DETECTION_REPORT = 130, 1
 SERVICE_IMAGES, SUBTYPE_CHIP, SUBTYPE_QUICKLOOK = 131, 1, 2
+SERVICE_ALERTS, SUBTYPE_ALERT_UPDATE, SUBTYPE_ALERT_CLOSED = 132, 1, 2
 
 # Version of the housekeeping layout below: 2 added the link-outage and time-error counters.
 HK_STRUCTURE_FLIGHT: Final = 2
@@ -152,6 +156,7 @@ EVENT_MODE: Final = 18             # the payload changed mode; the text says fro
 EVENT_CLOCK_JUMP: Final = 19       # the system clock stepped (beyond slewing); the text says by how much
 EVENT_PARAMETER: Final = 20        # a parameter changed, or could not be read at start
 EVENT_HEALTH: Final = 21           # a component stalled (or recovered); a long stall restarts the program
+EVENT_TRACKING_ERROR: Final = 22   # the tracker refused a frame's detections; the text says why
 
 
 # An image product (a chip around a detection, or a quick-look frame) is
@@ -176,3 +181,136 @@ def image_segment_format(time_length: int) -> cs.Construct:
         "segment_count" / cs.Int16ub,
         "data" / cs.GreedyBytes,
     )
+
+
+# --- alerts --------------------------------------------------------------------------
+# An alert is a confirmed, moving track: what it is, where it is going and how
+# sure the payload is. TM(132,1) opens it and updates it as the track evolves;
+# TM(132,2) closes it with the track's last state and why it ended. Positions
+# and velocities are pixels and pixels per frame, in the detections' convention.
+
+class TrackKind(enum.IntEnum):
+    """What a track looks like; the evidence flags say why."""
+
+    UNCLASSIFIED = 0    # moving, not (yet) boost-like or glide-like
+    BOOST = 1           # brightening or accelerating along its path
+    GLIDE = 2           # fast, manoeuvring, steady intensity
+    SLOW = 3            # slow or stationary (clutter, glint, a hot pixel): flagged, never alerted
+
+
+class Evidence(enum.IntFlag):
+    """Which tests of the track's history passed (each at the configured number of sigmas)."""
+
+    MOVING = 1          # speed significantly above the slow limit
+    BRIGHTENING = 2     # log-flux slope significantly above the boost limit
+    ACCELERATING = 4    # acceleration along the velocity significantly above the boost limit
+    FAST = 8            # speed significantly above the glide limit
+    MANOEUVRING = 16    # acceleration across the velocity significantly above the glide limit
+    STEADY = 32         # log-flux slope not significantly beyond the steady limit
+    SLOW = 64           # speed significantly below the slow limit
+
+
+class TrackEnd(enum.IntEnum):
+    """Why an alert was closed (OPEN while it is not)."""
+
+    OPEN = 0
+    LOST = 1            # missed too many frames in a row, or its uncertainty grew past use
+    LEFT_FIELD = 2      # predicted outside the frame
+    SLOW = 3            # reclassified slow or stationary
+
+
+ALERT_COVARIANCE_TERMS: Final = 10   # upper triangle of the 4x4 (x, y, vx, vy) covariance, row by row
+
+
+def alert_format(time_length: int) -> cs.Construct:
+    return cs.Struct(
+        "track_id" / cs.Int32ub,
+        "update" / cs.Int16ub,                # updates of this alert before this one (0: the first)
+        "kind" / cs.Int8ub,                   # TrackKind
+        "evidence" / cs.Int8ub,               # Evidence flags
+        "end" / cs.Int8ub,                    # TrackEnd
+        "frame_index" / cs.Int32ub,           # the frame this state is for
+        "frame_time" / cs.Bytes(time_length),
+        "first_index" / cs.Int32ub,           # the frame of the track's first detection
+        "first_time" / cs.Bytes(time_length),
+        "hits" / cs.Int16ub,                  # detections the track has taken
+        "x" / cs.Float32b, "y" / cs.Float32b,     # px
+        "vx" / cs.Float32b, "vy" / cs.Float32b,   # px/frame
+        "covariance" / cs.Array(ALERT_COVARIANCE_TERMS, cs.Float32b),
+        "flux" / cs.Float32b,                 # latest detection's flux (counts)
+        "trend" / cs.Float32b,                # intensity trend: slope of ln(flux) per frame
+        "trend_sigma" / cs.Float32b,
+        "speed" / cs.Float32b, "speed_sigma" / cs.Float32b,       # px/frame
+        "accel_along" / cs.Float32b, "accel_across" / cs.Float32b, "accel_sigma" / cs.Float32b,  # px/frame^2
+        "manoeuvre_probability" / cs.Float32b,  # the manoeuvre model's probability (0 with a single model)
+        "track_score" / cs.Float32b,          # log-likelihood ratio, target against clutter
+        "classifier_score" / cs.Float32b,     # the false-alarm classifier's mean score (0: no classifier)
+        "geolocated" / cs.Flag,
+        "ground" / cs.If(cs.this.geolocated, cs.Struct("lat" / cs.Float64b, "lon" / cs.Float64b)),  # deg, WGS-84
+        cs.Terminated,
+    )
+
+
+@dataclass(frozen=True)
+class AlertUpdate:
+    track_id: int
+    update: int
+    kind: TrackKind
+    evidence: Evidence
+    end: TrackEnd
+    frame_index: int
+    frame_time: bytes
+    first_index: int
+    first_time: bytes
+    hits: int
+    x: float
+    y: float
+    vx: float
+    vy: float
+    covariance: tuple        # ALERT_COVARIANCE_TERMS floats, see covariance_matrix()
+    flux: float
+    trend: float
+    trend_sigma: float
+    speed: float
+    speed_sigma: float
+    accel_along: float
+    accel_across: float
+    accel_sigma: float
+    manoeuvre_probability: float
+    track_score: float
+    classifier_score: float
+    lat: float | None = None
+    lon: float | None = None
+
+    @property
+    def subtype(self) -> int:
+        return SUBTYPE_ALERT_UPDATE if self.end == TrackEnd.OPEN else SUBTYPE_ALERT_CLOSED
+
+    def covariance_matrix(self) -> np.ndarray:
+        full = np.zeros((4, 4))
+        full[np.triu_indices(4)] = self.covariance
+        return full + np.triu(full, 1).T
+
+    def pack(self) -> bytes:
+        if len(self.frame_time) != len(self.first_time):
+            raise ValueError(f"frame_time has {len(self.frame_time)} octets, first_time {len(self.first_time)}")
+        if (self.lat is None) != (self.lon is None):
+            raise ValueError("lat and lon come together or not at all")
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("lat", "lon")}
+        values["covariance"] = list(self.covariance)
+        values["geolocated"] = self.lat is not None
+        values["ground"] = dict(lat=self.lat, lon=self.lon) if self.lat is not None else None
+        return alert_format(len(self.frame_time)).build(values)
+
+    @classmethod
+    def unpack(cls, data: bytes, time_length: int, subtype: int = SUBTYPE_ALERT_UPDATE) -> "AlertUpdate":
+        parsed = alert_format(time_length).parse(data)
+        kind, evidence, end = TrackKind(parsed.kind), Evidence(parsed.evidence), TrackEnd(parsed.end)
+        if (subtype == SUBTYPE_ALERT_CLOSED) != (end != TrackEnd.OPEN):
+            raise ValueError(f"alert subtype {subtype} with end {end.name}: a closing alert, and only one, "
+                             f"says why it ended")
+        names = [f.name for f in fields(cls) if f.name not in ("lat", "lon")]
+        values = {name: parsed[name] for name in names}
+        values.update(kind=kind, evidence=evidence, end=end, covariance=tuple(parsed.covariance))
+        ground = parsed.ground
+        return cls(**values, lat=ground.lat if ground else None, lon=ground.lon if ground else None)

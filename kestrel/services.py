@@ -6,6 +6,7 @@
     ST[08] functions     TC(8,1) perform a function: change mode, quick-look, store, counters, config, time
     ST[17] test          TC(17,1) ping, TM(17,2) the answer
     ST[20] parameters    TC(20,1) report values, TM(20,2) the values, TC(20,3) set values
+    ST[132] alerts       TM(132,1) alert opened or updated, TM(132,2) closed, declared in kestrel.products
 
 Every format is declared once here with construct: the flight parses TCs and
 builds TM with it, the ground builds TCs and parses TM with it. A command's
@@ -554,6 +555,7 @@ APIDS: Final = (
     (COMMAND_APID, "TC, TM", "telecommands; their verification reports (1,x) and replies (17,2), (20,2)"),
     (products.APID_HOUSEKEEPING, "TM", "housekeeping reports (3,25)"),
     (products.APID_EVENTS, "TM", "events (5,1..4)"),
+    (products.APID_ALERTS, "TM", "alerts: opened or updated (132,1), closed (132,2)"),
     (products.APID_DETECTIONS, "TM", "detection reports (130,1)"),
     (products.APID_IMAGES, "TM", "image chips (131,1) and quick-look frames (131,2)"),
 )
@@ -566,6 +568,11 @@ PRODUCT_TM_TYPES: Final = (
     (products.SERVICE_DETECTIONS, products.SUBTYPE_DETECTION_REPORT, "detection report", "kestrel.products"),
     (products.SERVICE_IMAGES, products.SUBTYPE_CHIP, "image chip segment", "kestrel.products"),
     (products.SERVICE_IMAGES, products.SUBTYPE_QUICKLOOK, "quick-look frame segment", "kestrel.products"),
+    (products.SERVICE_ALERTS, products.SUBTYPE_ALERT_UPDATE, "alert opened or updated: track id, kind and "
+     "evidence, first seen, position and velocity with covariance, intensity trend, scores, lat/lon",
+     "kestrel.products"),
+    (products.SERVICE_ALERTS, products.SUBTYPE_ALERT_CLOSED, "alert closed: the track's last state and why it "
+     "ended", "kestrel.products"),
 )
 
 

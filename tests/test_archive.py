@@ -100,7 +100,7 @@ def test_one_decode_archives_every_product_and_the_jsonl_is_the_database(capture
     lines = jsonl_detections(tmp_path)
     assert {(d["frame_index"], d["x"], d["y"]) for d in lines} == db_detections(tmp_path)
     assert len(lines) == len(state["detections"])
-    assert sqlite3.connect(tmp_path / "archive.sqlite").execute("PRAGMA user_version").fetchone()[0] == 2
+    assert sqlite3.connect(tmp_path / "archive.sqlite").execute("PRAGMA user_version").fetchone()[0] == 3
 
 
 def test_a_second_decode_into_the_same_directory_changes_nothing(capture, tmp_path):
@@ -183,6 +183,23 @@ def test_out_that_is_a_file_and_a_garbage_archive(capture, tmp_path):
     (tmp_path / "garbage").mkdir()
     (tmp_path / "garbage" / "archive.sqlite").write_bytes(os.urandom(8192))
     assert_storage_failure(ground("decode", path, "--out", tmp_path / "garbage"), "cannot be used")
+
+
+def test_a_schema_2_archive_gains_the_alerts_table_and_keeps_what_it_held(capture, tmp_path):
+    """Schema 2 is schema 3 less the alerts table: opened, it is upgraded in place, nothing lost."""
+    config, path, _ = capture
+    assert ground("decode", path, "--out", tmp_path).returncode == 0
+    before = archive_state(tmp_path)
+    db = sqlite3.connect(tmp_path / "archive.sqlite")
+    db.executescript("DROP TABLE alerts; PRAGMA user_version=2;")
+    db.close()
+    again = ground("decode", path, "--out", tmp_path)
+    assert again.returncode == 0, again.stderr
+    db = sqlite3.connect(tmp_path / "archive.sqlite")
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert db.execute("SELECT COUNT(*) FROM alerts").fetchone()[0] == 0
+    db.close()
+    assert archive_state(tmp_path) == before
 
 
 def test_foreign_and_older_schemas_are_refused(capture, tmp_path):

@@ -93,9 +93,11 @@ ALERT_S = float(os.environ.get("KESTREL_PERF_ALERT_S", "40"))
 BIG = "sim://cloudy?width=1024&height=1024&seed=3"
 SMALL = "sim://cloudy?width=64&height=64&seed=3"
 ALERT_GOAL_MS = 100.0
-# No alert product is declared yet (kestrel.products): a stand-in APID beside the detections'.
+# The tracker's own alerts (APID 102) come when its tracks say so; these stand-ins, on an APID of their
+# own, come on random cycles, as long as an alert update (148 octets with the default CUC).
 ALERT_APID = 111
-ALERT_SERVICE, ALERT_SUBTYPE = 130, 2
+ALERT_SERVICE, ALERT_SUBTYPE = 132, 1
+ALERT_OCTETS = 148
 
 
 # --- helpers ---------------------------------------------------------------------------------------
@@ -566,7 +568,7 @@ def test_alert_latency_115200(tmp_path):
             detections = process(pixels)
             if rng.random() < 0.4:
                 number = len(alerts)
-                data = struct.pack(">II", number, executive.counters.frames_processed) + bytes(24)
+                data = struct.pack(">II", number, executive.counters.frames_processed) + bytes(ALERT_OCTETS - 8)
                 put = time.monotonic()
                 assert executive.send_tm(ProductClass.ALERT, ALERT_APID, ALERT_SERVICE, ALERT_SUBTYPE, data)
                 alerts.append((frame_time[0], put))

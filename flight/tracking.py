@@ -1,0 +1,528 @@
+"""Multi-target tracking on board: detection records in, confirmed and classified tracks out.
+
+Each frame:
+
+    predict (constant velocity; with `model = "imm"` an interacting pair:
+             quiet CV and manoeuvring CV, mixed by their probabilities)
+    -> gate (Mahalanobis distance of each detection to each track's predicted
+             position, the detection's Cramer-Rao sigma and the platform
+             jitter as its measurement noise)
+    -> global nearest-neighbour assignment (flight.assignment)
+    -> Kalman update of the assigned tracks; M-of-N confirmation; deletion
+       (tentative: cannot reach M of N; confirmed: consecutive misses, a
+       position too uncertain to use, or predicted out of the frame)
+    -> new tentative tracks from unassigned detections off the border
+    -> kinds for confirmed tracks, from their recent history.
+
+The state of every track lives in fixed-size arrays (`max_tracks` slots): the
+tracker's memory is bounded, and a birth with no free slot is refused and
+counted. States are (x, y, vx, vy) in pixels and pixels per frame.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any, Final
+
+import numpy as np
+
+from kestrel.products import Evidence, TrackEnd, TrackKind
+from kestrel.settings import ConfigurationError, Settings, setting
+
+from .assignment import assign
+
+# Smallest measurement sigma (px): keeps the innovation covariance invertible with jitter 0 and a tiny CRB.
+MIN_MEASUREMENT_SIGMA: Final = 0.01
+_POPCOUNT: Final = np.array([bin(i).count("1") for i in range(1 << 16)], dtype=np.int8)
+_F: Final = np.array([[1.0, 0, 1, 0], [0, 1.0, 0, 1], [0, 0, 1.0, 0], [0, 0, 0, 1.0]])
+_REQUIRED_FIELDS: Final = ("x", "y", "sigma_x", "sigma_y", "flux", "snr")
+
+
+@dataclass(frozen=True)
+class TrackerConfig(Settings):
+    """The onboard tracker; positions in pixels, velocities in pixels per frame."""
+
+    model: str = setting("imm", "motion model: imm (quiet and manoeuvring constant velocity, interacting) or "
+                         "cv (one constant-velocity filter)", choices=("imm", "cv"))
+    process_noise: float = setting(0.005, "white-acceleration spectral density of the constant-velocity model "
+                                   "(px^2/frame^3)", above=0, high=100)
+    manoeuvre_noise: float = setting(0.2, "the same for the manoeuvring model of imm (px^2/frame^3): a glide "
+                                     "vehicle turning", above=0, high=100)
+    switch_probability: float = setting(0.05, "imm: probability per frame of switching model", above=0, high=0.5)
+    jitter_px: float = setting(0.3, "position noise added in quadrature to each detection's Cramer-Rao sigma "
+                               "(platform jitter and registration, rms per axis; the bench's scenes: 0.3)",
+                               low=0, high=10)
+    initial_speed_sigma: float = setting(3.0, "1-sigma velocity per axis of a new track (px/frame): about half "
+                                         "the fastest target expected", above=0, high=100)
+    gate_sigma: float = setting(3.5, "gate: the largest Mahalanobis distance of a detection to a track; also "
+                                "the cost of a miss in the assignment", above=0, high=20)
+    confirm_m: int = setting(3, "a track is confirmed with detections in confirm_m of its last confirm_n frames",
+                             low=1, high=16)
+    confirm_n: int = setting(4, "the window of M-of-N confirmation (frames)", low=1, high=16)
+    delete_misses: int = setting(3, "a confirmed track is deleted after this many frames in a row without a "
+                                 "detection", low=1, high=100)
+    max_position_sigma: float = setting(5.0, "a confirmed track whose position sigma exceeds this (px) is lost",
+                                        above=0, high=1000)
+    border_px: float = setting(4.0, "detections closer than this to the frame edge start no track (a cut PSF, "
+                               "a target leaving)", low=0, high=1000)
+    max_tracks: int = setting(256, "track slots (tentative and confirmed); a birth with none free is refused "
+                              "and counted", low=1, high=65535)
+    detection_probability: float = setting(0.9, "probability of detecting a target, for the track score",
+                                           above=0, high=0.999)
+    clutter_density: float = setting(1e-5, "false detections per pixel per frame, for the track score",
+                                     above=0, high=1)
+    history_frames: int = setting(16, "detections of each track kept to classify it (ring)", low=6, high=64)
+    classify_min_hits: int = setting(6, "detections a track needs before intensity trend and acceleration "
+                                     "count as evidence", low=4, high=64)
+    evidence_sigmas: float = setting(2.0, "how many sigmas a test must pass by to count as evidence",
+                                     above=0, high=10)
+    slow_speed: float = setting(0.15, "below this speed (px/frame) a track is slow or stationary: flagged, never "
+                                "alerted", low=0, high=100)
+    boost_min_trend: float = setting(0.01, "brightening: slope of ln(flux) per frame above this", low=0, high=10)
+    boost_min_accel: float = setting(0.05, "accelerating: acceleration along the path above this (px/frame^2)",
+                                     low=0, high=100)
+    glide_min_speed: float = setting(1.0, "fast: speed above this (px/frame)", low=0, high=100)
+    glide_min_turn: float = setting(0.02, "manoeuvring: acceleration across the path above this (px/frame^2)",
+                                    low=0, high=100)
+    steady_max_trend: float = setting(0.01, "steady: |slope of ln(flux)| per frame not significantly above this",
+                                      low=0, high=10)
+    alert_update_frames: int = setting(10, "an open alert is sent again every this many frames (and whenever "
+                                       "its kind changes)", low=1, high=100000)
+
+    def check(self) -> None:
+        if self.confirm_m > self.confirm_n:
+            raise ConfigurationError(f"confirm_m ({self.confirm_m}) must not exceed confirm_n ({self.confirm_n})")
+        if self.classify_min_hits > self.history_frames:
+            raise ConfigurationError(f"classify_min_hits ({self.classify_min_hits}) must not exceed "
+                                     f"history_frames ({self.history_frames})")
+
+
+@dataclass(frozen=True)
+class TrackReport:
+    """A confirmed track after a frame: its state, what it is and the evidence that says so."""
+
+    track_id: int
+    frame_index: int
+    first_index: int
+    first_stamp: Any                 # what update() was given with the track's first detection
+    hits: int
+    state: np.ndarray                # x, y, vx, vy
+    covariance: np.ndarray           # 4 x 4
+    kind: TrackKind
+    evidence: Evidence               # the tests that passed this frame
+    kind_evidence: Evidence          # the tests that set the kind, when they set it
+    flux: float
+    trend: float
+    trend_sigma: float
+    speed: float
+    speed_sigma: float
+    accel_along: float
+    accel_across: float
+    accel_sigma: float
+    manoeuvre_probability: float
+    score: float
+    classifier_score: float
+    alertable: bool                  # moving, or boost or glide; never slow
+    end: TrackEnd = TrackEnd.OPEN
+
+
+@dataclass
+class TrackerCounters:
+    frames: int = 0
+    detections: int = 0
+    detections_rejected: int = 0     # non-finite position or sigma
+    tracks_born: int = 0
+    births_refused: int = 0          # no free slot
+    tracks_confirmed: int = 0
+    tracks_deleted: int = 0
+
+
+@dataclass
+class FrameResult:
+    confirmed: list = field(default_factory=list)     # TrackReport of each confirmed track alive
+    ended: list = field(default_factory=list)         # TrackReport (end set) of each confirmed track that ended
+    associations: dict = field(default_factory=dict)  # track id -> index of its detection in this frame
+
+
+class Tracker:
+    """`update(frame_index, detections, stamp)` once a frame, frames in order; detections of DETECTION_DTYPE."""
+
+    def __init__(self, config: TrackerConfig, shape: tuple[int, int]):
+        self.config = c = config
+        self.height, self.width = int(shape[0]), int(shape[1])
+        if self.height < 1 or self.width < 1:
+            raise ValueError(f"frame shape must be positive, got {shape}")
+        self.counters = TrackerCounters()
+        models = 2 if c.model == "imm" else 1
+        cap, hist = c.max_tracks, c.history_frames
+        q = np.array([c.process_noise, c.manoeuvre_noise][:models])
+        # Continuous white-noise acceleration, dt = 1 frame, per axis: q [[1/3, 1/2], [1/2, 1]].
+        self._Q = q[:, None, None] * np.array([[1 / 3, 0, 1 / 2, 0], [0, 1 / 3, 0, 1 / 2],
+                                               [1 / 2, 0, 1, 0], [0, 1 / 2, 0, 1]])[None]
+        p = c.switch_probability
+        self._switch = np.array([[1 - p, p], [p, 1 - p]]) if models == 2 else np.ones((1, 1))
+        self.models = models
+        self._active = np.zeros(cap, bool)
+        self._x = np.zeros((cap, models, 4))
+        self._P = np.zeros((cap, models, 4, 4))
+        self._mu = np.zeros((cap, models))
+        self._id = np.zeros(cap, np.int64)
+        self._window = np.zeros(cap, np.int64)       # hit bits of recent frames, newest lowest
+        self._age = np.zeros(cap, np.int64)          # frames since birth
+        self._misses = np.zeros(cap, np.int64)       # consecutive
+        self._hits = np.zeros(cap, np.int64)
+        self._confirmed = np.zeros(cap, bool)
+        self._first = np.zeros(cap, np.int64)
+        self._score = np.zeros(cap)
+        self._kind = np.zeros(cap, np.int64)
+        self._kind_evidence = np.zeros(cap, np.int64)
+        self._h_t = np.zeros((cap, hist))            # history ring: frame, x, y, ln flux
+        self._h_x = np.zeros((cap, hist))
+        self._h_y = np.zeros((cap, hist))
+        self._h_f = np.zeros((cap, hist))
+        self._h_r = np.zeros((cap, hist))            # measurement variance per axis (mean of x and y)
+        self._h_n = np.zeros(cap, np.int64)          # entries written (ring position = n % hist)
+        self._flux = np.zeros(cap)
+        self._stamps: dict[int, Any] = {}
+        self._next_id = 1
+        self._last_index: int | None = None
+        self._window_mask = (1 << c.confirm_n) - 1
+        self._log_pd = math.log(c.detection_probability) - math.log(c.clutter_density)
+        self._log_miss = math.log(1 - c.detection_probability)
+
+    # --- input ----------------------------------------------------------------
+    def _measurements(self, detections: np.ndarray):
+        if not isinstance(detections, np.ndarray) or detections.dtype.names is None:
+            raise ValueError("detections must be a structured array of kestrel.products.DETECTION_DTYPE")
+        missing = [n for n in _REQUIRED_FIELDS if n not in detections.dtype.names]
+        if missing:
+            raise ValueError(f"detections lack the fields {missing} of kestrel.products.DETECTION_DTYPE")
+        z = np.stack([detections["x"], detections["y"]], axis=1).astype(np.float64)
+        sx = detections["sigma_x"].astype(np.float64)
+        sy = detections["sigma_y"].astype(np.float64)
+        good = np.isfinite(z).all(axis=1) & np.isfinite(sx) & np.isfinite(sy) & (sx >= 0) & (sy >= 0)
+        self.counters.detections_rejected += int((~good).sum())
+        jitter2 = self.config.jitter_px ** 2
+        rx = np.maximum(sx * sx + jitter2, MIN_MEASUREMENT_SIGMA ** 2)
+        ry = np.maximum(sy * sy + jitter2, MIN_MEASUREMENT_SIGMA ** 2)
+        return z, rx, ry, good
+
+    # --- the frame ---------------------------------------------------------------
+    def update(self, frame_index: int, detections: np.ndarray, stamp: Any = None) -> FrameResult:
+        if self._last_index is not None and frame_index <= self._last_index:
+            raise ValueError(f"frame {frame_index} after frame {self._last_index}: frames must come in order")
+        steps = 1 if self._last_index is None else frame_index - self._last_index
+        self._last_index = frame_index
+        c = self.config
+        self.counters.frames += 1
+        self.counters.detections += len(detections)
+        z, rx, ry, good = self._measurements(detections)
+        slots = np.flatnonzero(self._active)
+        for _ in range(min(steps - 1, 64)):   # a skipped frame is a prediction without a detection; past 64 all are lost
+            self._predict(slots)
+            self._miss(slots)
+        self._predict(slots)
+        result = FrameResult()
+        assigned_slots = np.empty(0, np.intp)
+        assigned_dets = np.empty(0, np.intp)
+        if len(slots) and good.any():
+            xc, Pc = self._combined(slots)
+            distance = self._distance(xc[:, :2], Pc[:, :2, :2], z, rx, ry)
+            distance[:, ~good] = np.inf
+            rows, cols = assign(distance, c.gate_sigma)
+            assigned_slots, assigned_dets = slots[rows], cols
+        if len(assigned_slots):
+            self._update(assigned_slots, z[assigned_dets], rx[assigned_dets], ry[assigned_dets],
+                         detections["flux"][assigned_dets].astype(np.float64), frame_index)
+        missed = np.setdiff1d(slots, assigned_slots, assume_unique=True)
+        self._miss(missed)
+        for s, d in zip(assigned_slots.tolist(), assigned_dets.tolist()):
+            result.associations[int(self._id[s])] = d
+        self._manage(slots, result)
+        unassigned = np.ones(len(detections), bool)
+        unassigned[assigned_dets] = False
+        self._births(np.flatnonzero(unassigned & good), z, rx, ry, detections, frame_index, stamp)
+        live = np.flatnonzero(self._active & self._confirmed)
+        if len(live):
+            result.confirmed = self._reports(live, frame_index)
+        return result
+
+    def _predict(self, slots: np.ndarray) -> None:
+        if not len(slots):
+            return
+        x, P = self._x[slots], self._P[slots]
+        if self.models > 1:
+            mu = self._mu[slots]
+            predicted = mu @ self._switch                                # c_j
+            mix = self._switch[None] * mu[:, :, None] / np.maximum(predicted[:, None, :], 1e-300)  # mu_{i|j}
+            x0 = np.einsum("nij,nik->njk", mix, x)
+            dx = x[:, :, None, :] - x0[:, None, :, :]                    # (n, i, j, 4)
+            P = np.einsum("nij,nikl->njkl", mix, P) + np.einsum("nij,nijk,nijl->njkl", mix, dx, dx)
+            x = x0
+            self._mu[slots] = predicted
+        x = x @ _F.T
+        P = _F @ P @ _F.T + self._Q[None]
+        self._x[slots], self._P[slots] = x, P
+
+    def _combined(self, slots: np.ndarray):
+        x, P = self._x[slots], self._P[slots]
+        if self.models == 1:
+            return x[:, 0], P[:, 0]
+        mu = self._mu[slots]
+        xc = np.einsum("nj,njk->nk", mu, x)
+        d = x - xc[:, None]
+        Pc = np.einsum("nj,njkl->nkl", mu, P + d[..., :, None] * d[..., None, :])
+        return xc, Pc
+
+    @staticmethod
+    def _distance(pos, Ppos, z, rx, ry) -> np.ndarray:
+        """Mahalanobis distance (tracks x detections) of each detection to each predicted position."""
+        s11 = Ppos[:, 0, 0, None] + rx[None]
+        s22 = Ppos[:, 1, 1, None] + ry[None]
+        s12 = Ppos[:, 0, 1, None]
+        nu1 = z[None, :, 0] - pos[:, 0, None]
+        nu2 = z[None, :, 1] - pos[:, 1, None]
+        det = s11 * s22 - s12 * s12
+        return np.sqrt((s22 * nu1 * nu1 - 2 * s12 * nu1 * nu2 + s11 * nu2 * nu2) / det)
+
+    def _update(self, slots, z, rx, ry, flux, frame_index: int) -> None:
+        x, P = self._x[slots], self._P[slots]                           # (k, M, 4), (k, M, 4, 4)
+        s11 = P[:, :, 0, 0] + rx[:, None]
+        s22 = P[:, :, 1, 1] + ry[:, None]
+        s12 = P[:, :, 0, 1]
+        det = s11 * s22 - s12 * s12
+        inv = np.stack([np.stack([s22, -s12], -1), np.stack([-s12, s11], -1)], -2) / det[..., None, None]
+        nu = z[:, None, :] - x[:, :, :2]                                # (k, M, 2)
+        PHt = P[:, :, :, :2]                                            # P H^T: (k, M, 4, 2)
+        K = PHt @ inv                                                   # (k, M, 4, 2)
+        x = x + np.einsum("nmij,nmj->nmi", K, nu)
+        P = P - K @ np.swapaxes(PHt, -1, -2)
+        P = 0.5 * (P + np.swapaxes(P, -1, -2))
+        d2 = np.einsum("nmi,nmij,nmj->nm", nu, inv, nu)
+        log_like = -0.5 * d2 - np.log(2 * math.pi * np.sqrt(det))      # (k, M)
+        mu = self._mu[slots]
+        if self.models > 1:
+            weighted = np.log(np.maximum(mu, 1e-300)) + log_like
+            top = weighted.max(axis=1, keepdims=True)
+            w = np.exp(weighted - top)
+            self._mu[slots] = w / w.sum(axis=1, keepdims=True)
+            log_like = (top[:, 0] + np.log(w.sum(axis=1)))              # ln sum_j c_j L_j
+        else:
+            log_like = log_like[:, 0]
+        self._x[slots], self._P[slots] = x, P
+        self._score[slots] += self._log_pd + log_like
+        self._window[slots] = ((self._window[slots] << 1) | 1) & 0xFFFF
+        self._misses[slots] = 0
+        self._hits[slots] += 1
+        self._age[slots] += 1
+        hist = self.config.history_frames
+        pos = self._h_n[slots] % hist
+        self._h_t[slots, pos] = frame_index
+        self._h_x[slots, pos] = z[:, 0]
+        self._h_y[slots, pos] = z[:, 1]
+        self._h_f[slots, pos] = np.log(np.maximum(flux, 1e-3))
+        self._h_r[slots, pos] = 0.5 * (rx + ry)
+        self._h_n[slots] += 1
+        self._flux[slots] = flux
+
+    def _miss(self, slots) -> None:
+        if not len(slots):
+            return
+        self._score[slots] += self._log_miss
+        self._window[slots] = (self._window[slots] << 1) & 0xFFFF
+        self._misses[slots] += 1
+        self._age[slots] += 1
+
+    def _manage(self, slots, result: FrameResult) -> None:
+        """Confirm, and delete: tentative tracks that cannot reach M of N, confirmed ones lost or gone."""
+        if not len(slots):
+            return
+        c = self.config
+        hits_in_window = _POPCOUNT[self._window[slots] & self._window_mask]
+        frames_in_window = np.minimum(self._age[slots], c.confirm_n)
+        confirmed = self._confirmed[slots]
+        newly = ~confirmed & (hits_in_window >= c.confirm_m)
+        self._confirmed[slots[newly]] = True
+        self.counters.tracks_confirmed += int(newly.sum())
+        hopeless = ~confirmed & ~newly & (frames_in_window - hits_in_window > c.confirm_n - c.confirm_m)
+        xc, Pc = self._combined(slots)
+        sigma2 = np.maximum(Pc[:, 0, 0], Pc[:, 1, 1])
+        outside = ((xc[:, 0] < -0.5) | (xc[:, 0] > self.width - 0.5) | (xc[:, 1] < -0.5)
+                   | (xc[:, 1] > self.height - 0.5))
+        lost = (confirmed & ((self._misses[slots] >= c.delete_misses) | (sigma2 > c.max_position_sigma ** 2)))
+        gone = hopeless | lost | outside
+        if not gone.any():
+            return
+        ended_confirmed = slots[gone & (confirmed | newly)]
+        if len(ended_confirmed):
+            reports = self._reports(ended_confirmed, self._last_index)
+            out = set(slots[outside].tolist())
+            for slot, report in zip(ended_confirmed.tolist(), reports):
+                end = TrackEnd.LEFT_FIELD if slot in out else TrackEnd.LOST
+                result.ended.append(_with_end(report, end))
+        for slot in slots[gone].tolist():
+            self._stamps.pop(int(self._id[slot]), None)
+        self._active[slots[gone]] = False
+        self.counters.tracks_deleted += int(gone.sum())
+
+    def _births(self, dets, z, rx, ry, detections, frame_index: int, stamp) -> None:
+        b = self.config.border_px
+        inside = ((z[dets, 0] >= b) & (z[dets, 0] <= self.width - 1 - b)
+                  & (z[dets, 1] >= b) & (z[dets, 1] <= self.height - 1 - b))
+        dets = dets[inside]
+        if not len(dets):
+            return
+        free = np.flatnonzero(~self._active)
+        if len(free) < len(dets):
+            self.counters.births_refused += len(dets) - len(free)
+            dets = dets[:len(free)]     # the detector lists the most significant first
+        slots = free[:len(dets)]
+        k = len(slots)
+        v2 = self.config.initial_speed_sigma ** 2
+        x = np.zeros((k, 4))
+        x[:, :2] = z[dets]
+        P = np.zeros((k, 4, 4))
+        P[:, 0, 0], P[:, 1, 1], P[:, 2, 2], P[:, 3, 3] = rx[dets], ry[dets], v2, v2
+        self._x[slots] = x[:, None]
+        self._P[slots] = P[:, None]
+        self._mu[slots] = 1.0 / self.models
+        ids = np.arange(self._next_id, self._next_id + k)
+        self._next_id += k
+        self._id[slots] = ids
+        self._window[slots] = 1
+        self._age[slots] = 1
+        self._misses[slots] = 0
+        self._hits[slots] = 1
+        self._confirmed[slots] = self.config.confirm_m <= 1
+        self._first[slots] = frame_index
+        self._score[slots] = 0.0
+        self._kind[slots] = TrackKind.UNCLASSIFIED
+        self._kind_evidence[slots] = 0
+        self._h_t[slots, 0] = frame_index
+        self._h_x[slots, 0] = z[dets, 0]
+        self._h_y[slots, 0] = z[dets, 1]
+        flux = detections["flux"][dets].astype(np.float64)
+        self._h_f[slots, 0] = np.log(np.maximum(flux, 1e-3))
+        self._h_r[slots, 0] = 0.5 * (rx[dets] + ry[dets])
+        self._h_n[slots] = 1
+        self._flux[slots] = flux
+        self._active[slots] = True
+        for i in ids.tolist():
+            self._stamps[i] = stamp
+        self.counters.tracks_born += k
+
+    # --- kinds ---------------------------------------------------------------------
+    def _history_fits(self, slots):
+        """Per track, from its recent detections: mean velocity (x, y) and its sigma per axis (straight line,
+        the measurement noise as the scatter: sound from 2 detections on), and where there are
+        classify_min_hits, the intensity trend, its sigma, acceleration (x, y) and its sigma (NaN before)."""
+        c = self.config
+        n = np.minimum(self._h_n[slots], c.history_frames)
+        valid = np.arange(c.history_frames)[None, :] < n[:, None]
+        w = valid.astype(np.float64)
+        t = self._h_t[slots]
+        count = np.maximum(w.sum(1), 1)
+        tc = t - (w * t).sum(1, keepdims=True) / count[:, None]
+        enough = n >= c.classify_min_hits
+        # Mean velocity: straight line in x and y, weighted equally, sigma from the measurement variances.
+        hx, hy = self._h_x[slots], self._h_y[slots]
+        mx, my = (w * hx).sum(1) / count, (w * hy).sum(1) / count
+        with np.errstate(divide="ignore", invalid="ignore"):
+            vx = (w * tc * (hx - mx[:, None])).sum(1) / (w * tc * tc).sum(1)
+            vy = (w * tc * (hy - my[:, None])).sum(1) / (w * tc * tc).sum(1)
+            v_sigma = np.sqrt((w * tc * tc * self._h_r[slots]).sum(1)) / (w * tc * tc).sum(1)
+        v_sigma = np.where(n >= 2, v_sigma, np.inf)
+        # Intensity trend: straight line in ln flux.
+        f = self._h_f[slots]
+        stt = (w * tc * tc).sum(1)
+        sf = (w * f).sum(1) / count
+        slope = (w * tc * (f - sf[:, None])).sum(1) / np.maximum(stt, 1e-12)
+        resid = w * (f - sf[:, None] - slope[:, None] * tc)
+        s2 = (resid ** 2).sum(1) / np.maximum(count - 2, 1)
+        slope_sigma = np.sqrt(s2 / np.maximum(stt, 1e-12))
+        # Acceleration: parabola in x and y, one design for both.
+        design = np.stack([np.ones_like(tc), tc, tc * tc], -1) * w[..., None]    # (k, H, 3)
+        normal = np.swapaxes(design, 1, 2) @ design + 1e-9 * np.eye(3)
+        cov = np.linalg.inv(normal)
+        beta_x = cov @ (np.swapaxes(design, 1, 2) @ (w * self._h_x[slots])[..., None])
+        beta_y = cov @ (np.swapaxes(design, 1, 2) @ (w * self._h_y[slots])[..., None])
+        fit_x = (design @ beta_x)[..., 0]
+        fit_y = (design @ beta_y)[..., 0]
+        rp = ((w * self._h_x[slots] - fit_x) ** 2 + (w * self._h_y[slots] - fit_y) ** 2).sum(1)
+        sp2 = rp / np.maximum(2 * (count - 3), 1)
+        accel_sigma = 2 * np.sqrt(sp2 * cov[:, 2, 2])
+        ax, ay = 2 * beta_x[:, 2, 0], 2 * beta_y[:, 2, 0]
+        nan = np.where(enough, 1.0, np.nan)
+        return vx, vy, v_sigma, slope * nan, slope_sigma * nan, ax * nan, ay * nan, accel_sigma * nan
+
+    def _reports(self, slots: np.ndarray, frame_index: int) -> list[TrackReport]:
+        c = self.config
+        k = c.evidence_sigmas
+        xc, Pc = self._combined(slots)
+        # Speed evidence from the detections themselves: the filter's velocity covariance carries the
+        # manoeuvre model's process noise, which would hide a stationary source for ever.
+        vx, vy, v_sigma, trend, trend_sigma, ax, ay, accel_sigma = self._history_fits(slots)
+        speed = np.hypot(vx, vy)
+        speed_sigma = v_sigma
+        unit = np.where(speed[:, None] > 1e-9, np.stack([vx, vy], 1) / np.maximum(speed, 1e-9)[:, None],
+                        np.array([1.0, 0.0]))
+        along = ax * unit[:, 0] + ay * unit[:, 1]
+        across = -ax * unit[:, 1] + ay * unit[:, 0]
+        known = np.isfinite(trend)
+        evidence = np.zeros(len(slots), np.int64)
+        with np.errstate(invalid="ignore"):
+            evidence |= np.where(speed - k * speed_sigma > c.slow_speed, int(Evidence.MOVING), 0)
+            evidence |= np.where(speed + k * speed_sigma < c.slow_speed, int(Evidence.SLOW), 0)
+            evidence |= np.where(speed - k * speed_sigma > c.glide_min_speed, int(Evidence.FAST), 0)
+            evidence |= np.where(known & (trend - k * trend_sigma > c.boost_min_trend), int(Evidence.BRIGHTENING), 0)
+            evidence |= np.where(known & (along - k * accel_sigma > c.boost_min_accel), int(Evidence.ACCELERATING), 0)
+            evidence |= np.where(known & (np.abs(across) - k * accel_sigma > c.glide_min_turn),
+                                 int(Evidence.MANOEUVRING), 0)
+            evidence |= np.where(known & (np.abs(trend) - k * trend_sigma <= c.steady_max_trend),
+                                 int(Evidence.STEADY), 0)
+        kinds = self._kind[slots]
+        reports = []
+        manoeuvre = self._mu[slots, 1] if self.models > 1 else np.zeros(len(slots))
+        for i, slot in enumerate(slots.tolist()):
+            e = Evidence(int(evidence[i]))
+            kind = TrackKind(int(kinds[i]))
+            if kind not in (TrackKind.BOOST, TrackKind.GLIDE):      # boost and glide stand once shown
+                new = kind
+                if Evidence.SLOW in e:
+                    new = TrackKind.SLOW
+                elif Evidence.MOVING in e and e & (Evidence.BRIGHTENING | Evidence.ACCELERATING):
+                    new = TrackKind.BOOST
+                elif Evidence.FAST in e and Evidence.MANOEUVRING in e and Evidence.STEADY in e:
+                    new = TrackKind.GLIDE
+                elif Evidence.MOVING in e:
+                    new = TrackKind.UNCLASSIFIED
+                if new != kind:
+                    self._kind[slot], self._kind_evidence[slot] = new, int(e)
+                    kind = new
+            alertable = kind in (TrackKind.BOOST, TrackKind.GLIDE) or (
+                kind == TrackKind.UNCLASSIFIED and Evidence.MOVING in e)
+            track_id = int(self._id[slot])
+            reports.append(TrackReport(
+                track_id=track_id, frame_index=frame_index, first_index=int(self._first[slot]),
+                first_stamp=self._stamps.get(track_id), hits=int(self._hits[slot]), state=xc[i].copy(),
+                covariance=Pc[i].copy(), kind=kind, evidence=e,
+                kind_evidence=Evidence(int(self._kind_evidence[slot])), flux=float(self._flux[slot]),
+                trend=_finite(trend[i]), trend_sigma=_finite(trend_sigma[i]), speed=_finite(speed[i]),
+                speed_sigma=_finite(speed_sigma[i]), accel_along=_finite(along[i]), accel_across=_finite(across[i]),
+                accel_sigma=_finite(accel_sigma[i]), manoeuvre_probability=float(manoeuvre[i]),
+                score=float(self._score[slot]), classifier_score=0.0, alertable=alertable))
+        return reports
+
+    @property
+    def track_count(self) -> int:
+        return int(self._active.sum())
+
+
+def _finite(value) -> float:
+    """0 for a statistic not yet known (too few detections): the evidence flags say it did not count."""
+    value = float(value)
+    return value if math.isfinite(value) else 0.0
+
+
+def _with_end(report: TrackReport, end: TrackEnd) -> TrackReport:
+    return replace(report, end=end)

@@ -1,0 +1,36 @@
+"""The track scorer: GOSPA against Stone Soup's, and the alert picture the ground would hold."""
+from datetime import datetime
+
+import numpy as np
+import pytest
+
+from hil.scoring import alert_picture, gospa
+
+
+def test_gospa_matches_stone_soup():
+    pytest.importorskip("stonesoup")
+    from stonesoup.metricgenerator.ospametric import GOSPAMetric
+    from stonesoup.types.state import State
+
+    rng = np.random.default_rng(3)
+    when = datetime(2026, 1, 1)
+    metric = GOSPAMetric(p=2, c=10.0)
+    for _ in range(40):
+        est = rng.uniform(0, 30, (rng.integers(1, 6), 2))
+        truth = rng.uniform(0, 30, (rng.integers(1, 6), 2))
+        ours, _, missed, false = gospa(est, truth, 10.0)
+        theirs, _ = metric.compute_gospa_metric([State(p.reshape(2, 1), timestamp=when) for p in est],
+                                                [State(p.reshape(2, 1), timestamp=when) for p in truth])
+        assert ours == pytest.approx(theirs.value["distance"], abs=1e-9)
+        assert missed - false == len(truth) - len(est)
+
+
+def test_the_picture_carries_alerts_forward_and_drops_them_when_closed():
+    at = alert_picture([
+        dict(track_id=7, frame_index=10, x=5.0, y=5.0, vx=1.0, vy=-0.5, ended=None),
+        dict(track_id=7, frame_index=14, x=20.0, y=1.0, vx=0.0, vy=0.0, ended="LOST"),
+    ])
+    rows, fresh = at(12)
+    assert rows["x"].tolist() == [7.0] and rows["y"].tolist() == [4.0] and fresh == set()
+    assert at(10)[1] == {7} and at(14)[1] == set()      # a closing update is not a sighting
+    assert len(at(9)[0]) == 0 and len(at(15)[0]) == 0
