@@ -24,6 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from kestrel import services
 from kestrel.products import DETECTION_DTYPE, HOUSEKEEPING_FIELDS, AlertUpdate, Evidence, TrackEnd, TrackKind
 
 from .png import display_stretch, write_png
@@ -66,8 +67,28 @@ CREATE TABLE alerts (
     lat REAL, lon REAL              -- NULL: no geolocation
 );
 """
+# Also new in schema 3: what the command process reported, so a pass's record shows what was commanded.
+COMMAND_REPORTS_TABLE = """
+CREATE TABLE command_reports (
+    id INTEGER PRIMARY KEY,
+    packet_id INTEGER NOT NULL UNIQUE REFERENCES packets(id),
+    received_at REAL NOT NULL,
+    packet_time REAL,              -- NULL: the flight's clock was out of range
+    apid INTEGER NOT NULL,
+    service INTEGER NOT NULL,
+    subtype INTEGER NOT NULL,
+    kind TEXT NOT NULL,            -- a Stage name (ST[01]), or 'alive' (17,2), or 'parameters' (20,2)
+    success INTEGER NOT NULL,
+    request_apid INTEGER,          -- the telecommand reported on (ST[01] only)
+    request_sequence_count INTEGER,
+    step INTEGER,                  -- progress reports only
+    code INTEGER,                  -- failure reports: a kestrel.services.Reason value
+    reason TEXT,                   -- its name, or NULL for a code this ground does not know
+    detail TEXT                    -- failure data as sent; for (20,2) the values as JSON {id: value}
+);
+"""
 # What turns an archive of schema N into N + 1, in one transaction with its user_version.
-MIGRATIONS = {2: ALERTS_TABLE}
+MIGRATIONS = {2: ALERTS_TABLE + COMMAND_REPORTS_TABLE}
 
 SCHEMA = f"""
 CREATE TABLE archive_info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -117,7 +138,7 @@ CREATE TABLE detections (
     {", ".join(f"{name} {'INTEGER' if DETECTION_DTYPE[name].kind in 'iu' else 'REAL'} NOT NULL"
                for name in _DETECTION_COLUMNS)}
 );
-{ALERTS_TABLE}CREATE TABLE images (
+{ALERTS_TABLE}{COMMAND_REPORTS_TABLE}CREATE TABLE images (
     id INTEGER PRIMARY KEY,
     received_at REAL NOT NULL,
     product_id INTEGER NOT NULL,
@@ -169,6 +190,36 @@ def _describe(exc: BaseException, what: str) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return f"{what}: {exc.strerror}" + (f" ({exc.filename})" if exc.filename else "")
     return f"{what}: {text}"
+
+
+class CommandReport(NamedTuple):
+    """One command_reports row past the packet's own columns."""
+
+    kind: str
+    success: bool
+    request_apid: int | None = None
+    request_sequence_count: int | None = None
+    step: int | None = None
+    code: int | None = None
+    reason: str | None = None
+    detail: str | None = None
+
+    @classmethod
+    def of(cls, service: int, subtype: int, data: bytes) -> "CommandReport":
+        """From a TM(1,x), (17,2) or (20,2)'s source data; MalformedError when it does not parse."""
+        if service == services.SERVICE_VERIFICATION:
+            r = services.VerificationReport.unpack(subtype, data)
+            failed = not r.success
+            return cls(r.stage.name, r.success, r.request_id.apid, r.request_id.sequence_count, r.step,
+                       r.code if failed else None,
+                       (r.reason.name if isinstance(r.reason, services.Reason) else None) if failed else None,
+                       r.data.decode("utf8", "replace") if failed else None)
+        if (service, subtype) == (services.SERVICE_TEST, 2):
+            services.EMPTY.parse(data)
+            return cls("alive", True)
+        if (service, subtype) == (services.SERVICE_PARAMETERS, 2):
+            return cls("parameters", True, detail=json.dumps(services.parse_parameter_report(data)))
+        raise ValueError(f"TM({service},{subtype}) is not a command report")
 
 
 def _alert_row(packet_id: int, received_at: float, frame_time, first_time, a: AlertUpdate) -> dict:
@@ -263,7 +314,8 @@ class GroundArchive:
             raise ArchiveError(f"{self.out_dir / DATABASE} has archive schema {version}; this kestrel-ground "
                                f"writes schema {SCHEMA_VERSION}: decode into a new --out directory")
         return {table: self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
-                for table in ("packets", "detection_reports", "housekeeping", "events", "images", "alerts")}
+                for table in ("packets", "detection_reports", "housekeeping", "events", "images", "alerts",
+                              "command_reports")}
 
     def _detection_lines(self):
         rows = self.db.execute(
@@ -355,6 +407,12 @@ class GroundArchive:
                       tuple(row.values()))
         self._pending_lines[ALERTS_JSONL].append(_alert_line(row))
 
+    def command_report(self, packet_id: int, received_at: float, packet_time: float | None, apid: int,
+                       service: int, subtype: int, report: CommandReport) -> None:
+        self._execute("INSERT INTO command_reports (packet_id, received_at, packet_time, apid, service, subtype, "
+                      f"{', '.join(CommandReport._fields)}) VALUES ({', '.join('?' * (6 + len(CommandReport._fields)))})",
+                      (packet_id, received_at, packet_time, apid, service, subtype, *report))
+
     def image(self, received_at: float, product_id: int, kind: str, meta: dict, status: str, detail: str,
               path) -> None:
         self._execute(
@@ -432,6 +490,7 @@ class NullArchive:
     def event(self, *args): pass
     def detections(self, *args): pass
     def alert(self, *args): pass
+    def command_report(self, *args): pass
     def image(self, *args): pass
     def save_image(self, name, image): return name
     def commit(self): pass

@@ -15,18 +15,22 @@ from dataclasses import asdict, dataclass, field
 
 import construct as cs
 
-from kestrel import products
+from kestrel import products, services
 from kestrel.link.config import build_channel_coder, frame_layout
 from kestrel.link.errors import ChecksumMismatch, LinkError
 from kestrel.link.spacepacket import IDLE_APID, MAX_SEQUENCE_COUNT, PusTm, packet_key
 from kestrel.link.timecode import CucCodec
 from kestrel.link.tmframe import IDLE_VCID
 
-from .archive import PacketIdentity
+from .archive import CommandReport, PacketIdentity
 from .reassembly import VirtualChannelReassembler
 from .sync import FrameSynchronizer
 
 log = logging.getLogger(__name__)
+
+
+# (service, subtype) of the command process's replies that the archive keeps beside ST[01].
+COMMAND_REPLIES = ((services.SERVICE_TEST, 2), (services.SERVICE_PARAMETERS, 2))
 
 
 @dataclass
@@ -44,6 +48,7 @@ class PacketCounters:
     housekeeping_reports: int = 0
     events: int = 0
     alerts: int = 0                # alert updates (opening, updating and closing ones)
+    command_reports: int = 0       # ST[01] verification reports and the replies (17,2), (20,2)
     frames_foreign: int = 0
     frames_unknown_vc: int = 0     # frames of a virtual channel the link does not configure
     idle_frames: int = 0
@@ -202,6 +207,11 @@ class GroundDecoder:
             event = products.EVENT_REPORT.parse(tm.data)
             self.archive.event(packet_id, received_at, self._packet_time(tm), tm.subtype, event.event_id, event.text)
             c.events += 1
+        elif tm.service == services.SERVICE_VERIFICATION or key[1:] in COMMAND_REPLIES:
+            report = CommandReport.of(tm.service, tm.subtype, tm.data)
+            self.archive.command_report(packet_id, received_at, self._packet_time(tm), tm.apid, tm.service,
+                                        tm.subtype, report)
+            c.command_reports += 1
         elif (tm.apid == products.APID_IMAGES and tm.service == products.SERVICE_IMAGES
               and self.images is not None):
             self.images.segment(tm.subtype, tm.data, received_at)

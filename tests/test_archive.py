@@ -185,19 +185,21 @@ def test_out_that_is_a_file_and_a_garbage_archive(capture, tmp_path):
     assert_storage_failure(ground("decode", path, "--out", tmp_path / "garbage"), "cannot be used")
 
 
-def test_a_schema_2_archive_gains_the_alerts_table_and_keeps_what_it_held(capture, tmp_path):
-    """Schema 2 is schema 3 less the alerts table: opened, it is upgraded in place, nothing lost."""
+def test_a_schema_2_archive_gains_the_schema_3_tables_and_keeps_what_it_held(capture, tmp_path):
+    """Schema 2 is schema 3 less the alerts and command_reports tables: opened, it is upgraded in place,
+    nothing lost."""
     config, path, _ = capture
     assert ground("decode", path, "--out", tmp_path).returncode == 0
     before = archive_state(tmp_path)
     db = sqlite3.connect(tmp_path / "archive.sqlite")
-    db.executescript("DROP TABLE alerts; PRAGMA user_version=2;")
+    db.executescript("DROP TABLE alerts; DROP TABLE command_reports; PRAGMA user_version=2;")
     db.close()
     again = ground("decode", path, "--out", tmp_path)
     assert again.returncode == 0, again.stderr
     db = sqlite3.connect(tmp_path / "archive.sqlite")
     assert db.execute("PRAGMA user_version").fetchone()[0] == 3
     assert db.execute("SELECT COUNT(*) FROM alerts").fetchone()[0] == 0
+    assert db.execute("SELECT COUNT(*) FROM command_reports").fetchone()[0] == 0
     db.close()
     assert archive_state(tmp_path) == before
 

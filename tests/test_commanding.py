@@ -134,6 +134,17 @@ def test_every_command_ends_in_a_report_with_its_reason(tmp_path):
     assert kinds.count((1, 2)) == 4 and kinds.count((1, 7)) == 3 and kinds.count((1, 8)) == 1
     stored = executive.store.totals[ProductClass.VERIFICATION].put
     assert stored == len(kinds)
+    # The archive keeps what each report said, not only that a packet came.
+    db = sqlite3.connect(tmp_path / "archive.sqlite")
+    rows = db.execute("SELECT kind, success, request_sequence_count, code, reason, detail FROM command_reports "
+                      "ORDER BY id").fetchall()
+    assert len(rows) == len(kinds)
+    assert rows[:4] == [("ACCEPTANCE", 1, 1, None, None, None), ("START", 1, 1, None, None, None),
+                        ("alive", 1, None, None, None, None), ("COMPLETION", 1, 1, None, None, None)]
+    failures = {seq: (kind, reason) for kind, ok, seq, _, reason, _ in rows if not ok}
+    assert failures == {3: ("ACCEPTANCE", "UNKNOWN_SUBTYPE"), 4: ("ACCEPTANCE", "WRONG_APID"),
+                        5: ("ACCEPTANCE", "UNKNOWN_STRUCTURE"), 7: ("ACCEPTANCE", "NOT_ALLOWED_IN_MODE"),
+                        8: ("COMPLETION", "STORE_ERROR")}
 
 
 def test_a_failure_report_names_the_command_and_the_reason():
