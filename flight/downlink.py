@@ -44,6 +44,7 @@ class Downlink:
         # the next frame rather than waiting behind what was handed over earlier.
         self._source = source
         self._urgent = None
+        self._urgent_vcids: set[int] = set()    # channels holding urgent packets not yet framed
         self._clock = clock
         self._reconnect_initial = reconnect.initial_s
         self._reconnect_max = reconnect.max_s
@@ -158,17 +159,18 @@ class Downlink:
         return None
 
     def _pull_urgent(self) -> bytes | None:
-        """Urgent products ride the very next frame: pulled first, and the frame that carries them sent
-        part-filled ahead of any whole frame of a lower virtual channel."""
-        pulled = False
+        """Urgent products ride the very next frame: pulled first, and the frames that carry them sent
+        part-filled ahead of any whole frame of a lower virtual channel, until none of them is left (a
+        burst of alerts fills more than one frame)."""
         while (item := self._urgent()) is not None:
             vcid, packet = item
             if self.mux.push(vcid, packet):
                 self.packets_sent += 1
-                pulled = True
+                self._urgent_vcids.add(vcid)
             else:
                 self.packets_dropped += 1
-        return self.mux.next_frame(flush=True) if pulled else None
+        self._urgent_vcids = {v for v in self._urgent_vcids if self.mux.channels[v].has_packet_data()}
+        return self.mux.next_frame(flush=True) if self._urgent_vcids else None
 
     def _next_cadu(self) -> bytes | None:
         with self._wake:

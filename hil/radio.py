@@ -9,8 +9,11 @@ ports to pyserial.
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import select
+import struct
+import termios
 import threading
 import time
 import tty
@@ -38,6 +41,11 @@ class _Pty:
                 pass
 
 
+def _waiting(fd: int) -> int:
+    """Octets waiting to be read from a pty master."""
+    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+
+
 class _Meter:
     """Octets a direction may pass now, from a line rate; a little burst is allowed."""
 
@@ -46,6 +54,7 @@ class _Meter:
         self._clock = clock
         self._start = clock()
         self.passed = 0
+        self.drained = True     # the source ran dry at the last read: the line idles from then on
 
     def allowance(self) -> int:
         return int((self._clock() - self._start) * self.rate) - self.passed
@@ -115,8 +124,12 @@ class PacedLink:
             for src, dst, meter, name in routes:
                 if src not in ready:
                     continue
-                # Idle time earns no credit: a line cannot send yesterday's slots.
-                meter.passed = max(meter.passed, int((self._clock() - meter._start) * meter.rate) - 64)
+                # Idle time earns no credit: a line cannot send yesterday's slots. But time the relay
+                # itself was late while octets waited in the pty is no idle line: a UART keeps sending
+                # from its driver's buffer, so that time is caught up (else a busy machine makes the
+                # line slower than its baud, and the backlog hides in the pty, unseen by the writer).
+                if meter.drained:
+                    meter.passed = max(meter.passed, int((self._clock() - meter._start) * meter.rate) - 64)
                 budget = min(meter.allowance(), 4096)
                 if budget < 1:
                     continue
@@ -128,6 +141,7 @@ class PacedLink:
                     continue
                 if not data:
                     continue
+                meter.drained = _waiting(src) == 0
                 meter.passed += len(data)
                 setattr(self.counters, name, getattr(self.counters, name) + len(data))
                 self.last_activity = self._clock()

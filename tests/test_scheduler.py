@@ -216,3 +216,37 @@ def test_a_real_image_segment_packet_fits_the_planned_overhead():
     packet = PusTm(apid=products.APID_IMAGES, service=products.SERVICE_IMAGES, subtype=products.SUBTYPE_QUICKLOOK,
                    data=data, time=time_field, sequence_count=0, message_type_counter=0).pack()
     assert len(packet) - 1024 <= SEGMENT_OVERHEAD_OCTETS
+
+
+def test_a_burst_of_alerts_fills_the_next_frames_before_any_lower_channel(store):
+    """Three alerts need three frames of the urgent channel: the downlink sends all three before the next
+    frame of the detection reports already waiting, on the configured channels (alerts 0, detections 1)."""
+    from flight.downlink import Downlink
+    from flight.executive import class_channels
+    from kestrel.link.tmframe import TmFrame
+    from kestrel.link.config import frame_layout
+    from ground.reassembly import VirtualChannelReassembler
+    from kestrel.link.spacepacket import IDLE_APID, packet_key
+
+    class Port:
+        def write(self, chunk):
+            return len(chunk)
+
+    link = LinkConfig(reed_solomon=False, randomize=False)
+    layout = frame_layout(link)
+    downlink = Downlink(link, Port())
+    sched = DownlinkScheduler(store, class_channels(link), SchedulerConfig().budgets())
+    downlink.set_source(sched.next_packet, lambda: sched.next_packet(urgent_only=True))
+    fill(store, C.DETECTIONS, 5, 3000)
+
+    def next_frame():
+        return TmFrame.unpack(downlink._next_cadu()[4:], layout)
+
+    assert next_frame().virtual_channel_id == link.vc_detections
+    fill(store, C.ALERT, 3, 170)
+    alerts = VirtualChannelReassembler(link.vc_events)
+    frames = [next_frame() for _ in range(3)]
+    assert [f.virtual_channel_id for f in frames] == [link.vc_events] * 3
+    packets = [p for f in frames for p in alerts.feed(f)]
+    assert [len(p) for p in packets if packet_key(p)[0] != IDLE_APID] == [170] * 3
+    assert next_frame().virtual_channel_id == link.vc_detections

@@ -33,8 +33,9 @@ class LinkConfig(Settings):
     continuous: bool = setting(False, "keep the downlink continuous with idle frames (transparent radios)")
     baud: int = setting(115200, "radio line rate (bit/s, 8N1); the downlink writes no faster than this",
                         low=50, high=100_000_000)
-    line_lead_cadus: int = setting(1, "CADUs the writer may run ahead of the line (bounds OS buffering, so priority holds)",
-                                   low=1, high=1024)
+    line_lead_cadus: float = setting(1.0, "CADUs the writer may run ahead of the line (bounds OS buffering, so "
+                                     "priority holds; below 1 the line may idle when the writer wakes late)",
+                                     low=0.25, high=1024)
     destination_id: int = setting(0, "PUS destination id of telemetry", low=0, high=0xFFFF)
     time: CucConfig = setting(CucConfig(), "CUC time code of packet and frame times")
 
