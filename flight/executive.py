@@ -57,7 +57,8 @@ class ExecutiveCounters:
 
 def class_channels(link) -> dict[ProductClass, int]:
     """The virtual channel each product class rides."""
-    return {ProductClass.ALERT: link.vc_events, ProductClass.EVENT: link.vc_events,
+    return {ProductClass.ALERT: link.vc_events, ProductClass.ALERT_UPDATE: link.vc_events,
+            ProductClass.EVENT: link.vc_events,
             ProductClass.VERIFICATION: link.vc_events, ProductClass.DETECTIONS: link.vc_detections,
             ProductClass.HOUSEKEEPING: link.vc_housekeeping, ProductClass.CHIP: link.vc_images,
             ProductClass.QUICKLOOK: link.vc_images, ProductClass.BULK: link.vc_images}
@@ -373,7 +374,13 @@ class Executive:
             self.event(products.EVENT_MEDIUM, products.EVENT_TRACKING_ERROR, f"frame {index}: {exc}")
             return
         for alert in updates:
-            self._send(ProductClass.ALERT, products.APID_ALERTS, products.SERVICE_ALERTS, alert.subtype,
+            # An opening goes before every later state of alerts the ground already has: in a burst
+            # (tracks ending together, say) the new threat does not wait behind their closes.
+            if alert.update == 0:
+                cls, apid = ProductClass.ALERT, products.APID_ALERT_OPENINGS
+            else:
+                cls, apid = ProductClass.ALERT_UPDATE, products.APID_ALERTS
+            self._send(cls, apid, products.SERVICE_ALERTS, alert.subtype,
                        alert.pack(), frame_stamp)
 
     def commanding(self) -> None:

@@ -53,21 +53,23 @@ from kestrel.settings import ConfigurationError, Settings, setting
 
 
 class ProductClass(enum.IntEnum):
-    """Product classes in priority order, highest first."""
+    """Product classes in priority order, highest first (the value is the order, and the store's code)."""
 
-    ALERT = 0
-    EVENT = 1
-    VERIFICATION = 2
-    DETECTIONS = 3
-    CHIP = 4
-    HOUSEKEEPING = 5
-    QUICKLOOK = 6
-    BULK = 7
+    ALERT = 0            # an alert opening: a new threat
+    ALERT_UPDATE = 1     # an open alert's later states and its close: the ground already knows of it
+    EVENT = 2
+    VERIFICATION = 3
+    DETECTIONS = 4
+    CHIP = 5
+    HOUSEKEEPING = 6
+    QUICKLOOK = 7
+    BULK = 8
 
 
 CLASSES: Final = tuple(ProductClass)
+NEVER_DROPPED: Final = (ProductClass.ALERT, ProductClass.ALERT_UPDATE)
 # What the link sends first whenever one waits; inside a batch, one of these commits the batch at once.
-URGENT: Final = (ProductClass.ALERT, ProductClass.EVENT, ProductClass.VERIFICATION)
+URGENT: Final = (ProductClass.ALERT, ProductClass.ALERT_UPDATE, ProductClass.EVENT, ProductClass.VERIFICATION)
 # The store's quotas are the downlink queue now; a drop by rule is what a full queue used to be.
 EVENT_PRODUCTS_DROPPED: Final = products.EVENT_QUEUE_OVERFLOW
 _MIB = 1 << 20
@@ -113,7 +115,7 @@ class StoreConfig(Settings):
 
     def quota(self, cls: ProductClass) -> int | None:
         """Octets the class may hold; None for alerts (never dropped)."""
-        return None if cls == ProductClass.ALERT else getattr(self, "quota_" + cls.name.lower())
+        return None if cls in NEVER_DROPPED else getattr(self, "quota_" + cls.name.lower())
 
 
 class StoreError(Exception):
@@ -147,7 +149,15 @@ class ClassTotals:
 _TOTAL_COLUMNS: Final = ("put", "put_octets", "acknowledged", "acknowledged_octets", "dropped", "dropped_octets",
                          "replayed")
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
+# Schema 1 had no ALERT_UPDATE class (it took code 1; the classes below it moved down by one).
+_MIGRATIONS: Final = {1: (
+    "UPDATE products SET class = class + 1 WHERE class >= 1",
+    # totals.class is its primary key: move through negative codes so no two rows meet on the way.
+    "UPDATE totals SET class = -(class + 1) WHERE class >= 1",
+    "UPDATE totals SET class = -class WHERE class < 0",
+    "INSERT INTO totals (class) VALUES (1)",
+)}
 APPLICATION: Final = "kestrel-flight store"
 SCHEMA: Final = f"""
 CREATE TABLE store_info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -286,9 +296,26 @@ class ProductStore:
         info = dict(self.db.execute("SELECT key, value FROM store_info")) if "store_info" in tables else {}
         if info.get("application") != APPLICATION:
             raise StoreError(f"{self.path} is not a Kestrel flight store (tables: {', '.join(sorted(tables))})")
+        if writable and version in _MIGRATIONS:
+            self._migrate(version)
+            version = SCHEMA_VERSION
         if version != SCHEMA_VERSION:
             raise StoreError(f"{self.path} has store schema {version}; this kestrel-flight reads schema "
                              f"{SCHEMA_VERSION}")
+
+    def _migrate(self, version: int) -> None:
+        """Upgrade an older store in place, in one transaction: it holds products no one may lose."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            while version != SCHEMA_VERSION:
+                for statement in _MIGRATIONS[version]:
+                    self.db.execute(statement)
+                version += 1
+            self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
 
     def _load(self) -> None:
         """Counters and mirrors from the committed rows (at open, and after a failed transaction)."""

@@ -197,7 +197,7 @@ class GroundDecoder:
             self.archive.housekeeping(packet_id, received_at, self._packet_time(tm), tm.sequence_count,
                                       {n: values[n] for n in products.HOUSEKEEPING_FIELDS})
             c.housekeeping_reports += 1
-        elif (tm.apid == products.APID_ALERTS and tm.service == products.SERVICE_ALERTS
+        elif (tm.apid in products.ALERT_APIDS and tm.service == products.SERVICE_ALERTS
               and tm.subtype in (products.SUBTYPE_ALERT_UPDATE, products.SUBTYPE_ALERT_CLOSED)):
             alert = products.AlertUpdate.unpack(tm.data, self.cuc.length, tm.subtype)
             self.archive.alert(packet_id, received_at, self._unix_time(alert.frame_time, tm.time_reference_status),

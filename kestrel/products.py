@@ -24,7 +24,11 @@ import numpy as np
 
 APID_HOUSEKEEPING: Final = 100
 APID_EVENTS: Final = 101
-APID_ALERTS: Final = 102
+APID_ALERTS: Final = 102              # an open alert's later states and its close
+# An alert's opening has an APID of its own: it overtakes the updates waiting in the store, and on one
+# APID that would put sequence counts out of order (which the ground counts as gaps).
+APID_ALERT_OPENINGS: Final = 103
+ALERT_APIDS: Final = (APID_ALERT_OPENINGS, APID_ALERTS)
 APID_DETECTIONS: Final = 110
 APID_IMAGES: Final = 120
 

@@ -555,7 +555,8 @@ APIDS: Final = (
     (COMMAND_APID, "TC, TM", "telecommands; their verification reports (1,x) and replies (17,2), (20,2)"),
     (products.APID_HOUSEKEEPING, "TM", "housekeeping reports (3,25)"),
     (products.APID_EVENTS, "TM", "events (5,1..4)"),
-    (products.APID_ALERTS, "TM", "alerts: opened or updated (132,1), closed (132,2)"),
+    (products.APID_ALERT_OPENINGS, "TM", "alerts opened (132,1, update 0)"),
+    (products.APID_ALERTS, "TM", "alerts updated (132,1), closed (132,2)"),
     (products.APID_DETECTIONS, "TM", "detection reports (130,1)"),
     (products.APID_IMAGES, "TM", "image chips (131,1) and quick-look frames (131,2)"),
 )

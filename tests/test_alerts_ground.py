@@ -10,6 +10,7 @@ import pytest
 from flight.geolocation import GeolocationConfig, Geolocator
 from ground.archive import GroundArchive
 from hil.scene import SceneSimulator
+from kestrel import products
 from tests.test_flight_to_ground import decode, fly, small_config
 from tests.test_geolocation import TLE
 
@@ -38,6 +39,15 @@ def test_alerts_reach_the_archive_and_alerts_jsonl(flown):
     times = dict(db.execute("SELECT frame_index, frame_time FROM detection_reports"))
     assert all(r["frame_time"] == times[r["frame_index"]] for r in rows)
     assert executive.alerts.alerts_opened == len({r["track_id"] for r in rows})
+    # Openings come on an APID of their own, so overtaking the updates leaves each APID's counts in order.
+    by_apid = dict(db.execute("SELECT p.apid, COUNT(*) FROM alerts a JOIN packets p ON p.id = a.packet_id "
+                              "GROUP BY p.apid"))
+    openings = db.execute("SELECT COUNT(*) FROM alerts WHERE update_number = 0").fetchone()[0]
+    assert by_apid[products.APID_ALERT_OPENINGS] == openings == executive.alerts.alerts_opened
+    assert by_apid[products.APID_ALERTS] == len(rows) - openings > 0
+    for apid in products.ALERT_APIDS:
+        counts = [r[0] for r in db.execute("SELECT sequence_count FROM packets WHERE apid = ? ORDER BY id", (apid,))]
+        assert counts == list(range(len(counts))), apid
 
 
 def test_alerts_sit_on_the_targets_and_carry_the_flights_geolocation(flown):

@@ -11,7 +11,7 @@ import pytest
 
 from flight.scheduler import (SEGMENT_OVERHEAD_OCTETS, SHARED, DownlinkScheduler, QuicklookPlanner,
                               SchedulerConfig, packet_octets_per_second)
-from flight.store import CLASSES, ProductClass, ProductStore, StoreConfig
+from flight.store import CLASSES, NEVER_DROPPED, ProductClass, ProductStore, StoreConfig
 from kestrel import products
 from kestrel.link.config import LinkConfig
 from kestrel.link.spacepacket import PusTm, SpacePacket
@@ -21,9 +21,9 @@ C = ProductClass
 PERIOD = 10.0   # the shortest quick-look period (imaging.quicklook_period_s)
 # Quick-looks with a quarter of the line, as the planner's expectations below are worked out for.
 QUARTER = SchedulerConfig(budget_detections=0.30, budget_chips=0.25, budget_quicklook=0.25)
-VCID = {C.ALERT: 0, C.EVENT: 0, C.VERIFICATION: 0, C.DETECTIONS: 0, C.HOUSEKEEPING: 0, C.CHIP: 1,
+VCID = {C.ALERT: 0, C.ALERT_UPDATE: 0, C.EVENT: 0, C.VERIFICATION: 0, C.DETECTIONS: 0, C.HOUSEKEEPING: 0, C.CHIP: 1,
         C.QUICKLOOK: 1, C.BULK: 2}
-SIZES = {C.ALERT: 60, C.EVENT: 80, C.VERIFICATION: 20, C.DETECTIONS: 300, C.CHIP: 1100, C.HOUSEKEEPING: 150,
+SIZES = {C.ALERT: 60, C.ALERT_UPDATE: 150, C.EVENT: 80, C.VERIFICATION: 20, C.DETECTIONS: 300, C.CHIP: 1100, C.HOUSEKEEPING: 150,
          C.QUICKLOOK: 1080, C.BULK: 4000}
 
 
@@ -31,7 +31,7 @@ SIZES = {C.ALERT: 60, C.EVENT: 80, C.VERIFICATION: 20, C.DETECTIONS: 300, C.CHIP
 def store(tmp_path):
     big = 1 << 30
     config = StoreConfig(path=str(tmp_path / "store.sqlite"), synchronous="NORMAL", capacity_octets=big,
-                         **{f"quota_{c.name.lower()}": big for c in CLASSES if c != C.ALERT})
+                         **{f"quota_{c.name.lower()}": big for c in CLASSES if c not in NEVER_DROPPED})
     s = ProductStore(config, lambda: 0.0, lambda *e: None)
     yield s
     s.audit()
@@ -79,6 +79,17 @@ def test_an_alert_put_behind_a_thousand_chips_is_the_very_next_packet(store):
     fill(store, C.EVENT, 1)
     fill(store, C.ALERT, 1)
     assert [len(sched.next_packet()[1]) for _ in range(3)] == [60, 80, 20]
+
+
+def test_an_opening_alert_overtakes_the_updates_and_closes_already_waiting(store):
+    """Tracks that end together put a burst of closes; a new threat raised behind them goes first."""
+    sched = scheduler(store)
+    fill(store, C.EVENT, 2)
+    fill(store, C.ALERT_UPDATE, 6)
+    assert len(sched.next_packet()[1]) == SIZES[C.ALERT_UPDATE]
+    fill(store, C.ALERT, 1)
+    order = [len(sched.next_packet()[1]) for _ in range(8)]
+    assert order == [SIZES[C.ALERT]] + [SIZES[C.ALERT_UPDATE]] * 5 + [SIZES[C.EVENT]] * 2
 
 
 def test_a_saturated_link_gives_every_budgeted_class_its_share(store):

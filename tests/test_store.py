@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from flight.store import CLASSES, EVENT_PRODUCTS_DROPPED, ProductClass, ProductStore, StoreConfig, StoreError
+from flight.store import CLASSES, EVENT_PRODUCTS_DROPPED, NEVER_DROPPED, ProductClass, ProductStore, StoreConfig, StoreError
 from kestrel.link.spacepacket import PusTm, SpacePacket
 
 C = ProductClass
@@ -36,7 +36,7 @@ class Clock:
 def config(path, capacity=1 << 22, quota=None, **more) -> StoreConfig:
     """Quotas default to the capacity (no class limit but the capacity) unless given."""
     quota = capacity if quota is None else quota
-    quotas = {f"quota_{c.name.lower()}": quota for c in CLASSES if c != C.ALERT}
+    quotas = {f"quota_{c.name.lower()}": quota for c in CLASSES if c not in NEVER_DROPPED}
     quotas.update(more.pop("quotas", {}))
     return StoreConfig(path=str(path), capacity_octets=capacity, **quotas, **more)
 
@@ -186,6 +186,7 @@ def test_a_full_store_drops_bulk_first_and_never_alerts(tmp_path):
     assert store.totals[C.ALERT].dropped == 0 and store.held_octets(C.ALERT) == 40 * size > cap
     assert all(store.held_octets(c) == 0 for c in CLASSES if c != C.ALERT)
     assert put(store, C.EVENT, size) is None                          # nothing below alerts left to drop
+    assert put(store, C.ALERT_UPDATE, size) is not None and store.totals[C.ALERT_UPDATE].dropped == 0
     balanced(store)
     dropped_classes = {e[2].split()[2] for e in events}
     assert dropped_classes == {"bulk", "quicklook", "housekeeping", "chip", "detections", "event"}
@@ -322,7 +323,8 @@ def test_random_operations_keep_every_octet_accounted(tmp_path):
     for step in range(1500):
         clock.now += 0.1
         roll = rng.random()
-        cls = ProductClass(rng.choice([0, 1, 3, 4, 4, 5, 6, 7, 7]))
+        cls = rng.choice([C.ALERT, C.EVENT, C.DETECTIONS, C.CHIP, C.CHIP, C.HOUSEKEEPING, C.QUICKLOOK, C.BULK,
+                          C.BULK, C.ALERT_UPDATE])
         if roll < 0.55:
             put(store, cls, rng.randrange(20, 9000), apid=100 + cls % 4, at=clock.now)
         elif roll < 0.8:
@@ -339,12 +341,44 @@ def test_random_operations_keep_every_octet_accounted(tmp_path):
             store, _ = open_store(tmp_path / "s.sqlite", clock=clock, capacity=1 << 18, synchronous="NORMAL",
                                   quotas={"quota_chip": 1 << 16, "quota_bulk": 1 << 17})
         balanced(store)
-        assert sum(t.held_octets for t in store.totals[1:]) <= 1 << 18
+        assert sum(store.held_octets(c) for c in CLASSES if c not in NEVER_DROPPED) <= 1 << 18
     assert store.total("dropped") and store.total("acknowledged") and store.total("replayed")
     store.close()
 
 
 # --- files that are not ours ----------------------------------------------------
+def test_a_schema_1_store_is_upgraded_in_place_with_every_product_in_its_class(tmp_path):
+    """Schema 1 had no ALERT_UPDATE class (code 1 was EVENT, 7 BULK): a store written by it, with
+    products unsent, offered and acknowledged, opens with each product and count in its own class."""
+    path = tmp_path / "s.sqlite"
+    store, _ = open_store(path)
+    kept = {cls: [put(store, cls, 100 + 10 * int(cls)) for _ in range(3)] for cls in CLASSES
+            if cls != C.ALERT_UPDATE}
+    offered = offer_all(store, C.DETECTIONS)
+    store.acknowledge(offered[0].apid, offered[0].sequence, offered[0].sequence)
+    before = {cls: (t.put, t.acknowledged, t.held_octets) for cls, t in zip(CLASSES, store.totals)}
+    store.close()
+    db = sqlite3.connect(path)                       # back to what schema 1 wrote
+    db.execute("DELETE FROM totals WHERE class = 1")
+    for table in ("products", "totals"):
+        db.execute(f"UPDATE {table} SET class = -(class - 1) WHERE class >= 2")
+        db.execute(f"UPDATE {table} SET class = -class WHERE class < 0")
+    db.execute("PRAGMA user_version=1")
+    db.commit()
+    db.close()
+
+    store, _ = open_store(path)
+    assert {cls: (t.put, t.acknowledged, t.held_octets) for cls, t in zip(CLASSES, store.totals)} == before
+    for cls, ids in kept.items():
+        if cls != C.DETECTIONS:
+            assert [p.id for p in offer_all(store, cls)] == ids
+    assert store.next_unsent(C.ALERT_UPDATE) is None
+    assert put(store, C.ALERT_UPDATE, 150) is not None
+    balanced(store)
+    store.close()
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
+
+
 def test_a_foreign_or_corrupt_file_is_a_store_error(tmp_path):
     other = tmp_path / "other.sqlite"
     db = sqlite3.connect(other)
@@ -564,9 +598,9 @@ def test_a_read_only_filesystem_is_a_store_error_and_the_link_still_drains_the_s
         balanced(store)
         assert [p.id for p in offer_all(store, C.DETECTIONS)] == ids[1:]
         with pytest.raises(StoreError, match="read-only"):
-            store.put(C.DETECTIONS, packet(store, 103, 200), 0.0)
+            store.put(C.DETECTIONS, packet(store, 100 + C.DETECTIONS, 200), 0.0)
         with pytest.raises(StoreError, match="read-only"):
-            store.acknowledge(103, 0, 10)
+            store.acknowledge(100 + C.DETECTIONS, 0, 10)
         with pytest.raises(StoreError, match="read-only"):
             store.replay(0, 10)
         balanced(store)
@@ -576,7 +610,7 @@ def test_a_read_only_filesystem_is_a_store_error_and_the_link_still_drains_the_s
     finally:
         subprocess.run(["mount", "-o", "remount,rw", str(disk)], check=True)
     store, _ = open_store(path)
-    assert store.read_only is None and store.next_sequence_count(103) == 5
+    assert store.read_only is None and store.next_sequence_count(100 + C.DETECTIONS) == 5
     assert put(store, C.DETECTIONS) is not None
     balanced(store)
     store.close()
@@ -610,7 +644,7 @@ def test_commit_cost_normal_and_full(tmp_path, batch):
 def test_a_product_dropped_between_read_and_offer_is_not_sent_nor_counted_twice(tmp_path):
     """The writer reads the oldest detection report; the executive's puts then fill the quota and the rule
     drops that very report; the writer's offer must find it gone (found by the executive soak benchmark)."""
-    quotas = {f"quota_{c.name.lower()}": 1 << 16 for c in ProductClass if c != ProductClass.ALERT}
+    quotas = {f"quota_{c.name.lower()}": 1 << 16 for c in ProductClass if c not in NEVER_DROPPED}
     store = ProductStore(StoreConfig(path=str(tmp_path / "s.sqlite"), capacity_octets=1 << 17, **quotas),
                          time.monotonic, lambda *event: None)
     detections = ProductClass.DETECTIONS

@@ -5,7 +5,8 @@
 Each benchmark runs the real Executive and Downlink in process, the store a
 SQLite file in the test's directory, and prints a table. Durations (real
 seconds): KESTREL_PERF_LOOP_S (30), KESTREL_PERF_SOAK_S (180),
-KESTREL_PERF_ALERT_S (40). KESTREL_PERF_LEAD overrides link.line_lead_cadus for the alert latency run.
+KESTREL_PERF_ALERT_S (40). KESTREL_PERF_LEAD overrides link.line_lead_cadus for the alert latency run;
+KESTREL_PERF_ALERT_FRAMES (as many as the run has cycles) is how many frames it cycles through.
 
 Frames: 1024x1024 or 64x64 cloudy frames from the project's scene simulator
 (hil.scene, as the sim:// source makes them), simulated once before the run
@@ -52,7 +53,14 @@ the rate groups' own counters.
    arrival is that of the chunk that completed the CADU carrying its last
    octet. Latency from the frame time (the cycle's start: the frame is read
    first) and from the put, split at the moment the downlink writer took the
-   alert from the store; p50, p99 and max over all alerts.
+   alert from the store; p50, p99 and max over all alerts. The tracker's
+   own alert openings (APID 103) are timed the same way, from the frame
+   time of the frame that opened them. By default every cycle reads a frame
+   of its own (400 frames, 800 MiB, simulated before the run). With
+   KESTREL_PERF_ALERT_FRAMES=16 the frames go forwards and backwards over
+   16: at each turn every target reverses at once, its track ends and a new
+   one opens a few frames later, all in the same frame, every 1.6 s: a
+   burst of openings that shows what k alerts at once cost on the line.
 """
 from __future__ import annotations
 
@@ -90,6 +98,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 LOOP_S = float(os.environ.get("KESTREL_PERF_LOOP_S", "30"))
 SOAK_S = float(os.environ.get("KESTREL_PERF_SOAK_S", "180"))
 ALERT_S = float(os.environ.get("KESTREL_PERF_ALERT_S", "40"))
+ALERT_FRAMES = int(os.environ.get("KESTREL_PERF_ALERT_FRAMES", str(round(ALERT_S * 10))))
 BIG = "sim://cloudy?width=1024&height=1024&seed=3"
 SMALL = "sim://cloudy?width=64&height=64&seed=3"
 ALERT_GOAL_MS = 100.0
@@ -539,7 +548,16 @@ def test_alert_latency_115200(tmp_path):
     from kestrel.link.spacepacket import packet_key
     from tests.support import NullArchive
 
-    sensor = CyclingSensor(BIG, 16)
+    sensor = CyclingSensor(BIG, ALERT_FRAMES)
+    read_at: dict[int, float] = {}                # frame index -> when the cycle read it (its frame time)
+    read_frame = sensor.read
+
+    def read_timed():
+        index, pixels = read_frame()
+        read_at[index] = time.monotonic()
+        return index, pixels
+
+    sensor.read = read_timed
     frames = round(ALERT_S * 10)
     link = {"line_lead_cadus": float(os.environ["KESTREL_PERF_LEAD"])} if "KESTREL_PERF_LEAD" in os.environ else {}
     config = flight_config(tmp_path, sensor={"frame_rate_hz": 10.0, "max_frames": frames}, link=link)
@@ -604,7 +622,7 @@ def test_alert_latency_115200(tmp_path):
         db = sqlite3.connect(executive.files.store)
         reports = np.array([r[0] for r in db.execute(
             f"SELECT length FROM products WHERE apid = {products.APID_DETECTIONS}")])
-        tracker_alerts = db.execute(f"SELECT COUNT(*) FROM products WHERE apid = {products.APID_ALERTS}").fetchone()[0]
+        tracker_alerts = db.execute(f"SELECT COUNT(*) FROM products WHERE apid IN {products.ALERT_APIDS}").fetchone()[0]
         db.close()
         executive.close()
     finally:
@@ -618,7 +636,14 @@ def test_alert_latency_115200(tmp_path):
         number, _ = struct.unpack(">II", tm.data[:8])
         received.setdefault(number, now[0])
 
-    decoder = GroundDecoder(config, NullArchive(), handlers={ALERT_APID: alert})
+    openings: list[float] = []
+
+    def opening(tm):
+        update = products.AlertUpdate.unpack(tm.data, decoder.cuc.length, tm.subtype)
+        openings.append(1e3 * (now[0] - read_at[update.frame_index]))
+
+    decoder = GroundDecoder(config, NullArchive(), handlers={ALERT_APID: alert,
+                                                             products.APID_ALERT_OPENINGS: opening})
     for arrived, chunk in chunks:
         now[0] = arrived
         decoder.feed(chunk)
@@ -646,7 +671,10 @@ def test_alert_latency_115200(tmp_path):
         ("  of which in the writer, the pty and on the line (taken to arrival)", spread(on_line)),
         ("one CADU on the line", f"{1e3 * cadu_s:.1f} ms; the writer runs up to {config.link.line_lead_cadus} "
                                  f"ahead"),
-        ("the tracker's own alert updates in the same run, on the same channel", str(tracker_alerts)),
+        ("the tracker's own alerts in the same run, on the same channel (openings, updates and closes)",
+         str(tracker_alerts)),
+        (f"the tracker's openings, {len(openings)}, from their frame's time to the same, p50 / p99 / max",
+         spread(openings) if openings else "none"),
         ("detection reports, octets p50 / p99 / max (a packet handed to the multiplexer goes out whole)",
          f"{np.percentile(reports, 50):.0f} / {np.percentile(reports, 99):.0f} / {reports.max()}"),
     ])
