@@ -259,8 +259,11 @@ class Executive:
                                   x0=product.x0, y0=product.y0, width=width, height=height,
                                   max_error=product.max_error, segment_index=index,
                                   segment_count=len(pieces), data=piece))
-            self._send(ProductClass.CHIP if product.subtype == products.SUBTYPE_CHIP else ProductClass.QUICKLOOK,
-                       products.APID_IMAGES, products.SERVICE_IMAGES, product.subtype, data)
+            if product.subtype == products.SUBTYPE_CHIP:
+                cls, apid = ProductClass.CHIP, products.APID_IMAGES
+            else:
+                cls, apid = ProductClass.QUICKLOOK, products.APID_QUICKLOOK
+            self._send(cls, apid, products.SERVICE_IMAGES, product.subtype, data)
         self.counters.images_sent += 1
 
     def images(self, index: int, pixels, detections, frame_time: bytes) -> None:

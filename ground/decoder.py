@@ -212,7 +212,7 @@ class GroundDecoder:
             self.archive.command_report(packet_id, received_at, self._packet_time(tm), tm.apid, tm.service,
                                         tm.subtype, report)
             c.command_reports += 1
-        elif (tm.apid == products.APID_IMAGES and tm.service == products.SERVICE_IMAGES
+        elif (tm.apid in products.IMAGE_APIDS and tm.service == products.SERVICE_IMAGES
               and self.images is not None):
             self.images.segment(tm.subtype, tm.data, received_at)
         else:

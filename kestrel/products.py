@@ -4,10 +4,11 @@
 |----------------|------|----------------------|---------------------------|
 | housekeeping   | 100  | 3, 25 (HK report)    | link.vc_housekeeping (1)  |
 | event          | 101  | 5, 1..4 (by severity)| link.vc_events (0)        |
+| alert opened   | 103  | 132, 1 (update 0)    | link.vc_events (0)        |
 | alert          | 102  | 132, 1 update / 2 closed | link.vc_events (0)    |
 | detections     | 110  | 130, 1 (mission)     | link.vc_detections (1)    |
 | image chip     | 120  | 131, 1 (mission)     | link.vc_images (2)        |
-| quick-look     | 120  | 131, 2 (mission)     | link.vc_images (2)        |
+| quick-look     | 121  | 131, 2 (mission)     | link.vc_images (2)        |
 
 Services 128-255 are mission-specific in ECSS-E-ST-70-41C. Every format is
 declared once here; flight builds with it, ground parses with it.
@@ -30,7 +31,11 @@ APID_ALERTS: Final = 102              # an open alert's later states and its clo
 APID_ALERT_OPENINGS: Final = 103
 ALERT_APIDS: Final = (APID_ALERT_OPENINGS, APID_ALERTS)
 APID_DETECTIONS: Final = 110
-APID_IMAGES: Final = 120
+APID_IMAGES: Final = 120              # image chips
+# Quick-looks are another store class than chips, so the link may send one before a chip put earlier:
+# on one APID that reorders the sequence counts, which the ground counts as gaps.
+APID_QUICKLOOK: Final = 121
+IMAGE_APIDS: Final = (APID_IMAGES, APID_QUICKLOOK)
 
 SERVICE_HOUSEKEEPING, SUBTYPE_HK_REPORT = 3, 25
 SERVICE_EVENTS = 5

@@ -558,7 +558,8 @@ APIDS: Final = (
     (products.APID_ALERT_OPENINGS, "TM", "alerts opened (132,1, update 0)"),
     (products.APID_ALERTS, "TM", "alerts updated (132,1), closed (132,2)"),
     (products.APID_DETECTIONS, "TM", "detection reports (130,1)"),
-    (products.APID_IMAGES, "TM", "image chips (131,1) and quick-look frames (131,2)"),
+    (products.APID_IMAGES, "TM", "image chips (131,1)"),
+    (products.APID_QUICKLOOK, "TM", "quick-look frames (131,2)"),
 )
 
 PRODUCT_TM_TYPES: Final = (

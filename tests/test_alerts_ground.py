@@ -45,6 +45,7 @@ def test_alerts_reach_the_archive_and_alerts_jsonl(flown):
     openings = db.execute("SELECT COUNT(*) FROM alerts WHERE update_number = 0").fetchone()[0]
     assert by_apid[products.APID_ALERT_OPENINGS] == openings == executive.alerts.alerts_opened
     assert by_apid[products.APID_ALERTS] == len(rows) - openings > 0
+    assert summary.packets["sequence_gaps"] == 0
     for apid in products.ALERT_APIDS:
         counts = [r[0] for r in db.execute("SELECT sequence_count FROM packets WHERE apid = ? ORDER BY id", (apid,))]
         assert counts == list(range(len(counts))), apid
