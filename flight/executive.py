@@ -351,11 +351,12 @@ class Executive:
             c.frames_processed += 1
             return True
         frame_time = self.packets.encode(frame_stamp)
+        # Alerts first (an urgent put commits at once), then the report: imagery must never delay
+        # what the detections say.
+        self.alerts_for(index, frame_stamp, detections)
         report = products.DetectionReport(index, frame_time, detections)
-        # The report goes first: imagery must never delay what the detections say.
         self._send(ProductClass.DETECTIONS, products.APID_DETECTIONS, products.SERVICE_DETECTIONS,
                    products.SUBTYPE_DETECTION_REPORT, report.pack(), frame_stamp)
-        self.alerts_for(index, frame_stamp, detections)
         c.frames_processed += 1
         c.detections_total += len(detections)
         try:
