@@ -6,6 +6,10 @@ every `alert_update_frames` frames, so the ground's picture never ages by
 more than that while the link keeps up (a 148-octet alert per track a second
 is about 1 % of the 115200-baud bench link). It closes, once, with the
 track's last state, when the track ends or turns out to be slow.
+
+From its opening, the track's chip sequence follows: a lossless chip at the
+track's position for each of `alert_chip_frames` frames while the track
+lasts, so the ground sees what the payload saw (the executive makes them).
 """
 from __future__ import annotations
 
@@ -25,6 +29,16 @@ log = logging.getLogger(__name__)
 _UPPER = np.triu_indices(4)
 
 
+@dataclass(frozen=True)
+class TrackChip:
+    """A chip the frame owes an alert's track: its id, the chip's place in the sequence, where it is."""
+
+    track_id: int
+    track_frame: int
+    x: float
+    y: float
+
+
 @dataclass
 class _Open:
     updates: int
@@ -42,12 +56,15 @@ class AlertPublisher:
         self.tracker = Tracker(config, shape)
         self._locate = locate
         self._open: dict[int, _Open] = {}
+        self._chip_sequences: dict[int, int] = {}    # track id -> chips of its sequence made so far
+        self.chips_due: list[TrackChip] = []         # the last frame's
         self.alerts_opened = 0
         self.alerts_closed = 0
         self.geolocation_errors = 0
 
     def frame(self, frame_index: int, frame_time: bytes, unix_time: float | None,
               detections: np.ndarray) -> list[AlertUpdate]:
+        self.chips_due = []
         result = self.tracker.update(frame_index, detections, stamp=frame_time)
         out = []
         for report in result.confirmed:
@@ -57,7 +74,12 @@ class AlertPublisher:
                     self._open[report.track_id] = _Open(0, frame_index, report.kind)
                     self.alerts_opened += 1
                     out.append(self._alert(report, 0, frame_time, unix_time))
+                    if self.config.alert_chip_frames:
+                        self._chip_sequences[report.track_id] = 0
+                        self._chip_due(report)
                 continue
+            if report.track_id in self._chip_sequences:
+                self._chip_due(report)
             if report.kind == TrackKind.SLOW:
                 out.append(self._close(report, TrackEnd.SLOW, frame_time, unix_time))
             elif (report.kind != state.kind
@@ -67,12 +89,23 @@ class AlertPublisher:
                 state.kind = report.kind
                 out.append(self._alert(report, state.updates, frame_time, unix_time))
         for report in result.ended:
+            self._chip_sequences.pop(report.track_id, None)
             if report.track_id in self._open:
                 out.append(self._close(report, report.end, frame_time, unix_time))
         return out
 
+    def _chip_due(self, report: TrackReport) -> None:
+        made = self._chip_sequences[report.track_id]
+        self.chips_due.append(TrackChip(report.track_id & 0xFFFFFFFF, made, float(report.state[0]),
+                                        float(report.state[1])))
+        if made + 1 >= self.config.alert_chip_frames:
+            del self._chip_sequences[report.track_id]
+        else:
+            self._chip_sequences[report.track_id] = made + 1
+
     def _close(self, report: TrackReport, end: TrackEnd, frame_time: bytes, unix_time) -> AlertUpdate:
         state = self._open.pop(report.track_id)
+        self._chip_sequences.pop(report.track_id, None)
         self.alerts_closed += 1
         return self._alert(report, state.updates + 1, frame_time, unix_time, end)
 

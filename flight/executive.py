@@ -249,17 +249,18 @@ class Executive:
                 self._clock_fault_reported = False
 
     def send_image(self, product: imaging.ImageProduct, frame_index: int, frame_time: bytes) -> None:
-        fmt = products.image_segment_format(len(frame_time))
+        fmt = products.image_segment_format(len(frame_time), product.subtype)
         pieces = imaging.segments(product.compressed, self.config.imaging.segment_octets)
         product_id = self._next_product_id
         self._next_product_id = (product_id + 1) & 0xFFFFFFFF
         height, width = product.pixels.shape
+        track = dict(zip(("track_id", "track_frame"), product.track or ()))
         for index, piece in enumerate(pieces):
             data = fmt.build(dict(product_id=product_id, frame_index=frame_index, frame_time=frame_time,
                                   x0=product.x0, y0=product.y0, width=width, height=height,
                                   max_error=product.max_error, segment_index=index,
-                                  segment_count=len(pieces), data=piece))
-            if product.subtype == products.SUBTYPE_CHIP:
+                                  segment_count=len(pieces), data=piece, **track))
+            if product.subtype != products.SUBTYPE_QUICKLOOK:
                 cls, apid = ProductClass.CHIP, products.APID_IMAGES
             else:
                 cls, apid = ProductClass.QUICKLOOK, products.APID_QUICKLOOK
@@ -268,7 +269,11 @@ class Executive:
 
     def images(self, index: int, pixels, detections, frame_time: bytes) -> None:
         cfg = self.config.imaging
-        chips = imaging.make_chips(pixels, detections, cfg, products.SUBTYPE_CHIP) if cfg.chips_per_frame else []
+        # An alert's chip sequence goes before the frame's other chips: it is what the ground asked about.
+        chips = [imaging.make_track_chip(pixels, due.x, due.y, (due.track_id, due.track_frame), cfg,
+                                         products.SUBTYPE_TRACK_CHIP) for due in self.alerts.chips_due]
+        if cfg.chips_per_frame:
+            chips += imaging.make_chips(pixels, detections, cfg, products.SUBTYPE_CHIP)
         for chip in chips:
             self.send_image(chip, index, frame_time)
         now = self._clock()

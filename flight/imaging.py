@@ -39,6 +39,7 @@ class ImageProduct:
     pixels: np.ndarray     # what was compressed (binned for a quick-look)
     max_error: int
     compressed: bytes
+    track: tuple[int, int] | None = None    # a track chip's (track id, frame of its sequence)
 
 
 def chip_window(x: float, y: float, size: int, shape: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -48,6 +49,14 @@ def chip_window(x: float, y: float, size: int, shape: tuple[int, int]) -> tuple[
     x0 = int(np.clip(round(x) - w // 2, 0, width - w))
     y0 = int(np.clip(round(y) - h // 2, 0, height - h))
     return x0, y0, w, h
+
+
+def make_track_chip(frame: np.ndarray, x: float, y: float, track: tuple[int, int], config: ImagingConfig,
+                    subtype: int) -> ImageProduct:
+    """A lossless chip centred on a track's position, the frame the tracker put it there."""
+    x0, y0, w, h = chip_window(x, y, config.chip_size, frame.shape)
+    pixels = np.ascontiguousarray(frame[y0:y0 + h, x0:x0 + w])
+    return ImageProduct(subtype, x0, y0, pixels, 0, ccsds123.encode(pixels, bits=config.bits), track)
 
 
 def make_chips(frame: np.ndarray, detections: np.ndarray, config: ImagingConfig, subtype: int) -> list[ImageProduct]:

@@ -88,6 +88,8 @@ class TrackerConfig(Settings):
                                       low=0, high=10)
     alert_update_frames: int = setting(10, "an open alert is sent again every this many frames (and whenever "
                                        "its kind changes)", low=1, high=100000)
+    alert_chip_frames: int = setting(8, "lossless chips of an alert's track, one a frame from its opening, "
+                                     "while the track lasts (0: none)", low=0, high=10000)
 
     def check(self) -> None:
         if self.confirm_m > self.confirm_n:

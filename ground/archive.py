@@ -31,7 +31,7 @@ from .png import display_stretch, write_png
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3   # 3 added alerts
+SCHEMA_VERSION = 4   # 3 added alerts; 4 the images' track columns
 APPLICATION = "kestrel-ground archive"
 DATABASE = "archive.sqlite"
 DETECTIONS_JSONL = "detections.jsonl"
@@ -88,7 +88,9 @@ CREATE TABLE command_reports (
 );
 """
 # What turns an archive of schema N into N + 1, in one transaction with its user_version.
-MIGRATIONS = {2: ALERTS_TABLE + COMMAND_REPORTS_TABLE}
+# A track chip names its alert's track and its place in the track's chip sequence (NULL for other images).
+IMAGE_TRACK_COLUMNS = "ALTER TABLE images ADD COLUMN track_id INTEGER; ALTER TABLE images ADD COLUMN track_frame INTEGER;"
+MIGRATIONS = {2: ALERTS_TABLE + COMMAND_REPORTS_TABLE, 3: IMAGE_TRACK_COLUMNS}
 
 SCHEMA = f"""
 CREATE TABLE archive_info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -150,6 +152,8 @@ CREATE TABLE detections (
     status TEXT NOT NULL,          -- complete | incomplete | corrupt
     detail TEXT NOT NULL,
     path TEXT,
+    track_id INTEGER,              -- a track chip's alert track (kind track_chip), else NULL
+    track_frame INTEGER,           -- its place in the track's chip sequence, 0 at the alert's opening
     UNIQUE (product_id, kind, frame_index, frame_time)
 );
 """
@@ -417,9 +421,11 @@ class GroundArchive:
               path) -> None:
         self._execute(
             "INSERT OR IGNORE INTO images (received_at, product_id, kind, frame_index, frame_time, x0, y0, width, "
-            "height, max_error, status, detail, path) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "height, max_error, status, detail, path, track_id, track_frame) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (received_at, product_id, kind, meta["frame_index"], meta["frame_time"], meta["x0"], meta["y0"],
-             meta["width"], meta["height"], meta["max_error"], status, detail, path))
+             meta["width"], meta["height"], meta["max_error"], status, detail, path, meta.get("track_id"),
+             meta.get("track_frame")))
 
     def save_image(self, name: str, image: np.ndarray) -> str:
         """Write a decoded image as .npy (the data) and .png (to look at); the .npy path."""

@@ -13,12 +13,12 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from kestrel.codecs import ccsds123
-from kestrel.products import SUBTYPE_CHIP, SUBTYPE_QUICKLOOK, image_segment_format
+from kestrel.products import SUBTYPE_CHIP, SUBTYPE_QUICKLOOK, SUBTYPE_TRACK_CHIP, image_segment_format
 
 
 log = logging.getLogger(__name__)
 
-KIND_NAMES = {SUBTYPE_CHIP: "chip", SUBTYPE_QUICKLOOK: "quicklook"}
+KIND_NAMES = {SUBTYPE_CHIP: "chip", SUBTYPE_QUICKLOOK: "quicklook", SUBTYPE_TRACK_CHIP: "track_chip"}
 # How many newer products of the same kind may start before an unfinished one is declared
 # incomplete. Per kind: the flight schedules chips and quick-looks as separate classes, so a
 # quick-look's last segments may follow many newer chips.
@@ -47,7 +47,7 @@ class ImageCounters:
 
 class ImageAssembler:
     def __init__(self, time_length: int, cuc, archive):
-        self.format = image_segment_format(time_length)
+        self.formats = {subtype: image_segment_format(time_length, subtype) for subtype in KIND_NAMES}
         self.cuc = cuc
         self.archive = archive
         self.counters = ImageCounters()
@@ -57,10 +57,11 @@ class ImageAssembler:
 
     def segment(self, subtype: int, data: bytes, received_at: float) -> None:
         c = self.counters
-        seg = self.format.parse(data)
+        seg = self.formats.get(subtype, self.formats[SUBTYPE_CHIP]).parse(data)
         c.segments += 1
         meta = dict(frame_index=seg.frame_index, frame_time=self.cuc.to_unix(self.cuc.decode(seg.frame_time)),
-                    x0=seg.x0, y0=seg.y0, width=seg.width, height=seg.height, max_error=seg.max_error)
+                    x0=seg.x0, y0=seg.y0, width=seg.width, height=seg.height, max_error=seg.max_error,
+                    track_id=seg.get("track_id"), track_frame=seg.get("track_frame"))
         if seg.product_id in self._abandoned:
             c.segments_late += 1
             return
@@ -99,7 +100,10 @@ class ImageAssembler:
             self._incomplete(product_id, self._take(product_id), received_at)
 
     def _name(self, product_id: int, pending: _Pending) -> str:
-        return f"{KIND_NAMES.get(pending.kind, 'image')}_{pending.meta['frame_index']:06d}_{product_id}"
+        meta = pending.meta
+        if meta["track_id"] is not None:    # a track's chips sort together, in their order
+            return f"track_{meta['track_id']}_{meta['track_frame']:03d}_{meta['frame_index']:06d}_{product_id}"
+        return f"{KIND_NAMES.get(pending.kind, 'image')}_{meta['frame_index']:06d}_{product_id}"
 
     def _incomplete(self, product_id: int, pending: _Pending, received_at: float) -> None:
         self._abandoned.append(product_id)

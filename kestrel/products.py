@@ -9,6 +9,7 @@
 | detections     | 110  | 130, 1 (mission)     | link.vc_detections (1)    |
 | image chip     | 120  | 131, 1 (mission)     | link.vc_images (2)        |
 | quick-look     | 121  | 131, 2 (mission)     | link.vc_images (2)        |
+| track chip     | 120  | 131, 3 (mission)     | link.vc_images (2)        |
 
 Services 128-255 are mission-specific in ECSS-E-ST-70-41C. Every format is
 declared once here; flight builds with it, ground parses with it.
@@ -41,6 +42,7 @@ SERVICE_HOUSEKEEPING, SUBTYPE_HK_REPORT = 3, 25
 SERVICE_EVENTS = 5
 SERVICE_DETECTIONS, SUBTYPE_DETECTION_REPORT = 130, 1
 SERVICE_IMAGES, SUBTYPE_CHIP, SUBTYPE_QUICKLOOK = 131, 1, 2
+SUBTYPE_TRACK_CHIP = 3     # one chip of an alert's chip sequence
 SERVICE_ALERTS, SUBTYPE_ALERT_UPDATE, SUBTYPE_ALERT_CLOSED = 132, 1, 2
 
 # Version of the housekeeping layout below: 2 added the link-outage and time-error counters.
@@ -175,9 +177,13 @@ EVENT_TRACKING_ERROR: Final = 22   # the tracker refused a frame's detections; t
 IMAGE_CODEC_CCSDS123 = 1
 
 
-def image_segment_format(time_length: int) -> cs.Construct:
+def image_segment_format(time_length: int, subtype: int = SUBTYPE_CHIP) -> cs.Construct:
+    """A track chip (subtype 3) also says whose track it is and where in the track's sequence."""
+    track = (("track_id" / cs.Int32ub, "track_frame" / cs.Int16ub)   # alert's track id; 0 at its opening
+             if subtype == SUBTYPE_TRACK_CHIP else ())
     return cs.Struct(
         "product_id" / cs.Int32ub,
+        *track,
         "frame_index" / cs.Int32ub,
         "frame_time" / cs.Bytes(time_length),
         "x0" / cs.Int16ub,

@@ -558,7 +558,7 @@ APIDS: Final = (
     (products.APID_ALERT_OPENINGS, "TM", "alerts opened (132,1, update 0)"),
     (products.APID_ALERTS, "TM", "alerts updated (132,1), closed (132,2)"),
     (products.APID_DETECTIONS, "TM", "detection reports (130,1)"),
-    (products.APID_IMAGES, "TM", "image chips (131,1)"),
+    (products.APID_IMAGES, "TM", "image chips (131,1), track chips (131,3)"),
     (products.APID_QUICKLOOK, "TM", "quick-look frames (131,2)"),
 )
 
@@ -570,6 +570,8 @@ PRODUCT_TM_TYPES: Final = (
     (products.SERVICE_DETECTIONS, products.SUBTYPE_DETECTION_REPORT, "detection report", "kestrel.products"),
     (products.SERVICE_IMAGES, products.SUBTYPE_CHIP, "image chip segment", "kestrel.products"),
     (products.SERVICE_IMAGES, products.SUBTYPE_QUICKLOOK, "quick-look frame segment", "kestrel.products"),
+    (products.SERVICE_IMAGES, products.SUBTYPE_TRACK_CHIP, "track chip segment (an alert's chip sequence)",
+     "kestrel.products"),
     (products.SERVICE_ALERTS, products.SUBTYPE_ALERT_UPDATE, "alert opened or updated: track id, kind and "
      "evidence, first seen, position and velocity with covariance, intensity trend, scores, lat/lon",
      "kestrel.products"),

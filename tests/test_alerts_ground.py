@@ -74,3 +74,31 @@ def test_alerts_jsonl_is_rebuilt_from_the_database(flown):
     path.write_text(before[: len(before) // 2])        # a kill mid-write
     GroundArchive(out).close()
     assert path.read_text() == before
+
+
+def test_each_alert_is_followed_by_its_tracks_chip_sequence_lossless(flown):
+    """From its opening frame, a lossless chip centred on the track each frame, alert_chip_frames of them
+    (fewer only when the track ended first), named for the track, equal to the frame's pixels."""
+    config, executive, _, out = flown
+    db = sqlite3.connect(out / "archive.sqlite")
+    openings = dict(db.execute("SELECT track_id, frame_index FROM alerts WHERE update_number = 0"))
+    positions = {(t, f): (x, y) for t, f, x, y in db.execute("SELECT track_id, frame_index, x, y FROM alerts")}
+    chips = db.execute("SELECT track_id, track_frame, frame_index, x0, y0, width, height, status, path "
+                       "FROM images WHERE kind = 'track_chip' ORDER BY track_id, track_frame").fetchall()
+    assert chips and {c[0] for c in chips} == set(openings)
+    sim = SceneSimulator(config.scene)
+    size = config.imaging.chip_size
+    for track in openings:
+        sequence = [c for c in chips if c[0] == track]
+        assert [c[1] for c in sequence] == list(range(len(sequence)))
+        assert [c[2] for c in sequence] == list(range(openings[track], openings[track] + len(sequence)))
+        assert 1 <= len(sequence) <= config.tracking.alert_chip_frames
+        for _, _, frame_index, x0, y0, width, height, status, path in sequence:
+            assert status == "complete" and (width, height) == (size, size)
+            assert f"track_{track}_" in path
+            pixels = np.load(path)
+            assert np.array_equal(pixels, sim.frame(frame_index)[0][y0:y0 + height, x0:x0 + width])
+        x, y = positions[track, openings[track]]
+        assert abs(sequence[0][3] + size / 2 - x) <= 1 and abs(sequence[0][4] + size / 2 - y) <= 1
+    full = [t for t in openings if sum(c[0] == t for c in chips) == config.tracking.alert_chip_frames]
+    assert full, "no track lasted a whole chip sequence"

@@ -25,7 +25,8 @@ def long_capture(tmp_path_factory):
     """2000 frames of reports and housekeeping without imagery: many distinct rows, many transactions."""
     base = small_config()
     config = dataclasses.replace(base, sensor=dataclasses.replace(base.sensor, max_frames=2000, frame_rate_hz=1000.0),
-                                 imaging=dataclasses.replace(base.imaging, chips_per_frame=0, quicklook_period_s=0))
+                                 imaging=dataclasses.replace(base.imaging, chips_per_frame=0, quicklook_period_s=0),
+                                 tracking=dataclasses.replace(base.tracking, alert_chip_frames=0))
     stream, _ = fly(config)
     path = tmp_path_factory.mktemp("long") / "long.bin"
     path.write_bytes(stream)
@@ -100,7 +101,7 @@ def test_one_decode_archives_every_product_and_the_jsonl_is_the_database(capture
     lines = jsonl_detections(tmp_path)
     assert {(d["frame_index"], d["x"], d["y"]) for d in lines} == db_detections(tmp_path)
     assert len(lines) == len(state["detections"])
-    assert sqlite3.connect(tmp_path / "archive.sqlite").execute("PRAGMA user_version").fetchone()[0] == 3
+    assert sqlite3.connect(tmp_path / "archive.sqlite").execute("PRAGMA user_version").fetchone()[0] == 4
 
 
 def test_a_second_decode_into_the_same_directory_changes_nothing(capture, tmp_path):
@@ -185,23 +186,28 @@ def test_out_that_is_a_file_and_a_garbage_archive(capture, tmp_path):
     assert_storage_failure(ground("decode", path, "--out", tmp_path / "garbage"), "cannot be used")
 
 
-def test_a_schema_2_archive_gains_the_schema_3_tables_and_keeps_what_it_held(capture, tmp_path):
-    """Schema 2 is schema 3 less the alerts and command_reports tables: opened, it is upgraded in place,
-    nothing lost."""
+def test_a_schema_2_archive_gains_the_later_tables_and_columns_and_keeps_what_it_held(capture, tmp_path):
+    """Schema 2 is schema 4 less the alerts and command_reports tables (3) and the images' track columns
+    (4): opened, it is upgraded in place, nothing lost."""
     config, path, _ = capture
     assert ground("decode", path, "--out", tmp_path).returncode == 0
     before = archive_state(tmp_path)
     db = sqlite3.connect(tmp_path / "archive.sqlite")
-    db.executescript("DROP TABLE alerts; DROP TABLE command_reports; PRAGMA user_version=2;")
+    db.executescript("DROP TABLE alerts; DROP TABLE command_reports; ALTER TABLE images DROP COLUMN track_id; "
+                     "ALTER TABLE images DROP COLUMN track_frame; PRAGMA user_version=2;")
     db.close()
     again = ground("decode", path, "--out", tmp_path)
     assert again.returncode == 0, again.stderr
     db = sqlite3.connect(tmp_path / "archive.sqlite")
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert {"track_id", "track_frame"} <= {row[1] for row in db.execute("PRAGMA table_info(images)")}
     assert db.execute("SELECT COUNT(*) FROM alerts").fetchone()[0] == 0
     assert db.execute("SELECT COUNT(*) FROM command_reports").fetchone()[0] == 0
     db.close()
-    assert archive_state(tmp_path) == before
+    after = archive_state(tmp_path)
+    # The dropped track columns come back empty; every other value is what it was.
+    assert [row[:-2] for row in after.pop("images")] == [row[:-2] for row in before.pop("images")]
+    assert after == before
 
 
 def test_foreign_and_older_schemas_are_refused(capture, tmp_path):

@@ -140,7 +140,7 @@ def test_every_frame_report_and_housekeeping_arrive(tmp_path, link):
         image = np.load(path)
         truth = sim.frame(frame_index)[0][y0:y0 + image.shape[0], x0:x0 + image.shape[1]].astype(int)
         assert np.abs(image.astype(int) - truth).max() <= max_error
-        assert (max_error == 0) == (kind == "chip")
+        assert (max_error == 0) == (kind in ("chip", "track_chip"))
 
 
 def test_detections_match_the_simulated_targets(tmp_path):
@@ -284,7 +284,7 @@ def test_a_radio_that_holds_off_loses_nothing_but_what_a_quota_drops(tmp_path, c
     assert summary.packets["detection_reports"] == 30
     # Every chip arrives whole: the quota took quick-looks only.
     chips = sqlite3.connect(tmp_path / "archive.sqlite").execute(
-        "SELECT COUNT(*) FROM images WHERE kind = 'chip' AND status = 'complete'").fetchone()[0]
+        "SELECT COUNT(*) FROM images WHERE kind IN ('chip', 'track_chip') AND status = 'complete'").fetchone()[0]
     # A 16x16 lossless chip is far under a segment: one packet each.
     assert chips == executive.store.totals[ProductClass.CHIP].put > 0
 
