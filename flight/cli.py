@@ -6,7 +6,9 @@ import dataclasses
 import logging
 import os
 import signal
+import sys
 import threading
+from pathlib import Path
 
 from kestrel import products
 from kestrel.cli import EXIT_RESTART, EXIT_STORAGE, EXIT_USAGE, add_common_arguments, count, fail, run_program, setup
@@ -28,7 +30,9 @@ LOOP_STOP_WAIT_S = 2.0
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kestrel-flight",
-        description="Run the Kestrel payload: frames -> detection -> packets -> TM frames -> radio port.")
+        description="Run the Kestrel payload: frames -> detection -> packets -> TM frames -> radio port.",
+        epilog="`kestrel-flight bundle --arch aarch64|armhf|native --out DIR` builds the installer for a "
+               "single-board computer (see its --help).")
     add_common_arguments(parser)
     parser.add_argument("--port", metavar="URL", help="radio port, any pyserial URL (device, pty, socket://, loop://)")
     parser.add_argument("--source", metavar="URL", help="frame source URL (sensor.source): npy:DIR, sim://KIND?...")
@@ -140,5 +144,28 @@ def _main(argv=None) -> int:
     return 0 if drained else 1
 
 
+def bundle_main(argv) -> int:
+    from .bundle import BundleError, make_bundle
+
+    parser = argparse.ArgumentParser(
+        prog="kestrel-flight bundle",
+        description="Build the tarball that installs the flight program on a single-board computer: its wheels "
+                    "for the target, the default config, a systemd unit, install.sh and SHA256SUMS.")
+    parser.add_argument("--arch", required=True, choices=("aarch64", "armhf", "native"),
+                        help="target; other than this machine's own, built in an emulated Debian root "
+                             "(needs root, qemu-user-static, binfmt_misc and mmdebstrap)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="where the tarball goes")
+    args = parser.parse_args(argv)
+    try:
+        tarball = make_bundle(args.arch, Path(args.out))
+    except BundleError as exc:
+        parser.exit(1, f"kestrel-flight bundle: error: {exc}\n")
+    print(tarball)
+    return 0
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bundle"]:
+        return bundle_main(argv[1:])
     return run_program("kestrel-flight", _main, argv)

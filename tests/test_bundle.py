@@ -1,0 +1,153 @@
+"""The flight bundle: built, checked, installed and run.
+
+The default run builds the bundle for this machine (`--arch native`, about a
+minute and a half: the kernels compile) and installs it with its own
+install.sh into a directory, offline. Marked `emulated` (on demand: root,
+qemu-user-static, binfmt_misc and mmdebstrap; tens of minutes), the aarch64
+and armhf bundles are built in emulated Debian roots, installed into fresh
+ones, the kernel agreement tests run there, and a bench pass runs with the
+emulated flight program at one end of the paced link and the native ground
+at the other.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flight.bundle import TARGETS, EmulatedRoot, make_bundle, sha256
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def unpack(tarball: Path, into: Path) -> Path:
+    with tarfile.open(tarball) as tar:
+        tar.extractall(into, filter="data")
+    (bundle,) = into.iterdir()
+    return bundle
+
+
+def install(bundle: Path, prefix: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["sh", str(bundle / "install.sh"), "--prefix", str(prefix)], capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def native_bundle(tmp_path_factory):
+    return make_bundle("native", tmp_path_factory.mktemp("bundle"), ROOT)
+
+
+def test_the_bundle_holds_the_flight_program_alone_with_its_unit_and_checksums(native_bundle, tmp_path):
+    bundle = unpack(native_bundle, tmp_path)
+    names = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()}
+    assert {"install.sh", "flight.toml", "kestrel-flight.service", "SHA256SUMS", "ARCH", "FORMAT",
+            "SYSTEM_PACKAGES"} <= names
+    sums = dict(reversed(line.split("  ")) for line in (bundle / "SHA256SUMS").read_text().splitlines())
+    assert set(sums) == names - {"SHA256SUMS"}
+    assert all(sha256(bundle / name) == digest for name, digest in sums.items())
+    (wheel,) = bundle.glob("wheels/kestrel_flight-*.whl")
+    packages = {n.split("/")[0] for n in zipfile.ZipFile(wheel).namelist()}
+    assert {"flight", "kestrel"} <= packages and not packages & {"ground", "hil", "tests"}
+    kernels = [n for n in zipfile.ZipFile(wheel).namelist() if n.startswith("flight/kernels/") and n.endswith(".so")]
+    assert len(kernels) == len(list((ROOT / "ext").glob("*.pyx")))
+    unit = (bundle / "kestrel-flight.service").read_text()
+    for line in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "NoNewPrivileges=yes", "ProtectSystem=strict"):
+        assert line in unit
+    assert "[flight]" in (bundle / "flight.toml").read_text()
+
+
+def test_install_checks_the_manifest_and_the_installed_program_runs(native_bundle, tmp_path):
+    bundle = unpack(native_bundle, tmp_path / "b")
+    # One altered octet anywhere: nothing is installed.
+    config = bundle / "flight.toml"
+    original = config.read_bytes()
+    config.write_bytes(original.replace(b"[flight]", b"[flighT]", 1))
+    refused = install(bundle, tmp_path / "refused")
+    assert refused.returncode == 1 and "does not match its SHA256SUMS" in refused.stderr
+    assert not (tmp_path / "refused").exists()
+    config.write_bytes(original)
+    done = install(bundle, tmp_path / "opt")
+    assert done.returncode == 0, done.stdout + done.stderr
+    python = tmp_path / "opt" / "venv" / "bin" / "python"
+    probe = subprocess.run([str(python), "-c", "import flight.kernels.detect_temporal, flight.kernels.ccsds123, "
+                            "flight.executive, sys; import importlib.util as u; "
+                            "print(u.find_spec('hil'), u.find_spec('ground'), flight.executive.__file__)"],
+                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert probe.returncode == 0, probe.stderr
+    hil, ground, where = probe.stdout.split()
+    assert (hil, ground) == ("None", "None") and where.startswith(str(tmp_path / "opt"))
+    printed = subprocess.run([str(tmp_path / "opt" / "venv" / "bin" / "kestrel-flight"), "--print-config"],
+                             capture_output=True, text=True, timeout=120)
+    assert printed.returncode == 0 and "[flight]" in printed.stdout
+
+
+def test_a_bundle_for_an_unknown_target_is_refused(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "flight", "bundle", "--arch", "sparc", "--out", str(tmp_path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "invalid choice: 'sparc'" in result.stderr
+
+
+# --- under emulation ---------------------------------------------------------------------------------
+
+AGREEMENT_TESTS = ("tests/test_detection.py", "tests/test_ccsds121.py", "tests/test_ccsds123.py",
+                   "tests/test_reed_solomon.py", "tests/test_frame_sync.py")
+
+
+@pytest.mark.emulated
+@pytest.mark.parametrize("arch", sorted(TARGETS))
+def test_the_bundle_installs_and_flies_in_an_emulated_root(arch, tmp_path):
+    if os.geteuid() != 0 or shutil.which("chroot") is None:
+        pytest.skip("needs root and chroot")
+    from hil.radio import PacedLink
+    from hil.scene import SceneConfig, SceneSimulator, write_npy_frames
+    from tests.test_flight_to_ground import decode
+    from hil.config import KestrelConfig
+
+    tarball = make_bundle(arch, tmp_path / "out", ROOT)
+    with EmulatedRoot(TARGETS[arch], tmp_path / "root") as root:
+        bundle = unpack(tarball, root.path / "opt" / "bundle")
+        inside = "/" + bundle.relative_to(root.path).as_posix()
+        root.run(f"sh {inside}/install.sh --prefix /opt/kestrel", "install.sh")
+        # The kernel agreement tests, against their numpy twins, on the target.
+        for name in AGREEMENT_TESTS + ("tests/__init__.py", "tests/conftest.py", "tests/support.py"):
+            (root.path / "opt" / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, root.path / "opt" / name)
+        root.run("/opt/kestrel/venv/bin/pip install --quiet pytest hypothesis", "pip install pytest hypothesis")
+        agreement = root.run("cd /opt && /opt/kestrel/venv/bin/python -m pytest -q -p no:cacheprovider "
+                             "-k 'agree or reference or twin or matches' " + " ".join(AGREEMENT_TESTS),
+                             "the kernel agreement tests", timeout=5400)
+        assert " passed" in agreement and "failed" not in agreement, agreement
+        # A bench pass: the emulated flight program on one end of the paced link, the native ground on the other.
+        config = KestrelConfig()
+        scene = SceneConfig(width=128, height=128, seed=5)
+        frames = root.path / "opt" / "frames"
+        write_npy_frames(SceneSimulator(scene), 20, frames)
+        with PacedLink(config.link.baud) as link:
+            received = bytearray()
+            import threading
+            import serial
+
+            ground = serial.Serial(link.ground_port, config.link.baud, timeout=0.2)
+            done = threading.Event()
+
+            def read():
+                while not done.is_set():
+                    received.extend(ground.read(4096))
+
+            reader = threading.Thread(target=read, daemon=True)
+            reader.start()
+            flown = root.run(f"/opt/kestrel/venv/bin/kestrel-flight --port {link.flight_port} --frames /opt/frames "
+                             "--max-frames 20", "the flight program", timeout=1800)
+            done.set()
+            reader.join(5)
+            ground.close()
+        summary = decode(config, bytes(received), tmp_path / "ground")
+        assert summary.packets["detection_reports"] == 20, (flown, summary)
+        assert summary.sync["frames_bad"] == 0
