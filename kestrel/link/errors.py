@@ -84,5 +84,4 @@ class Rejection(str, enum.Enum):
     CONTROL_RATE = "control_rate"              # clear control frames beyond the rate allowed
     # PUS-C TC packets in the frame
     PACKET = "packet"
-    PACKET_APID = "packet_apid"
     QUEUE_FULL = "queue_full"

@@ -159,23 +159,24 @@ class SecurityAssociation:
     `counter_dir` the same way, so a restarted ground never reuses one.
     """
 
-    def __init__(self, spi: int, vcid: int, key: bytes, mode: Mode = Mode.AUTHENTICATED_ENCRYPTION,
-                 counter_dir=None, replay_window: int = 1 << 20):
+    def __init__(self, spi: int, vcid: int, key: bytes | None, mode: Mode = Mode.AUTHENTICATED_ENCRYPTION,
+                 counter_dir=None, replay_window: int = 1 << 20, key_problem: str | None = None):
+        """`key` None: the SA exists (its SPI is known) but is not operational; `key_problem` says why."""
         if not MIN_SPI <= spi <= MAX_SPI:
             raise ValueError(f"SPI must be {MIN_SPI}..{MAX_SPI}, got {spi}")
-        if len(key) != KEY_LENGTH:
+        if key is not None and len(key) != KEY_LENGTH:
             raise ValueError(f"an AES-256 key is {KEY_LENGTH} octets, got {len(key)}")
         if replay_window < 1:
             raise ValueError(f"replay window must be at least 1, got {replay_window}")
         self.spi = spi
         self.vcid = vcid
         self.mode = Mode(mode)
-        self._aead = AESGCM(bytes(key))
+        self._aead = AESGCM(bytes(key)) if key is not None else None
         self.counter_dir = counter_dir
         self.replay_window = replay_window
         self.sequence = 0              # the high-water mark: the last sequence number accepted (or sent)
-        self.problem: str | None = None
-        if counter_dir is not None:
+        self.problem: str | None = None if key is not None else (key_problem or "no key")
+        if counter_dir is not None and self.problem is None:
             try:
                 self.sequence = read_counter(counter_dir, spi)
             except CounterError as exc:
@@ -190,6 +191,13 @@ class SecurityAssociation:
         if len(key) != KEY_LENGTH:
             raise ValueError(f"an AES-256 key is {KEY_LENGTH} octets, got {len(key)}")
         self._aead = AESGCM(bytes(key))
+        if self.problem is not None and self.problem.startswith("key"):
+            self.problem = None
+            if self.counter_dir is not None:
+                try:
+                    self.sequence = read_counter(self.counter_dir, self.spi)
+                except CounterError as exc:
+                    self.problem = str(exc)
 
     # --- sending (the ground) --------------------------------------------------------------------
     def next_sequence(self) -> int:
@@ -281,3 +289,93 @@ class SecurityAssociations:
             raise FrameRejected(Rejection.SPI_OTHER_VC, f"SPI {spi} protects virtual channel {sa.vcid}, the "
                                 f"frame is on {vcid}")
         return sa.open(primary_header, segment_header, field)
+
+
+def rotated_key_path(key_dir, number: int) -> Path:
+    return Path(key_dir) / f"key-{number}"
+
+
+def active_key_path(counter_dir, spi: int) -> Path:
+    """Where the flight program notes the key number an SA was rotated to (absent: its configured key_file)."""
+    return Path(counter_dir) / f"sa-{spi}.key"
+
+
+def note_active_key(counter_dir, spi: int, number: int) -> None:
+    """Atomically, as the counter: a restart finds the old key number or the new one."""
+    path = active_key_path(counter_dir, spi)
+    temporary = path.with_name(path.name + ".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, f"{number}\n".encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temporary, path)
+    directory_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory_fd)
+    finally:
+        os.close(directory_fd)
+
+
+def _key_of(config, uplink, directory) -> bytes:
+    """The SA's key: the one it was rotated to (flight, noted in its counter directory), else its key_file."""
+    if directory is not None and uplink.key_dir:
+        noted = active_key_path(directory, config.spi)
+        try:
+            number = int(noted.read_text().strip())
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError) as exc:
+            raise KeyFileError(f"key choice {noted} unreadable: {exc}") from None
+        else:
+            return load_key(rotated_key_path(uplink.key_dir, number))
+    return load_key(config.key_file)
+
+
+def associations_from_config(uplink, counter_dir=None) -> tuple[SecurityAssociations, list[str]]:
+    """The SAs an UplinkConfig declares, keys loaded; and what is wrong with any of them (an SA whose key
+    or counter cannot be read is kept, not operational, so its SPI is still refused by name)."""
+    directory = counter_dir if counter_dir is not None else uplink.counter_dir
+    associations, problems = [], []
+    for config in uplink.security_associations:
+        try:
+            key, why = _key_of(config, uplink, directory), None
+        except KeyFileError as exc:
+            key, why = None, str(exc)
+        sa = SecurityAssociation(config.spi, config.vcid, key, Mode(config.mode), counter_dir=directory,
+                                 replay_window=uplink.replay_window, key_problem=why)
+        if sa.problem is not None:
+            problems.append(f"SA {config.spi} (virtual channel {config.vcid}) is not operational: {sa.problem}")
+        associations.append(sa)
+    return SecurityAssociations(associations), problems
+
+
+def main(argv=None) -> int:
+    """`python -m kestrel.link.sdls provision DIR SPI [VALUE]`: the first counter of an SA (flight or ground).
+
+    Refuses to overwrite a counter: lowering the flight's would reopen sequence numbers, lowering the
+    ground's would reuse IVs under the same key."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m kestrel.link.sdls",
+                                     description="Provision the sequence counter of an SDLS security association.")
+    sub = parser.add_subparsers(dest="action", required=True)
+    provision = sub.add_parser("provision", help="write the first counter of an SA (refused if one exists)")
+    provision.add_argument("directory")
+    provision.add_argument("spi", type=int)
+    provision.add_argument("value", type=int, nargs="?", default=0)
+    args = parser.parse_args(argv)
+    if not MIN_SPI <= args.spi <= MAX_SPI or not 0 <= args.value <= MAX_SEQUENCE:
+        parser.error(f"SPI must be {MIN_SPI}..{MAX_SPI} and the value 0..2^96-1")
+    path = counter_path(args.directory, args.spi)
+    if path.exists():
+        parser.error(f"{path} exists: a counter is never lowered or reset here")
+    Path(args.directory).mkdir(parents=True, exist_ok=True, mode=0o700)
+    write_counter(args.directory, args.spi, args.value)
+    print(f"{path}: SA {args.spi} starts after sequence number {args.value}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
