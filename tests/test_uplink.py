@@ -373,3 +373,43 @@ def test_key_rotation_by_command_and_across_a_restart(tmp_path):
     TcSender(LINK, new_ground, again.uplink.feed, tmp_path / "ground", time.monotonic).fop.transmit_bd(TC.pack())
     assert again.uplink.take() == [TC] and sa is not again.uplink.path.associations.by_spi[5]
     again.close()
+
+
+def test_rejections_by_reason_and_the_clcw_reach_the_ground():
+    """The executive's uplink housekeeping (structure 3) and the CLCW in the OCF, through the real downlink and
+    the ground decoder: each rejection under its reason, FARM-1's V(R) in both."""
+    import threading
+
+    from flight.downlink import Downlink
+    from flight.executive import Executive
+    from ground.decoder import GroundDecoder
+    from kestrel import products
+    from tests.support import NullArchive
+    from tests.test_flight_to_ground import CapturePort, small_config
+
+    config = small_config(ocf=True)
+    port = CapturePort()
+    downlink = Downlink(config.link, port)
+    executive = Executive(config, downlink, threading.Event())
+    downlink.start()
+    uplink = config.uplink
+    good = [frame_cltu(uplink, hand_frame(uplink, TC.pack(), bypass=0, seq=n)) for n in range(3)]
+    executive.uplink.feed(b"".join(good))
+    executive.uplink.feed(frame_cltu(uplink, hand_frame(uplink, TC.pack(), scid=7)))
+    executive.uplink.feed(frame_cltu(uplink, hand_frame(uplink, TC.pack(), crc_ok=False)))
+    executive.uplink.feed(frame_cltu(uplink, hand_frame(uplink, TC.pack(), bypass=0, seq=1)))   # negative window
+    executive.commanding()
+    values = executive.uplink_housekeeping()
+    assert downlink.stop(10)
+    executive.close()
+    assert values["spacecraft_id"] == 1 and values["fecf"] == 1 and values["farm_negative_window"] == 1
+    assert values["frames_accepted"] == 3 and values["frames_rejected"] == 3 and values["farm_vr"] == 3
+    assert values["authenticated"] == 0 and values["farm_state"] == 1
+    clcws = []
+    decoder = GroundDecoder(config, NullArchive())
+    decoder.on_clcw = clcws.append
+    decoder.feed(bytes(port.data))
+    decoder.finish()
+    assert decoder.uplink_housekeeping == {n: values[n] for n in products.UPLINK_HOUSEKEEPING_FIELDS}
+    assert decoder.counters.ocf_not_clcw == 0
+    assert clcws and clcws[-1].report_value == 3 and clcws[-1].virtual_channel_id == 0
