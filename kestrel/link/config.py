@@ -108,8 +108,8 @@ class UplinkConfig(Settings):
                                           low=1, high=255)
     control_frames_per_s: float = setting(10.0, "clear control frames (BC) accepted per second and virtual "
                                           "channel; more are refused and counted", above=0, high=10000)
-    counter_dir: str = setting("", "directory of the SDLS sequence counters (flight: the high-water marks; "
-                               "ground: the last IV sent); required when SAs are configured")
+    counter_dir: str = setting("", "flight: the directory of the SDLS high-water marks (sa-SPI.seq), required when "
+                               "SAs are configured; the ground keeps the last IV it sent in its --out directory, sdls/")
     key_dir: str = setting("", "flight: the directory of the keys rekey_sa may switch an SA to (files key-N, "
                            "mode 600); empty: key rotation by command is refused")
     replay_window: int = setting(1 << 20, "SDLS: a sequence number this far beyond the last accepted is still "
