@@ -182,3 +182,35 @@ def test_encode_refuses_nothing():
     with pytest.raises(ValueError):
         encode_cltu(b"")
     assert len(encode_cltu(b"x")) == 2 + CODEBLOCK_OCTETS + 8
+
+
+# Vectors from YAMCS's BchCltuGeneratorTest (yamcs/yamcs, yamcs-core/src/test/java/org/yamcs/tctm/ccsds/error/),
+# which takes them from SpacePyLibrary's UnitTest/testData.py: two independent ground systems' CLTUs.
+PEER_CODEBLOCKS = ["22F600FF00421A12", "8CC00E010D19065A", "301B0009008200 54".replace(" ", ""),
+                   "10E4C1555555553E"]
+PEER_FRAME = bytes.fromhex("22F6002300820 00F001DFF000000000F001EFF000000000F001FFF000000000FAC8F0068".replace(" ", ""))
+PEER_CLTU = bytes.fromhex(
+    "EB9022F600230082 00240F001DFF0000 0034000F001EFF00 0010 00000F001FFF 00D80000000FAC8F"
+    "0090 6855555555 5555 06 C5C5C5C5C5C5C579".replace(" ", ""))
+
+
+@pytest.mark.parametrize("block", PEER_CODEBLOCKS)
+def test_codeblocks_of_the_peers(block):
+    raw = bytes.fromhex(block)
+    assert parity_octet(raw[:7]) == raw[7]
+    assert decode_codeblock(raw) == (raw[:7], Codeblock.CLEAN)
+
+
+def test_cltu_of_the_peers():
+    assert encode_cltu(PEER_FRAME) == PEER_CLTU
+    result, = CltuDecoder().feed(PEER_CLTU)
+    assert result.data[:len(PEER_FRAME)] == PEER_FRAME
+
+
+def test_peer_frame_passes_our_frame_checks():
+    """The same frame is a BD frame of spacecraft 758, VC 0: our header reading and FECF agree with it."""
+    from kestrel.link.tcframe import FrameType, TcFrame, TcFrameLayout
+
+    frame = TcFrame.unpack(PEER_FRAME, TcFrameLayout(758))
+    assert frame.frame_type == FrameType.BD and frame.virtual_channel_id == 0 and len(frame.data) == 36 - 7
+    assert frame.pack(TcFrameLayout(758)) == PEER_FRAME
