@@ -149,6 +149,8 @@ class CommandHandler:
                 ops.reset_counters()
             elif name == "reload_config":
                 ops.reload_config()
+            elif name == "rekey_sa":
+                ops.rekey_sa(arguments.spi, arguments.key)
             elif name == "set_time_correlation":
                 self._set_parameters({"time.offset_s": arguments.offset_s, "time.drift_ppm": arguments.drift_ppm,
                                       "time.epoch_s": arguments.epoch_s})

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kestrel.link.config import LinkConfig
+from kestrel.link.config import LinkConfig, UplinkConfig
 from kestrel.link.port import ReconnectConfig
-from kestrel.services import COMMAND_APID
 from kestrel.settings import Settings, setting
 
 from .detection import DetectorConfig
@@ -39,8 +38,6 @@ class FlightConfig(Settings):
     reconnect: ReconnectConfig = setting(ReconnectConfig(), "reopening a lost radio port")
     start_mode: str = setting("OBSERVE", "the mode entered once started (a payload on orbit starts in SAFE)",
                               choices=("SAFE", "STANDBY", "OBSERVE"))
-    command_apid: int = setting(COMMAND_APID, "the APID telecommands are addressed to, and their reports come from",
-                                low=0, high=0x7FE)
     parameters_path: str = setting("", "the file ST[20] parameter values set by command are kept in; empty: a "
                                    "temporary one (the bench's default; a payload names its file)")
 
@@ -50,6 +47,8 @@ class FlightProgramConfig(Settings):
     """The sections kestrel-flight reads."""
 
     link: LinkConfig = setting(LinkConfig(), "the downlink, shared by flight and ground")
+    uplink: UplinkConfig = setting(UplinkConfig(), "the uplink: CLTUs, TC frames, COP-1 and SDLS, shared by flight "
+                                   "and ground")
     sensor: SensorConfig = setting(SensorConfig(), "the frame source of the flight program")
     detection: DetectorConfig = setting(DetectorConfig(), "the onboard detector")
     tracking: TrackerConfig = setting(TrackerConfig(), "the onboard tracker and the alerts it opens")

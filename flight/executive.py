@@ -23,6 +23,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from kestrel import products
+from kestrel.link.errors import Rejection
+from kestrel.link.sdls import associations_from_config, load_key, note_active_key, rotated_key_path
 from kestrel.link.timecode import CucCodec
 
 from . import imaging
@@ -38,7 +40,7 @@ from .sensor import FrameLimits, SensorError, open_sensor
 from .store import ProductClass, ProductStore, StoreError
 from .telemetry import Stamp, TelemetryPacketFactory
 from .timecorrelation import TimeCorrelation
-from .uplink import CommandReceiver
+from .uplink import CommandReceiver, UplinkPath
 
 log = logging.getLogger(__name__)
 
@@ -127,9 +129,11 @@ class Executive:
         self._send_lock = threading.Lock()
         self.packets = TelemetryPacketFactory(CucCodec(config.link.time), config.link.destination_id, self.time.now,
                                               store.next_sequence_count)
-        self.commands = CommandHandler(self, config.flight.command_apid)
-        self.uplink = CommandReceiver(lambda: downlink.port, clock)
+        self.commands = CommandHandler(self, config.uplink.command_apid)
+        self.uplink = self._uplink(config, downlink, clock)
         self.housekeeping_structures = {products.HK_STRUCTURE_FLIGHT: True}
+        if self.uplink.path is not None:
+            self.housekeeping_structures[products.HK_STRUCTURE_UPLINK] = True
         self._housekeeping_period_s = config.flight.housekeeping_period_s
         self.counters = ExecutiveCounters()
         self.heartbeat = 0              # one a cycle: the health monitor's proof that the loop moves
@@ -142,6 +146,62 @@ class Executive:
         self._outages_reported = 0
         self._reconnects_reported = 0
         self._clock_fault_reported = False
+
+    def _uplink(self, config, downlink, clock) -> CommandReceiver:
+        """The receive direction: CLTUs through frames, SDLS and FARM-1 (its CLCW in the TM frames' OCF), or
+        the bench's bare TC packets."""
+        uplink = config.uplink
+        if uplink.mode == "bare_tc":
+            self._pending_events.append((products.EVENT_MEDIUM, products.EVENT_UPLINK_SECURITY,
+                                         "uplink in bench mode: bare TC packets, no frames, COP-1 or security"))
+            return CommandReceiver(lambda: downlink.port, clock)
+        self.associations, problems = associations_from_config(uplink)
+        for problem in problems:
+            log.error("uplink: %s", problem)
+            self._pending_events.append((products.EVENT_HIGH, products.EVENT_UPLINK_SECURITY, problem))
+        if not self.associations:
+            self._pending_events.append((products.EVENT_MEDIUM, products.EVENT_UPLINK_SECURITY,
+                                         "uplink unauthenticated: no security association is configured, clear "
+                                         "AD, BD and control frames are accepted"))
+        receiver = CommandReceiver(lambda: downlink.port, clock, path_factory=lambda room: UplinkPath(
+            config.link, uplink, self.associations, room, clock))
+        downlink.mux.ocf_source = receiver.clcw
+        return receiver
+
+    def rekey_sa(self, spi: int, number: int) -> None:
+        """ST[08] rekey_sa: the SA takes key `number` from uplink.key_dir; noted so a restart keeps it.
+        ValueError (the command's failure reason) when it cannot."""
+        uplink = self.config.uplink
+        path = self.uplink.path
+        if path is None or spi not in path.associations.by_spi:
+            raise ValueError(f"no security association has SPI {spi}")
+        if not uplink.key_dir:
+            raise ValueError("uplink.key_dir is not configured: no key to rotate to")
+        key = load_key(rotated_key_path(uplink.key_dir, number))       # KeyFileError is a ValueError
+        note_active_key(uplink.counter_dir, spi, number)
+        self.uplink.rekey(spi, key)
+        self._pending_events.append((products.EVENT_INFO, products.EVENT_UPLINK_SECURITY,
+                                     f"SA {spi} rekeyed to key {number}"))
+
+    def uplink_housekeeping(self) -> dict | None:
+        """The uplink's counters (HK structure 3): every rejection by its reason."""
+        path = self.uplink.path
+        if path is None:
+            return None
+        c = self.uplink.counters
+        farm = path.farms[self.config.uplink.command_vcid]
+        sas = path.associations.by_spi.values()
+        values = dict(authenticated=int(path.authenticated), sas_operational=sum(sa.operational for sa in sas),
+                      sas_configured=len(sas), farm_state=int(farm.state), farm_vr=farm.vr,
+                      farm_b_counter=farm.farm_b_counter, cltu_bits_corrected=c.bits_corrected,
+                      frames_accepted=c.frames_accepted, frames_rejected=c.frames_rejected,
+                      commands_queued=c.commands_received)
+        values.update({reason.value: c.rejections[reason] for reason in Rejection})
+        values = {k: min(int(v), 0xFFFFFFFF if k not in products.UPLINK_SMALL_FIELDS else 0xFF)
+                  for k, v in values.items()}
+        self._send(ProductClass.HOUSEKEEPING, products.APID_HOUSEKEEPING, products.SERVICE_HOUSEKEEPING,
+                   products.SUBTYPE_HK_REPORT, products.UPLINK_HOUSEKEEPING.build(values))
+        return values
 
     # --- products -------------------------------------------------------------
     def _store_event(self, severity: int, event_id: int, text: str) -> None:
@@ -411,6 +471,8 @@ class Executive:
         self.time.check()
         if self.housekeeping_structures[products.HK_STRUCTURE_FLIGHT]:
             self.housekeeping()
+        if self.housekeeping_structures.get(products.HK_STRUCTURE_UPLINK):
+            self.uplink_housekeeping()
 
     def set_housekeeping_period(self, structure: int, seconds: float) -> None:
         self._housekeeping_period_s = seconds

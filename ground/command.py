@@ -1,7 +1,10 @@
 """kestrel-ground command: send one telecommand and follow its verification reports.
 
-The TC goes out over the port as a bare PUS-C packet (the bench's uplink;
-the uplink issue puts CLTUs, TC frames, COP-1 and SDLS in front of it). The
+The TC goes out over the port in a CLTU: a TC frame on the command virtual
+channel, SDLS-protected when an SA protects it, as an AD frame through FOP-1
+when the downlink's TM frames carry the CLCW (link.ocf; FOP-1 starts from
+the V(R) it reports), else (or with --bypass) as a BD frame. With
+uplink.mode = "bare_tc" it goes as a bare PUS-C packet (the bench mode). The
 same port's downlink is decoded as `listen` decodes it, and the reports of
 the command APID that name this TC's request id are printed as they come:
 exit 0 on completion success, EXIT_FAILURE on a failure report (its reason
@@ -38,6 +41,7 @@ from kestrel.services import Mode, Reason, RequestId, Stage, VerificationReport
 from .archive import NullArchive
 from .decoder import GroundDecoder
 from .listen import open_link
+from .uplink import TcSender, UplinkSetupError
 
 log = logging.getLogger("kestrel-ground")
 
@@ -65,8 +69,8 @@ def _add_options(parser: argparse.ArgumentParser, nested: bool) -> None:
     kept = {"default": argparse.SUPPRESS} if nested else {}
     parser.add_argument("--port", metavar="URL", help="any pyserial URL: the uplink and the downlink", **kept)
     parser.add_argument("--apid", type=_ranged(0, IDLE_APID - 1), metavar="N",
-                        help=f"APID of the payload's command process (default {services.COMMAND_APID})",
-                        **(kept or {"default": services.COMMAND_APID}))
+                        help="APID of the payload's command process (default: uplink.command_apid in the "
+                        f"config, {services.COMMAND_APID} unless set)", **(kept or {"default": None}))
     parser.add_argument("--source-id", type=_ranged(0, 0xFFFF), metavar="N",
                         help="PUS source id of this ground station (default 0)", **(kept or {"default": 0}))
     parser.add_argument("--sequence", type=_ranged(0, MAX_SEQUENCE_COUNT), metavar="N",
@@ -78,6 +82,9 @@ def _add_options(parser: argparse.ArgumentParser, nested: bool) -> None:
                         help="longest wait for the completion report (default 10)", **(kept or {"default": 10.0}))
     parser.add_argument("--no-check", action="store_true",
                         help="send a command the payload's acceptance checks would refuse (bench tests)", **kept)
+    parser.add_argument("--bypass", action="store_true",
+                        help="send a BD frame (expedited, past FARM-1's sequence check); the default is an AD "
+                        "frame through FOP-1 when the downlink's frames carry the CLCW (link.ocf), else BD", **kept)
     add_common_arguments(parser, subcommand=True)
 
 
@@ -283,9 +290,24 @@ class Follower:
             log.info("TM(%d,%d) from the command APID", tm.service, tm.subtype)
 
 
+def _send(sender: TcSender | None, tc, ad: bool, write) -> bool:
+    """Send the TC if it can go now (an AD frame waits for FOP-1 to be active); True once it went."""
+    if sender is None:
+        write(tc.pack())
+        return True
+    if not ad:
+        sender.fop.transmit_bd(tc.pack())
+        return True
+    if not sender.start_ad() or not sender.fop.ready:
+        return False
+    return sender.fop.transmit_ad(tc.pack()) is not None
+
+
 def run_command(config, args, parser) -> int:
     if not args.port:
         fail(parser, "command needs --port URL", EXIT_USAGE)
+    if args.apid is None:
+        args.apid = config.uplink.command_apid
     try:
         request = build_request(args)
         if not args.no_check:
@@ -308,19 +330,45 @@ def run_command(config, args, parser) -> int:
         fail(parser, str(exc))
     name = services.TC_TYPES[(tc.service, tc.subtype)].name
     follower = Follower(RequestId.of(tc), out=lambda line: print(line, flush=True))
+    def write(octets: bytes) -> None:
+        port.write(octets)
+        port.flush()
+
     try:
         archive = ReplyArchive()
         decoder = reply_decoder(config, archive, args.apid)
+        sender = None
+        if config.uplink.mode == "cltu":
+            try:
+                sender = TcSender(config.link, config.uplink, write, state_directory(args.out) / "sdls",
+                                  time.monotonic)
+                sender.check_size(tc.pack())
+            except UplinkSetupError as exc:
+                fail(parser, f"not sent: {exc}", EXIT_USAGE)
+            decoder.on_clcw = sender.clcw
+        ad = sender is not None and config.link.ocf and not args.bypass
         try:
-            port.write(tc.pack())
-            port.flush()
-            print(f"kestrel-ground: sent TC({tc.service},{tc.subtype}) {name} to APID {tc.apid}, "
-                  f"sequence count {tc.sequence_count}", flush=True)
+            sent = False
             deadline = time.monotonic() + args.timeout
             while follower.outcome is None and time.monotonic() < deadline:
+                if not sent:
+                    sent = _send(sender, tc, ad, write)
+                    if sent:
+                        how = ("as a bare packet" if sender is None else
+                               f"in an {'AD' if ad else 'BD'} frame on VC {sender.vcid}"
+                               + (f", SDLS SPI {sender.sa.spi}" if sender.sa is not None else ""))
+                        print(f"kestrel-ground: sent TC({tc.service},{tc.subtype}) {name} to APID {tc.apid}, "
+                              f"sequence count {tc.sequence_count}, {how}", flush=True)
                 decoder.feed(port.read(config.ground.read_size))
+                if sender is not None:
+                    sender.fop.poll()
+                    if sender.fop.alert_reason is not None:
+                        fail(parser, f"FOP-1 alert on VC {sender.vcid}: {sender.fop.alert_reason}")
                 while archive.replies and follower.outcome is None:
                     follower.take(archive.replies.popleft())
+            if not sent:
+                fail(parser, f"not sent: no CLCW of VC {sender.vcid} came on the downlink within {args.timeout:g} s "
+                     "(FOP-1 starts from it); --bypass sends a BD frame", EXIT_NO_REPLY)
         except (serial.SerialException, OSError) as exc:
             fail(parser, f"the port failed before the command completed: {exc}")
     finally:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kestrel.link.config import LinkConfig
+from kestrel.link.config import LinkConfig, UplinkConfig
 from kestrel.link.port import ReconnectConfig
 from kestrel.settings import ConfigurationError, Settings, setting
 
@@ -37,4 +37,6 @@ class GroundProgramConfig(Settings):
     """The sections kestrel-ground reads."""
 
     link: LinkConfig = setting(LinkConfig(), "the downlink, shared by flight and ground")
+    uplink: UplinkConfig = setting(UplinkConfig(), "the uplink: CLTUs, TC frames, COP-1 and SDLS, shared by flight "
+                                   "and ground")
     ground: GroundConfig = setting(GroundConfig(), "the ground decoder")

@@ -20,6 +20,7 @@ from kestrel.link.config import build_channel_coder, frame_layout
 from kestrel.link.errors import ChecksumMismatch, LinkError
 from kestrel.link.spacepacket import IDLE_APID, MAX_SEQUENCE_COUNT, PusTm, packet_key
 from kestrel.link.timecode import CucCodec
+from kestrel.link.cop1 import Clcw
 from kestrel.link.tmframe import IDLE_VCID
 
 from .archive import CommandReport, PacketIdentity
@@ -46,12 +47,14 @@ class PacketCounters:
     detection_reports: int = 0
     detections: int = 0
     housekeeping_reports: int = 0
+    uplink_housekeeping_reports: int = 0
     events: int = 0
     alerts: int = 0                # alert updates (opening, updating and closing ones)
     command_reports: int = 0       # ST[01] verification reports and the replies (17,2), (20,2)
     frames_foreign: int = 0
     frames_unknown_vc: int = 0     # frames of a virtual channel the link does not configure
     idle_frames: int = 0
+    ocf_not_clcw: int = 0          # an OCF that is no CLCW (with a command following the CLCWs)
 
 
 @dataclass
@@ -108,6 +111,8 @@ class GroundDecoder:
             v: VirtualChannelReassembler(v) for v in link.vc_priority}
         self.counters = PacketCounters()
         self._last_sequence: dict[int, int] = {}
+        self.uplink_housekeeping: dict | None = None    # the latest uplink counters (HK structure 3)
+        self.on_clcw = None             # called with each Clcw the TM frames' OCF carries (FOP-1 of `command`)
 
     def feed(self, chunk) -> None:
         self._frames(self.sync.feed(chunk), self._wallclock())
@@ -127,6 +132,13 @@ class GroundDecoder:
             if frame.spacecraft_id != self._spacecraft_id:
                 c.frames_foreign += 1
                 continue
+            if frame.ocf is not None and self.on_clcw is not None:
+                try:
+                    clcw = Clcw.unpack(frame.ocf)
+                except ValueError:
+                    c.ocf_not_clcw += 1
+                else:
+                    self.on_clcw(clcw)
             channel = channels.get(frame.virtual_channel_id)
             if channel is None:
                 if frame.virtual_channel_id == IDLE_VCID:
@@ -192,6 +204,11 @@ class GroundDecoder:
             self.archive.detections(packet_id, received_at, report.frame_index, frame_time, report.detections)
             c.detection_reports += 1
             c.detections += len(report.detections)
+        elif (key == (products.APID_HOUSEKEEPING, products.SERVICE_HOUSEKEEPING, products.SUBTYPE_HK_REPORT)
+              and tm.data[:2] == products.HK_STRUCTURE_UPLINK.to_bytes(2, "big")):
+            values = products.UPLINK_HOUSEKEEPING.parse(tm.data)
+            self.uplink_housekeeping = {n: values[n] for n in products.UPLINK_HOUSEKEEPING_FIELDS}
+            c.uplink_housekeeping_reports += 1
         elif key == (products.APID_HOUSEKEEPING, products.SERVICE_HOUSEKEEPING, products.SUBTYPE_HK_REPORT):
             values = products.HOUSEKEEPING_REPORT.parse(tm.data)
             self.archive.housekeeping(packet_id, received_at, self._packet_time(tm), tm.sequence_count,

@@ -18,7 +18,7 @@ from .settings import ConfigurationError, Settings, rule, setting
 
 # Every section a Kestrel configuration file may hold, and the program that owns it.
 FILE_SECTIONS: typing.Final = {
-    "link": "kestrel", "sensor": "flight", "detection": "flight", "imaging": "flight", "flight": "flight",
+    "link": "kestrel", "uplink": "kestrel", "sensor": "flight", "detection": "flight", "imaging": "flight", "flight": "flight",
     "store": "flight", "scheduler": "flight", "health": "flight", "tracking": "flight", "geolocation": "flight",
     "ground": "ground", "scene": "hil", "hil": "hil",
 }

@@ -23,6 +23,8 @@ from typing import Final
 import construct as cs
 import numpy as np
 
+from .link.errors import Rejection
+
 
 APID_HOUSEKEEPING: Final = 100
 APID_EVENTS: Final = 101
@@ -47,6 +49,8 @@ SERVICE_ALERTS, SUBTYPE_ALERT_UPDATE, SUBTYPE_ALERT_CLOSED = 132, 1, 2
 
 # Version of the housekeeping layout below: 2 added the link-outage and time-error counters.
 HK_STRUCTURE_FLIGHT: Final = 2
+# The uplink's counters: CLTUs, frames, COP-1, SDLS, and every rejection by its reason.
+HK_STRUCTURE_UPLINK: Final = 3
 
 # The PUS-C TM secondary header's 4-bit spacecraft time reference status
 # (ECSS-E-ST-70-41C 7.4.3.1); the values are this mission's.
@@ -146,6 +150,27 @@ HOUSEKEEPING_REPORT = cs.Struct(
 HOUSEKEEPING_FIELDS: Final = tuple(
     sc.name for sc in HOUSEKEEPING_REPORT.subcons if sc.name and sc.name != "structure_id")
 
+# One counter per Rejection, in the enum's order: the reasons are declared once (kestrel.link.errors).
+UPLINK_HOUSEKEEPING = cs.Struct(
+    "structure_id" / cs.Const(HK_STRUCTURE_UPLINK, cs.Int16ub),
+    "authenticated" / cs.Int8ub,         # 1 when SDLS protects a virtual channel, 0: the uplink is clear
+    "sas_operational" / cs.Int8ub,       # security associations that can verify frames
+    "sas_configured" / cs.Int8ub,
+    "farm_state" / cs.Int8ub,            # FARM-1 of the command VC: 1 open, 2 wait, 3 lockout
+    "farm_vr" / cs.Int8ub,               # its V(R)
+    "farm_b_counter" / cs.Int8ub,
+    "cltu_bits_corrected" / cs.Int32ub,
+    "frames_accepted" / cs.Int32ub,
+    "frames_rejected" / cs.Int32ub,
+    "commands_queued" / cs.Int32ub,
+    *[(reason.value / cs.Int32ub) for reason in Rejection],
+    cs.Terminated,
+)
+UPLINK_SMALL_FIELDS: Final = frozenset(
+    sc.name for sc in UPLINK_HOUSEKEEPING.subcons if sc.name and sc.subcon is cs.Int8ub if hasattr(sc, "subcon"))
+UPLINK_HOUSEKEEPING_FIELDS: Final = tuple(
+    sc.name for sc in UPLINK_HOUSEKEEPING.subcons if sc.name and sc.name != "structure_id")
+
 EVENT_REPORT = cs.Struct(
     "event_id" / cs.Int16ub,
     "text" / cs.PascalString(cs.Int8ub, "utf8"),
@@ -168,6 +193,7 @@ EVENT_CLOCK_JUMP: Final = 19       # the system clock stepped (beyond slewing); 
 EVENT_PARAMETER: Final = 20        # a parameter changed, or could not be read at start
 EVENT_HEALTH: Final = 21           # a component stalled (or recovered); a long stall restarts the program
 EVENT_TRACKING_ERROR: Final = 22   # the tracker refused a frame's detections; the text says why
+EVENT_UPLINK_SECURITY: Final = 23  # the uplink is unauthenticated, or an SA is not operational, or was rekeyed
 
 
 # An image product (a chip around a detection, or a quick-look frame) is

@@ -384,6 +384,9 @@ FUNCTIONS: Final = (
     Function(8, "set_time_correlation",
              cs.Struct("offset_s" / cs.Float64b, "drift_ppm" / cs.Float64b, "epoch_s" / cs.Float64b),
              "set time.offset_s, time.drift_ppm and time.epoch_s together", _check_time_correlation),
+    Function(9, "rekey_sa", cs.Struct("spi" / cs.Int16ub, "key" / cs.Int16ub),
+             "SDLS key rotation: the SA takes key number KEY from uplink.key_dir (file key-KEY, mode 600); its "
+             "sequence numbers go on; kept across restarts"),
 )
 FUNCTIONS_BY_ID: Final = {f.id: f for f in FUNCTIONS}
 FUNCTIONS_BY_NAME: Final = {f.name: f for f in FUNCTIONS}
@@ -405,7 +408,7 @@ def _check_function(request) -> None:
 # --- ST[03] housekeeping -----------------------------------------------------------------
 
 # Structures are defined in the flight's config; these are the ones the payload ships with.
-HK_STRUCTURES: Final = {products.HK_STRUCTURE_FLIGHT: "flight"}
+HK_STRUCTURES: Final = {products.HK_STRUCTURE_FLIGHT: "flight", products.HK_STRUCTURE_UPLINK: "uplink"}
 HK_INTERVAL_MS: Final = (100, 3_600_000)
 
 HK_STRUCTURE_IDS = cs.Struct("structures" / cs.PrefixedArray(cs.Int8ub, cs.Int16ub), cs.Terminated)

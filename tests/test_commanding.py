@@ -104,12 +104,12 @@ def reports(stream: bytes, config, tmp_path) -> list[tuple[int, int]]:
     decode(config, stream, tmp_path)
     db = sqlite3.connect(tmp_path / "archive.sqlite")
     return [row for row in db.execute("SELECT service, subtype FROM packets WHERE apid = ? ORDER BY id",
-                                      (config.flight.command_apid,))]
+                                      (config.uplink.command_apid,))]
 
 
 def test_every_command_ends_in_a_report_with_its_reason(tmp_path):
     config = small_config()
-    apid = config.flight.command_apid
+    apid = config.uplink.command_apid
     tcs = [
         services.ping().tc(apid, 1),
         services.set_parameters({1: 7.0}).tc(apid, 2),
@@ -149,7 +149,7 @@ def test_every_command_ends_in_a_report_with_its_reason(tmp_path):
 
 def test_a_failure_report_names_the_command_and_the_reason():
     config = small_config()
-    apid = config.flight.command_apid
+    apid = config.uplink.command_apid
     executive, _, stream = handled(config, PusTc(apid, 42, 1, b"", 77))
     seen = []
     decoder = GroundDecoder(config, NullArchive(),
@@ -166,7 +166,7 @@ def test_commanded_parameters_outlive_a_restart(tmp_path):
     base = small_config()
     config = dataclasses.replace(base, flight=dataclasses.replace(
         base.flight, parameters_path=str(tmp_path / "p.json")))
-    apid = config.flight.command_apid
+    apid = config.uplink.command_apid
     handled(config, services.set_parameters({11: 0, 1: 9.0}).tc(apid, 1))
     again, _, _ = handled(config)
     assert again.config.imaging.chips_per_frame == 0 and again.config.detection.k_sigma == 9.0

@@ -269,6 +269,9 @@ def test_kill_9_at_random_moments_loses_nothing_duplicates_nothing_and_counts_co
     from ground.command import Follower
     from hil.config import KestrelConfig
     from kestrel import products, services
+    from kestrel.link.cltu import encode_cltu
+    from kestrel.link.config import LinkConfig, UplinkConfig, tc_frame_layout
+    from kestrel.link.tcframe import FrameType, TcFrame
     from kestrel.config import load_config
     from kestrel.services import RequestId
 
@@ -320,7 +323,10 @@ def test_kill_9_at_random_moments_loses_nothing_duplicates_nothing_and_counts_co
     final = subprocess.Popen([sys.executable, "-m", "flight", *arguments(FAST_BAUD), "--max-frames", str(FINAL_FRAMES)],
                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        server.wait_for_connection(kill_runs_connections + 1).send(tc.pack())
+        # A BD frame in a CLTU, as kestrel-ground command sends it without the CLCW (the default link).
+        layout = tc_frame_layout(LinkConfig(), UplinkConfig())
+        cltu = encode_cltu(TcFrame(0, 0, tc.pack(), FrameType.BD).pack(layout), randomized=True)
+        server.wait_for_connection(kill_runs_connections + 1).send(cltu)
         _, err = final.communicate(timeout=90)
     finally:
         if final.poll() is None:

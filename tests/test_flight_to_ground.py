@@ -118,15 +118,15 @@ def test_every_frame_report_and_housekeeping_arrive(tmp_path, link):
     # A transparent radio needs a continuous stream: idle frames fill the gaps.
     assert (summary.packets["idle_frames"] > 0) == config.link.continuous
     assert summary.packets["detections"] == executive.counters.detections_total
-    assert summary.packets["events"] == 3   # started, mode BOOT -> OBSERVE, stopping
+    assert summary.packets["events"] == 4   # started, uplink unauthenticated, mode BOOT -> OBSERVE, stopping
     db = sqlite3.connect(tmp_path / "archive.sqlite")
     frames = [r[0] for r in db.execute("SELECT frame_index FROM detection_reports ORDER BY id")]
     last_hk = db.execute("SELECT frames_processed, detections_total FROM housekeeping ORDER BY id DESC").fetchone()
     events = [r[0] for r in db.execute("SELECT text FROM events ORDER BY id")]
     assert frames == list(range(12))
     assert last_hk == (12, executive.counters.detections_total)
-    assert "started" in events[0] and "mode BOOT -> OBSERVE (start" in events[1]
-    assert "stopping after 12 frames" in events[2]
+    assert "started" in events[0] and "uplink unauthenticated" in events[1]
+    assert "mode BOOT -> OBSERVE (start" in events[2] and "stopping after 12 frames" in events[3]
     rows = [json.loads(line) for line in (tmp_path / "detections.jsonl").read_text().splitlines()]
     assert len(rows) == executive.counters.detections_total
     assert {"frame_index", "frame_time", "x", "y", "flux", "snr"} <= set(rows[0])

@@ -1,7 +1,8 @@
 """`kestrel-ground command` against a small flight on a socket: real TC packets up, real CADUs down.
 
 The flight here is the real link on both sides of a toy command handler: it
-takes TCs with TcStreamParser, checks them with kestrel.services.parse_request
+takes TCs with the flight program's own uplink (CLTUs, TC frames, FARM-1:
+flight.uplink.CommandReceiver, no thread), checks them with kestrel.services.parse_request
 and answers with PusTm packets that flight.multiplexer and the configured
 channel coder turn into CADUs. The ground is the program, run as a user runs it.
 """
@@ -15,10 +16,11 @@ import time
 import pytest
 
 from flight.multiplexer import MasterChannelMultiplexer
+from flight.uplink import CommandReceiver, UplinkPath
 from kestrel import services
-from kestrel.link.config import LinkConfig, build_channel_coder, frame_layout
+from kestrel.link.config import LinkConfig, UplinkConfig, build_channel_coder, frame_layout
 from kestrel.link.spacepacket import PusTm
-from kestrel.link.telecommand import Ack, TcStreamParser
+from kestrel.link.telecommand import Ack
 from kestrel.link.timecode import CucCodec
 from kestrel.services import Reason, RequestId, ServiceError, Stage, VerificationReport
 
@@ -58,10 +60,12 @@ class Flight:
             except TimeoutError:
                 continue
             connection.settimeout(None)
-            parser = TcStreamParser()
+            receiver = CommandReceiver(lambda: None, path_factory=lambda room: UplinkPath(
+                self.link, UplinkConfig(), room=room))
             with connection:
                 while data := connection.recv(4096):
-                    for tc in parser.feed(data):
+                    receiver.feed(data)
+                    for tc in receiver.take():
                         self.received.append(tc)
                         if self.answer:
                             connection.sendall(self._cadus(self._answer(tc)))

@@ -69,7 +69,7 @@ def assert_whole_pass(summary, sent: int, detections: int):
     assert s["bytes_in_frames"] + s["bytes_skipped"] == s["bytes_read"]
     assert s["bytes_skipped"] == len(TAIL) and s["frames_bad"] == 0
     assert p["detection_reports"] == FRAMES and p["detections"] == detections
-    assert p["events"] == 3               # 'started' and the mode sit in the first kilobytes, 'stopping' in the last
+    assert p["events"] == 4               # 'started', 'uplink unauthenticated' and the mode in the first kilobytes, 'stopping' in the last
 
 
 class Server:

@@ -71,3 +71,80 @@ def build_channel_coder(link: LinkConfig) -> ChannelCoder:
         codec = ReedSolomonCodec(depth, virtual_fill=RS_DATA_SYMBOLS - link.frame_length // depth)
     return ChannelCoder(link.frame_length, link.randomize, codec)
 
+
+
+# --- the uplink ---------------------------------------------------------------------------------------
+
+UPLINK_MODES = ("cltu", "bare_tc")
+SDLS_MODES = ("authenticated_encryption", "authentication")
+
+
+@dataclass(frozen=True)
+class SecurityAssociationConfig(Settings):
+    spi: int = setting(1, "security parameter index (355.0-B-2; 0 and 65535 are reserved)", low=1, high=0xFFFE)
+    vcid: int = setting(0, "the TC virtual channel this SA protects", low=0, high=0x3F)
+    mode: str = setting("authenticated_encryption", "AES-256-GCM authenticated encryption, or authentication "
+                        "only (the data stays clear, the MAC covers it)", choices=SDLS_MODES)
+    key_file: str = setting("", "file holding the 32-octet key (raw or 64 hex digits), mode 600, owned by "
+                            "the program's user; never in the repository")
+
+
+@dataclass(frozen=True)
+class UplinkConfig(Settings):
+    mode: str = setting("cltu", "what the radio port's receive direction carries: cltu (CLTUs of TC frames, "
+                        "with COP-1 and SDLS) or bare_tc (PUS-C TC packets back to back: a bench mode with no "
+                        "frames, no COP-1 and no security)", choices=UPLINK_MODES)
+    command_apid: int = setting(50, "the APID telecommands are addressed to, and their reports come from",
+                                low=0, high=0x7FE)
+    virtual_channels: tuple[int, ...] = setting((0,), "TC virtual channels in use; a frame on another is refused",
+                                                low=0, high=0x3F)
+    segment_header: bool = setting(False, "AD and BD frames carry a segment header (unsegmented data only)")
+    randomize: bool = setting(True, "CLTUs carry the frame through the TC randomizer (231.0-B)")
+    farm_window: int = setting(10, "FARM-1 sliding window W (even); FOP-1's window is at most W/2", low=2, high=254)
+    fop_window: int = setting(5, "FOP-1 window K: AD frames outstanding at most", low=1, high=127)
+    fop_timer_s: float = setting(2.0, "FOP-1 timer T1: retransmit when no CLCW acknowledged within it",
+                                 above=0, high=3600)
+    fop_transmission_limit: int = setting(3, "FOP-1: transmissions of a frame before the FOP alerts",
+                                          low=1, high=255)
+    control_frames_per_s: float = setting(10.0, "clear control frames (BC) accepted per second and virtual "
+                                          "channel; more are refused and counted", above=0, high=10000)
+    counter_dir: str = setting("", "flight: the directory of the SDLS high-water marks (sa-SPI.seq), required when "
+                               "SAs are configured; the ground keeps the last IV it sent in its --out directory, sdls/")
+    key_dir: str = setting("", "flight: the directory of the keys rekey_sa may switch an SA to (files key-N, "
+                           "mode 600); empty: key rotation by command is refused")
+    replay_window: int = setting(1 << 20, "SDLS: a sequence number this far beyond the last accepted is still "
+                                 "taken (frames lost in between)", low=1, high=1 << 62)
+    security_associations: tuple[SecurityAssociationConfig, ...] = setting(
+        (), "SDLS security associations ([[uplink.security_associations]] tables); none: the uplink is "
+        "unauthenticated (the bench default), said in an event at start")
+
+    def check(self) -> None:
+        if self.farm_window % 2:
+            raise ConfigurationError(f"farm_window must be even, got {self.farm_window}")
+        if self.fop_window > self.farm_window // 2:
+            raise ConfigurationError(f"fop_window {self.fop_window} exceeds farm_window/2 = "
+                                     f"{self.farm_window // 2}: a lost frame would lock the FARM out")
+        if not self.virtual_channels or len(set(self.virtual_channels)) != len(self.virtual_channels):
+            raise ConfigurationError(f"virtual_channels must list distinct channels, got {list(self.virtual_channels)}")
+        spis = [sa.spi for sa in self.security_associations]
+        if len(set(spis)) != len(spis):
+            raise ConfigurationError(f"an SPI is configured twice: {spis}")
+        for sa in self.security_associations:
+            if sa.vcid not in self.virtual_channels:
+                raise ConfigurationError(f"SA {sa.spi} protects virtual channel {sa.vcid}, which is not in "
+                                         f"virtual_channels {list(self.virtual_channels)}")
+            if not sa.key_file:
+                raise ConfigurationError(f"SA {sa.spi} has no key_file")
+        if self.security_associations and not self.counter_dir:
+            raise ConfigurationError("security associations need counter_dir (their sequence counters)")
+
+    @property
+    def command_vcid(self) -> int:
+        """The virtual channel commands go out on: the first in use."""
+        return self.virtual_channels[0]
+
+
+def tc_frame_layout(link: LinkConfig, uplink: UplinkConfig):
+    from .tcframe import TcFrameLayout
+
+    return TcFrameLayout(link.spacecraft_id, frozenset(uplink.virtual_channels), uplink.segment_header)
