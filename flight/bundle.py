@@ -22,6 +22,7 @@ import hashlib
 import os
 import platform
 import shutil
+import ssl
 import subprocess
 import sys
 import tarfile
@@ -267,6 +268,11 @@ class EmulatedRoot:
         with tarfile.open(rootfs_tarball(self.target)) as tar:
             tar.extractall(self.path, filter="fully_trusted")
         shutil.copy2("/etc/resolv.conf", self.path / "etc" / "resolv.conf")
+        # The host's trusted certificates: pip inside reaches the index as the host does (through the
+        # same TLS-inspecting proxy, where there is one).
+        host_ca = os.environ.get("SSL_CERT_FILE") or ssl.get_default_verify_paths().cafile
+        if host_ca and Path(host_ca).is_file():
+            shutil.copy2(host_ca, self.path / "etc" / "ssl" / "certs" / "ca-certificates.crt")
         # The host's /dev and /dev/pts themselves: a pty the bench makes outside is a port inside.
         for args, where in ((["-t", "proc", "proc"], "proc"), (["--bind", "/dev"], "dev"),
                             (["--bind", "/dev/pts"], "dev/pts")):
