@@ -211,18 +211,20 @@ class FamilyRun:
     match_radius_px: float = FAMILY_MATCH_RADIUS_PX
 
 
-def family_scene(run: FamilyRun, seed: int) -> tuple[SceneConfig, Score, float]:
-    """Score the detector on one family scene: (scene, score with speed strata, detector seconds per frame)."""
+def family_scene(run: FamilyRun, seed: int, make=None) -> tuple[SceneConfig, Score, float]:
+    """Score a detector on one family scene: (scene, score with speed strata, detector seconds per frame).
+
+    `make` is a detector factory as for evaluate(); by default the flight detector at `run.detector`."""
     scene = draw_scene(seed, run.max_side)
     sim = SceneSimulator(scene)
-    detector = Detector(run.detector, (scene.height, scene.width),
-                        sim.calibration_bad_pixels() if run.with_calibration else None)
+    process = (make or flight_detector(run.detector))(
+        (scene.height, scene.width), sim.calibration_bad_pixels() if run.with_calibration else None)
     score = Score(classes=SNR_CLASSES, radius=run.match_radius_px)
     busy = 0.0
     for i in range(run.frames):
         frame, truth = sim.frame(i)
         start = time.perf_counter()
-        dets = detector.process(frame)
+        dets = process(frame)
         busy += time.perf_counter() - start
         if i >= run.warmup_frames:
             speeds = sim.target_speeds(i)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from hil import cli
-from hil.metrics import FAMILY_SPEED_CLASSES, family_speed_class
+from hil.metrics import FAMILY_SPEED_CLASSES, FamilyRun, family_scene, family_speed_class
 from hil.scene import SCENE_KINDS, SceneConfig, SceneSimulator
 from hil.scene_family import HELD_OUT_FIRST, draw_scene, family_seed, is_held_out
 
@@ -178,6 +178,39 @@ def test_speed_classes_are_the_issues():
     assert [name for name, *_ in FAMILY_SPEED_CLASSES] == ["held", "<=0.3", "0.3-1", "1-3", ">3"]
     assert [family_speed_class(v) for v in (0.0, 0.05, 0.3, 0.31, 1.0, 2.9, 3.0, 3.01, 8.0)] == [
         "held", "<=0.3", "<=0.3", "0.3-1", "0.3-1", "1-3", "1-3", ">3", ">3"]
+
+
+def test_family_scores_each_speed_class_apart():
+    """An oracle that reports exactly the targets moving faster than 3 px/frame, and one false alarm a frame:
+    Pd 1 in '>3' and 0 in every other class, whatever the SNR; one false alarm per frame."""
+    seed = 3        # a development scene with target-frames in all five speed classes
+    run = FamilyRun((seed,), frames=40, max_side=256, warmup_frames=10)
+
+    def make(shape, calibration):
+        sim = SceneSimulator(draw_scene(seed, 256))
+        frames = iter(range(run.frames))
+
+        def process(frame):
+            i = next(frames)
+            truth, speeds = sim.frame(i)[1], sim.target_speeds(i)
+            fast = truth[[speeds[int(t)] > 3.0 for t in truth["target"]]]
+            dets = np.zeros(len(fast) + 1, [("x", "f4"), ("y", "f4"), ("snr", "f4")])
+            dets["x"][:-1], dets["y"][:-1], dets["snr"][:-1] = fast["x"] + 0.5, fast["y"], 9.0
+            dets[-1] = (-50.0, -50.0, 6.0)       # off the frame: matches nothing
+            return dets
+        return process
+
+    scene, score, _ = family_scene(run, seed, make)
+    assert score.frames == 30 and score.fa_per_frame() == 1.0
+    seen = set()
+    for name, _, _ in FAMILY_SPEED_CLASSES:
+        for c in scene.snr_values:
+            pd, n = score.pd_in(name, c)
+            if n:
+                seen.add(name)
+                assert pd == (1.0 if name == ">3" else 0.0), (name, c)
+    assert seen == {name for name, _, _ in FAMILY_SPEED_CLASSES}
+    assert score.rms_all() == pytest.approx(0.5, abs=1e-4)
 
 
 def test_metrics_family_command(capsys, tmp_path):
