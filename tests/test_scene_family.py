@@ -224,6 +224,8 @@ def test_metrics_family_command(capsys, tmp_path):
     assert set(report["kinds"]) == {"clear", "cloudy"}          # seeds 0 and 1: kinds in turn
     for kind, k in report["kinds"].items():
         assert k["frames"] == 10 and k["fa_per_frame"] >= 0
+        # every family scene here is 256 x 256: per megapixel is per frame over 0.065536
+        assert k["fa_per_megapixel_frame"] == pytest.approx(k["fa_per_frame"] / 0.065536)
         for name, _, _ in FAMILY_SPEED_CLASSES:
             assert re.search(rf"^\| {kind} \| {re.escape(name)} \|", out, re.M)
             row = k["by_speed"][name]
