@@ -244,3 +244,11 @@ def test_metrics_family_needs_a_seed_range():
     with pytest.raises(SystemExit) as exc:
         cli.main(["metrics", "family", "--scenes", "1"])
     assert exc.value.code == 2
+
+
+def test_a_family_scene_is_its_sim_url():
+    """A report names each scene by its sim:// URL, so the flight program can fly exactly that scene."""
+    from hil.sim_source import scene_from_url, scene_url
+
+    for seed in DEVELOPMENT[:30]:
+        assert scene_from_url(scene_url(draw_scene(seed, 512))) == draw_scene(seed, 512)
