@@ -21,16 +21,29 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", metavar="DIR", help="keep the ground's outputs and report.json in DIR")
     demo.add_argument("--duration", type=seconds, metavar="S", help="seconds of scene (default hil.duration_s)")
     metrics = sub.add_parser("metrics", help="score the detector against simulated truth: "
-                             "'table' (Pd per SNR class, false alarms, centroid vs Cramer-Rao), 'sweep' (Pd vs FA) or "
-                             "'tracks' (alerts: targets alerted, frames to first alert, false alerts, GOSPA, purity)")
+                             "'table' (Pd per SNR class, false alarms, centroid vs Cramer-Rao), 'sweep' (Pd vs FA), "
+                             "'tracks' (alerts: targets alerted, frames to first alert, false alerts, GOSPA, purity) "
+                             "or 'family' (Pd per SNR and speed class per kind over drawn scenes, development or "
+                             "held-out seeds)")
     add_common_arguments(metrics, subcommand=True)
-    metrics.add_argument("what", choices=("table", "sweep", "tracks"))
-    metrics.add_argument("--frames", type=count, default=200, help="frames per scene (default 200)")
+    metrics.add_argument("what", choices=("table", "sweep", "tracks", "family"))
+    metrics.add_argument("--frames", type=count, help="frames per scene (default 200; family 80)")
     metrics.add_argument("--size", type=count, default=256, help="frame side in pixels (default 256)")
     metrics.add_argument("--seed", type=count, default=3, help="scene seed (tracks: the first of --seeds seeds)")
     metrics.add_argument("--seeds", type=count, default=1, help="tracks: how many consecutive seeds (default 1)")
     metrics.add_argument("--kind", default="cloudy", choices=("clear", "cloudy", "heavy"), help="sweep and tracks: scene kind")
-    metrics.add_argument("--no-calibration", action="store_true", help="sweep: without the calibration map")
+    metrics.add_argument("--no-calibration", action="store_true",
+                         help="sweep and family: without the calibration map")
+    seeds = metrics.add_mutually_exclusive_group()
+    seeds.add_argument("--held-out", action="store_true",
+                       help="family: the held-out seeds (for reporting only; never tune on them)")
+    seeds.add_argument("--development", action="store_true", help="family: the development seeds")
+    metrics.add_argument("--scenes", type=count, default=12, help="family: how many scenes (default 12)")
+    metrics.add_argument("--skip", type=count, default=0, help="family: start at this scene of the seed range")
+    metrics.add_argument("--max-side", type=count, default=1024,
+                         help="family: cap on frame width and height (default 1024; the family draws 256..2048)")
+    metrics.add_argument("--jobs", type=count, default=1, help="family: scenes run in this many processes")
+    metrics.add_argument("--json", metavar="FILE", help="family: also write the figures as JSON to FILE")
     scene = sub.add_parser("scene", help="write simulated frames as .npy files")
     add_common_arguments(scene, subcommand=True)
     scene.add_argument("--count", type=count, default=100, help="number of frames")
@@ -56,9 +69,13 @@ def _main(argv=None) -> int:
     if args.command == "metrics":
         from . import metrics
 
+        if args.frames is None:
+            args.frames = 80 if args.what == "family" else 200
         if args.frames <= config.hil.warmup_frames or args.size < 32:
             fail(parser, f"--frames must exceed hil.warmup_frames ({config.hil.warmup_frames}) "
                  f"and --size be at least 32", EXIT_USAGE)
+        if args.what == "family":
+            return _metrics_family(parser, args, config)
         if args.what == "tracks":
             metrics.track_table(tuple(range(args.seed, args.seed + max(args.seeds, 1))), args.frames, args.size,
                                 args.kind, tracker=config.tracking, detector=config.detection, hil=config.hil)
@@ -80,6 +97,33 @@ def _main(argv=None) -> int:
         fail(parser, str(exc))
     print(report.text())
     return 0 if report.passed else 1
+
+
+def _metrics_family(parser, args, config) -> int:
+    import json
+
+    from . import metrics
+    from .scene_family import family_seed
+
+    if not (args.held_out or args.development):
+        fail(parser, "metrics family needs --held-out (report only) or --development (develop and tune)", EXIT_USAGE)
+    if args.scenes < 1 or args.jobs < 1 or args.max_side < 64:
+        fail(parser, f"--scenes and --jobs must be >= 1 and --max-side >= 64, got {args.scenes}, {args.jobs}, "
+             f"{args.max_side}", EXIT_USAGE)
+    try:
+        seeds = tuple(family_seed(args.skip + i, args.held_out) for i in range(args.scenes))
+    except ValueError as exc:
+        fail(parser, str(exc), EXIT_USAGE)
+    run = metrics.FamilyRun(seeds, args.frames, args.max_side, not args.no_calibration, config.detection,
+                            config.hil.warmup_frames)
+    report = metrics.family(run, args.jobs, args.held_out)
+    if args.json:
+        try:
+            with open(args.json, "w", encoding="utf-8") as f:
+                json.dump(report, f, indent=1, allow_nan=False)
+        except OSError as exc:
+            fail(parser, f"--json {args.json}: {exc}")
+    return 0
 
 
 def main(argv=None) -> int:

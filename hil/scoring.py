@@ -62,8 +62,10 @@ class Score:
     hit_snr: dict = field(default_factory=dict)  # class -> list[snr of the match or -inf]
     targets_seen: set = field(default_factory=set)   # track ids in the scored truth
     targets_found: set = field(default_factory=set)  # track ids matched at least once
+    found_in: dict = field(default_factory=dict)  # (stratum, class) -> list[bool], when add() is given strata
 
-    def add(self, dets, truth) -> None:
+    def add(self, dets, truth, strata=None) -> None:
+        """One frame. `strata`, if given, labels each truth row (a speed class, say) for pd_in()."""
         self.frames += 1
         assigned, used = match(dets, truth, self.radius)
         self.false_alarms += int((~used).sum())
@@ -79,6 +81,8 @@ class Score:
             if j >= 0:
                 self.targets_found.add(int(truth["target"][t]))
             self.found.setdefault(c, []).append(j >= 0)
+            if strata is not None:
+                self.found_in.setdefault((strata[t], c), []).append(j >= 0)
             self.hit_snr.setdefault(c, []).append(float(dets["snr"][j]) if j >= 0 else -np.inf)
             if j >= 0:
                 self.errors.setdefault(c, []).append(
@@ -87,6 +91,26 @@ class Score:
 
     def pd(self, c: float) -> float:
         return float(np.mean(self.found[c])) if self.found.get(c) else float("nan")
+
+    def pd_in(self, stratum, c: float) -> tuple[float, int]:
+        """(Pd, target-frames) of one class within one stratum; Pd is NaN where there were none."""
+        hits = self.found_in.get((stratum, c), [])
+        return (float(np.mean(hits)) if hits else float("nan")), len(hits)
+
+    def merge(self, other: Score) -> None:
+        """Add another run's outcome (same classes and radius) to this one, as if scored here."""
+        if tuple(other.classes) != tuple(self.classes) or other.radius != self.radius:
+            raise ValueError(f"cannot merge a score of classes {other.classes} radius {other.radius} into "
+                             f"classes {self.classes} radius {self.radius}")
+        self.frames += other.frames
+        self.false_alarms += other.false_alarms
+        self.fa_snr.extend(other.fa_snr)
+        for mine, theirs in ((self.found, other.found), (self.errors, other.errors), (self.bounds, other.bounds),
+                             (self.hit_snr, other.hit_snr), (self.found_in, other.found_in)):
+            for key, values in theirs.items():
+                mine.setdefault(key, []).extend(values)
+        self.targets_seen |= other.targets_seen
+        self.targets_found |= other.targets_found
 
     def fa_per_frame(self) -> float:
         return self.false_alarms / max(self.frames, 1)
