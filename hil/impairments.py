@@ -196,14 +196,15 @@ class ImpairedLink:
 
     TICK_S = 0.002
 
-    def __init__(self, profile: LinkProfile = LinkProfile(), spy: TextIO | None = None, clock=time.monotonic):
+    def __init__(self, profile: LinkProfile = LinkProfile(), spy: TextIO | None = None, clock=time.monotonic,
+                 fallback_baud: int = 115200):
         self.profile = profile
         self._clock = clock
         self._flight = _Pty()
         self._ground = _Pty()
         self.flight_port = self._flight.path
         self.ground_port = self._ground.path
-        self.counters = LinkCounters(baud=profile.baud or 115200)
+        self.counters = LinkCounters(baud=profile.baud or fallback_baud)
         self._spy = spy
         self._spy_lock = threading.Lock()
         self._stop = threading.Event()
@@ -211,7 +212,12 @@ class ImpairedLink:
         self._injected: collections.deque = collections.deque()
         self.last_activity = clock()
         self.started_at: float | None = None
+        self._epoch: float | None = None      # outages count from here (default: the start)
         self.cpu_seconds = 0.0       # the relay thread's own CPU time, at stop
+
+    def set_epoch(self, t: float) -> None:
+        """Count the profile's outages from clock time `t` (e.g. when the flight program started)."""
+        self._epoch = t
 
     def inject_up(self, octets: bytes) -> None:
         self._injected.append(bytes(octets))
@@ -262,7 +268,7 @@ class ImpairedLink:
         next_baud_check = 0.0
         while not self._stop.is_set():
             now = self._clock()
-            t = now - start
+            t = now - (self._epoch if self._epoch is not None else start)
             if p.in_outage(t):
                 self.counters.outage_seconds += now - last
             last = now
@@ -302,7 +308,9 @@ class ImpairedLink:
     def _intake(self, d: _Direction, rate: float, now: float) -> None:
         if d.name == UP:
             while self._injected:
-                d.fifo += self._injected.popleft()
+                octets = self._injected.popleft()
+                d.counters.octets_in += len(octets)
+                d.fifo += octets
         if d.fifo_octets:
             room = 65536
         else:
