@@ -276,7 +276,6 @@ class ImpairedLink:
                 next_baud_check = now + 0.25
                 self.counters.baud = port_baud(self._flight.master) or self.counters.baud
             rate = self.counters.baud / 10.0
-            busy = False
             for d in directions:
                 self._intake(d, rate, now)
             if p.half_duplex:
@@ -291,10 +290,9 @@ class ImpairedLink:
                 if p.half_duplex and (d is not talker or now < turn_until):
                     d.passed = max(d.passed, (now - d.start) * rate)   # a held line earns no credit
                 else:
-                    busy |= self._send(d, rate, now, t)
-                busy |= self._deliver(d, now)
-            if not busy:
-                self._wait(directions, rate)
+                    self._send(d, rate, now, t)
+                self._deliver(d, now)
+            self._wait(directions, rate)
 
     def _wants_line(self, d: _Direction) -> bool:
         """Octets wait to be sent: in the modem's buffer, injected, or held off in the host's pty."""
@@ -379,15 +377,21 @@ class ImpairedLink:
         return moved
 
     def _wait(self, directions, rate: float) -> None:
+        """Sleep until there is something to do: octets from a host that the line has credit for, a tick
+        while octets wait for the line or the far end, or the next delayed chunk's time."""
+        now = self._clock()
         waits = [self.TICK_S * 10]
         readable = []
         for d in directions:
             if d.fifo or d.pending:
                 waits.append(self.TICK_S)
             elif d.delayed:
-                waits.append(max(0.0, d.delayed[0][0] - self._clock()))
-            else:
+                waits.append(max(0.0, d.delayed[0][0] - now))
+            credit = (now - d.start) * rate - d.passed - len(d.fifo)
+            if d.fifo_octets or credit >= 1 or d.drained:
                 readable.append(d.src)
+            else:
+                waits.append(max(self.TICK_S, (1 - credit) / rate))
         if self._injected:
             waits.append(0.0)
         timeout = max(0.0, min(waits))

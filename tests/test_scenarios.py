@@ -98,15 +98,22 @@ latency_worst_max_s = 0.001
 """
 
 
-def test_a_short_scenario_runs_reports_and_fails_only_the_bar_it_cannot_meet(tmp_path):
-    """The latency bar cannot be met (1 ms): exit 1, that bar alone FAIL in the report and the JUnit XML;
-    the cut really lost octets and the dump brought every product to the ground."""
-    path = tmp_path / "short.toml"
-    path.write_text(SHORT)
+def test_short_scenarios_run_in_parallel_and_fail_exactly_the_bars_they_cannot_meet(tmp_path):
+    """Two short runs at once (--jobs 2). "short": the latency bar cannot be met (1 ms), and only it fails,
+    in the report and in the JUnit XML; the cut really lost octets, the bit errors were corrected and the
+    dump brought every product to the ground. "nodump": the same cut without dump_store: what was sent
+    into the cut is lost on the link, and the products and reports bars say so."""
+    (tmp_path / "short.toml").write_text(SHORT)
+    nodump = SHORT.replace('[[commands]]\nat_s = 4.0\ntc = ["function", "dump_store"]\n', "")
+    nodump = nodump.replace("latency_worst_max_s = 0.001", "")
+    assert "dump_store" not in nodump
+    (tmp_path / "nodump.toml").write_text(nodump)
     out = tmp_path / "out"
-    result = subprocess.run([sys.executable, "-m", "hil", "run", str(path), "--out", str(out)],
+    result = subprocess.run([sys.executable, "-m", "hil", "run", str(tmp_path / "short.toml"),
+                             str(tmp_path / "nodump.toml"), "--jobs", "2", "--out", str(out)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1, result.stdout + result.stderr
+    assert "2/2" in result.stdout and "FAIL short" in result.stdout and "FAIL nodump" in result.stdout
     data = json.loads((out / "short" / "result.json").read_text())
     bars = {b["name"]: b["passed"] for b in data["bars"]}
     assert bars.pop("worst latency <= 0.001 s") is False
@@ -116,8 +123,23 @@ def test_a_short_scenario_runs_reports_and_fails_only_the_bar_it_cannot_meet(tmp
     assert link["down"]["bits_flipped"] > 0
     assert data["products"]["lost"] == 0 and data["products"]["committed"] > 0
     assert data["ground"]["sync"]["symbols_corrected"] > 0
+    lost = json.loads((out / "nodump" / "result.json").read_text())
+    assert lost["products"]["lost_on_link"] > 0
+    assert [b["name"] for b in lost["bars"] if not b["passed"]] == [
+        "every processed frame's report reached the ground", "products lost <= 0"]
     suites = ET.parse(out / "junit.xml").getroot()
-    failures = [c.get("name") for c in suites.iter("testcase") if c.find("failure") is not None]
-    assert failures == ["worst latency <= 0.001 s"]
+    failures = [(s.get("name"), c.get("name")) for s in suites.iter("testsuite") for c in s.iter("testcase")
+                if c.find("failure") is not None]
+    assert failures == [("short", "worst latency <= 0.001 s"),
+                        ("nodump", "every processed frame's report reached the ground"), ("nodump", "products lost <= 0")]
     assert "| worst latency <= 0.001 s | **FAIL** |" in (out / "short" / "report.md").read_text()
     assert (out / "short" / "report.html").exists() and (out / "short" / "spy.log").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_the_shipped_campaign_meets_every_bar(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "hil", "run", "--all", "--jobs", "2", "--out", str(tmp_path)],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr
+    suites = ET.parse(tmp_path / "junit.xml").getroot()
+    assert suites.get("failures") == "0" and len(list(suites.iter("testsuite"))) == len(shipped())
