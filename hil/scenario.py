@@ -7,6 +7,7 @@ duration_s = 20.0                      # seconds of scene the flight program fli
 drain_s = 4.0                          # seconds the ground keeps listening after the flight ends
 [scene]                                # hil.scene.SceneConfig (the sim:// URL's settings)
 [link]                                 # hil.impairments.LinkProfile
+[passes]                               # hil.passes.PassSchedule: the link is cut below the station's mask
 [[commands]]                           # a telecommand, as `kestrel-ground command` words, at a time
 at_s = 5.0
 tc = ["ping"]
@@ -34,6 +35,7 @@ from kestrel.config import ConfigError, _build
 from kestrel.settings import ConfigurationError
 
 from .impairments import LinkProfile
+from .passes import PassSchedule
 from .scene import SceneConfig
 
 FAULT_KINDS = ("kill_flight", "cut_link")
@@ -91,6 +93,7 @@ class Scenario:
     drain_s: float = 4.0
     scene: SceneConfig = field(default_factory=SceneConfig)
     link: LinkProfile = field(default_factory=LinkProfile)
+    passes: PassSchedule = field(default_factory=PassSchedule)
     commands: tuple[Command, ...] = ()
     faults: tuple[Fault, ...] = ()
     bars: Bars = field(default_factory=Bars)
@@ -103,9 +106,11 @@ class Scenario:
             raise ValueError(f"drain_s must be 0..600, got {self.drain_s}")
 
     def profile(self, startup_s: float = 0.0) -> LinkProfile:
-        """The link profile with the cut_link faults added as outages, `startup_s` after the link starts."""
+        """The link profile with the cut_link faults and the times below the pass schedule's mask added as
+        outages, `startup_s` after the link starts."""
         cuts = tuple((f.at_s + startup_s, f.at_s + startup_s + f.for_s) for f in self.faults if f.kind == "cut_link")
-        shifted = tuple((a + startup_s, b + startup_s) for a, b in self.link.outages)
+        below = self.passes.outages(self.duration_s) if self.passes.tle_line1 else ()
+        shifted = tuple((a + startup_s, b + startup_s) for a, b in self.link.outages + below)
         return replace(self.link, outages=shifted + cuts)
 
 
