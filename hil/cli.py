@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from kestrel.cli import EXIT_USAGE, add_common_arguments, count, fail, run_program, seconds, setup
@@ -44,6 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
                          help="family: cap on frame width and height (default 1024; the family draws 256..2048)")
     metrics.add_argument("--jobs", type=count, default=1, help="family: scenes run in this many processes")
     metrics.add_argument("--json", metavar="FILE", help="family: also write the figures as JSON to FILE")
+    run = sub.add_parser("run", help="fly scenarios (shipped names or TOML files) over the impaired radio and judge "
+                         "each against its bars; exit 0 only if every bar of every scenario is met")
+    add_common_arguments(run, subcommand=True)
+    run.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="a shipped scenario's name or a .toml file")
+    run.add_argument("--list", action="store_true", help="print the shipped scenarios, one per line, and stop")
+    run.add_argument("--all", action="store_true", help="run every shipped scenario")
+    run.add_argument("--out", metavar="DIR", default="hil-campaign",
+                     help="reports (report.md, report.html, result.json per scenario; junit.xml) and each run's "
+                     "outputs (default ./hil-campaign)")
+    run.add_argument("--jobs", type=count, default=1, metavar="N", help="scenarios run at once (default 1)")
     scene = sub.add_parser("scene", help="write simulated frames as .npy files")
     add_common_arguments(scene, subcommand=True)
     scene.add_argument("--count", type=count, default=100, help="number of frames")
@@ -85,6 +96,8 @@ def _main(argv=None) -> int:
             metrics.sweep(args.kind, args.frames, args.size, args.seed,
                           with_calibration=not args.no_calibration, config=config.detection, hil=config.hil)
         return 0
+    if args.command == "run":
+        return _run(parser, args, config)
     from .demo import run_demo
 
     frames = Path(args.frames) if args.frames else None
@@ -124,6 +137,43 @@ def _metrics_family(parser, args, config) -> int:
         except OSError as exc:
             fail(parser, f"--json {args.json}: {exc}")
     return 0
+
+
+def _run(parser, args, config) -> int:
+    from .scenario import ScenarioError, resolve, shipped
+
+    if args.list:
+        for name in shipped():
+            print(name)
+        return 0
+    names = list(shipped()) if args.all else args.scenarios
+    if not names:
+        fail(parser, "run needs SCENARIO names or files, or --all (--list names the shipped ones)", EXIT_USAGE)
+    if args.jobs < 1:
+        fail(parser, f"--jobs must be >= 1, got {args.jobs}", EXIT_USAGE)
+    try:
+        scenarios = [resolve(name) for name in names]
+    except ScenarioError as exc:
+        fail(parser, str(exc), EXIT_USAGE)
+    if len({s.name for s in scenarios}) != len(scenarios):
+        fail(parser, "two scenarios have one name; their reports would share a directory", EXIT_USAGE)
+    from .campaign import run_campaign
+    from .campaign_report import write_reports
+
+    out = Path(args.out)
+    started = time.monotonic()
+    results = run_campaign(scenarios, config, args.config, out, jobs=args.jobs,
+                           progress=lambda line: print(line, flush=True))
+    write_reports(results, out)
+    for r in results:
+        print(f"{'PASS' if r.passed else 'FAIL'} {r.name}")
+        for bar in r.bars:
+            if not bar.passed:
+                print(f"  [FAIL] {bar.name}: {bar.evidence}")
+    passed = all(r.passed for r in results)
+    print(f"{sum(r.passed for r in results)} of {len(results)} scenarios passed in {time.monotonic() - started:.0f} s; "
+          f"reports in {out} (junit.xml, <scenario>/report.md)")
+    return 0 if passed else 1
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,291 @@
+"""`kestrel-hil run`: scenarios flown over the impaired radio, each judged against its bars.
+
+One scenario: the ground station listens on one end of an `ImpairedLink`,
+the flight program flies the scenario's scene on the other with its store in
+the scenario's directory; commands are sent from the ground's radio at their
+times (the TC packet `kestrel-ground command` would send), faults are
+injected (the flight process killed with SIGKILL and restarted on the same
+store; the link cut), and when the flight is done and the line has been
+quiet for `drain_s` the ground is stopped and the bars are judged from what
+the ground archived, the flight store's file and the link's counters.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import json
+import math
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .demo import _program, _stop
+from .impairments import ImpairedLink
+from .report import score
+from .scenario import Scenario, command_request
+from .scene import SceneSimulator
+from .sim_source import scene_url
+
+SEQUENCE_MODULO = 1 << 14
+
+
+@dataclass
+class Bar:
+    name: str
+    passed: bool
+    evidence: str
+
+
+@dataclass
+class ScenarioResult:
+    name: str
+    description: str
+    path: str
+    passed: bool = False
+    bars: list[Bar] = field(default_factory=list)
+    wall_s: float = 0.0
+    link: dict = field(default_factory=dict)          # ImpairedLink counters
+    relay_cpu_s: float = 0.0                          # the radio simulator's own CPU time
+    flight_runs: list = field(default_factory=list)   # exit status of each flight run
+    commands: list = field(default_factory=list)      # (at_s, words, apid, sequence count)
+    products: dict = field(default_factory=dict)      # the store's accounting against the ground
+    ground: dict = field(default_factory=dict)        # the ground's summary.json
+    error: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, default=float)
+
+
+def _launch(command: list[str], log: Path) -> subprocess.Popen:
+    handle = open(log, "a")
+    try:
+        return subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, text=True,
+                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    finally:
+        handle.close()
+
+
+def _wait_for(log: Path, marker: str, process: subprocess.Popen, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        if log.exists() and marker in log.read_text(errors="replace"):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def product_accounting(store_path: Path, archive_path: Path) -> dict:
+    """Every product the flight store committed, against what the ground archived.
+
+    Committed: each APID's counts 0..next-1 (the store never reuses one). A committed product is
+    held (still in the store), dropped by its class's rule, or acknowledged; anything else is lost
+    in the store. A held product the link was offered (it left the store at least once) is on the
+    ground or lost on the link (the packet's APID and 14-bit count, read from its CCSDS header,
+    say which); one never offered waits for a later pass. Lost: lost in the store or on the link.
+    """
+    db = sqlite3.connect(f"file:{store_path}?mode=ro", uri=True)
+    try:
+        counts = dict(db.execute("SELECT apid, next FROM sequences"))
+        held = [(bytes(r[0][:4]), r[1]) for r in db.execute("SELECT packet, offers FROM products")]
+        dropped, acknowledged = db.execute("SELECT COALESCE(SUM(dropped), 0), COALESCE(SUM(acknowledged), 0) "
+                                           "FROM totals").fetchone()
+    finally:
+        db.close()
+    db = sqlite3.connect(f"file:{archive_path}?mode=ro", uri=True)
+    try:
+        on_ground = set(db.execute("SELECT apid, sequence_count FROM packets"))
+    finally:
+        db.close()
+    # The CCSDS primary header, read here and not through our own parser.
+    keys = [((((h[0] & 0x07) << 8) | h[1], ((h[2] & 0x3F) << 8) | h[3]), offers) for h, offers in held]
+    committed = sum(counts.values())
+    lost_in_store = committed - len(held) - dropped - acknowledged
+    delivered = sum(k in on_ground for k, _ in keys)
+    waiting = sum(k not in on_ground and offers == 0 for k, offers in keys)
+    lost_on_link = sum(k not in on_ground and offers > 0 for k, offers in keys)
+    return {"committed": committed, "on_ground": delivered, "waiting_unsent": waiting, "lost_on_link": lost_on_link,
+            "dropped_by_rule": dropped, "acknowledged": acknowledged, "lost_in_store": lost_in_store,
+            "lost": lost_on_link + max(0, lost_in_store)}
+
+
+def _completed(archive_path: Path, apid: int, sequence: int) -> bool:
+    db = sqlite3.connect(f"file:{archive_path}?mode=ro", uri=True)
+    try:
+        return db.execute("SELECT COUNT(*) FROM command_reports WHERE kind = 'COMPLETION' AND success = 1 "
+                          "AND request_apid = ? AND request_sequence_count = ?", (apid, sequence)).fetchone()[0] > 0
+    finally:
+        db.close()
+
+
+def run_scenario(scenario: Scenario, config, config_path: str | None, out_dir: Path) -> ScenarioResult:
+    """Fly one scenario; the result says which bars were met and why. Our own failures raise."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ("store.sqlite", "store.sqlite-wal", "store.sqlite-shm", "flight.log", "ground.log", "spy.log"):
+        (out_dir / stale).unlink(missing_ok=True)
+    ground_dir = out_dir / "ground"
+    if ground_dir.exists():
+        for stale in ground_dir.iterdir():
+            if stale.is_file():
+                stale.unlink()
+    result = ScenarioResult(scenario.name, scenario.description, scenario.path)
+    started = time.monotonic()
+    rate = config.sensor.frame_rate_hz
+    frame_count = max(1, math.ceil(scenario.duration_s * rate))
+    store = out_dir / "store.sqlite"
+    flight_log, ground_log = out_dir / "flight.log", out_dir / "ground.log"
+    profile = scenario.profile()
+    with contextlib.ExitStack() as stack:
+        spy = stack.enter_context(open(out_dir / "spy.log", "w"))
+        link = stack.enter_context(ImpairedLink(profile, spy=spy, fallback_baud=config.link.baud))
+        ground = _launch(_program("ground", config_path, "listen", "--port", link.ground_port,
+                                  "--out", str(ground_dir)), ground_log)
+        stack.callback(_stop, ground, 15)
+        if not _wait_for(ground_log, "listening", ground, 60):
+            raise RuntimeError(f"kestrel-ground did not start: {ground_log.read_text()[-500:]}")
+
+        def fly(frames: int) -> subprocess.Popen:
+            return _launch(_program("flight", config_path, "--port", link.flight_port, "--store", str(store),
+                                    "--source", scene_url(scenario.scene), "--max-frames", str(frames)), flight_log)
+
+        flight = fly(frame_count)
+        t0 = time.monotonic()
+        link.set_epoch(t0)
+        events = sorted([(c.at_s, "command", c) for c in scenario.commands]
+                        + [(f.at_s, "kill", f) for f in scenario.faults if f.kind == "kill_flight"],
+                        key=lambda e: e[0])
+        sequence = {}
+        frames_left = frame_count
+        pending = list(events)
+        limit = scenario.duration_s * 3 + 60
+        while True:
+            now = time.monotonic() - t0
+            while pending and pending[0][0] <= now:
+                at, kind, what = pending.pop(0)
+                if kind == "command":
+                    request = command_request(what.tc)
+                    from kestrel import services
+                    apid = services.COMMAND_APID
+                    count = sequence.get(apid, 0)
+                    sequence[apid] = count + 1
+                    link.inject_up(request.tc(apid, count).pack())
+                    result.commands.append({"at_s": at, "tc": list(what.tc), "apid": apid, "sequence": count})
+                else:
+                    if flight.poll() is None:
+                        flight.send_signal(signal.SIGKILL)
+                    flight.wait()
+                    result.flight_runs.append(flight.returncode)
+                    # The scene frames flown so far, by the clock; the restart flies the rest.
+                    frames_left = max(1, frames_left - int(max(0.0, at - 1.0) * rate))
+                    time.sleep(what.for_s)
+                    flight = fly(frames_left)
+            if flight.poll() is not None and not pending:
+                break
+            if flight.poll() is not None and pending and pending[0][1] == "command":
+                # The flight ended before the command's time: send it now, while the radio is up.
+                pending[0] = (now, *pending[0][1:])
+            if now > limit:
+                _stop(flight, 15)
+                result.error = f"the flight program ran past {limit:.0f} s"
+                break
+            time.sleep(0.02)
+        result.flight_runs.append(flight.returncode)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and time.monotonic() - link.last_activity < scenario.drain_s:
+            time.sleep(0.1)
+        _stop(ground, 15)
+        stack.pop_all().close()
+        result.relay_cpu_s = link.cpu_seconds
+        result.link = link.counters.as_dict()
+    result.wall_s = time.monotonic() - started
+    _judge(scenario, config, result, ground_dir, store, frame_count)
+    (out_dir / "result.json").write_text(result.to_json())
+    return result
+
+
+def _judge(scenario: Scenario, config, result: ScenarioResult, ground_dir: Path, store: Path, frame_count: int):
+    bars = scenario.bars
+    archive = ground_dir / "archive.sqlite"
+    if (ground_dir / "summary.json").exists():
+        result.ground = json.loads((ground_dir / "summary.json").read_text())
+    out = result.bars
+    kills = sum(1 for f in scenario.faults if f.kind == "kill_flight")
+    clean_exits = result.flight_runs[kills:]
+    out.append(Bar("flight program ends cleanly", bool(clean_exits) and all(s == 0 for s in clean_exits),
+                   f"exit status of each run: {result.flight_runs} ({kills} killed by the scenario)"))
+    if result.error:
+        out.append(Bar("run finished in time", False, result.error))
+    if not archive.exists() or not store.exists():
+        out.append(Bar("ground archive and flight store exist", False, f"{archive}: {archive.exists()}, "
+                       f"{store}: {store.exists()}"))
+        result.passed = False
+        return
+    simulator = SceneSimulator(scenario.scene)
+    report = score(ground_dir, frame_count, result.link["down"]["octets_passed"], config.hil,
+                   lambda index: simulator.frame(index)[1], tuple(scenario.scene.snr_values))
+    result.products = product_accounting(store, archive)
+    p = result.products
+    if bars.reports_complete:
+        out.append(Bar("every processed frame's report reached the ground",
+                       report.reports_received == report.frames_processed > 0,
+                       f"{report.reports_received} reports of {report.frames_processed} frames processed"))
+    if bars.products_lost_max >= 0:
+        out.append(Bar(f"products lost <= {bars.products_lost_max}", p["lost"] <= bars.products_lost_max,
+                       f"{p['lost']} lost ({p['lost_on_link']} offered to the link and not on the ground, "
+                       f"{p['lost_in_store']} neither held nor dropped by rule) of {p['committed']} committed; "
+                       f"{p['on_ground']} on the ground, {p['waiting_unsent']} waiting unsent for a later pass, "
+                       f"{p['dropped_by_rule']} dropped by rule"))
+    if bars.frames_bad_max >= 0:
+        sync = result.ground.get("sync", {})
+        bad = sync.get("frames_bad")
+        # A cut truncates the frame on the line when it starts: one bad frame per outage is the cut's, not the code's.
+        cuts = len(scenario.profile().outages)
+        allowed = bars.frames_bad_max + cuts
+        out.append(Bar(f"bad transfer frames <= {bars.frames_bad_max}" + (f" (+{cuts} cut by outages)" if cuts else ""),
+                       bad is not None and bad <= allowed,
+                       f"{bad} bad of {sync.get('frames_good', 0) + (bad or 0)}; RS symbols corrected "
+                       f"{sync.get('symbols_corrected')}; bits flipped on the downlink "
+                       f"{result.link['down']['bits_flipped']}"))
+    if bars.commands_completed:
+        done = [c for c in result.commands if _completed(archive, c["apid"], c["sequence"])]
+        out.append(Bar("every command completed", len(done) == len(scenario.commands),
+                       f"{len(done)} of {len(scenario.commands)} with a completion success report: "
+                       + ", ".join(" ".join(c["tc"]) for c in result.commands)))
+    if bars.latency_worst_max_s >= 0:
+        out.append(Bar(f"worst latency <= {bars.latency_worst_max_s:g} s",
+                       report.latency_worst_s <= bars.latency_worst_max_s,
+                       f"{report.latency_worst_s:.2f} s (median {report.latency_median_s:.2f} s)"))
+    if bars.pd_min >= 0:
+        hit = sum(v[0] for k, v in report.target_frames.items() if float(k) >= config.hil.pass_snr)
+        total = sum(v[1] for k, v in report.target_frames.items() if float(k) >= config.hil.pass_snr)
+        pd = hit / total if total else 0.0
+        out.append(Bar(f"Pd at SNR >= {config.hil.pass_snr:g} >= {bars.pd_min:g}", total > 0 and pd >= bars.pd_min,
+                       f"{pd:.3f} ({hit}/{total} target-frames)"))
+    result.passed = all(b.passed for b in out)
+
+
+def run_campaign(scenarios: list[Scenario], config, config_path: str | None, out_dir: Path, jobs: int = 1,
+                 progress=print) -> list[ScenarioResult]:
+    """Every scenario in its own directory under `out_dir`, `jobs` at a time; results in the given order."""
+    results: dict[int, ScenarioResult] = {}
+    total = len(scenarios)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futures = {pool.submit(run_scenario, s, config, config_path, out_dir / s.name): i
+                   for i, s in enumerate(scenarios)}
+        for future in concurrent.futures.as_completed(futures):
+            i = futures[future]
+            try:
+                results[i] = future.result()
+            except (OSError, RuntimeError, sqlite3.Error) as exc:
+                s = scenarios[i]
+                results[i] = ScenarioResult(s.name, s.description, s.path, error=f"{type(exc).__name__}: {exc}",
+                                            bars=[Bar("the bench ran the scenario", False, str(exc))])
+            r = results[i]
+            done = len(results)
+            bar = "#" * (20 * done // total) + "." * (20 - 20 * done // total)
+            progress(f"[{bar}] {done}/{total} {r.name}: {'PASS' if r.passed else 'FAIL'} ({r.wall_s:.0f} s)")
+    return [results[i] for i in range(total)]

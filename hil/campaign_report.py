@@ -1,0 +1,93 @@
+"""A campaign's reports: Markdown and HTML per scenario (each bar, pass or fail, with its evidence), JUnit XML for CI."""
+from __future__ import annotations
+
+import html
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from .campaign import ScenarioResult
+
+
+def _link_rows(r: ScenarioResult) -> list[tuple[str, str, str]]:
+    rows = []
+    if not r.link:
+        return rows
+    for name in ("octets_in", "octets_on_line", "octets_passed", "bits_flipped", "octets_dropped", "fifo_overflows",
+                 "outage_octets"):
+        rows.append((name, str(r.link["down"][name]), str(r.link["up"][name])))
+    return rows
+
+
+def markdown(r: ScenarioResult) -> str:
+    lines = [f"# {r.name}: {'PASS' if r.passed else 'FAIL'}", ""]
+    if r.description:
+        lines += [r.description, ""]
+    lines += [f"Scenario file: `{r.path}`; wall time {r.wall_s:.1f} s; radio simulator CPU {r.relay_cpu_s:.2f} s "
+              f"({100 * r.relay_cpu_s / r.wall_s if r.wall_s else 0:.1f} % of one core).", ""]
+    if r.error:
+        lines += [f"**Error:** {r.error}", ""]
+    lines += ["| bar | result | evidence |", "|---|---|---|"]
+    lines += [f"| {b.name} | {'PASS' if b.passed else '**FAIL**'} | {b.evidence} |" for b in r.bars]
+    if r.link:
+        lines += ["", f"## Link (line at {r.link['baud']} baud; cut for {r.link['outage_seconds']:.1f} s)", "",
+                  "| counter | down (flight to ground) | up (ground to flight) |", "|---|---|---|"]
+        lines += [f"| {a} | {b} | {c} |" for a, b, c in _link_rows(r)]
+    if r.products:
+        lines += ["", "## Products (flight store against ground archive)", "",
+                  ", ".join(f"{k}: {v}" for k, v in r.products.items())]
+    if r.commands:
+        lines += ["", "## Commands sent", ""]
+        lines += [f"- at {c['at_s']:.1f} s: `{' '.join(c['tc'])}` (APID {c['apid']}, count {c['sequence']})"
+                  for c in r.commands]
+    lines += ["", f"Flight runs (exit status each): {r.flight_runs}", ""]
+    return "\n".join(lines)
+
+
+def html_page(r: ScenarioResult) -> str:
+    e = html.escape
+    rows = "".join(f"<tr class='{'pass' if b.passed else 'fail'}'><td>{e(b.name)}</td>"
+                   f"<td>{'PASS' if b.passed else 'FAIL'}</td><td>{e(b.evidence)}</td></tr>" for b in r.bars)
+    link = "".join(f"<tr><td>{e(a)}</td><td>{e(b)}</td><td>{e(c)}</td></tr>" for a, b, c in _link_rows(r))
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{e(r.name)}: {'PASS' if r.passed else 'FAIL'}</title>
+<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}td,th{{border:1px solid #ccc;padding:.3em}}
+table{{border-collapse:collapse}}.pass td:nth-child(2){{color:#060}}.fail td:nth-child(2){{color:#b00;font-weight:bold}}
+</style></head><body>
+<h1>{e(r.name)}: {'PASS' if r.passed else 'FAIL'}</h1>
+<p>{e(r.description)}</p><p>{e(r.error)}</p>
+<p>Wall time {r.wall_s:.1f} s; radio simulator CPU {r.relay_cpu_s:.2f} s.</p>
+<table><tr><th>bar</th><th>result</th><th>evidence</th></tr>{rows}</table>
+<h2>Link</h2><table><tr><th>counter</th><th>down</th><th>up</th></tr>{link}</table>
+<h2>Products</h2><p>{e(', '.join(f'{k}: {v}' for k, v in r.products.items()))}</p>
+</body></html>
+"""
+
+
+def junit(results: list[ScenarioResult]) -> str:
+    """One testsuite per scenario, one testcase per bar: CI shows which bar failed and why."""
+    suites = ET.Element("testsuites", name="kestrel-hil", tests=str(sum(len(r.bars) for r in results)),
+                        failures=str(sum(not b.passed for r in results for b in r.bars)))
+    for r in results:
+        suite = ET.SubElement(suites, "testsuite", name=r.name, tests=str(len(r.bars)),
+                              failures=str(sum(not b.passed for b in r.bars)), time=f"{r.wall_s:.3f}")
+        for b in r.bars:
+            case = ET.SubElement(suite, "testcase", classname=f"hil.{r.name}", name=b.name)
+            if b.passed:
+                ET.SubElement(case, "system-out").text = b.evidence
+            else:
+                ET.SubElement(case, "failure", message=b.evidence).text = b.evidence
+    return ET.tostring(suites, encoding="unicode", xml_declaration=True)
+
+
+def write_reports(results: list[ScenarioResult], out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for r in results:
+        folder = out_dir / r.name
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, text in (("report.md", markdown(r)), ("report.html", html_page(r)), ("result.json", r.to_json())):
+            (folder / name).write_text(text)
+            written.append(folder / name)
+    (out_dir / "junit.xml").write_text(junit(results))
+    written.append(out_dir / "junit.xml")
+    return written
