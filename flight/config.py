@@ -12,6 +12,7 @@ from kestrel.link.port import ReconnectConfig
 from kestrel.services import COMMAND_APID
 from kestrel.settings import Settings, setting
 
+from .classifier import ClassifierConfig
 from .detection import DetectorConfig
 from .geolocation import GeolocationConfig
 from .health import HealthConfig
@@ -52,6 +53,8 @@ class FlightProgramConfig(Settings):
     link: LinkConfig = setting(LinkConfig(), "the downlink, shared by flight and ground")
     sensor: SensorConfig = setting(SensorConfig(), "the frame source of the flight program")
     detection: DetectorConfig = setting(DetectorConfig(), "the onboard detector")
+    classifier: ClassifierConfig = setting(ClassifierConfig(), "the learned false-alarm filter: a score per "
+                                           "detection that feeds the track score")
     tracking: TrackerConfig = setting(TrackerConfig(), "the onboard tracker and the alerts it opens")
     geolocation: GeolocationConfig = setting(GeolocationConfig(), "latitude and longitude of alerts: the orbit "
                                              "(TLE) and the pointing")
