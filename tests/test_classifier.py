@@ -236,3 +236,53 @@ def test_a_missing_or_corrupt_weights_file_stops_the_start_with_a_clear_error(tm
         c = dataclasses.replace(config, classifier=ClassifierConfig(weights=str(path)))
         with pytest.raises(ClassifierFileError, match=message):
             Executive(c, Downlink(c.link, CapturePort()), threading.Event())
+
+
+def test_new_weights_by_the_reload_config_command_and_bad_ones_refused_whole(tmp_path):
+    from flight.downlink import Downlink
+    from flight.executive import Executive
+    from kestrel import services
+    from tests.test_flight_to_ground import CapturePort, small_config
+
+    config = small_config()
+    shipped = load_weights()
+    fresh = random_forest(np.random.default_rng(5), shipped.n_features, radius=shipped.radius, lag=2)
+    good, bad = tmp_path / "fresh.kclf", tmp_path / "bad.kclf"
+    good.write_bytes(fresh.pack())
+    bad.write_bytes(fresh.pack()[:-1])
+    files = iter([good, bad])
+    executive = Executive(config, Downlink(config.link, CapturePort()), threading.Event(),
+                          reload_config=lambda: dataclasses.replace(
+                              config, classifier=ClassifierConfig(weights=str(next(files)))))
+    assert executive.classifier.weights.pack() == shipped.pack() and executive.frame_history.lag == shipped.lag
+    apid = config.flight.command_apid
+    assert executive.commands.handle(services.perform_function("reload_config").tc(apid, 1))
+    assert executive.classifier.weights.pack() == good.read_bytes() and executive.frame_history.lag == 2
+    # A damaged file: the command fails and the filter in use stays.
+    assert not executive.commands.handle(services.perform_function("reload_config").tc(apid, 2))
+    assert executive.classifier.weights.pack() == good.read_bytes()
+    assert executive.config.classifier.weights == str(good)
+    executive.close()
+
+
+def test_the_executive_scores_detections_once_it_has_the_lagged_frame():
+    from flight.downlink import Downlink
+    from flight.executive import Executive
+    from tests.test_flight_to_ground import CapturePort, small_config
+
+    config = small_config()
+    off = Executive(dataclasses.replace(config, classifier=ClassifierConfig(mode="off")),
+                    Downlink(config.link, CapturePort()), threading.Event())
+    assert off.classifier is None and off.classify(np.zeros((80, 96), np.uint16), detections_at([(5, 5)])) is None
+    off.close()
+    executive = Executive(config, Downlink(config.link, CapturePort()), threading.Event())
+    rng = np.random.default_rng(6)
+    frames = [rng.integers(0, 3000, (80, 96), dtype=np.uint16) for _ in range(executive.classifier.lag + 2)]
+    d = detections_at([(10, 10), (50, 40)])
+    got = [executive.classify(f, d) for f in frames]
+    assert all(np.isnan(g).all() for g in got[:executive.classifier.lag])
+    lag = executive.classifier.lag
+    for i in range(lag, len(frames)):
+        x = features(frames[i], frames[i - lag], d, executive.classifier.weights.radius)
+        np.testing.assert_allclose(got[i], score_ref(x, executive.classifier.weights), rtol=1e-15)
+    executive.close()
