@@ -286,3 +286,14 @@ def test_the_executive_scores_detections_once_it_has_the_lagged_frame():
         x = features(frames[i], frames[i - lag], d, executive.classifier.weights.radius)
         np.testing.assert_allclose(got[i], score_ref(x, executive.classifier.weights), rtol=1e-15)
     executive.close()
+
+
+def test_the_benchs_track_metrics_run_the_filter_as_the_flight_does():
+    from hil.metrics import track_run
+    from hil.scene import SceneConfig
+
+    scene = SceneConfig(width=96, height=96, kind="clear", seed=7, n_targets=3, snr_values=(20.0,))
+    scores: dict = {}
+    score, _ = track_run(scene, 30, classifier_scores=scores)
+    assert score.track_frames and set(score.track_frames) <= set(scores)     # every alert track has its score
+    assert all(0.0 <= v <= 1.0 for v in scores.values()) and max(scores.values()) > 0.8
