@@ -63,9 +63,10 @@ class AlertPublisher:
         self.geolocation_errors = 0
 
     def frame(self, frame_index: int, frame_time: bytes, unix_time: float | None,
-              detections: np.ndarray) -> list[AlertUpdate]:
+              detections: np.ndarray, scores: np.ndarray | None = None) -> list[AlertUpdate]:
+        """`scores`: the false-alarm filter's score of each detection, or None (see Tracker.update)."""
         self.chips_due = []
-        result = self.tracker.update(frame_index, detections, stamp=frame_time)
+        result = self.tracker.update(frame_index, detections, stamp=frame_time, scores=scores)
         out = []
         for report in result.confirmed:
             state = self._open.get(report.track_id)

@@ -11,6 +11,7 @@ from kestrel.link.config import LinkConfig, UplinkConfig
 from kestrel.link.port import ReconnectConfig
 from kestrel.settings import Settings, setting
 
+from .classifier import ClassifierConfig
 from .detection import DetectorConfig
 from .geolocation import GeolocationConfig
 from .health import HealthConfig
@@ -51,6 +52,8 @@ class FlightProgramConfig(Settings):
                                    "and ground")
     sensor: SensorConfig = setting(SensorConfig(), "the frame source of the flight program")
     detection: DetectorConfig = setting(DetectorConfig(), "the onboard detector")
+    classifier: ClassifierConfig = setting(ClassifierConfig(), "the learned false-alarm filter: a score per "
+                                           "detection that feeds the track score")
     tracking: TrackerConfig = setting(TrackerConfig(), "the onboard tracker and the alerts it opens")
     geolocation: GeolocationConfig = setting(GeolocationConfig(), "latitude and longitude of alerts: the orbit "
                                              "(TLE) and the pointing")

@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
+import numpy as np
+
 from kestrel import products
 from kestrel.link.errors import Rejection
 from kestrel.link.sdls import associations_from_config, load_key, note_active_key, rotated_key_path
@@ -29,6 +31,7 @@ from kestrel.link.timecode import CucCodec
 
 from . import imaging
 from .alerts import AlertPublisher
+from .classifier import FrameHistory, open_filter
 from .commands import CommandHandler
 from .detection import Detector
 from .geolocation import Geolocator
@@ -111,6 +114,8 @@ class Executive:
             config.sensor.source, FrameLimits(config.sensor.max_frame_pixels))
         self.detector = Detector(config.detection, self.sensor.shape,
                                  calibration_bad_pixels=self.sensor.calibration_bad_pixels)
+        # The false-alarm filter's weights: a missing, corrupt or foreign file stops the start (ValueError).
+        self._open_classifier(config)
         locate = (Geolocator(config.geolocation, self.sensor.shape).locate
                   if config.geolocation.configured else None)
         self.alerts = AlertPublisher(config.tracking, self.sensor.shape, locate)
@@ -221,6 +226,21 @@ class Executive:
     def reset_counters(self) -> None:
         self.counters = ExecutiveCounters()
 
+    def _open_classifier(self, config) -> None:
+        self.classifier = open_filter(config.classifier, self.sensor.shape)
+        self.frame_history = (FrameHistory(self.sensor.shape, self.classifier.lag)
+                              if self.classifier is not None else None)
+
+    def classify(self, pixels, detections):
+        """The filter's score of each detection (NaN until `lag` frames are seen), or None when it is off."""
+        if self.classifier is None:
+            return None
+        current = self.frame_history.push(pixels)
+        past = self.frame_history.past()
+        if past is None:
+            return np.full(len(detections), np.nan)
+        return self.classifier.score(current, past, detections)
+
     def reload_config(self) -> None:
         """ST[08] reload_config: the file read again, the commanded parameters kept; refused whole if bad."""
         if self._reload_config is None:
@@ -235,6 +255,9 @@ class Executive:
             # A new threshold or model: the detector starts its background afresh.
             self.detector = Detector(config.detection, self.sensor.shape,
                                      calibration_bad_pixels=self.sensor.calibration_bad_pixels)
+        if config.classifier != self.config.classifier:
+            # New weights (or the filter on or off): refused whole, the old filter kept, if they are unusable.
+            self._open_classifier(config)
         self.config = config
         self._housekeeping_period_s = config.flight.housekeeping_period_s
 
@@ -412,13 +435,19 @@ class Executive:
             c.errors += 1
             self.event(products.EVENT_MEDIUM, products.EVENT_DETECTION_ERROR, f"frame {index}: {exc}")
             return True
+        try:
+            scores = self.classify(pixels, detections)
+        except ValueError as exc:
+            scores = None
+            c.errors += 1
+            self.event(products.EVENT_MEDIUM, products.EVENT_DETECTION_ERROR, f"frame {index}: classifier: {exc}")
         if not self.modes.observing:
             c.frames_processed += 1
             return True
         frame_time = self.packets.encode(frame_stamp)
         # Alerts first (an urgent put commits at once), then the report: imagery must never delay
         # what the detections say.
-        self.alerts_for(index, frame_stamp, detections)
+        self.alerts_for(index, frame_stamp, detections, scores)
         report = products.DetectionReport(index, frame_time, detections)
         self._send(ProductClass.DETECTIONS, products.APID_DETECTIONS, products.SERVICE_DETECTIONS,
                    products.SUBTYPE_DETECTION_REPORT, report.pack(), frame_stamp)
@@ -431,13 +460,13 @@ class Executive:
             self.event(products.EVENT_MEDIUM, products.EVENT_IMAGE_ERROR, f"frame {index}: {exc}")
         return True
 
-    def alerts_for(self, index: int, frame_stamp: Stamp, detections) -> None:
+    def alerts_for(self, index: int, frame_stamp: Stamp, detections, scores=None) -> None:
         """The frame's detections through the tracker; each alert opened, updated or closed goes to the store."""
         frame_time = self.packets.encode(frame_stamp)
         unix_time = (self.packets.cuc.to_unix(frame_stamp.ticks)
                      if frame_stamp.status == products.TIME_STATUS_VALID else None)
         try:
-            updates = self.alerts.frame(index, frame_time, unix_time, detections)
+            updates = self.alerts.frame(index, frame_time, unix_time, detections, scores)
         except ValueError as exc:
             self.counters.errors += 1
             self.event(products.EVENT_MEDIUM, products.EVENT_TRACKING_ERROR, f"frame {index}: {exc}")

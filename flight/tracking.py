@@ -88,6 +88,9 @@ class TrackerConfig(Settings):
                                       low=0, high=10)
     alert_update_frames: int = setting(10, "an open alert is sent again every this many frames (and whenever "
                                        "its kind changes)", low=1, high=100000)
+    classifier_weight: float = setting(2.0, "the track score adds classifier_weight x (2 m - 1), m the mean "
+                                       "false-alarm-filter score of its detections: a bounded term, so the "
+                                       "filter never vetoes a track (0: ignore the filter)", low=0, high=20)
     alert_chip_frames: int = setting(8, "lossless chips of an alert's track, one a frame from its opening, "
                                      "while the track lasts (0: none)", low=0, high=10000)
 
@@ -185,6 +188,8 @@ class Tracker:
         self._h_r = np.zeros((cap, hist))            # measurement variance per axis (mean of x and y)
         self._h_n = np.zeros(cap, np.int64)          # entries written (ring position = n % hist)
         self._flux = np.zeros(cap)
+        self._cls_sum = np.zeros(cap)                # classifier scores of the track's detections: sum, count
+        self._cls_n = np.zeros(cap, np.int64)
         self._stamps: dict[int, Any] = {}
         self._next_id = 1
         self._last_index: int | None = None
@@ -210,7 +215,9 @@ class Tracker:
         return z, rx, ry, good
 
     # --- the frame ---------------------------------------------------------------
-    def update(self, frame_index: int, detections: np.ndarray, stamp: Any = None) -> FrameResult:
+    def update(self, frame_index: int, detections: np.ndarray, stamp: Any = None,
+               scores: np.ndarray | None = None) -> FrameResult:
+        """`scores`: the false-alarm filter's score in [0, 1] of each detection (NaN: not scored), or None."""
         if self._last_index is not None and frame_index <= self._last_index:
             raise ValueError(f"frame {frame_index} after frame {self._last_index}: frames must come in order")
         steps = 1 if self._last_index is None else frame_index - self._last_index
@@ -219,6 +226,11 @@ class Tracker:
         self.counters.frames += 1
         self.counters.detections += len(detections)
         z, rx, ry, good = self._measurements(detections)
+        if scores is None:
+            scores = np.full(len(detections), np.nan)
+        scores = np.asarray(scores, np.float64)
+        if scores.shape != (len(detections),):
+            raise ValueError(f"scores must be one per detection ({len(detections)}), got shape {scores.shape}")
         slots = np.flatnonzero(self._active)
         for _ in range(min(steps - 1, 64)):   # a skipped frame is a prediction without a detection; past 64 all are lost
             self._predict(slots)
@@ -236,6 +248,7 @@ class Tracker:
         if len(assigned_slots):
             self._update(assigned_slots, z[assigned_dets], rx[assigned_dets], ry[assigned_dets],
                          detections["flux"][assigned_dets].astype(np.float64), frame_index)
+            self._add_scores(assigned_slots, scores[assigned_dets])
         missed = np.setdiff1d(slots, assigned_slots, assume_unique=True)
         self._miss(missed)
         for s, d in zip(assigned_slots.tolist(), assigned_dets.tolist()):
@@ -243,7 +256,7 @@ class Tracker:
         self._manage(slots, result)
         unassigned = np.ones(len(detections), bool)
         unassigned[assigned_dets] = False
-        self._births(np.flatnonzero(unassigned & good), z, rx, ry, detections, frame_index, stamp)
+        self._births(np.flatnonzero(unassigned & good), z, rx, ry, detections, frame_index, stamp, scores)
         live = np.flatnonzero(self._active & self._confirmed)
         if len(live):
             result.confirmed = self._reports(live, frame_index)
@@ -327,6 +340,11 @@ class Tracker:
         self._h_n[slots] += 1
         self._flux[slots] = flux
 
+    def _add_scores(self, slots, scores) -> None:
+        known = np.isfinite(scores)
+        self._cls_sum[slots[known]] += np.clip(scores[known], 0.0, 1.0)
+        self._cls_n[slots[known]] += 1
+
     def _miss(self, slots) -> None:
         if not len(slots):
             return
@@ -367,7 +385,7 @@ class Tracker:
         self._active[slots[gone]] = False
         self.counters.tracks_deleted += int(gone.sum())
 
-    def _births(self, dets, z, rx, ry, detections, frame_index: int, stamp) -> None:
+    def _births(self, dets, z, rx, ry, detections, frame_index: int, stamp, scores) -> None:
         b = self.config.border_px
         inside = ((z[dets, 0] >= b) & (z[dets, 0] <= self.width - 1 - b)
                   & (z[dets, 1] >= b) & (z[dets, 1] <= self.height - 1 - b))
@@ -408,6 +426,9 @@ class Tracker:
         self._h_r[slots, 0] = 0.5 * (rx[dets] + ry[dets])
         self._h_n[slots] = 1
         self._flux[slots] = flux
+        self._cls_sum[slots] = 0.0
+        self._cls_n[slots] = 0
+        self._add_scores(slots, scores[dets])
         self._active[slots] = True
         for i in ids.tolist():
             self._stamps[i] = stamp
@@ -485,6 +506,9 @@ class Tracker:
         kinds = self._kind[slots]
         reports = []
         manoeuvre = self._mu[slots, 1] if self.models > 1 else np.zeros(len(slots))
+        classifier = self.classifier_mean(slots)
+        score = self._score[slots] + np.where(np.isfinite(classifier),
+                                              c.classifier_weight * (2 * np.nan_to_num(classifier) - 1), 0.0)
         for i, slot in enumerate(slots.tolist()):
             e = Evidence(int(evidence[i]))
             kind = TrackKind(int(kinds[i]))
@@ -512,8 +536,14 @@ class Tracker:
                 trend=_finite(trend[i]), trend_sigma=_finite(trend_sigma[i]), speed=_finite(speed[i]),
                 speed_sigma=_finite(speed_sigma[i]), accel_along=_finite(along[i]), accel_across=_finite(across[i]),
                 accel_sigma=_finite(accel_sigma[i]), manoeuvre_probability=float(manoeuvre[i]),
-                score=float(self._score[slot]), classifier_score=0.0, alertable=alertable))
+                score=float(score[i]), classifier_score=_finite(classifier[i]), alertable=alertable))
         return reports
+
+    def classifier_mean(self, slots) -> np.ndarray:
+        """Mean filter score of each track's scored detections (NaN for a track with none)."""
+        n = self._cls_n[slots]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(n > 0, self._cls_sum[slots] / np.maximum(n, 1), np.nan)
 
     @property
     def track_count(self) -> int:

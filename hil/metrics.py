@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from flight.alerts import AlertPublisher
+from flight.classifier import FalseAlarmFilter, FrameHistory, load_weights
 from flight.detection import Detector, DetectorConfig
 from flight.tracking import TrackerConfig
 
@@ -100,15 +101,19 @@ def sweep(kind: str = "cloudy", frames: int = 60, size: int = 256, seed: int = 3
 
 def track_run(scene: SceneConfig, frames: int, tracker: TrackerConfig = TrackerConfig(),
               detector: DetectorConfig = DetectorConfig(), hil: HilConfig = HilConfig(),
-              score: TrackScore | None = None, id_offset: int = 0):
-    """Detector, tracker and alert policy of the flight program over one scene, in process (no link).
+              score: TrackScore | None = None, id_offset: int = 0, classifier_scores: dict | None = None):
+    """Detector, false-alarm filter (the shipped weights), tracker and alert policy of the flight program
+    over one scene, in process (no link).
 
     Returns (score, kinds): kinds maps each alert track to (its last alerted kind, the truth kind of the
-    target it was on most). Target and track ids are offset by `id_offset` so runs can share a score."""
+    target it was on most). Target and track ids are offset by `id_offset` so runs can share a score.
+    `classifier_scores`, if given, gets each alert track's classifier score at its last update."""
     sim = SceneSimulator(scene)
     shape = (scene.height, scene.width)
     detect = Detector(detector, shape, sim.calibration_bad_pixels()).process
     publisher = AlertPublisher(tracker, shape)
+    classifier = FalseAlarmFilter(load_weights(), shape)
+    history = FrameHistory(shape, classifier.lag)
     score = score or TrackScore(classes=tuple(scene.snr_values), radius=hil.match_radius_px)
     alerts: list[dict] = []
     truth_kind: dict[int, str] = {}
@@ -121,10 +126,16 @@ def track_run(scene: SceneConfig, frames: int, tracker: TrackerConfig = TrackerC
         truths[i] = truth
         for target, *_rest, kind in sim.targets(i):
             truth_kind[target + id_offset] = kind
-        for a in publisher.frame(i, b"", None, detect(frame)):
+        dets = detect(frame)
+        current = history.push(frame)
+        past = history.past()
+        scores = classifier.score(current, past, dets) if past is not None else None
+        for a in publisher.frame(i, b"", None, dets, scores):
             alerts.append(dict(track_id=a.track_id + id_offset, frame_index=a.frame_index, x=a.x, y=a.y,
                                vx=a.vx, vy=a.vy, ended=a.end.name if a.end else None, update=a.update))
             last_kind[a.track_id + id_offset] = a.kind.name
+            if classifier_scores is not None:
+                classifier_scores[a.track_id + id_offset] = a.classifier_score
     picture = alert_picture(alerts)
     for i in range(hil.warmup_frames, frames):
         rows, fresh = picture(i)
@@ -143,9 +154,11 @@ def track_table(seeds=(1001, 1002, 1003), frames: int = 200, size: int = 256, ki
     """Score tracks (as the alerts the ground would get) on several scenes; print and return the summary."""
     score = None
     kinds: dict = {}
+    classifier: dict = {}
     for n, seed in enumerate(seeds):
         scene = scene_for(kind, size, seed)
-        score, k = track_run(scene, frames, tracker, detector, hil, score, id_offset=(n + 1) * 10_000_000)
+        score, k = track_run(scene, frames, tracker, detector, hil, score, id_offset=(n + 1) * 10_000_000,
+                             classifier_scores=classifier)
         kinds.update(k)
     summary = score.summary(first_frame=hil.warmup_frames)
     confusion: dict = {}
@@ -170,6 +183,16 @@ def track_table(seeds=(1001, 1002, 1003), frames: int = 200, size: int = 256, ki
         f"(c = {score.gospa_c:g} px; missed {summary['gospa_missed_per_frame']:.2f}, false "
         f"{summary['gospa_false_per_frame']:.2f} per frame); track purity {summary['track_purity']:.3f}")
     out(f"kinds (truth -> alerted): {summary['kind_confusion']}")
+    # The filter never vetoes: how its score (mean over a track's detections, at the track's last alert
+    # update) sets the false alert tracks apart from the true ones. A false track is one whose updates
+    # were mostly on no target, as in the summary.
+    false = {t for t, n in score.track_frames.items() if sum(score.on_target.get(t, {}).values()) < n / 2}
+    on = np.array([v for t, v in classifier.items() if t in score.track_frames and t not in false])
+    off = np.array([v for t, v in classifier.items() if t in false])
+    summary["classifier_true_tracks"] = on.tolist()
+    summary["classifier_false_tracks"] = off.tolist()
+    out(f"classifier score of alert tracks: true ({len(on)}) median {np.median(on) if len(on) else float('nan'):.3f}, "
+        f"below 0.5: {int(np.sum(on < 0.5))}; false ({len(off)}): {', '.join(f'{v:.3f}' for v in sorted(off)) or '-'}")
     return summary
 
 

@@ -20,6 +20,7 @@ from .settings import ConfigurationError, Settings, rule, setting
 FILE_SECTIONS: typing.Final = {
     "link": "kestrel", "uplink": "kestrel", "sensor": "flight", "detection": "flight", "imaging": "flight", "flight": "flight",
     "store": "flight", "scheduler": "flight", "health": "flight", "tracking": "flight", "geolocation": "flight",
+    "classifier": "flight",
     "ground": "ground", "scene": "hil", "hil": "hil",
 }
 # The largest configuration file read: a config is a page of text, not a data set.

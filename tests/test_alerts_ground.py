@@ -67,6 +67,17 @@ def test_alerts_sit_on_the_targets_and_carry_the_flights_geolocation(flown):
         assert r["lat"] == pytest.approx(lat, abs=1e-4) and r["lon"] == pytest.approx(lon, abs=1e-4)
 
 
+def test_alerts_carry_the_false_alarm_filters_mean_score(flown):
+    _, executive, _, out = flown
+    rows = [json.loads(line) for line in (out / "alerts.jsonl").read_text().splitlines()]
+    scores = np.array([r["classifier_score"] for r in rows])
+    scored = np.array([r["frame_index"] >= executive.classifier.lag for r in rows])
+    # 0 says no detection of the track was scored: only before the filter has its lagged frame.
+    assert ((scores >= 0) & (scores <= 1)).all() and (scores[scored] > 0).all() and scored.sum() >= 3
+    # Bright moving targets on a clear scene: the filter, on by default, calls them targets.
+    assert np.median(scores[scored]) > 0.8
+
+
 def test_alerts_jsonl_is_rebuilt_from_the_database(flown):
     _, _, _, out = flown
     path = out / "alerts.jsonl"

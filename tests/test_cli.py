@@ -72,6 +72,17 @@ def test_flight_over_loop_url(tmp_path):
     assert result.returncode == 0, result.stderr
 
 
+def test_flight_with_unusable_classifier_weights_stops_at_start_with_one_line(tmp_path):
+    weights = tmp_path / "w.kclf"
+    weights.write_bytes(b"KCLF" + (9).to_bytes(2, "little") + bytes(40))
+    config = tmp_path / "k.toml"
+    config.write_text(f"[classifier]\nweights = {str(weights)!r}\n")
+    result = run("flight", "--config", str(config), "--port", "loop://", "--max-frames", "3")
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert "weights format version 9, this program reads 1" in lines[0]
+
+
 def test_flight_that_cannot_flush_says_so(tmp_path):
     import os
 
