@@ -15,7 +15,7 @@ Per frame, on buffers the wrapper (flight/detection.py) checked and allocated:
                        matched filter -> F^2 > k^2 variance (Z > k with no
                        root or division per pixel), variance update ->
                        candidate list (Z = F / sqrt(variance) for those
-                       only) -> hold the update under candidates -> warp the
+                       only) -> hold the update above the gate -> warp the
                        update back -> model += alpha * update
                      Adjacent loops over the same columns are fused where
                      the data allow (the x-warp of the newest model row
@@ -269,12 +269,13 @@ cdef inline hot_void _learn(f32_in acc, f32_out v, Py_ssize_t x0, Py_ssize_t x1,
 
 
 cdef inline hot_void _scan_candidates(f32_in acc, f32_in v, Py_ssize_t x0, Py_ssize_t x1,
-                                      Py_ssize_t row, Py_ssize_t W, float k2,
+                                      Py_ssize_t row, Py_ssize_t W, float k2, float g2,
                                       const unsigned char* b_row, f32_out c_row,
                                       int32_t* cand_index, float* cand_z, Py_ssize_t cap,
                                       Py_ssize_t* ncand) noexcept nogil:
     """Columns x0..x1 above the threshold (V = v[x]) onto the candidate list, with
-    Z = F / sqrt(V); the model update is held (c_row = 0) under good ones."""
+    Z = F / sqrt(V); the model update is held (c_row = 0) on good pixels above the gate
+    (g2 <= k2: F > 0 and F^2 > g2 V), so a target's wings are not learned either."""
     cdef Py_ssize_t x, blk, blk_end, n = ncand[0]
     cdef float fa
     cdef int count
@@ -284,12 +285,12 @@ cdef inline hot_void _scan_candidates(f32_in acc, f32_in v, Py_ssize_t x0, Py_ss
         count = 0
         for x in range(blk, blk_end):  # vectorises: most blocks hold none
             fa = acc[x]
-            count += (fa > 0.0) & (fa * fa > k2 * v[x])
+            count += (fa > 0.0) & (fa * fa > g2 * v[x])
         if count:
             for x in range(blk, blk_end):
                 fa = acc[x]
-                if fa > 0.0 and fa * fa > k2 * v[x]:
-                    if n < cap:
+                if fa > 0.0 and fa * fa > g2 * v[x]:
+                    if fa * fa > k2 * v[x] and n < cap:
                         cand_index[n] = <int32_t>(row * W + x)
                         cand_z[n] = fa / sqrtf(v[x])
                         n += 1
@@ -545,6 +546,7 @@ ctypedef struct PassArgs:
     float variance_clip2
     float variance_floor
     float k2
+    float g2
     float hold_rate
     float hold_keep
     float model_rate
@@ -588,7 +590,7 @@ cdef inline hot_void _pass_rows(PassArgs* p, Py_ssize_t* n_out) noexcept nogil:
     cdef float v0 = p.wy[0], v1 = p.wy[1], v2 = p.wy[2], v3 = p.wy[3]
     cdef float uw0 = p.uwx[0], uw1 = p.uwx[1], uw2 = p.uwx[2], uw3 = p.uwx[3]
     cdef float uv0 = p.uwy[0], uv1 = p.uwy[1], uv2 = p.uwy[2], uv3 = p.uwy[3]
-    cdef float f_rv = p.read_var, f_ig = p.inv_gain, f_k2 = p.k2
+    cdef float f_rv = p.read_var, f_ig = p.inv_gain, f_k2 = p.k2, f_g2 = p.g2
     cdef float f_rate = p.variance_rate, f_keep = p.variance_keep
     cdef float f_hold = p.hold_rate, f_hold_keep = p.hold_keep
     cdef float f_clip2 = p.variance_clip2, f_floor = p.variance_floor
@@ -690,36 +692,36 @@ cdef inline hot_void _pass_rows(PassArgs* p, Py_ssize_t* n_out) noexcept nogil:
                 _filter5_range(h_rows, acc, 0, xa, tap[2], tap[3], tap[4])
                 _filter5_range(h_rows, acc, xb, W, tap[2], tap[3], tap[4])
                 _filter5_count(h_rows, acc, v_row + vx, vold, xa, la, tap[2], tap[3], tap[4],
-                               f_k2, &count)
+                               f_g2, &count)
                 _filter5_count_learn(h_rows, acc, v_row + vx, vold, la, lb, tap[2], tap[3],
-                                     tap[4], f_k2, f_clip2, f_rate, f_keep, f_hold, f_hold_keep,
+                                     tap[4], f_g2, f_clip2, f_rate, f_keep, f_hold, f_hold_keep,
                                      f_floor, &count)
                 _filter5_count(h_rows, acc, v_row + vx, vold, lb, xb, tap[2], tap[3], tap[4],
-                               f_k2, &count)
+                               f_g2, &count)
             else:
                 _filter_col(h_rows, acc, W, r, tap)
-                _count_above(acc, v_row + vx, xa, xb, f_k2, &count)
+                _count_above(acc, v_row + vx, xa, xb, f_g2, &count)
             # clamped columns share a cell: raster order, each reading the last update (which
             # vold keeps for the scan); no unclamped column reads their cells
             _clamped_columns(acc, vold, v_row, 0, xa, vx, W, learn_in_row, p.learn_x0,
-                             p.learn_x1, f_k2, f_clip2, f_rate, f_keep, f_hold, f_hold_keep,
+                             p.learn_x1, f_g2, f_clip2, f_rate, f_keep, f_hold, f_hold_keep,
                              f_floor, &count)
             _clamped_columns(acc, vold, v_row, xb, W, vx, W, learn_in_row, p.learn_x0,
-                             p.learn_x1, f_k2, f_clip2, f_rate, f_keep, f_hold, f_hold_keep,
+                             p.learn_x1, f_g2, f_clip2, f_rate, f_keep, f_hold, f_hold_keep,
                              f_floor, &count)
             p.row_start[b] = <int32_t>ncand
             if count:
                 c_row = clp + (b % nt) * SW
                 b_row = p.bad + b * W
-                _scan_candidates(acc, vold, 0, xa, b, W, f_k2, b_row, c_row, p.cand_index,
+                _scan_candidates(acc, vold, 0, xa, b, W, f_k2, f_g2, b_row, c_row, p.cand_index,
                                  p.cand_z, cap, &ncand)
-                _scan_candidates(acc, vold if r == 2 else v_row + vx, xa, xb, b, W, f_k2, b_row,
+                _scan_candidates(acc, vold if r == 2 else v_row + vx, xa, xb, b, W, f_k2, f_g2, b_row,
                                  c_row, p.cand_index, p.cand_z, cap, &ncand)
-                _scan_candidates(acc, vold, xb, W, b, W, f_k2, b_row, c_row, p.cand_index,
+                _scan_candidates(acc, vold, xb, W, b, W, f_k2, f_g2, b_row, c_row, p.cand_index,
                                  p.cand_z, cap, &ncand)
             if r != 2:
                 # the unclamped cells learn after the scan, which reads them as they were
-                _learn(acc, v_row + vx, la, lb, f_k2, f_clip2, f_rate, f_keep, f_hold,
+                _learn(acc, v_row + vx, la, lb, f_g2, f_clip2, f_rate, f_keep, f_hold,
                        f_hold_keep, f_floor)
             p.row_start[b + 1] = <int32_t>ncand  # until row b + 1 starts: the residual below
             # ---- stage C: warp the held update of row c = b back, update model row u
@@ -779,7 +781,8 @@ def detect_pass(const uint16_t[:, ::1] frame, uint8_t[:, ::1] bad,
                 double hot_rate, double hot_on, double hot_off,
                 Py_ssize_t hot_every, Py_ssize_t hot_phase,
                 double variance_rate, double variance_clip, double variance_floor,
-                double k_sigma, double hold_rate, double model_rate, Py_ssize_t reach,
+                double k_sigma, double gate_sigma, double hold_rate, double model_rate,
+                Py_ssize_t reach,
                 float[:, ::1] scratch, int32_t[::1] cand_index, float[::1] cand_z,
                 int32_t[::1] row_start, str isa="best"):
     """One frame of the temporal model, in one pass down the rows.  Returns the
@@ -803,10 +806,14 @@ def detect_pass(const uint16_t[:, ::1] frame, uint8_t[:, ::1] bad,
             symmetric and summed centre first, then the pairs outwards
       A   = F > 0 and F^2 > k^2 V[y + vy, x + vx] (clamped): Z > k without
             a root or a division per pixel; Z = F / sqrt(V) for A only
-      V  <- EMA of min(F^2, variance_clip^2 V), at hold_rate where A, only
+      G   = F > 0 and F^2 > g^2 V, g = gate_sigma <= k_sigma: a compact
+            positive residual (a target and its wings, A included)
+      V  <- EMA of min(F^2, variance_clip^2 V), at hold_rate where G, only
             inside the learn window, floored; clamped columns share a cell:
-            raster order
-      A:  candidate (index y * W + x, Z); C = 0 there if good, so a slow
+            raster order.  A target does not teach V that it is noise;
+            the slow hold_rate is the cap that lets a lasting change in the
+            scene be learned in the end (V grows until G no longer holds)
+      A:  candidate (index y * W + x, Z); G: C = 0 there if good, so a slow
             target does not fade into the background
       U   = C warped back by (uy, ux, uwy, uwx); M += alpha U, alpha =
             max(model_rate, 1 / (age + 1)), where U had data; then row_age
@@ -832,6 +839,8 @@ def detect_pass(const uint16_t[:, ::1] frame, uint8_t[:, ::1] bad,
             raise ValueError(f"taps must be symmetric, got {list(taps)}")
     if reach < 0:
         raise ValueError(f"reach must be >= 0, got {reach}")
+    if not 0.0 <= gate_sigma <= k_sigma:
+        raise ValueError(f"gate_sigma must lie in [0, k_sigma = {k_sigma}], got {gate_sigma}")
     _check_plane("bad", bad.shape[0], bad.shape[1], H, W)
     _check_plane("model", model.shape[0], model.shape[1], H, W)
     _check_plane("variance", variance.shape[0], variance.shape[1], H, W)
@@ -898,6 +907,7 @@ def detect_pass(const uint16_t[:, ::1] frame, uint8_t[:, ::1] bad,
     args.variance_clip2 = <float>(variance_clip * variance_clip)
     args.variance_floor = <float>variance_floor
     args.k2 = <float>(k_sigma * k_sigma)
+    args.g2 = <float>(gate_sigma * gate_sigma)
     args.hold_rate = <float>hold_rate
     args.hold_keep = <float>(1.0 - hold_rate)
     args.model_rate = <float>model_rate

@@ -12,8 +12,9 @@ flight/detection_ref.py is the numpy twin with the same interface.
 """
 from __future__ import annotations
 
+import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -45,7 +46,16 @@ REANCHOR_PX = 4.0
 VARIANCE_FLOOR = 1e-6
 # the kernel clamps the hot score's input to this many noise sigmas (detect_pass)
 SCORE_CLIP = 20.0
-BAD_DETECTED = _temporal.BAD_BITS["detected"]  # bad-mask bit of a pixel found bad from the data
+BAD_DETECTED = _temporal.BAD_BITS["detected"]
+MAD_TO_SIGMA = 1.482602218505602  # sigma of a normal distribution over its median absolute deviation
+# the noise the data show is taken to lie within this factor (in variance) of the hints
+NOISE_SCALE_LIMIT = 64.0
+# compact_sources: a seed-frame source's ring departs from a plane by less than this many noise
+# sigmas plus this fraction of the source's contrast (a PSF's wings on the square ring: < 0.1)
+SEED_SMOOTH, SEED_SHAPE = 2.5, 0.1
+# ... and the scene around it (the ring 2 seed_ring + 1 px away) departs from a plane by less
+# than this many pixel noise sigmas: a target on textured cloud is left to be found once it moves
+SEED_BACKGROUND = 1.5  # bad-mask bit of a pixel found bad from the data
 
 
 @dataclass(frozen=True)
@@ -74,7 +84,12 @@ class DetectorConfig(Settings):
     variance_rate: float = setting(0.03, "update rate of the per-pixel variance of the filtered residual",
                                    above=0, high=1)
     variance_clip: float = setting(2.5, "a frame raises the variance at most as by this many sigmas", low=1)
-    variance_hold: float = setting(0.1, "variance rate multiplier where the statistic is above k_sigma", low=0, high=1)
+    variance_hold: float = setting(
+        0.1, "variance rate multiplier where the statistic is above the gate (gate_sigma)", low=0, high=1)
+    gate_sigma: float = setting(
+        3.0, "a positive statistic above this many sigmas (at most k_sigma) is a compact source being "
+        "watched: the model is not updated there and the variance learns it at the held rate only",
+        low=0, high=50)
     hot_rate: float = setting(0.02, "update rate of the per-pixel persistent-residual (hot pixel) score",
                               above=0, high=1)
     hot_on: float = setting(3.5, "persistent residual (noise sigmas) that marks a pixel as gone hot", low=0)
@@ -90,6 +105,17 @@ class DetectorConfig(Settings):
                                low=1, high=8)
     max_sharpness: float = setting(0.5, "peak pixel / 3x3 sum above which a hit is a cosmic ray or hot pixel",
                                    above=0, high=1)
+    seed_sigma: float = setting(
+        5.0, "a compact source in the seed frame (matched filter over its ring's mean, in noise or "
+        "local clutter sigmas) beyond this is kept out of the model", above=0)
+    seed_check: int = setting(
+        10, "frames after the seed when compact sources kept out of the model that a detection still "
+        "sits on (fixed in the scene) are learned from that frame; 0: none are kept out", low=0, high=1000)
+    seed_still: float = setting(
+        0.6, "a compact source the seed kept out that moved less than this (px) by seed_check is learned",
+        above=0, high=16)
+    seed_ring: int = setting(3, "radius (px) of the ring that tells a compact source from an edge in the seed frame",
+                             low=2, high=16)
     simd: str = setting(
         "best", "instruction set of the temporal pass: best (the fastest this CPU runs; all give "
         "the same bits) | baseline", choices=("best", "baseline"))
@@ -271,14 +297,217 @@ def dead_in_seed(frame: np.ndarray, bad: np.ndarray, config: DetectorConfig) -> 
         return interior & (bad == 0) & (frame < median - SCORE_CLIP * sigma)
 
 
+def separable_filter(image: np.ndarray, taps: np.ndarray) -> np.ndarray:
+    """image (*) taps along x then y (float64), the edges repeated."""
+    h, w = image.shape
+    r = len(taps) // 2
+    pad = np.pad(image.astype(np.float64), r, mode="edge")
+    rows = sum(t * pad[:, k:k + w] for k, t in enumerate(taps))
+    return sum(t * rows[k:k + h] for k, t in enumerate(taps))
+
+
+def ring_offsets(radius: int) -> list[tuple[int, int]]:
+    """(dy, dx) of the cells at Chebyshev distance `radius`."""
+    return [(dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)
+            if max(abs(dy), abs(dx)) == radius]
+
+
+def tile_medians(values: np.ndarray, good: np.ndarray, tile: int, least: int = 16) -> np.ndarray:
+    """Median of the good values in each tile x tile block (NaN with fewer than `least`)."""
+    h, w = values.shape
+    out = np.full((-(-h // tile), -(-w // tile)), np.nan)
+    for ty in range(out.shape[0]):
+        for tx in range(out.shape[1]):
+            block = (slice(ty * tile, (ty + 1) * tile), slice(tx * tile, (tx + 1) * tile))
+            v = values[block][good[block]]
+            if v.size >= least:
+                out[ty, tx] = np.median(v)
+    return out
+
+
+def seed_noise_scale(frame: np.ndarray, bad: np.ndarray, config: DetectorConfig) -> float:
+    """Noise variance of the seed frame over the one the hints (read_noise, gain) give, from
+    the data: per tile, the squared MAD sigma of second differences along rows of good
+    pixels (6 sigma^2 for white noise; a smooth scene's slope cancels) over 6 times the
+    hinted variance at the tile's median; the median over the tiles, so clutter in fewer
+    than half of them does not raise it.  1 without enough data."""
+    f = frame.astype(np.float64)
+    good = (bad[:, 2:] == 0) & (bad[:, 1:-1] == 0) & (bad[:, :-2] == 0)
+    second = f[:, 2:] - 2.0 * f[:, 1:-1] + f[:, :-2]
+    t = config.tile_size
+    centre = tile_medians(second, good, t)
+    spread = (MAD_TO_SIGMA * tile_medians(np.abs(second - np.kron(
+        np.nan_to_num(centre), np.ones((t, t)))[:second.shape[0], :second.shape[1]]), good, t)) ** 2
+    level = tile_medians(f[:, 1:-1], good, t)
+    hint = 6.0 * (config.read_noise**2 + np.maximum(level, 0.0) / config.gain)
+    ok = np.isfinite(spread) & (spread > 0) & (hint > 0)
+    if not ok.any():
+        return 1.0
+    return float(np.clip(np.median(spread[ok] / hint[ok]), 1.0 / NOISE_SCALE_LIMIT, NOISE_SCALE_LIMIT))
+
+
+def noise_hints(config: DetectorConfig, scale: float) -> DetectorConfig:
+    """config with read noise and gain scaled so that the shot+read variance is `scale` times
+    the hinted one at every level: the noise model the kernels are given."""
+    return replace(config, read_noise=config.read_noise * math.sqrt(scale), gain=config.gain / scale)
+
+
+def compact_sources(level: np.ndarray, config: DetectorConfig, taps: np.ndarray) -> np.ndarray:
+    """(y, x) of the compact bright sources on a smooth background in a one-frame scene
+    `level` (targets already in view when the model is seeded), as an (n, 2) array.
+
+    With G the matched filter of level and a plane fitted to G on the ring seed_ring px
+    away, a source is a local maximum of G that beats the ring's maximum (a cloud edge,
+    ridge or slope has a ring cell at least as bright), whose contrast (G less the plane)
+    beats seed_sigma times the larger of the noise (config's model) and the contrast's own
+    spread (MAD) in the tile (clutter texture raises the bar where it is), and whose ring
+    departs from its plane by less than SEED_SMOOTH noise sigmas plus SEED_SHAPE of that
+    contrast (a curved cloud top does not; a PSF's wings do, by a few per cent).  Targets on
+    textured cloud are left to be found once they move."""
+    h, w = level.shape
+    radius = config.seed_ring
+    g = separable_filter(level, taps)
+    pad = np.pad(g, radius, mode="edge")
+    ring_max = np.full((h, w), -np.inf)
+    s0, s1, sx, sy = (np.zeros((h, w)) for _ in range(4))
+    offsets = ring_offsets(radius)
+    for dy, dx in offsets:
+        cell = pad[radius + dy:radius + dy + h, radius + dx:radius + dx + w]
+        np.maximum(ring_max, cell, out=ring_max)
+        s0 += cell
+        s1 += cell * cell
+        sx += dx * cell
+        sy += dy * cell
+    n = len(offsets)
+    d2 = sum(dx * dx for _, dx in offsets)  # = sum of dy^2: the ring is symmetric
+    mean = s0 / n
+    # the ring's offsets are orthogonal to 1 and to each other, so the plane's fit is three sums
+    misfit = np.sqrt(np.maximum(s1 / n - mean * mean - (sx * sx + sy * sy) / (d2 * n), 0.0))
+    contrast = g - mean
+    noise = np.sqrt(config.read_noise**2 + np.maximum(level, 0.0) / config.gain) * float(np.sum(taps**2))
+    t = config.tile_size
+    everywhere = np.ones((h, w), bool)
+    centre = np.kron(np.nan_to_num(tile_medians(contrast, everywhere, t, 1)), np.ones((t, t)))[:h, :w]
+    spread = MAD_TO_SIGMA * tile_medians(np.abs(contrast - centre), everywhere, t, 1)
+    clutter = np.kron(np.nan_to_num(spread), np.ones((t, t)))[:h, :w]
+    peak = ((g > ring_max) & (contrast > config.seed_sigma * np.maximum(noise, clutter))
+            & (misfit < SEED_SMOOTH * noise + SEED_SHAPE * contrast))
+    ys, xs = np.nonzero(peak)
+    gp = np.pad(g, 1, mode="edge")
+    local_max = np.ones(len(ys), bool)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if dy or dx:
+                local_max &= g[ys, xs] >= gp[ys + 1 + dy, xs + 1 + dx]
+    ys, xs = ys[local_max], xs[local_max]
+    # and on a smooth background: the scene on the ring 2 seed_ring + 1 px away departs from
+    # its plane by less than SEED_BACKGROUND pixel noise sigmas (cloud texture does not)
+    far = np.array(ring_offsets(2 * radius + 1))
+    yy = np.clip(ys[:, None] + far[None, :, 0], 0, h - 1)
+    xx = np.clip(xs[:, None] + far[None, :, 1], 0, w - 1)
+    values = level[yy, xx].astype(np.float64)
+    design = np.column_stack([np.ones(len(far)), far[:, 1], far[:, 0]])
+    fit = values @ np.linalg.pinv(design).T @ design.T
+    rms = np.sqrt(np.mean((values - fit) ** 2, axis=1))
+    centre = level[ys, xs].astype(np.float64)
+    sigma = np.sqrt(config.read_noise**2 + np.maximum(np.median(values, axis=1), 0.0) / config.gain)
+    smooth = rms < SEED_BACKGROUND * sigma
+    del centre
+    return np.stack([ys[smooth], xs[smooth]], axis=1)
+
+
+def without_compact_sources(level: np.ndarray, config: DetectorConfig,
+                            taps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(level as float32 with each compact source (compact_sources) replaced, over the square
+    of radius seed_ring around it, by the plane fitted (least squares) to level on the ring
+    one pixel outside that square (clamped to the frame): the scene behind it, as far as one
+    frame tells; the sources' (y, x))."""
+    out = level.astype(np.float32)
+    h, w = level.shape
+    radius = config.seed_ring
+    ring = np.array(ring_offsets(radius + 1), np.float64)
+    design = np.column_stack([np.ones(len(ring)), ring[:, 1], ring[:, 0]])
+    box = np.mgrid[-radius:radius + 1, -radius:radius + 1].reshape(2, -1).T
+    peaks = compact_sources(level, config, taps)
+    for y, x in peaks:
+        yy = np.clip(y + ring[:, 0].astype(int), 0, h - 1)
+        xx = np.clip(x + ring[:, 1].astype(int), 0, w - 1)
+        coef = np.linalg.lstsq(design, level[yy, xx].astype(np.float64), rcond=None)[0]
+        by, bx = y + box[:, 0], x + box[:, 1]
+        inside = (by >= 0) & (by < h) & (bx >= 0) & (bx < w)
+        by, bx, oy, ox = by[inside], bx[inside], box[inside, 0], box[inside, 1]
+        out[by, bx] = coef[0] + coef[1] * ox + coef[2] * oy
+    return out, peaks
+
+
 def seed_state(frame: np.ndarray, bad: np.ndarray, hot_score: np.ndarray,
-               config: DetectorConfig) -> np.ndarray:
-    """Mark the seed frame's dead pixels found from the data (dead_in_seed) bad, with the
-    hot score they would reach if seen for long, in place; return the model they leave out."""
-    dead = dead_in_seed(frame, bad, config)
+               config: DetectorConfig, taps: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
+    """(model, noise scale, compact sources kept out) from the seed frame.  The noise scale
+    is seed_noise_scale (the data's, over the hints'); with the noise model it gives, the
+    seed frame's dead pixels found from the data (dead_in_seed) are marked bad, with the hot
+    score they would reach if seen for long, in place; the model leaves them out and, unless
+    seed_check is 0, the compact sources too (without_compact_sources: their (y, x) in model
+    cells are returned), so that targets in view from the first frame are found."""
+    scale = seed_noise_scale(frame, bad, config)
+    sensor = noise_hints(config, scale)
+    dead = dead_in_seed(frame, bad, sensor)
     bad[dead] |= BAD_DETECTED
     hot_score[dead] = -SCORE_CLIP
-    return fill_bad(frame, bad != 0)
+    filled = fill_bad(frame, bad != 0)
+    if config.seed_check == 0:
+        return filled, scale, np.zeros((0, 2))
+    model, peaks = without_compact_sources(filled, sensor, taps)
+    return model, scale, peaks.astype(np.float64)
+
+
+def moved_peaks(peaks: np.ndarray, ky: int, kx: int, shape) -> np.ndarray:
+    """Model positions (y, x) after the state moved so that a(u) <- a(u + k): u - k, those
+    still on the model."""
+    moved = peaks - np.array([ky, kx], np.float64)
+    h, w = shape
+    keep = (moved[:, 0] > -0.5) & (moved[:, 0] < h - 0.5) & (moved[:, 1] > -0.5) & (moved[:, 1] < w - 0.5)
+    return moved[keep]
+
+
+def nearest_detections(peaks: np.ndarray, detections: np.ndarray, offset,
+                       radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """(for each model position (y, x) in peaks, the model position of the nearest detection
+    within radius px (a detection at sensor p is at model p + f), whether there is one)."""
+    if not len(peaks) or not len(detections):
+        return peaks.copy(), np.zeros(len(peaks), bool)
+    fx, fy = offset
+    dy = (detections["y"].astype(np.float64) + fy)[None, :] - peaks[:, 0][:, None]
+    dx = (detections["x"].astype(np.float64) + fx)[None, :] - peaks[:, 1][:, None]
+    dist = np.hypot(dy, dx)
+    best = np.argmin(dist, axis=1)
+    rows = np.arange(len(peaks))
+    found = dist[rows, best] <= radius
+    near = peaks.copy()
+    near[found, 0] += dy[rows, best][found]
+    near[found, 1] += dx[rows, best][found]
+    return near, found
+
+
+def seed_peaks_seen(peaks: np.ndarray, detections: np.ndarray, offset, config) -> np.ndarray:
+    """The seed's compact sources, each moved to the detection the first frame after the seed
+    made of it (within seed_ring px; its sub-pixel position in the model), else left."""
+    return nearest_detections(peaks, detections, offset, config.seed_ring)[0]
+
+
+def stationary_peaks(peaks: np.ndarray, detections: np.ndarray, offset, config) -> np.ndarray:
+    """The seed's compact sources (model positions) that a detection still sits on, within
+    seed_still px, seed_check frames on: not a target that moved off but something fixed in
+    the scene (a small bright cloud), or a target slower than seed_still / seed_check px per
+    frame, which is then learned as the scene is."""
+    return peaks[nearest_detections(peaks, detections, offset, config.seed_still)[1]]
+
+
+def box_cells(peak, radius: int, shape) -> tuple[slice, slice]:
+    """The square of model cells within radius of peak (y, x), clipped to the model."""
+    h, w = shape
+    y, x = int(round(float(peak[0]))), int(round(float(peak[1])))
+    return (slice(max(y - radius, 0), min(y + radius + 1, h)),
+            slice(max(x - radius, 0), min(x + radius + 1, w)))
 
 
 def initial_variance(model: np.ndarray, config: DetectorConfig, taps: np.ndarray) -> np.ndarray:
@@ -400,6 +629,12 @@ def reanchor(model: np.ndarray, variance: np.ndarray, row_age: np.ndarray, col_a
         fill(frame, bad, model, variance, rows, cols, fy, fx, config, taps)
 
 
+def gate_sigma(config: DetectorConfig) -> float:
+    """The gate of detect_pass: gate_sigma, but never above the threshold (k_sigma is a
+    parameter the ground may lower), so every candidate is held."""
+    return float(min(config.gate_sigma, config.k_sigma))
+
+
 def visit_rate(rate: float, every: int) -> float:
     """The rate per visit that, with one visit every `every` frames, forgets as fast as
     `rate` per frame does."""
@@ -461,6 +696,12 @@ class TemporalDetector:
         self.offset = np.zeros(2)  # (fx, fy): sensor pixel p sees model p + f
         self.drift = np.zeros(2)  # (dx, dy) per frame, seeds the registration
         self.shift = np.zeros(2)  # last measured frame-to-frame (dx, dy)
+        # the noise the data show over the hints' (variance), and the config with the hints so
+        # scaled: what the kernels are given (set by the seed frame)
+        self.noise_scale = 1.0
+        self.sensor = config
+        self.seed_peaks = np.zeros((0, 2))  # compact sources the seed kept out (model y, x)
+        self.seed_learned = 0  # of those, found fixed in the scene and learned at seed_check
         self.frames_processed = 0
         self.last_candidates = 0  # peaks before cosmic-ray rejection and capping
         self.last_above = 0  # pixels above threshold
@@ -472,7 +713,7 @@ class TemporalDetector:
         return np.minimum.outer(self.row_age, self.col_age)
 
     def _white_variance(self, level: np.ndarray) -> np.ndarray:
-        return initial_variance(level, self.config, self.taps)
+        return initial_variance(level, self.sensor, self.taps)
 
     def candidates(self) -> tuple[np.ndarray, np.ndarray]:
         """(flat pixel index, Z) of this frame's above-threshold pixels, raster order."""
@@ -483,14 +724,17 @@ class TemporalDetector:
         check_frame(frame, self.shape)
         cfg = self.config
         h, w = self.shape
-        read_var, inv_gain = cfg.read_noise**2, 1.0 / cfg.gain
         if self.frames_processed == 0:
-            self.model[...] = seed_state(frame, self.bad, self.hot_score, cfg)
+            self.model[...], self.noise_scale, self.seed_peaks = seed_state(
+                frame, self.bad, self.hot_score, cfg, self.taps)
+            self.sensor = noise_hints(cfg, self.noise_scale)
             self.variance[...] = self._white_variance(self.model)
             self.row_age[...] = 1
             self.col_age[...] = 1
             self.frames_processed = 1
             return np.empty(0, DETECTION_DTYPE)
+        sensor = self.sensor
+        read_var, inv_gain = sensor.read_noise**2, 1.0 / sensor.gain
         guess = self.offset + self.drift
         _temporal.register_shift(frame, self.bad, self.model, read_var, inv_gain,
                                  float(guess[0]), float(guess[1]), cfg.register_stride,
@@ -504,7 +748,8 @@ class TemporalDetector:
             kx, ky = (int(v) for v in np.rint(self.offset))
             self.offset -= (kx, ky)
             reanchor(self.model, self.variance, self.row_age, self.col_age, frame, self.bad, ky, kx,
-                     float(self.offset[1]), float(self.offset[0]), cfg, self.taps)
+                     float(self.offset[1]), float(self.offset[0]), sensor, self.taps)
+            self.seed_peaks = moved_peaks(self.seed_peaks, ky, kx, self.shape)
         fx, fy = float(self.offset[0]), float(self.offset[1])
         (oy, wy), (ox, wx) = split_shift(fy), split_shift(fx)
         (uy, uwy), (ux, uwx) = split_shift(-fy), split_shift(-fx)
@@ -518,7 +763,7 @@ class TemporalDetector:
             visit_rate(cfg.hot_rate, cfg.hot_every), cfg.hot_on, cfg.hot_off,
             cfg.hot_every, self.frames_processed % cfg.hot_every,
             cfg.variance_rate, cfg.variance_clip, VARIANCE_FLOOR, float(cfg.k_sigma),
-            cfg.variance_rate * cfg.variance_hold, cfg.model_rate, self._reach,
+            gate_sigma(cfg), cfg.variance_rate * cfg.variance_hold, cfg.model_rate, self._reach,
             self._scratch, self._cand_index, self._cand_z, self._row_start, isa=cfg.simd)
         self.last_above = n
         c = _temporal.label_candidates(self._cand_index, self._row_start, n, w, self.bad,
@@ -533,7 +778,18 @@ class TemporalDetector:
         self.frames_processed += 1
         self.last_candidates = m
         self.table = table
-        return finish_detections(table, cfg)
+        detections = finish_detections(table, cfg)
+        if self.frames_processed == 2 and len(self.seed_peaks):
+            self.seed_peaks = seed_peaks_seen(self.seed_peaks, detections, self.offset, cfg)
+        if self.frames_processed == cfg.seed_check + 1 and len(self.seed_peaks):
+            # what the seed kept out and is still where it was is the scene: learn it now
+            for peak in stationary_peaks(self.seed_peaks, detections, self.offset, cfg):
+                self.seed_learned += 1
+                rows, cols = box_cells(peak, cfg.seed_ring, self.shape)
+                fill_new_cells(frame, self.bad, self.model, self.variance, rows, cols, fy, fx,
+                               sensor, self.taps)
+            self.seed_peaks = self.seed_peaks[:0]
+        return detections
 
 
 class Detector:

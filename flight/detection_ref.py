@@ -318,15 +318,19 @@ def filter_separable(residual, taps):
 
 
 def matched_filter(residual, taps, variance, vy, vx, rate, clip, variance_floor, hold_z, hold_rate,
-                   learn=(0, 2**31, 0, 2**31)):
-    """(filtered, zscore, above, new variance) as detect_pass computes them (float32):
-    above is F > 0 and F^2 > k^2 V, zscore F / sqrt(V) with the V each pixel read."""
+                   learn=(0, 2**31, 0, 2**31), gate_z=None):
+    """(filtered, zscore, above, gated, new variance) as detect_pass computes them (float32):
+    above is F > 0 and F^2 > k^2 V (k = hold_z), gated F > 0 and F^2 > g^2 V (g = gate_z,
+    k if None; the variance learns at hold_rate there), zscore F / sqrt(V) with the V each
+    pixel read."""
     h, w = residual.shape
     acc = filter_separable(residual, taps)
     variance = variance.astype(F32).copy()
     zscore = np.empty((h, w), F32)
     above = np.empty((h, w), bool)
+    gated = np.empty((h, w), bool)
     k2 = F32(hold_z * hold_z)
+    g2 = k2 if gate_z is None else F32(gate_z * gate_z)
     keep_rate, keep_hold = F32(1.0 - rate), F32(1.0 - hold_rate)
     rate, hold_rate, clip2 = F32(rate), F32(hold_rate), F32(clip * clip)
     floor, hold_z = F32(variance_floor), F32(hold_z)
@@ -339,14 +343,15 @@ def matched_filter(residual, taps, variance, vy, vx, rate, clip, variance_floor,
             v = variance[vyy, vxx]
             a = acc[y, x]
             zscore[y, x] = a / np.sqrt(v)
-            above[y, x] = hit = a > 0 and a * a > k2 * v
+            above[y, x] = a > 0 and a * a > k2 * v
+            gated[y, x] = hit = a > 0 and a * a > g2 * v
             if not (learn[0] <= y < learn[1] and learn[2] <= x < learn[3]):
                 continue
             f2 = min(a * a, clip2 * v)
             u, keep = (hold_rate, keep_hold) if hit else (rate, keep_rate)
             v = keep * v + u * f2
             variance[vyy, vxx] = v if v > floor else floor
-    return acc, zscore, above, variance
+    return acc, zscore, above, gated, variance
 
 
 def detect_pass(frame, bad, model, row_age, col_age, variance, hot_score, offset, taps, config,
@@ -365,11 +370,11 @@ def detect_pass(frame, bad, model, row_age, col_age, variance, hot_score, offset
         frame, bad, prediction, outside, hot_score, cfg.model_clip, cfg.model_clip_low,
         cfg.read_noise**2, 1.0 / cfg.gain, d.visit_rate(cfg.hot_rate, cfg.hot_every), cfg.hot_on,
         cfg.hot_off, cfg.hot_every, hot_phase)
-    filtered, zscore, above, variance = matched_filter(
+    filtered, zscore, above, gated, variance = matched_filter(
         residual, d.as_weights(taps), variance, int(round(fy)), int(round(fx)), cfg.variance_rate,
         cfg.variance_clip, variance_floor, float(cfg.k_sigma), cfg.variance_rate * cfg.variance_hold,
-        d.learn_window(frame.shape, oy, ox, len(taps) // 2))
-    clipped = np.where(above & (bad == 0), F32(0), clipped)  # hold the model under candidates
+        d.learn_window(frame.shape, oy, ox, len(taps) // 2), min(cfg.gate_sigma, cfg.k_sigma))
+    clipped = np.where(gated & (bad == 0), F32(0), clipped)  # hold the model above the gate
     update, outside_u = warp_separable(clipped, uy, ux, d.as_weights(uwy), d.as_weights(uwx))
     model, row_age, col_age = apply_update(model, update, outside_u, row_age, col_age,
                                            cfg.model_rate)
@@ -501,14 +506,16 @@ def repaired_samples(frame: np.ndarray, bad: np.ndarray, ys: np.ndarray,
 def fill_new_cells(frame, bad, model, variance, rows, cols, fy, fx, config, taps):
     """Twin of flight.detection.fill_new_cells (the kernel's): the new cells (rows, cols)
     from this frame, repaired and resampled in numpy; variance no lower than white noise."""
-    from flight.detection import initial_variance
     ys, xs = np.meshgrid(np.arange(model.shape[0])[rows], np.arange(model.shape[1])[cols],
                          indexing="ij")
     if not ys.size:
         return
     fresh = repaired_samples(frame, bad, ys - fy, xs - fx).astype(np.float32)
     model[rows, cols] = fresh
-    white = initial_variance(fresh, config, taps)
+    # white shot+read noise, doubled (one noisy frame), through the filter: in float32 from
+    # float32 read variance and gain, as the kernel computes it (hints are seldom exact)
+    pixel_var = F32(config.read_noise**2) + np.maximum(fresh, F32(0)) / F32(config.gain)
+    white = (F32(2) * pixel_var) * F32(float(np.sum(np.asarray(taps, np.float64) ** 2)) ** 2)
     np.maximum(variance[rows, cols], white, out=variance[rows, cols])
 
 
@@ -530,18 +537,22 @@ class TemporalDetector:
         self.offset = np.zeros(2)
         self.drift = np.zeros(2)
         self.frames_processed = 0
+        self.seed_learned = 0
 
     def process(self, frame):
         d, cfg = self._d, self.config
         check_frame(frame, self.shape)
-        read_var, inv_gain = cfg.read_noise**2, 1.0 / cfg.gain
         if self.frames_processed == 0:
-            self.model = d.seed_state(frame, self.bad, self.hot_score, cfg)
-            self.variance = d.initial_variance(self.model, cfg, self.taps)
+            self.model, self.noise_scale, self.seed_peaks = d.seed_state(
+                frame, self.bad, self.hot_score, cfg, self.taps)
+            self.sensor = d.noise_hints(cfg, self.noise_scale)
+            self.variance = d.initial_variance(self.model, self.sensor, self.taps)
             self.row_age[...] = 1
             self.col_age[...] = 1
             self.frames_processed = 1
             return np.empty(0, DETECTION_DTYPE)
+        sensor = self.sensor
+        read_var, inv_gain = sensor.read_noise**2, 1.0 / sensor.gain
         guess = self.offset + self.drift
         reg = register_shift(frame, self.bad, self.model, read_var, inv_gain, float(guess[0]),
                              float(guess[1]), cfg.register_stride, cfg.register_margin,
@@ -552,11 +563,12 @@ class TemporalDetector:
             kx, ky = (int(v) for v in np.rint(self.offset))
             self.offset -= (kx, ky)
             d.reanchor(self.model, self.variance, self.row_age, self.col_age, frame, self.bad, ky, kx,
-                       float(self.offset[1]), float(self.offset[0]), cfg, self.taps,
+                       float(self.offset[1]), float(self.offset[0]), sensor, self.taps,
                        shift=shift_cells, fill=fill_new_cells)
+            self.seed_peaks = d.moved_peaks(self.seed_peaks, ky, kx, self.shape)
         out = detect_pass(frame, self.bad, self.model, self.row_age, self.col_age, self.variance,
                           self.hot_score, (float(self.offset[0]), float(self.offset[1])), self.taps,
-                          cfg, d.VARIANCE_FLOOR, self.frames_processed % cfg.hot_every)
+                          sensor, d.VARIANCE_FLOOR, self.frames_processed % cfg.hot_every)
         self.model, self.variance = out["model"], out["variance"]
         self.row_age, self.col_age = out["row_age"], out["col_age"]
         self.hot_score, self.bad, self.residual = out["hot_score"], out["bad"], out["residual"]
@@ -567,7 +579,18 @@ class TemporalDetector:
                                 sizes, peaks, cfg.aperture_radius, float(cfg.psf_sigma), read_var,
                                 inv_gain)
         self.frames_processed += 1
-        return d.finish_detections(table, cfg)
+        detections = d.finish_detections(table, cfg)
+        if self.frames_processed == 2 and len(self.seed_peaks):
+            self.seed_peaks = d.seed_peaks_seen(self.seed_peaks, detections, self.offset, cfg)
+        if self.frames_processed == cfg.seed_check + 1 and len(self.seed_peaks):
+            fx, fy = float(self.offset[0]), float(self.offset[1])
+            for peak in d.stationary_peaks(self.seed_peaks, detections, self.offset, cfg):
+                self.seed_learned += 1
+                rows, cols = d.box_cells(peak, cfg.seed_ring, self.shape)
+                fill_new_cells(frame, self.bad, self.model, self.variance, rows, cols, fy, fx,
+                               sensor, self.taps)
+            self.seed_peaks = self.seed_peaks[:0]
+        return detections
 
 
 class Detector:
