@@ -24,6 +24,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ground.uplink import TcSender
+from kestrel.link.tcframe import FrameType
+
 from .demo import _program, _stop
 from .impairments import ImpairedLink
 from .report import score
@@ -59,6 +62,15 @@ class ScenarioResult:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, default=float)
+
+
+def uplink_octets(config, packet: bytes, out_dir: Path) -> bytes:
+    """A TC packet as the flight program's port takes it: bare in the bench mode, else a BD frame in a
+    CLTU (clear: the shipped scenarios configure no SA; with one, the sender protects the frame)."""
+    if config.uplink.mode != "cltu":
+        return packet
+    sender = TcSender(config.link, config.uplink, lambda octets: None, out_dir / "uplink-counters", time.monotonic)
+    return sender.build(FrameType.BD, 0, packet)
 
 
 def _launch(command: list[str], log: Path) -> subprocess.Popen:
@@ -168,11 +180,10 @@ def run_scenario(scenario: Scenario, config, config_path: str | None, out_dir: P
                 at, kind, what = pending.pop(0)
                 if kind == "command":
                     request = command_request(what.tc)
-                    from kestrel import services
-                    apid = services.COMMAND_APID
+                    apid = config.uplink.command_apid
                     count = sequence.get(apid, 0)
                     sequence[apid] = count + 1
-                    link.inject_up(request.tc(apid, count).pack())
+                    link.inject_up(uplink_octets(config, request.tc(apid, count).pack(), out_dir))
                     result.commands.append({"at_s": at, "tc": list(what.tc), "apid": apid, "sequence": count})
                 else:
                     if flight.poll() is None:

@@ -136,7 +136,8 @@ def command_request(words: tuple[str, ...]):
         detail = errors.getvalue().strip().splitlines()
         raise ValueError(detail[-1] if detail else str(exc)) from None
     request = build_request(args)
-    services.parse_request(request.tc(args.apid, 0), apid=args.apid)
+    apid = services.COMMAND_APID if args.apid is None else args.apid   # None: the config's, checked here as 50
+    services.parse_request(request.tc(apid, 0), apid=apid)
     return request
 
 

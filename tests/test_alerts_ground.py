@@ -20,6 +20,7 @@ def flown(tmp_path_factory):
     base = small_config()
     config = dataclasses.replace(
         base, sensor=dataclasses.replace(base.sensor, max_frames=30),
+        tracking=dataclasses.replace(base.tracking, alert_chip_frames=8),
         geolocation=GeolocationConfig(tle_line1=TLE[0], tle_line2=TLE[1], focal_length_px=5000.0))
     stream, executive = fly(config)
     out = tmp_path_factory.mktemp("alerts")

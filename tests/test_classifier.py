@@ -160,9 +160,11 @@ def test_training_is_reproducible_and_the_export_equals_sklearn():
 
 def test_seeds_of_the_held_out_family_are_refused():
     from hil import train_classifier as tc
+    from hil.scene_family import HELD_OUT_FIRST
 
+    # Only refused, never used: the first held-out seed of the scene family.
     with pytest.raises(ValueError, match="held-out"):
-        tc.check_seeds([2**40 + 1], development=False)
+        tc.check_seeds([HELD_OUT_FIRST], development=False)
     with pytest.raises(ValueError, match="development"):
         tc.check_seeds([12000], development=True)
     with pytest.raises(ValueError, match="validation"):
@@ -255,7 +257,7 @@ def test_new_weights_by_the_reload_config_command_and_bad_ones_refused_whole(tmp
                           reload_config=lambda: dataclasses.replace(
                               config, classifier=ClassifierConfig(weights=str(next(files)))))
     assert executive.classifier.weights.pack() == shipped.pack() and executive.frame_history.lag == shipped.lag
-    apid = config.flight.command_apid
+    apid = config.uplink.command_apid
     assert executive.commands.handle(services.perform_function("reload_config").tc(apid, 1))
     assert executive.classifier.weights.pack() == good.read_bytes() and executive.frame_history.lag == 2
     # A damaged file: the command fails and the filter in use stays.
