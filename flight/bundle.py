@@ -111,6 +111,9 @@ kestrel-flight = "flight.cli:main"
 
 [tool.setuptools.packages.find]
 include = ["kestrel*", "flight*"]
+
+[tool.setuptools.package-data]
+"flight.data" = ["*.kclf"]
 """
 
 
@@ -122,7 +125,7 @@ def stage_source(root: Path, into: Path, target: Target) -> Path:
         shutil.copytree(root / package, stage / package, ignore=ignore)
     shutil.copy2(root / "setup.py", stage / "setup.py")
     (stage / "pyproject.toml").write_text(flight_pyproject(root, target))
-    (stage / "MANIFEST.in").write_text("recursive-include ext *.pyx *.pxi *.pxd\n")
+    (stage / "MANIFEST.in").write_text("recursive-include ext *.pyx *.pxi *.pxd\ninclude flight/data/*.kclf\n")
     return stage
 
 

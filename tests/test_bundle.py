@@ -55,6 +55,8 @@ def test_the_bundle_holds_the_flight_program_alone_with_its_unit_and_checksums(n
     (wheel,) = bundle.glob("wheels/kestrel_flight-*.whl")
     packages = {n.split("/")[0] for n in zipfile.ZipFile(wheel).namelist()}
     assert {"flight", "kestrel"} <= packages and not packages & {"ground", "hil", "tests"}
+    # What the flight program reads at start ships in the wheel (the emulated run found it missing).
+    assert "flight/data/classifier.kclf" in zipfile.ZipFile(wheel).namelist()
     kernels = [n for n in zipfile.ZipFile(wheel).namelist() if n.startswith("flight/kernels/") and n.endswith(".so")]
     assert len(kernels) == len(list((ROOT / "ext").glob("*.pyx")))
     unit = (bundle / "kestrel-flight.service").read_text()
@@ -86,6 +88,16 @@ def test_install_checks_the_manifest_and_the_installed_program_runs(native_bundl
     printed = subprocess.run([str(tmp_path / "opt" / "venv" / "bin" / "kestrel-flight"), "--print-config"],
                              capture_output=True, text=True, timeout=120)
     assert printed.returncode == 0 and "[flight]" in printed.stdout
+    # And it flies: three recorded frames to a loop:// port, from the installed program alone.
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(3):
+        np.save(frames / f"frame_{i:06d}.npy", rng.integers(1900, 2100, (64, 64), dtype=np.uint16))
+    flown = subprocess.run([str(tmp_path / "opt" / "venv" / "bin" / "kestrel-flight"), "--port", "loop://",
+                            "--frames", str(frames), "--max-frames", "3"],
+                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert flown.returncode == 0, flown.stderr[-2000:]
 
 
 def test_a_bundle_for_an_unknown_target_is_refused(tmp_path):

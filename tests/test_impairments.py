@@ -168,7 +168,7 @@ def test_an_outage_has_no_octets_and_its_seconds_are_counted():
     profile = LinkProfile(baud=38400, outages=((0.8, 1.8),))
     with ImpairedLink(profile) as link:
         rx = Receiver(link.ground_port)
-        port = serial.Serial(link.flight_port, 38400, timeout=1, write_timeout=5)
+        port = serial.Serial(link.flight_port, 38400, timeout=1, write_timeout=30)   # the outage holds writes off; a loaded machine adds seconds
         write_for(port, 2.6)
         time.sleep(0.1)
         port.close()
