@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field, fields
 from typing import TextIO
 
-from .radio import _Pty, _waiting
+from .radio import PtyRelay, _waiting
 
 DOWN, UP = "down", "up"     # flight -> ground, ground -> flight
 
@@ -187,7 +187,7 @@ class _Direction:
         self.drained = True          # the host's pty was empty at the last read
 
 
-class ImpairedLink:
+class ImpairedLink(PtyRelay):
     """`flight_port` and `ground_port` are device paths; start() runs the relay thread; counters as it runs.
 
     `spy` is a text file for the spy log; `inject_up(octets)` sends from the ground's radio
@@ -195,22 +195,16 @@ class ImpairedLink:
     """
 
     TICK_S = 0.002
+    THREAD_NAME = "impaired-link"
 
     def __init__(self, profile: LinkProfile = LinkProfile(), spy: TextIO | None = None, clock=time.monotonic,
                  fallback_baud: int = 115200):
+        super().__init__(clock)
         self.profile = profile
-        self._clock = clock
-        self._flight = _Pty()
-        self._ground = _Pty()
-        self.flight_port = self._flight.path
-        self.ground_port = self._ground.path
         self.counters = LinkCounters(baud=profile.baud or fallback_baud)
         self._spy = spy
         self._spy_lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._injected: collections.deque = collections.deque()
-        self.last_activity = clock()
         self.started_at: float | None = None
         self._epoch: float | None = None      # outages count from here (default: the start)
         self.cpu_seconds = 0.0       # the relay thread's own CPU time, at stop
@@ -224,22 +218,7 @@ class ImpairedLink:
 
     def start(self) -> None:
         self.started_at = self._clock()
-        self._thread = threading.Thread(target=self._run, name="impaired-link", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(2.0)
-        self._flight.close()
-        self._ground.close()
-
-    def __enter__(self):
-        self.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
+        super().start()
 
     def elapsed(self) -> float:
         return self._clock() - self.started_at if self.started_at is not None else 0.0

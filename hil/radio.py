@@ -63,26 +63,27 @@ class _Meter:
         return max(0.0, (self.passed + octets) / self.rate - (self._clock() - self._start))
 
 
-class PacedLink:
-    """`flight_port` and `ground_port` are device paths; start() runs the relay thread."""
+class PtyRelay:
+    """Two pseudo-terminals (`flight_port`, `ground_port`) and a thread that relays between them
+    (`_run`, until `_stop` is set). Subclasses say how the line behaves."""
 
-    def __init__(self, baud: int = 115200, capture: BinaryIO | None = None, clock=time.monotonic):
-        if baud <= 0:
-            raise ValueError(f"baud must be positive, got {baud}")
-        self.baud = baud
-        self.capture = capture
+    THREAD_NAME = "relay"
+
+    def __init__(self, clock):
         self._clock = clock
         self._flight = _Pty()
         self._ground = _Pty()
         self.flight_port = self._flight.path
         self.ground_port = self._ground.path
-        self.counters = RelayCounters()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_activity = clock()
 
+    def _run(self) -> None:
+        raise NotImplementedError
+
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="paced-link", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=self.THREAD_NAME, daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -98,6 +99,20 @@ class PacedLink:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+class PacedLink(PtyRelay):
+    """`flight_port` and `ground_port` are device paths; start() runs the relay thread."""
+
+    THREAD_NAME = "paced-link"
+
+    def __init__(self, baud: int = 115200, capture: BinaryIO | None = None, clock=time.monotonic):
+        if baud <= 0:
+            raise ValueError(f"baud must be positive, got {baud}")
+        super().__init__(clock)
+        self.baud = baud
+        self.capture = capture
+        self.counters = RelayCounters()
 
     def _run(self) -> None:
         octets_per_second = self.baud / 10.0

@@ -66,6 +66,24 @@ class KeyFileError(ValueError):
     """A key file that cannot be used (permissions, owner, length, format)."""
 
 
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` so a crash leaves the old file or the new one, never a torn one, and
+    the rename itself is on disk (the directory synced) before this returns. Owner-only permissions."""
+    temporary = path.with_name(path.name + ".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temporary, path)
+    directory_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory_fd)
+    finally:
+        os.close(directory_fd)
+
+
 def load_key(path) -> bytes:
     """The 32-octet key in `path`, refused unless it is a regular file of ours that no one else can read."""
     path = Path(path)
@@ -129,19 +147,7 @@ def write_counter(directory, spi: int, sequence: int) -> None:
     path = counter_path(directory, spi)
     body = _COUNTER_MAGIC + spi.to_bytes(2, "big") + sequence.to_bytes(IV_LENGTH, "big")
     raw = body + zlib.crc32(body).to_bytes(4, "big")
-    temporary = path.with_name(path.name + ".tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, raw)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temporary, path)
-    directory_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory_fd)
-    finally:
-        os.close(directory_fd)
+    write_atomically(path, raw)
 
 
 # --- security associations ---------------------------------------------------------------------------
@@ -303,19 +309,7 @@ def active_key_path(counter_dir, spi: int) -> Path:
 def note_active_key(counter_dir, spi: int, number: int) -> None:
     """Atomically, as the counter: a restart finds the old key number or the new one."""
     path = active_key_path(counter_dir, spi)
-    temporary = path.with_name(path.name + ".tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, f"{number}\n".encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temporary, path)
-    directory_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory_fd)
-    finally:
-        os.close(directory_fd)
+    write_atomically(path, f"{number}\n".encode())
 
 
 def _key_of(config, uplink, directory) -> bytes:
