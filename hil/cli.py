@@ -37,14 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
                          help="sweep and family: without the calibration map")
     seeds = metrics.add_mutually_exclusive_group()
     seeds.add_argument("--held-out", action="store_true",
-                       help="family: the held-out seeds (for reporting only; never tune on them)")
-    seeds.add_argument("--development", action="store_true", help="family: the development seeds")
-    metrics.add_argument("--scenes", type=count, default=12, help="family: how many scenes (default 12)")
+                       help="family and tracks: the scene family's held-out seeds (for reporting only; never tune on them)")
+    seeds.add_argument("--development", action="store_true", help="family and tracks: the scene family's development seeds")
+    metrics.add_argument("--scenes", type=count, default=12, help="family and tracks: how many family scenes (default 12)")
     metrics.add_argument("--skip", type=count, default=0, help="family: start at this scene of the seed range")
     metrics.add_argument("--max-side", type=count, default=1024,
                          help="family: cap on frame width and height (default 1024; the family draws 256..2048)")
     metrics.add_argument("--jobs", type=count, default=1, help="family: scenes run in this many processes")
-    metrics.add_argument("--json", metavar="FILE", help="family: also write the figures as JSON to FILE")
+    metrics.add_argument("--json", metavar="FILE", help="family and tracks: also write the figures as JSON to FILE")
     run = sub.add_parser("run", help="fly scenarios (shipped names or TOML files) over the impaired radio and judge "
                          "each against its bars; exit 0 only if every bar of every scenario is met")
     add_common_arguments(run, subcommand=True)
@@ -88,8 +88,7 @@ def _main(argv=None) -> int:
         if args.what == "family":
             return _metrics_family(parser, args, config)
         if args.what == "tracks":
-            metrics.track_table(tuple(range(args.seed, args.seed + max(args.seeds, 1))), args.frames, args.size,
-                                args.kind, tracker=config.tracking, detector=config.detection, hil=config.hil)
+            return _metrics_tracks(parser, args, config)
         elif args.what == "table":
             metrics.table(args.frames, args.size, args.seed, config=config.detection, hil=config.hil)
         else:
@@ -116,17 +115,10 @@ def _metrics_family(parser, args, config) -> int:
     import json
 
     from . import metrics
-    from .scene_family import family_seed
 
     if not (args.held_out or args.development):
         fail(parser, "metrics family needs --held-out (report only) or --development (develop and tune)", EXIT_USAGE)
-    if args.scenes < 1 or args.jobs < 1 or args.max_side < 64:
-        fail(parser, f"--scenes and --jobs must be >= 1 and --max-side >= 64, got {args.scenes}, {args.jobs}, "
-             f"{args.max_side}", EXIT_USAGE)
-    try:
-        seeds = tuple(family_seed(args.skip + i, args.held_out) for i in range(args.scenes))
-    except ValueError as exc:
-        fail(parser, str(exc), EXIT_USAGE)
+    seeds = _family_seeds(parser, args)
     run = metrics.FamilyRun(seeds, args.frames, args.max_side, not args.no_calibration, config.detection,
                             config.hil.warmup_frames)
     report = metrics.family(run, args.jobs, args.held_out)
@@ -134,6 +126,44 @@ def _metrics_family(parser, args, config) -> int:
         try:
             with open(args.json, "w", encoding="utf-8") as f:
                 json.dump(report, f, indent=1, allow_nan=False)
+        except OSError as exc:
+            fail(parser, f"--json {args.json}: {exc}")
+    return 0
+
+
+def _family_seeds(parser, args) -> tuple[int, ...]:
+    from .scene_family import family_seed
+
+    if args.scenes < 1 or args.jobs < 1 or args.max_side < 64:
+        fail(parser, f"--scenes and --jobs must be >= 1 and --max-side >= 64, got {args.scenes}, {args.jobs}, "
+             f"{args.max_side}", EXIT_USAGE)
+    try:
+        return tuple(family_seed(args.skip + i, args.held_out) for i in range(args.scenes))
+    except ValueError as exc:
+        fail(parser, str(exc), EXIT_USAGE)
+
+
+def _metrics_tracks(parser, args, config) -> int:
+    """Tracks on the simulator's own scenes (--seed/--seeds/--kind/--size), or on the scene family's
+    (--held-out or --development, --scenes, --skip, --max-side): one table per scene kind."""
+    import json
+
+    from . import metrics
+    from .scene_family import draw_scene
+
+    if args.held_out or args.development:
+        scenes = [draw_scene(seed, args.max_side) for seed in _family_seeds(parser, args)]
+        label = "HELD-OUT family" if args.held_out else "development family"
+    else:
+        scenes = [metrics.scene_for(args.kind, args.size, seed)
+                  for seed in range(args.seed, args.seed + max(args.seeds, 1))]
+        label = ""
+    report = metrics.track_table(scenes, args.frames, tracker=config.tracking, detector=config.detection,
+                                 hil=config.hil, label=label)
+    if args.json:
+        try:
+            with open(args.json, "w", encoding="utf-8") as f:
+                json.dump(report, f, indent=1, default=float)
         except OSError as exc:
             fail(parser, f"--json {args.json}: {exc}")
     return 0

@@ -148,15 +148,23 @@ def track_run(scene: SceneConfig, frames: int, tracker: TrackerConfig = TrackerC
     return score, kinds
 
 
-def track_table(seeds=(1001, 1002, 1003), frames: int = 200, size: int = 256, kind: str = "cloudy",
-                tracker: TrackerConfig = TrackerConfig(), detector: DetectorConfig = DetectorConfig(),
-                hil: HilConfig = HilConfig(), out=print) -> dict:
-    """Score tracks (as the alerts the ground would get) on several scenes; print and return the summary."""
+def track_table(scenes, frames: int = 200, tracker: TrackerConfig = TrackerConfig(),
+                detector: DetectorConfig = DetectorConfig(), hil: HilConfig = HilConfig(), label: str = "",
+                out=print) -> dict:
+    """Score tracks (as the alerts the ground would get) on `scenes` (SceneConfigs), one table per scene kind;
+    print them and return {kind: summary}."""
+    by_kind: dict[str, list[SceneConfig]] = {}
+    for scene in scenes:
+        by_kind.setdefault(scene.kind, []).append(scene)
+    return {kind: _track_kind_table(group, frames, tracker, detector, hil, label, out)
+            for kind, group in by_kind.items()}
+
+
+def _track_kind_table(scenes, frames, tracker, detector, hil, label, out) -> dict:
     score = None
     kinds: dict = {}
     classifier: dict = {}
-    for n, seed in enumerate(seeds):
-        scene = scene_for(kind, size, seed)
+    for n, scene in enumerate(scenes):
         score, k = track_run(scene, frames, tracker, detector, hil, score, id_offset=(n + 1) * 10_000_000,
                              classifier_scores=classifier)
         kinds.update(k)
@@ -165,8 +173,11 @@ def track_table(seeds=(1001, 1002, 1003), frames: int = 200, size: int = 256, ki
     for alerted, truth in kinds.values():
         confusion[f"{truth}->{alerted}"] = confusion.get(f"{truth}->{alerted}", 0) + 1
     summary["kind_confusion"] = dict(sorted(confusion.items()))
-    out(f"tracks, {kind}, {size}x{size}, seeds {list(seeds)}, {frames} frames each ({hil.warmup_frames} warm-up), "
-        f"model {tracker.model}, match radius {hil.match_radius_px} px")
+    summary["seeds"] = [s.seed for s in scenes]
+    sides = sorted({f"{s.width}x{s.height}" for s in scenes})
+    out(f"tracks, {label + ' ' if label else ''}{scenes[0].kind}, {', '.join(sides)}, seeds {summary['seeds']}, "
+        f"{frames} frames each ({hil.warmup_frames} warm-up), model {tracker.model}, match radius "
+        f"{hil.match_radius_px} px")
     out("| SNR class | targets alerted | frames to first alert: median / p90 / share <= 3 |")
     out("|---|---|---|")
     for cls, (hit, total) in sorted(summary["confirmed_by_snr"].items(), key=lambda kv: float(kv[0])):

@@ -1,5 +1,6 @@
 """hil.metrics tests. References: hand-made detections/truth, and the Fisher
 information of a pixel-sampled Gaussian computed numerically for the CRB."""
+import json
 import math
 
 import numpy as np
@@ -90,3 +91,22 @@ def test_the_demo_verdict_scores_as_metrics_does():
     assert {c: reference.pd(c) for c in (8.0, 12.0)} == {8.0: 0.0, 12.0: 1.0}
     assert pass_report.false_alarms == reference.false_alarms == 1
     assert pass_report.centroid_rms_px == pytest.approx(reference.rms_all()) == pytest.approx(0.4)
+
+
+def test_tracks_command_scores_family_scenes_per_kind(tmp_path, capsys):
+    """`metrics tracks --development` draws its scenes from the family (not the simulator's fixed kinds):
+    one table per kind of the drawn scenes, and the JSON holds each kind's summary with the seeds used."""
+    out_json = tmp_path / "tracks.json"
+    args = ["metrics", "tracks", "--development", "--scenes", "3", "--skip", "3", "--max-side", "128",
+            "--frames", "30", "--json", str(out_json)]
+    assert cli.main(args) == 0
+    text = capsys.readouterr().out
+    report = json.loads(out_json.read_text())
+    # family seeds 3, 4, 5: one scene of each kind (the family takes the kind from seed mod 3)
+    assert sorted(report) == ["clear", "cloudy", "heavy"]
+    assert sorted(s for r in report.values() for s in r["seeds"]) == [3, 4, 5]
+    assert text.count("tracks, development family ") == 3
+    for summary in report.values():
+        assert set(summary["confirmed_by_snr"]) <= {"3", "5", "8", "12"}
+    with pytest.raises(SystemExit):
+        cli.main(["metrics", "tracks", "--development", "--scenes", "1", "--max-side", "32"])
