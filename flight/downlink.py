@@ -146,14 +146,20 @@ class Downlink:
             _close_quietly(port)
 
     def _pull(self) -> bytes | None:
-        """Packets from the source into the multiplexer until a whole frame is ready; that frame, or None."""
+        """Packets from the source into the multiplexer until a whole frame is ready; that frame, or None.
+
+        The source gives packets in priority order, so once it offers a lower channel's packet nothing
+        more is coming for a higher channel now: that channel's part-filled frame goes out first.
+        Otherwise the tail of a detection report would wait behind a whole backlog of imagery (at the end
+        of a pass, until the drain at stop)."""
         while (item := self._source()) is not None:
             vcid, packet = item
+            starved = self.mux.partly_filled_ahead_of(vcid)
             if self.mux.push(vcid, packet):
                 self.packets_sent += 1
             else:
                 self.packets_dropped += 1
-            frame = self.mux.next_frame(flush=False)
+            frame = self.mux.next_frame(flush=starved)
             if frame is not None:
                 return frame
         return None

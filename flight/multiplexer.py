@@ -111,6 +111,15 @@ class MasterChannelMultiplexer:
     def has_data(self) -> bool:
         return any(c.has_packet_data() for c in self.channels.values())
 
+    def partly_filled_ahead_of(self, vcid: int) -> bool:
+        """Whether a channel of higher priority than `vcid` holds packet data short of a whole frame."""
+        for ahead in self._order:
+            if ahead == vcid:
+                return False
+            if self.channels[ahead].has_packet_data():
+                return True
+        return False
+
     def next_frame(self, flush: bool = False) -> bytes | None:
         """The next frame to send, from the highest-priority channel that has one;
         None when nothing is waiting.

@@ -91,9 +91,7 @@ class TrackerConfig(Settings):
     classifier_weight: float = setting(2.0, "the track score adds classifier_weight x (2 m - 1), m the mean "
                                        "false-alarm-filter score of its detections: a bounded term, so the "
                                        "filter never vetoes a track (0: ignore the filter)", low=0, high=20)
-    # Off by default: on the 115200-baud bench link, 8 a track left the demo's last detection report
-    # waiting 10 s at the end of the pass (the drain at stop); on until that is understood only by choice.
-    alert_chip_frames: int = setting(0, "lossless chips of an alert's track, one a frame from its opening, "
+    alert_chip_frames: int = setting(8, "lossless chips of an alert's track, one a frame from its opening, "
                                      "while the track lasts (0: none)", low=0, high=10000)
 
     def check(self) -> None:
