@@ -202,9 +202,15 @@ def _track_kind_table(scenes, frames, tracker, detector, hil, label, out) -> dic
     off = np.array([v for t, v in classifier.items() if t in false])
     summary["classifier_true_tracks"] = on.tolist()
     summary["classifier_false_tracks"] = off.tolist()
-    out(f"classifier score of alert tracks: true ({len(on)}) median {np.median(on) if len(on) else float('nan'):.3f}, "
-        f"below 0.5: {int(np.sum(on < 0.5))}; false ({len(off)}): {', '.join(f'{v:.3f}' for v in sorted(off)) or '-'}")
+    out(f"classifier score of alert tracks: true ({len(on)}) {_spread(on)}; false ({len(off)}) {_spread(off)}")
     return summary
+
+
+def _spread(values: np.ndarray) -> str:
+    if not len(values):
+        return "-"
+    q10, q50, q90 = np.percentile(values, (10, 50, 90))
+    return f"median {q50:.3f} (10-90 % {q10:.3f}-{q90:.3f}), below 0.5: {int(np.sum(values < 0.5))}"
 
 
 # --- the scene family (issue 10) --------------------------------------------------------------------------------
