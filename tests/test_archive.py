@@ -83,6 +83,9 @@ def jsonl_detections(out: Path) -> list[dict]:
 def db_detections(out: Path) -> set[tuple]:
     db = sqlite3.connect(out / "archive.sqlite")
     try:
+        # A decode killed before its first commit leaves a database without tables: it holds nothing.
+        if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'detections'").fetchone():
+            return set()
         # Rounded as the archive writes the lines (Python's round, not SQLite's).
         return {(f, round(x, 4), round(y, 4)) for f, x, y in db.execute(
             "SELECT r.frame_index, d.x, d.y FROM detections d JOIN detection_reports r ON d.report_id = r.id")}

@@ -229,7 +229,11 @@ def test_signal_stops_the_flight_program_after_flushing(tmp_path, sig):
     pty = PtyPair()
     process = subprocess.Popen([sys.executable, "-m", "flight", "--port", pty.path],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(2.0)
+    # Flying before the signal (a loaded machine can take seconds to start it), then a second more.
+    deadline = time.monotonic() + 60
+    while len(pty.received) < 2000 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    time.sleep(1.0)
     process.send_signal(getattr(signal, sig))
     assert process.wait(15) == 0, process.stderr.read()
     time.sleep(0.3)

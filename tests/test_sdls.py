@@ -149,7 +149,10 @@ def test_kill_during_counter_writes_leaves_old_or_new(tmp_path):
     seen = 0
     for attempt in range(8):
         child = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)])
-        time.sleep(0.15 + 0.05 * attempt)
+        deadline = time.monotonic() + 60           # a loaded machine may take seconds to start Python
+        while read_counter(tmp_path, 5) < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.05 * attempt)                 # then mid-stream, at a different moment each time
         os.kill(child.pid, signal.SIGKILL)
         child.wait()
         value = read_counter(tmp_path, 5)        # raises if torn
