@@ -3,8 +3,10 @@
     python -m hil.train_classifier train [--out flight/data/classifier.kclf]
     python -m hil.train_classifier evaluate [--weights FILE]
 
-Training: scenes of development seeds (< 10000; seeds 1-9 by default, the three
-scene kinds in turn), the flight detector at `k_sigma` 3 (about 25 false alarms
+Training: scenes of the scene family's development seeds (hil.scene_family;
+< 10000 here; seeds 1-12 by default, sides capped at `size`: kind, optics, noise,
+clutter, speeds from 0.05 px/frame and targets held still before they move, all
+drawn by the seed), the flight detector at `k_sigma` 3 (about 25 false alarms
 a frame to learn from, where the flight's 5 gives under 1), every detection after the warm-up
 labelled a target when a true target lies within 2 px (hil.scoring.match), else
 a false alarm. scikit-learn's GradientBoostingClassifier (a test dependency,
@@ -32,13 +34,13 @@ from flight.detection import Detector, DetectorConfig
 
 from .metrics import scene_for
 from .scene import SceneSimulator
+from .scene_family import draw_scene
 from .scoring import match
 
 DEVELOPMENT_SEEDS_BELOW = 10000
 HELD_OUT_SEEDS_FROM = 2**40
 VALIDATION_SEEDS = range(5000, 6000)    # development seeds kept out of training
 LABEL_RADIUS_PX = 2.0
-KINDS = ("clear", "cloudy", "heavy")
 
 
 @dataclass(frozen=True)
@@ -69,10 +71,11 @@ def check_seeds(seeds, development: bool) -> None:
 
 def labelled_detections(seed: int, frames: int, size: int, warmup: int, radius: int, lag: int,
                         detector: DetectorConfig):
-    """(features, labels, snr, frames scored, targets present) of one scene: its kind by seed in turn."""
-    scene = scene_for(KINDS[seed % len(KINDS)], size, seed)
+    """(features, labels, snr, frames scored, targets present) of the family's scene `seed`, sides at most
+    `size`."""
+    scene = draw_scene(seed, size)
     sim = SceneSimulator(scene)
-    detect = Detector(detector, (size, size), sim.calibration_bad_pixels()).process
+    detect = Detector(detector, (scene.height, scene.width), sim.calibration_bad_pixels()).process
     past: list[np.ndarray] = []
     xs, ys, snrs = [], [], []
     scored = present = 0
