@@ -58,6 +58,7 @@ class AlertPublisher:
         self._open: dict[int, _Open] = {}
         self._chip_sequences: dict[int, int] = {}    # track id -> chips of its sequence made so far
         self.chips_due: list[TrackChip] = []         # the last frame's
+        self.confirmed: list[TrackReport] = []       # the last frame's confirmed tracks, alertable or not
         self.alerts_opened = 0
         self.alerts_closed = 0
         self.geolocation_errors = 0
@@ -67,6 +68,7 @@ class AlertPublisher:
         """`scores`: the false-alarm filter's score of each detection, or None (see Tracker.update)."""
         self.chips_due = []
         result = self.tracker.update(frame_index, detections, stamp=frame_time, scores=scores)
+        self.confirmed = result.confirmed
         out = []
         for report in result.confirmed:
             state = self._open.get(report.track_id)

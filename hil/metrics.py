@@ -26,7 +26,7 @@ from flight.tracking import TrackerConfig
 from .config import HilConfig
 from .scene import SCENE_KINDS, SceneConfig, SceneSimulator
 from .scene_family import HELD_OUT_FIRST, SNR_CLASSES, draw_scene
-from .scoring import Score, TrackScore, alert_picture
+from .scoring import PICTURE_DTYPE, Score, TrackScore, alert_picture
 from .sim_source import scene_url
 
 
@@ -101,13 +101,16 @@ def sweep(kind: str = "cloudy", frames: int = 60, size: int = 256, seed: int = 3
 
 def track_run(scene: SceneConfig, frames: int, tracker: TrackerConfig = TrackerConfig(),
               detector: DetectorConfig = DetectorConfig(), hil: HilConfig = HilConfig(),
-              score: TrackScore | None = None, id_offset: int = 0, classifier_scores: dict | None = None):
+              score: TrackScore | None = None, id_offset: int = 0, classifier_scores: dict | None = None,
+              confirmed_score: TrackScore | None = None):
     """Detector, false-alarm filter (the shipped weights), tracker and alert policy of the flight program
     over one scene, in process (no link).
 
     Returns (score, kinds): kinds maps each alert track to (its last alerted kind, the truth kind of the
     target it was on most). Target and track ids are offset by `id_offset` so runs can share a score.
-    `classifier_scores`, if given, gets each alert track's classifier score at its last update."""
+    `classifier_scores`, if given, gets each alert track's classifier score at its last update.
+    `confirmed_score`, if given, scores every confirmed track each frame (slow ones included, alerted or
+    not): the tracker's own picture, as issue 11 counts confirmed tracks."""
     sim = SceneSimulator(scene)
     shape = (scene.height, scene.width)
     detect = Detector(detector, shape, sim.calibration_bad_pixels()).process
@@ -119,6 +122,7 @@ def track_run(scene: SceneConfig, frames: int, tracker: TrackerConfig = TrackerC
     truth_kind: dict[int, str] = {}
     last_kind: dict[int, str] = {}
     truths = {}
+    confirmed: dict[int, np.ndarray] = {}
     for i in range(frames):
         frame, truth = sim.frame(i)
         truth = truth.copy()
@@ -136,10 +140,14 @@ def track_run(scene: SceneConfig, frames: int, tracker: TrackerConfig = TrackerC
             last_kind[a.track_id + id_offset] = a.kind.name
             if classifier_scores is not None:
                 classifier_scores[a.track_id + id_offset] = a.classifier_score
+        confirmed[i] = np.array([(r.track_id + id_offset, r.state[0], r.state[1]) for r in publisher.confirmed],
+                                dtype=PICTURE_DTYPE)
     picture = alert_picture(alerts)
     for i in range(hil.warmup_frames, frames):
         rows, fresh = picture(i)
         score.add(i, truths[i], rows, fresh)
+        if confirmed_score is not None:
+            confirmed_score.add(i, truths[i], confirmed[i], set(confirmed[i]["track"].tolist()))
     kinds = {}
     for track, counts in score.on_target.items():
         if track in last_kind:
@@ -164,11 +172,13 @@ def _track_kind_table(scenes, frames, tracker, detector, hil, label, out) -> dic
     score = None
     kinds: dict = {}
     classifier: dict = {}
+    tracked = TrackScore(classes=tuple(scenes[0].snr_values), radius=hil.match_radius_px)
     for n, scene in enumerate(scenes):
         score, k = track_run(scene, frames, tracker, detector, hil, score, id_offset=(n + 1) * 10_000_000,
-                             classifier_scores=classifier)
+                             classifier_scores=classifier, confirmed_score=tracked)
         kinds.update(k)
     summary = score.summary(first_frame=hil.warmup_frames)
+    summary["confirmed_tracks"] = tracked.summary(first_frame=hil.warmup_frames)
     confusion: dict = {}
     for alerted, truth in kinds.values():
         confusion[f"{truth}->{alerted}"] = confusion.get(f"{truth}->{alerted}", 0) + 1
@@ -194,6 +204,12 @@ def _track_kind_table(scenes, frames, tracker, detector, hil, label, out) -> dic
         f"(c = {score.gospa_c:g} px; missed {summary['gospa_missed_per_frame']:.2f}, false "
         f"{summary['gospa_false_per_frame']:.2f} per frame); track purity {summary['track_purity']:.3f}")
     out(f"kinds (truth -> alerted): {summary['kind_confusion']}")
+    c = summary["confirmed_tracks"]
+    out("confirmed tracks of any kind (slow included, alerted or not), targets tracked per SNR class: " + ", ".join(
+        f"{cls} {hit}/{total} = {hit / max(total, 1):.3f}"
+        for cls, (hit, total) in sorted(c["confirmed_by_snr"].items(), key=lambda kv: float(kv[0])))
+        + f"; false confirmed tracks {c['false_alert_tracks']} of {c['alert_tracks']} "
+        f"({c['false_alerts_per_1000_frames']:.2f} per 1000 frames)")
     # The filter never vetoes: how its score (mean over a track's detections, at the track's last alert
     # update) sets the false alert tracks apart from the true ones. A false track is one whose updates
     # were mostly on no target, as in the summary.

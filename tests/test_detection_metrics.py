@@ -108,5 +108,12 @@ def test_tracks_command_scores_family_scenes_per_kind(tmp_path, capsys):
     assert text.count("tracks, development family ") == 3
     for summary in report.values():
         assert set(summary["confirmed_by_snr"]) <= {"3", "5", "8", "12"}
+        # Alerts come from confirmed tracks: every target alerted is also tracked, and slow confirmed
+        # tracks (never alerted) can only add to the tracked count.
+        tracked = summary["confirmed_tracks"]
+        assert tracked["alert_tracks"] >= summary["alert_tracks"]
+        for cls, (hit, total) in summary["confirmed_by_snr"].items():
+            assert tracked["confirmed_by_snr"][cls][1] == total and tracked["confirmed_by_snr"][cls][0] >= hit
+    assert "confirmed tracks of any kind" in text
     with pytest.raises(SystemExit):
         cli.main(["metrics", "tracks", "--development", "--scenes", "1", "--max-side", "32"])
