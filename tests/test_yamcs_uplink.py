@@ -499,3 +499,58 @@ def test_header_fields_outside_yamcs_authentication_mask(session, tmp_path):
     rx = receiver(flight_uplink(tmp_path / "lockout", session.key))
     rx.feed(cltu_of(sequenced[:4] + bytes([100]) + sequenced[5:]))
     assert rx.take() == [] and dict(rx.counters.rejections) == {Rejection.FARM_OUT_OF_WINDOW: 1}
+
+
+# --- the flight program ---------------------------------------------------------------------------------
+
+def test_kestrel_flight_executes_yamcs_commands_from_its_serial_port(session, tmp_path):
+    """YAMCS's CLTUs, replays of them and two damaged copies written into the radio's pty of a running
+    kestrel-flight (the bench's paced link): each command reported accepted, started and completed once, the
+    parameter set and read back, and the uplink housekeeping counting every refusal by its reason."""
+    import serial
+
+    from ground.archive import NullArchive
+    from ground.decoder import GroundDecoder
+    from hil.radio import PacedLink
+    from hil.config import KestrelConfig
+
+    uplink = flight_uplink(tmp_path, session.key)
+    config_file = tmp_path / "kestrel.toml"
+    config_file.write_text(f"""[flight]\nhousekeeping_period_s = 0.5\n
+[uplink]\ncounter_dir = '{uplink.counter_dir}'\n
+[[uplink.security_associations]]\nspi = {SPI}\nvcid = {VCID}\nkey_file = '{uplink.security_associations[0].key_file}'\n""")
+    config = KestrelConfig()
+    damaged = [_altered(session.cltus[0], *ALTERATIONS["cltu_two_bits_in_a_codeblock"][:2]),
+               _altered(session.cltus[1], *ALTERATIONS["mac_last_bit"][:2])]
+    tms, uplink_hk = [], []
+    decoder = GroundDecoder(config, NullArchive(), handlers={APID: tms.append})
+    expected_hk = dict(frames_accepted=len(SESSION), replay=len(SESSION), mac=1, bch_uncorrectable=1)
+
+    def done() -> bool:
+        hk = decoder.uplink_housekeeping or {}
+        return len(tms) >= 4 * len(SESSION) - 2 and all(hk.get(k) == v for k, v in expected_hk.items())
+
+    with PacedLink(115200) as link:
+        flight = subprocess.Popen([sys.executable, "-m", "flight", "--config", str(config_file), "--port",
+                                   link.flight_port, "--source", "sim://clear?width=64&height=64&seed=2"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            with serial.Serial(link.ground_port, timeout=0.2) as radio:
+                # The flight's first uplink housekeeping says its port is open and its uplink reading.
+                deadline = time.monotonic() + 60
+                while decoder.uplink_housekeeping is None and time.monotonic() < deadline and flight.poll() is None:
+                    decoder.feed(radio.read(4096))
+                # The damaged copies first (before the genuine ones), the replays after.
+                for cltu in damaged + list(session.cltus) + list(session.cltus):
+                    radio.write(cltu)
+                while not done() and time.monotonic() < deadline and flight.poll() is None:
+                    decoder.feed(radio.read(4096))
+        finally:
+            flight.terminate()
+            out, err = flight.communicate(timeout=30)
+    assert flight.returncode == 0, err
+    assert "Traceback" not in err
+    hk = decoder.uplink_housekeeping
+    assert hk is not None and {k: hk[k] for k in expected_hk} == expected_hk, hk
+    assert hk["frames_rejected"] == len(SESSION) + 2 and hk["authenticated"] == 1
+    check_reports(tms, [PusTc.unpack(b).sequence_count for b in session.binaries])
