@@ -41,9 +41,14 @@ from kestrel.link.tcframe import FECF_LENGTH, PRIMARY_HEADER_LENGTH, frame_lengt
 from kestrel.link.telecommand import PusTc
 
 HERE = Path(__file__).parent / "yamcs"
+LINK = LinkConfig()
+APID = UplinkConfig().command_apid
 SPI = 5
 VCID = 0
-UDP_PORT = 10025          # inside YAMCS's own network namespace: nothing else can hold it
+COP1_SPI = 6              # AD frames through YAMCS's FOP-1 on VC 1, under an SA of their own
+COP1_VCID = 1
+UDP_PORT = 10025          # inside YAMCS's own network namespace: nothing else can hold these
+TM_PORT = 10017
 HTTP_ADDRESS = "127.0.0.1:8090"
 STARTUP_TIMEOUT_S = 90    # 1-4 s on an idle machine (PEERS.md); this one is shared
 K_SIGMA = 7.5
@@ -101,22 +106,25 @@ class YamcsPeer:
 
     `call(f, *args)` runs f in that thread: sockets it opens (UDP, HTTP) belong to YAMCS's namespace."""
 
-    def __init__(self, workdir: Path, key: bytes, spacecraft_id: int, apid: int):
+    def __init__(self, workdir: Path, keys: dict[int, bytes], link: LinkConfig, apid: int):
         import fprime_yamcs_bundle
         from tests.yamcs import mdb
 
         self.workdir = workdir
         etc = workdir / "etc"
         etc.mkdir(parents=True)
-        key_file = workdir / "yamcs-sa.key"
-        key_file.write_bytes(key)
-        key_file.chmod(0o600)
+        key_files = {}
+        for spi, key in keys.items():
+            key_files[spi] = workdir / f"yamcs-sa{spi}.key"
+            key_files[spi].write_bytes(key)
+            key_files[spi].chmod(0o600)
         mdb.write(etc / "kestrel.xml", apid)
         for name in ("yamcs.yaml", "processor.yaml"):
             shutil.copy(HERE / name, etc / name)
         (etc / "yamcs.kestrel.yaml").write_text((HERE / "yamcs.kestrel.yaml").read_text().format(
-            udp_port=UDP_PORT, spacecraft_id=spacecraft_id, spi=SPI, key_file=key_file, vcid=VCID,
-            mdb=etc / "kestrel.xml"))
+            udp_port=UDP_PORT, spacecraft_id=link.spacecraft_id, spi=SPI, key_file=key_files[SPI], vcid=VCID,
+            cop1_spi=COP1_SPI, cop1_key_file=key_files[COP1_SPI], cop1_vcid=COP1_VCID, tm_port=TM_PORT,
+            frame_length=link.frame_length, mdb=etc / "kestrel.xml"))
         self.log = workdir / "yamcs.log"
         java = ["java", "-Djava.util.logging.manager=org.yamcs.logging.YamcsLogManager",
                 "-cp", f"{fprime_yamcs_bundle.LIB_DIR}/*", "org.yamcs.YamcsServer",
@@ -212,35 +220,37 @@ class Session:
     yamcs_log: str
 
 
-LINK = LinkConfig()
-APID = UplinkConfig().command_apid
-
-
 @pytest.fixture(scope="module")
-def session(tmp_path_factory) -> Session:
-    """One YAMCS run: the session's commands issued over HTTP, the CLTUs it sent kept."""
-    key = os.urandom(32)        # a test key, made here: keys are never in the repository
-    workdir = tmp_path_factory.mktemp("yamcs")
-    peer = YamcsPeer(workdir, key, LINK.spacecraft_id, APID)
+def peer(tmp_path_factory):
+    """YAMCS, running for the module's tests; test keys made here (keys are never in the repository)."""
+    keys = {SPI: os.urandom(32), COP1_SPI: os.urandom(32)}
+    peer = YamcsPeer(tmp_path_factory.mktemp("yamcs"), keys, LINK, APID)
+    peer.keys = keys
     try:
         started = time.monotonic()
         peer.start()
         print(f"YAMCS up in {time.monotonic() - started:.1f} s")
-        sent = [peer.issue(name, arguments) for name, arguments, _ in SESSION]
-        # AcknowledgeSent is published after the datagram is out; the recorder may lag a little.
-        deadline = time.monotonic() + 20
-        while True:
-            history = {h.id: h for h in peer.command_history()}
-            acks = [history[issued.id].acknowledgments.get("Acknowledge_Sent") if issued.id in history else None
-                    for _, issued in sent]
-            if all(a is not None and a.is_terminated() for a in acks) or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        binaries = tuple(history[issued.id].binary if issued.id in history else b"" for _, issued in sent)
-        return Session(key, tuple(c for c, _ in sent), binaries, tuple(a.status if a else "" for a in acks),
-                       peer.log.read_text())
+        yield peer
     finally:
         peer.stop()
+
+
+@pytest.fixture(scope="module")
+def session(peer) -> Session:
+    """The session's commands issued over HTTP, one BD frame each on VC 0; the CLTUs YAMCS sent kept."""
+    sent = [peer.issue(name, arguments) for name, arguments, _ in SESSION]
+    # AcknowledgeSent is published after the datagram is out; the recorder may lag a little.
+    deadline = time.monotonic() + 20
+    while True:
+        history = {h.id: h for h in peer.command_history()}
+        acks = [history[issued.id].acknowledgments.get("Acknowledge_Sent") if issued.id in history else None
+                for _, issued in sent]
+        if all(a is not None and a.is_terminated() for a in acks) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    binaries = tuple(history[issued.id].binary if issued.id in history else b"" for _, issued in sent)
+    return Session(peer.keys[SPI], tuple(c for c, _ in sent), binaries,
+                   tuple(a.status if a else "" for a in acks), peer.log.read_text())
 
 
 def test_yamcs_sent_one_cltu_per_command_and_acknowledged_each(session):
@@ -325,7 +335,7 @@ def command_reports(stream: bytes, config) -> list:
     return got
 
 
-def check_reports(tms, sequence_counts) -> None:
+def check_reports(tms, sequence_counts, k_sigma: float = K_SIGMA) -> None:
     """Each command acknowledged, started and completed exactly once, with success; its replies present."""
     by_request = {}
     for tm in tms:
@@ -338,7 +348,7 @@ def check_reports(tms, sequence_counts) -> None:
     replies = [(tm.service, tm.subtype) for tm in tms if tm.service != services.SERVICE_VERIFICATION]
     assert replies == [(17, 2), (20, 2), (17, 2)]
     (values,) = [services.parse_parameter_report(tm.data) for tm in tms if (tm.service, tm.subtype) == (20, 2)]
-    assert values == {1: K_SIGMA}
+    assert values == {1: k_sigma}
 
 
 def test_yamcs_commands_execute_exactly_once_in_the_executive(session, tmp_path):
@@ -554,3 +564,140 @@ def test_kestrel_flight_executes_yamcs_commands_from_its_serial_port(session, tm
     assert hk is not None and {k: hk[k] for k in expected_hk} == expected_hk, hk
     assert hk["frames_rejected"] == len(SESSION) + 2 and hk["authenticated"] == 1
     check_reports(tms, [PusTc.unpack(b).sequence_count for b in session.binaries])
+
+
+# --- COP-1 against YAMCS's FOP-1, live ---------------------------------------------------------------------
+
+AD_K_SIGMA = 9.25
+AD_SESSION = (("AD_PING", {}), ("AD_SET_K_SIGMA", {"value": AD_K_SIGMA}), ("AD_REPORT_K_SIGMA", {}), ("AD_PING", {}))
+
+
+# YAMCS 5.12.8 (and its master when this was written) corrupts a retransmitted frame: BchCltuGenerator
+# randomizes the frame's own buffer in place, and a COP-1 retransmission encodes that same frame object again,
+# so SDLS encrypts the randomized ciphertext under a fresh IV (and writes a fresh header and FECF). The tag
+# verifies, FARM-1 takes it in sequence, and the data is not a packet: refused (`packet`) on board, while
+# FOP-1 sees it acknowledged. Nothing on board can tell it from a good frame before decryption.
+YAMCS_RETRANSMISSION_DEFECT = ("YAMCS 5.12.8 retransmits a frame randomized and SDLS-encrypted a second time "
+                               "(in-place randomization in BchCltuGenerator, re-encoding in Cop1TcPacketHandler)")
+
+
+@pytest.mark.parametrize("lose_first", [
+    False,
+    pytest.param(True, marks=[pytest.mark.slow, pytest.mark.xfail(strict=True, raises=AssertionError,
+                                                                   reason=YAMCS_RETRANSMISSION_DEFECT)]),
+], ids=["no_loss", "first_frame_lost"])
+def test_yamcs_fop1_commands_kestrel_flight_in_ad_frames(peer, tmp_path, lose_first):
+    """YAMCS's FOP-1 against our FARM-1, in a loop: AD frames on VC 1 (SDLS SPI 6) into a running
+    kestrel-flight; its TM frames, synchronised by our ground, go back to YAMCS as bare frames and their OCF
+    CLCWs acknowledge each AD frame. Every command executes exactly once. With the first AD CLTU lost on the
+    way up, FARM-1 refuses the frames after it and asks for retransmission in its CLCW, and FOP-1 sends them
+    again: the commands should still execute once each, and do not, by YAMCS's defect above (slow, xfail)."""
+    import serial
+
+    from ground.archive import NullArchive
+    from ground.decoder import GroundDecoder
+    from ground.sync import FrameSynchronizer
+    from hil.config import KestrelConfig
+    from hil.radio import PacedLink
+    from kestrel.link.config import build_channel_coder, frame_layout
+
+    counters = tmp_path / "sdls"
+    counters.mkdir()
+    key_files = {}
+    for spi in (SPI, COP1_SPI):
+        write_counter(counters, spi, 0)
+        key_files[spi] = tmp_path / f"sa{spi}.key"
+        key_files[spi].write_bytes(peer.keys[spi])
+        key_files[spi].chmod(0o600)
+    config_file = tmp_path / "kestrel.toml"
+    config_file.write_text("[link]\nocf = true\n[flight]\nhousekeeping_period_s = 0.5\n[uplink]\n"
+                           f"virtual_channels = [{VCID}, {COP1_VCID}]\ncounter_dir = '{counters}'\n"
+                           + "".join(f"[[uplink.security_associations]]\nspi = {spi}\nvcid = {vcid}\n"
+                                     f"key_file = '{key_files[spi]}'\n"
+                                     for spi, vcid in ((SPI, VCID), (COP1_SPI, COP1_VCID))))
+    base = KestrelConfig()
+    config = dataclasses.replace(base, link=dataclasses.replace(base.link, ocf=True))
+    layout = frame_layout(config.link)
+    tms = []
+    decoder = GroundDecoder(config, NullArchive(), handlers={APID: tms.append})
+    sync = FrameSynchronizer(layout, build_channel_coder(config.link))
+    tm_socket = peer.call(lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+    peer.call(peer.socket.settimeout, 0)            # the pump below polls it
+    cop1 = peer.call(lambda: peer.client.get_link("kestrel", "uplink.vc1"))
+    uplinked: list[bytes] = []
+    frames_down = [0]
+    stop = threading.Event()
+
+    def pump(radio) -> None:
+        """The ground station: TM from the radio to our decoder and, as bare frames, to YAMCS; YAMCS's CLTUs to
+        the radio, but for the first one (lost)."""
+        while not stop.is_set():
+            chunk = radio.read(4096)
+            if chunk:
+                decoder.feed(chunk)
+                for frame in sync.feed(chunk):
+                    tm_socket.sendto(frame.pack(layout), ("127.0.0.1", TM_PORT))
+                    frames_down[0] += 1
+            while True:
+                try:
+                    cltu = peer.socket.recv(65536)
+                except (BlockingIOError, TimeoutError):
+                    break
+                uplinked.append(cltu)
+                if len(uplinked) > 1 or not lose_first:
+                    radio.write(cltu)
+
+    def wait(condition, seconds: float, what: str) -> None:
+        deadline = time.monotonic() + seconds
+        while not condition():
+            assert flight.poll() is None, flight.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, (f"{what} within {seconds} s: {len(uplinked)} CLTUs up, "
+                                                 f"{len(tms)} command reports, {decoder.uplink_housekeeping}")
+            time.sleep(0.1)
+
+    with PacedLink(115200) as link:
+        flight = subprocess.Popen([sys.executable, "-m", "flight", "--config", str(config_file), "--port",
+                                   link.flight_port, "--source", "sim://clear?width=64&height=64&seed=2"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        radio = serial.Serial(link.ground_port, timeout=0.05)
+        pumping = threading.Thread(target=pump, args=(radio,), name="ground-station")
+        pumping.start()
+        try:
+            wait(lambda: decoder.uplink_housekeeping is not None, 60, "the flight's first uplink housekeeping")
+            # FOP-1 starts from the V(R) a CLCW reports (232.1-B-2 initiate AD with CLCW check).
+            peer.call(cop1.initialize_cop1, "WITH_CLCW_CHECK", 30)
+            wait(lambda: peer.call(cop1.get_cop1_status).state == "ACTIVE", 40, "FOP-1 active")
+            processor = peer.call(lambda: peer.client.get_processor("kestrel", "realtime"))
+            issued = [peer.call(lambda n=name, a=arguments: processor.issue_command(f"/Kestrel/{n}", args=a))
+                      for name, arguments in AD_SESSION]
+
+            def all_acknowledged() -> bool:
+                status = peer.call(cop1.get_cop1_status)
+                return status.v_s == len(AD_SESSION) and status.nn_r == len(AD_SESSION)
+            wait(all_acknowledged, 90, "FOP-1 seeing every AD frame acknowledged")
+            wait(lambda: len(tms) >= 4 * len(AD_SESSION) - 1 and decoder.uplink_housekeeping.get(
+                "frames_accepted") == len(AD_SESSION), 30, "the reports and housekeeping of every command")
+        finally:
+            stop.set()
+            pumping.join(10)
+            radio.close()
+            flight.terminate()
+            out, err = flight.communicate(timeout=30)
+            peer.call(tm_socket.close)
+    assert flight.returncode == 0, err
+    assert "Traceback" not in err
+    history = {h.id: h for h in peer.command_history()}
+    sequence_counts = [PusTc.unpack(history[c.id].binary).sequence_count for c in issued]
+    check_reports(tms, sequence_counts, AD_K_SIGMA)
+    frames = [frame_of(c) for c in uplinked]
+    assert all(int.from_bytes(f[:5], "big") >> 37 & 3 == 0 for f in frames)        # AD frames
+    assert [f[4] for f in frames][:len(AD_SESSION)] == list(range(len(AD_SESSION)))   # N(S) 0, 1, 2, 3 first
+    ivs = [int.from_bytes(f[5 + SPI_LENGTH:5 + HEADER_LENGTH], "big") for f in frames]
+    assert ivs == sorted(set(ivs))                                                   # a fresh IV each
+    hk = decoder.uplink_housekeeping
+    assert hk["frames_accepted"] == len(AD_SESSION) and hk["replay"] == 0 and hk["packet"] == 0, hk
+    if lose_first:     # the lost frame and the ones after it were sent again
+        assert len(frames) > len(AD_SESSION) and hk["farm_retransmission"] >= 1
+    else:
+        assert len(frames) == len(AD_SESSION) and hk["frames_rejected"] == 0
+    print(f"{len(uplinked)} CLTUs for {len(AD_SESSION)} AD commands; {frames_down[0]} TM frames to YAMCS")

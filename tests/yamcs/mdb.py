@@ -16,6 +16,9 @@ from kestrel.link.telecommand import Ack
 from kestrel.services import FUNCTIONS_BY_NAME, PARAMETERS_BY_NAME, SERVICE_FUNCTIONS, SERVICE_PARAMETERS, SERVICE_TEST
 
 SYSTEM_NAME = "Kestrel"
+# Each command twice: NAME goes out in a BD frame on VC 0, AD_NAME in an AD frame through YAMCS's FOP-1 on
+# VC 1 (the instance's tcPatterns route them).
+AD_PREFIX = "AD_"
 # The parameter the parameterised commands set and read back.
 K_SIGMA = PARAMETERS_BY_NAME["detection.k_sigma"]
 
@@ -44,8 +47,14 @@ def build(apid: int) -> pymdb.System:
         ],
     )
 
+    for prefix in ("", AD_PREFIX):
+        _commands(system, base, prefix)
+    return system
+
+
+def _commands(system: pymdb.System, base: pymdb.Command, prefix: str) -> None:
     def command(name: str, kind: tuple[int, int], arguments=(), entries=()) -> None:
-        pymdb.Command(system=system, name=name, base=base,
+        pymdb.Command(system=system, name=prefix + name, base=base,
                       assignments={"pus_service": kind[0], "pus_subtype": kind[1]},
                       arguments=list(arguments), entries=list(entries))
 
@@ -64,7 +73,6 @@ def build(apid: int) -> pymdb.System:
                    pymdb.FixedValueEntry(_hex(K_SIGMA.id, 2), name="parameter_id", bits=16)]
     command("SET_K_SIGMA", (SERVICE_PARAMETERS, 3), [value], [*one_k_sigma, pymdb.ArgumentEntry(value)])
     command("REPORT_K_SIGMA", (SERVICE_PARAMETERS, 1), entries=one_k_sigma)
-    return system
 
 
 def write(path, apid: int) -> None:
