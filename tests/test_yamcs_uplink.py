@@ -10,18 +10,18 @@ The CLTUs then go into the real flight uplink: in process (UplinkPath, FARM-1, t
 handler, its ST[01] reports decoded by the ground), and through a pty into a running kestrel-flight.
 Every command is executed exactly once; altered copies (CLTU bit errors beyond BCH, IV, ciphertext, MAC,
 header, replays) are refused with their FrameRejected reason and counted, the SDLS window unchanged.
+Last, YAMCS's FOP-1 drives AD frames on VC 1 (SPI 6) into a running kestrel-flight, acknowledged by the
+CLCWs of our TM frames, which our ground synchronises and hands to YAMCS's TM frame link.
 """
 from __future__ import annotations
 
 import concurrent.futures
 import ctypes
 import dataclasses
-import fcntl
 import importlib.util
 import os
 import shutil
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -111,6 +111,7 @@ class YamcsPeer:
         from tests.yamcs import mdb
 
         self.workdir = workdir
+        self.keys = dict(keys)
         etc = workdir / "etc"
         etc.mkdir(parents=True)
         key_files = {}
@@ -225,7 +226,6 @@ def peer(tmp_path_factory):
     """YAMCS, running for the module's tests; test keys made here (keys are never in the repository)."""
     keys = {SPI: os.urandom(32), COP1_SPI: os.urandom(32)}
     peer = YamcsPeer(tmp_path_factory.mktemp("yamcs"), keys, LINK, APID)
-    peer.keys = keys
     try:
         started = time.monotonic()
         peer.start()
@@ -354,8 +354,6 @@ def check_reports(tms, sequence_counts, k_sigma: float = K_SIGMA) -> None:
 def test_yamcs_commands_execute_exactly_once_in_the_executive(session, tmp_path):
     """YAMCS's CLTUs through the real uplink (CLTU, frame, SDLS, FARM-1) into the executive's command handler;
     all of them again (replays) change nothing but the REPLAY counter."""
-    import threading as _threading
-
     from flight.downlink import Downlink
     from flight.executive import Executive
     from flight.modes import Cause, Mode
@@ -364,7 +362,7 @@ def test_yamcs_commands_execute_exactly_once_in_the_executive(session, tmp_path)
     config = dataclasses.replace(small_config(), uplink=flight_uplink(tmp_path, session.key))
     port = CapturePort()
     downlink = Downlink(config.link, port)
-    executive = Executive(config, downlink, _threading.Event())
+    executive = Executive(config, downlink, threading.Event())
     downlink.start()
     try:
         executive.modes.enter(Mode.OBSERVE, Cause.START)
