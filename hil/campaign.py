@@ -28,6 +28,7 @@ from ground.uplink import TcSender
 from kestrel.link.tcframe import FrameType
 
 from .demo import _program, _stop
+from .campaign_series import Sampler, alert_latencies, detections_against_truth, elevations, store_depth
 from .impairments import ImpairedLink
 from .report import score
 from .scenario import Scenario, command_request
@@ -58,6 +59,8 @@ class ScenarioResult:
     commands: list = field(default_factory=list)      # (at_s, words, apid, sequence count)
     products: dict = field(default_factory=dict)      # the store's accounting against the ground
     ground: dict = field(default_factory=dict)        # the ground's summary.json
+    series: dict = field(default_factory=dict)        # what the report plots (hil.campaign_series)
+    started_unix: float = 0.0                         # wall clock at the flight's start: the series' second 0
     error: str = ""
 
     def to_json(self) -> str:
@@ -166,7 +169,9 @@ def run_scenario(scenario: Scenario, config, config_path: str | None, out_dir: P
 
         flight = fly(frame_count)
         t0 = time.monotonic()
+        result.started_unix = time.time()
         link.set_epoch(t0)
+        sampler = Sampler(link, t0)
         events = sorted([(c.at_s, "command", c) for c in scenario.commands]
                         + [(f.at_s, "kill", f) for f in scenario.faults if f.kind == "kill_flight"],
                         key=lambda e: e[0])
@@ -203,15 +208,18 @@ def run_scenario(scenario: Scenario, config, config_path: str | None, out_dir: P
                 _stop(flight, 15)
                 result.error = f"the flight program ran past {limit:.0f} s"
                 break
+            sampler.sample(flight.pid if flight.poll() is None else None)
             time.sleep(0.02)
         result.flight_runs.append(flight.returncode)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and time.monotonic() - link.last_activity < scenario.drain_s:
+            sampler.sample(None)
             time.sleep(0.1)
         _stop(ground, 15)
         stack.pop_all().close()
         result.relay_cpu_s = link.cpu_seconds
         result.link = link.counters.as_dict()
+        result.series = {"link": sampler.link_series, "flight": sampler.flight_series}
     result.wall_s = time.monotonic() - started
     _judge(scenario, config, result, ground_dir, store, frame_count)
     (out_dir / "result.json").write_text(result.to_json())
@@ -240,6 +248,7 @@ def _judge(scenario: Scenario, config, result: ScenarioResult, ground_dir: Path,
                    lambda index: simulator.frame(index)[1], tuple(scenario.scene.snr_values))
     result.products = product_accounting(store, archive)
     p = result.products
+    _series_after(scenario, config, result, ground_dir, archive, lambda index: simulator.frame(index)[1])
     if bars.reports_complete:
         out.append(Bar("every processed frame's report reached the ground",
                        report.reports_received == report.frames_processed > 0,
@@ -277,6 +286,16 @@ def _judge(scenario: Scenario, config, result: ScenarioResult, ground_dir: Path,
         out.append(Bar(f"Pd at SNR >= {config.hil.pass_snr:g} >= {bars.pd_min:g}", total > 0 and pd >= bars.pd_min,
                        f"{pd:.3f} ({hit}/{total} target-frames)"))
     result.passed = all(b.passed for b in out)
+
+
+def _series_after(scenario: Scenario, config, result: ScenarioResult, ground_dir: Path, archive: Path, truth) -> None:
+    """The plotted series read back from the ground's archive, the scene's truth and the pass schedule."""
+    result.series["store"] = store_depth(archive, result.started_unix)
+    result.series["detections"] = detections_against_truth(archive, ground_dir / "detections.jsonl", truth,
+                                                           config.hil.match_radius_px)
+    result.series["alert_latency_s"] = alert_latencies(archive)
+    result.series["passes"] = elevations(scenario.passes, scenario.duration_s)
+    result.series["outages"] = [list(o) for o in scenario.profile().outages]
 
 
 def run_campaign(scenarios: list[Scenario], config, config_path: str | None, out_dir: Path, jobs: int = 1,
