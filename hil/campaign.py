@@ -21,13 +21,16 @@ import sqlite3
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from ground.uplink import TcSender
+from kestrel.config import render_defaults
 from kestrel.link.tcframe import FrameType
 
 from .demo import _program, _stop
+from .campaign_disk import StoreFilesystem
+from .campaign_uplink import CopSession, DownlinkTap
 from .campaign_series import Sampler, alert_latencies, detections_against_truth, elevations, store_depth
 from .impairments import ImpairedLink
 from .report import score
@@ -61,6 +64,9 @@ class ScenarioResult:
     ground: dict = field(default_factory=dict)        # the ground's summary.json
     series: dict = field(default_factory=dict)        # what the report plots (hil.campaign_series)
     started_unix: float = 0.0                         # wall clock at the flight's start: the series' second 0
+    skipped: list = field(default_factory=list)       # faults not injected here, each with the reason
+    disk: list = field(default_factory=list)          # fill_disk: when the store's filesystem was filled and freed
+    cop1: dict = field(default_factory=dict)          # the COP-1 session's FOP-1 counters
     error: str = ""
 
     def to_json(self) -> str:
@@ -137,10 +143,22 @@ def _completed(archive_path: Path, apid: int, sequence: int) -> bool:
         db.close()
 
 
+def _scenario_config(scenario: Scenario, config, config_path: str | None, out_dir: Path):
+    """The configuration both programs run with: the campaign's, with what the scenario needs switched on
+    (COP-1 needs the CLCW in the downlink's OCF), written whole beside the run when it differs."""
+    if not scenario.cop1 or config.link.ocf:
+        return config, config_path
+    config = replace(config, link=replace(config.link, ocf=True))
+    path = out_dir / "kestrel.toml"
+    path.write_text(render_defaults(type(config), instance=config))
+    return config, str(path)
+
+
 def run_scenario(scenario: Scenario, config, config_path: str | None, out_dir: Path) -> ScenarioResult:
     """Fly one scenario; the result says which bars were met and why. Our own failures raise."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in ("store.sqlite", "store.sqlite-wal", "store.sqlite-shm", "flight.log", "ground.log", "spy.log"):
+    for stale in ("store.sqlite", "store.sqlite-wal", "store.sqlite-shm", "flight.log", "ground.log", "spy.log",
+                  "kestrel.toml"):
         (out_dir / stale).unlink(missing_ok=True)
     ground_dir = out_dir / "ground"
     if ground_dir.exists():
@@ -148,6 +166,7 @@ def run_scenario(scenario: Scenario, config, config_path: str | None, out_dir: P
             if stale.is_file():
                 stale.unlink()
     result = ScenarioResult(scenario.name, scenario.description, scenario.path)
+    config, config_path = _scenario_config(scenario, config, config_path, out_dir)
     started = time.monotonic()
     rate = config.sensor.frame_rate_hz
     frame_count = max(1, math.ceil(scenario.duration_s * rate))
@@ -155,8 +174,20 @@ def run_scenario(scenario: Scenario, config, config_path: str | None, out_dir: P
     flight_log, ground_log = out_dir / "flight.log", out_dir / "ground.log"
     profile = scenario.profile()
     with contextlib.ExitStack() as stack:
+        disk = None
+        if any(f.kind == "fill_disk" for f in scenario.faults):
+            disk = StoreFilesystem(out_dir / "store-fs")
+            why = disk.mount()
+            if why:
+                result.skipped.append({"fault": "fill_disk", "reason": why})
+                disk = None
+            else:
+                stack.callback(disk.unmount, store)
+        flight_store = disk.store if disk is not None else store
         spy = stack.enter_context(open(out_dir / "spy.log", "w"))
-        link = stack.enter_context(ImpairedLink(profile, spy=spy, fallback_baud=config.link.baud))
+        tap = DownlinkTap(spy) if scenario.cop1 else None
+        link = stack.enter_context(ImpairedLink(profile, spy=tap or spy, fallback_baud=config.link.baud))
+        session = CopSession(config, tap, link.inject_up, out_dir / "uplink-counters") if scenario.cop1 else None
         ground = _launch(_program("ground", config_path, "listen", "--port", link.ground_port,
                                   "--out", str(ground_dir)), ground_log)
         stack.callback(_stop, ground, 15)
@@ -164,7 +195,7 @@ def run_scenario(scenario: Scenario, config, config_path: str | None, out_dir: P
             raise RuntimeError(f"kestrel-ground did not start: {ground_log.read_text()[-500:]}")
 
         def fly(frames: int) -> subprocess.Popen:
-            return _launch(_program("flight", config_path, "--port", link.flight_port, "--store", str(store),
+            return _launch(_program("flight", config_path, "--port", link.flight_port, "--store", str(flight_store),
                                     "--source", scene_url(scenario.scene), "--max-frames", str(frames)), flight_log)
 
         flight = fly(frame_count)
@@ -172,12 +203,14 @@ def run_scenario(scenario: Scenario, config, config_path: str | None, out_dir: P
         result.started_unix = time.time()
         link.set_epoch(t0)
         sampler = Sampler(link, t0)
-        events = sorted([(c.at_s, "command", c) for c in scenario.commands]
-                        + [(f.at_s, "kill", f) for f in scenario.faults if f.kind == "kill_flight"],
-                        key=lambda e: e[0])
+        events = [(c.at_s, "command", c) for c in scenario.commands]
+        events += [(f.at_s, "kill", f) for f in scenario.faults if f.kind == "kill_flight"]
+        if disk is not None:
+            events += [(f.at_s, "fill", f) for f in scenario.faults if f.kind == "fill_disk"]
+            events += [(f.at_s + f.for_s, "free", f) for f in scenario.faults if f.kind == "fill_disk"]
         sequence = {}
         frames_left = frame_count
-        pending = list(events)
+        pending = sorted(events, key=lambda e: e[0])
         limit = scenario.duration_s * 3 + 60
         while True:
             now = time.monotonic() - t0
@@ -188,8 +221,18 @@ def run_scenario(scenario: Scenario, config, config_path: str | None, out_dir: P
                     apid = config.uplink.command_apid
                     count = sequence.get(apid, 0)
                     sequence[apid] = count + 1
-                    link.inject_up(uplink_octets(config, request.tc(apid, count).pack(), out_dir))
+                    packet = request.tc(apid, count).pack()
+                    if session is not None:
+                        session.send(packet)
+                    else:
+                        link.inject_up(uplink_octets(config, packet, out_dir))
                     result.commands.append({"at_s": at, "tc": list(what.tc), "apid": apid, "sequence": count})
+                elif kind == "fill":
+                    octets = disk.fill()
+                    result.disk.append({"at_s": round(now, 3), "filled_octets": octets, "free_after": disk.free_octets()})
+                elif kind == "free":
+                    disk.free()
+                    result.disk.append({"at_s": round(now, 3), "freed": True, "free_after": disk.free_octets()})
                 else:
                     if flight.poll() is None:
                         flight.send_signal(signal.SIGKILL)
@@ -199,10 +242,12 @@ def run_scenario(scenario: Scenario, config, config_path: str | None, out_dir: P
                     frames_left = max(1, frames_left - int(max(0.0, at - 1.0) * rate))
                     time.sleep(what.for_s)
                     flight = fly(frames_left)
+            if session is not None:
+                session.pump()
             if flight.poll() is not None and not pending:
                 break
-            if flight.poll() is not None and pending and pending[0][1] == "command":
-                # The flight ended before the command's time: send it now, while the radio is up.
+            if flight.poll() is not None and pending and pending[0][1] in ("command", "free"):
+                # The flight ended before the command's (or the freeing's) time: do it now, while the radio is up.
                 pending[0] = (now, *pending[0][1:])
             if now > limit:
                 _stop(flight, 15)
@@ -214,8 +259,12 @@ def run_scenario(scenario: Scenario, config, config_path: str | None, out_dir: P
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and time.monotonic() - link.last_activity < scenario.drain_s:
             sampler.sample(None)
-            time.sleep(0.1)
+            if session is not None:
+                session.pump()
+            time.sleep(0.02 if session is not None else 0.1)
         _stop(ground, 15)
+        if session is not None:
+            result.cop1 = session.counters()
         stack.pop_all().close()
         result.relay_cpu_s = link.cpu_seconds
         result.link = link.counters.as_dict()
@@ -275,6 +324,10 @@ def _judge(scenario: Scenario, config, result: ScenarioResult, ground_dir: Path,
         out.append(Bar("every command completed", len(done) == len(scenario.commands),
                        f"{len(done)} of {len(scenario.commands)} with a completion success report: "
                        + ", ".join(" ".join(c["tc"]) for c in result.commands)))
+    if bars.commands_verified_once:
+        out.append(_verified_once(archive, result))
+    if bars.disk_full_reported:
+        out.append(_disk_full_bar(archive, result))
     if bars.latency_worst_max_s >= 0:
         out.append(Bar(f"worst latency <= {bars.latency_worst_max_s:g} s",
                        report.latency_worst_s <= bars.latency_worst_max_s,
@@ -286,6 +339,56 @@ def _judge(scenario: Scenario, config, result: ScenarioResult, ground_dir: Path,
         out.append(Bar(f"Pd at SNR >= {config.hil.pass_snr:g} >= {bars.pd_min:g}", total > 0 and pd >= bars.pd_min,
                        f"{pd:.3f} ({hit}/{total} target-frames)"))
     result.passed = all(b.passed for b in out)
+
+
+def _verified_once(archive: Path, result: ScenarioResult) -> Bar:
+    """Each command sent: exactly one acceptance and one completion success report, and no failure; a command
+    FARM-1 took twice (a retransmitted frame it should have refused) would be executed, and reported, twice."""
+    db = sqlite3.connect(f"file:{archive}?mode=ro", uri=True)
+    try:
+        rows = db.execute("SELECT request_apid, request_sequence_count, kind, success, COUNT(*) FROM command_reports "
+                          "WHERE service = 1 GROUP BY 1, 2, 3, 4").fetchall()
+    finally:
+        db.close()
+    reports = {(a, q, k, bool(ok)): n for a, q, k, ok, n in rows}
+    wrong = []
+    for c in result.commands:
+        key = (c["apid"], c["sequence"])
+        got = {k: reports.get((*key, k, True), 0) for k in ("ACCEPTANCE", "COMPLETION")}
+        failed = sum(n for (a, q, _k, ok), n in reports.items() if (a, q) == key and not ok)
+        if got != {"ACCEPTANCE": 1, "COMPLETION": 1} or failed:
+            wrong.append(f"count {c['sequence']}: {got['ACCEPTANCE']} acceptance, {got['COMPLETION']} completion, "
+                         f"{failed} failure reports")
+    cop = result.cop1
+    how = (f"; FOP-1: {cop.get('ad_sent', 0)} AD frames, {cop.get('retransmissions', 0)} retransmissions, "
+           f"{cop.get('acknowledged', 0)} acknowledged, {cop.get('clcws_seen', 0)} CLCWs seen, "
+           f"alerts {cop.get('alert_reasons', [])}, {cop.get('queued', 0)} never sent" if cop else "")
+    return Bar("every command verified exactly once", bool(result.commands) and not wrong,
+               f"{len(result.commands) - len(wrong)} of {len(result.commands)} with one acceptance and one completion "
+               f"success report and no failure" + (": " + "; ".join(wrong[:5]) if wrong else "") + how)
+
+
+def _disk_full_bar(archive: Path, result: ScenarioResult) -> Bar:
+    """The store's filesystem filled: the flight program counted the products it could not keep (housekeeping
+    store_errors, and event 17 when one could be stored), and frames flown after the space came back reached
+    the ground. Nothing it had stored is lost: that is the products bar's accounting."""
+    if not result.disk:
+        reason = "; ".join(s["reason"] for s in result.skipped if s["fault"] == "fill_disk") or "no fill_disk fault"
+        return Bar("a full disk is reported and flying goes on", False, f"not injected: {reason}")
+    freed = next((d["at_s"] for d in result.disk if d.get("freed")), None)
+    db = sqlite3.connect(f"file:{archive}?mode=ro", uri=True)
+    try:
+        errors = db.execute("SELECT COALESCE(MAX(store_errors), 0) FROM housekeeping").fetchone()[0]
+        events = db.execute("SELECT COUNT(*) FROM events WHERE event_id = 17").fetchone()[0]
+        after = db.execute("SELECT COUNT(*) FROM detection_reports WHERE received_at > ?",
+                           (result.started_unix + (freed if freed is not None else 1e9),)).fetchone()[0]
+    finally:
+        db.close()
+    filled = result.disk[0]
+    return Bar("a full disk is reported and flying goes on", errors > 0 and after > 0,
+               f"filled at {filled['at_s']:.1f} s ({filled['filled_octets']} octets of filler, "
+               f"{filled['free_after']} free after), freed at {freed} s; store_errors in housekeeping {errors}; "
+               f"event 17 received {events}; {after} frame reports received after the space came back")
 
 
 def _series_after(scenario: Scenario, config, result: ScenarioResult, ground_dir: Path, archive: Path, truth) -> None:

@@ -63,6 +63,7 @@ def markdown(r: ScenarioResult, charts: list[Plot] = ()) -> str:
               f"({100 * r.relay_cpu_s / r.wall_s if r.wall_s else 0:.1f} % of one core).", ""]
     if r.error:
         lines += [f"**Error:** {r.error}", ""]
+    lines += [f"**Skipped:** {k['fault']}: {k['reason']}" for k in r.skipped] + ([""] if r.skipped else [])
     lines += ["| bar | result | evidence |", "|---|---|---|"]
     lines += [f"| {b.name} | {'PASS' if b.passed else '**FAIL**'} | {b.evidence} |" for b in r.bars]
     if r.link:
@@ -76,6 +77,10 @@ def markdown(r: ScenarioResult, charts: list[Plot] = ()) -> str:
         lines += ["", "## Commands sent", ""]
         lines += [f"- at {c['at_s']:.1f} s: `{' '.join(c['tc'])}` (APID {c['apid']}, count {c['sequence']})"
                   for c in r.commands]
+    if r.cop1:
+        lines += ["", "## COP-1 session (FOP-1 of the command VC)", "", ", ".join(f"{k}: {v}" for k, v in r.cop1.items())]
+    if r.disk:
+        lines += ["", "## Store filesystem", ""] + [f"- {', '.join(f'{k}: {v}' for k, v in d.items())}" for d in r.disk]
     lines += ["", f"Flight runs (exit status each): {r.flight_runs}", ""]
     if charts:
         lines += ["## Plots", ""]
@@ -98,9 +103,12 @@ table{{border-collapse:collapse}}.pass td:nth-child(2){{color:#060}}.fail td:nth
 <h1>{e(r.name)}: {'PASS' if r.passed else 'FAIL'}</h1>
 <p>{e(r.description)}</p><p>{e(r.error)}</p>
 <p>Wall time {r.wall_s:.1f} s; radio simulator CPU {r.relay_cpu_s:.2f} s.</p>
+{"".join(f"<p><b>Skipped:</b> {e(k['fault'])}: {e(k['reason'])}</p>" for k in r.skipped)}
 <table><tr><th>bar</th><th>result</th><th>evidence</th></tr>{rows}</table>
 <h2>Link</h2><table><tr><th>counter</th><th>down</th><th>up</th></tr>{link}</table>
 <h2>Products</h2><p>{e(', '.join(f'{k}: {v}' for k, v in r.products.items()))}</p>
+{f"<h2>COP-1 session</h2><p>{e(', '.join(f'{k}: {v}' for k, v in r.cop1.items()))}</p>" if r.cop1 else ""}
+{f"<h2>Store filesystem</h2><p>{e('; '.join(str(d) for d in r.disk))}</p>" if r.disk else ""}
 <h2>Plots</h2>{figures}
 </body></html>
 """

@@ -58,7 +58,7 @@ pd_min = 0.8
     ("[[commands]]\nat_s = 1\ntc = ['pnig']", "commands[0].tc"),
     ("[[commands]]\nat_s = 1\ntc = ['mode', 'FLYING']", "commands[0].tc"),
     ("[[commands]]\nat_s = 99\ntc = ['ping']", "after duration_s"),
-    ("[[faults]]\nkind = 'fill_disk'\nat_s = 1", "kind must be one of kill_flight, cut_link"),
+    ("[[faults]]\nkind = 'flood'\nat_s = 1", "kind must be one of kill_flight, cut_link, fill_disk"),
     ("[[faults]]\nkind = 'kill_flight'\nat_s = -1", "at_s must be >= 0"),
     ("commands = 3", "commands must be an array"),
     ("duration_s = 0", "duration_s must be in"),

@@ -1,0 +1,103 @@
+"""The bench's faults that need more than the radio: a store whose filesystem fills, and a command session
+with COP-1 over a link that loses frames.
+
+References: the ground's archive and the flight store's file read with sqlite3; the store's filesystem
+is a real size-limited tmpfs (mount(8), as root), filled until the kernel says ENOSPC; the commands go
+through the ground's own FOP-1 (ground/fop.py) to the flight program's FARM-1.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+DISK = """
+description = "short disk full"
+duration_s = 9.0
+drain_s = 2.0
+[scene]
+width = 96
+height = 96
+[link]
+baud = 0
+[[faults]]
+kind = "fill_disk"
+at_s = 3.0
+for_s = 2.5
+[bars]
+reports_complete = false
+disk_full_reported = true
+"""
+
+COP = """
+description = "short COP-1 session through a cut"
+duration_s = 10.0
+drain_s = 3.0
+cop1 = true
+[scene]
+width = 96
+height = 96
+[link]
+baud = 0
+ber = 1e-5
+[[faults]]
+kind = "cut_link"
+at_s = 6.0
+for_s = 1.5
+""" + "".join(f'[[commands]]\nat_s = {1.0 + 0.5 * i}\ntc = ["ping"]\n' for i in range(13)) + """
+[[commands]]
+at_s = 8.5
+tc = ["function", "dump_store"]
+[bars]
+reports_complete = false
+products_lost_max = -1
+commands_verified_once = true
+"""
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("faults")
+    (root / "disk.toml").write_text(DISK)
+    (root / "cop.toml").write_text(COP)
+    out = root / "out"
+    done = subprocess.run([sys.executable, "-m", "hil", "run", str(root / "disk.toml"), str(root / "cop.toml"),
+                           "--jobs", "2", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    return done, out
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="fill_disk mounts a size-limited tmpfs, which needs root")
+def test_a_full_disk_is_counted_the_flight_flies_on_and_nothing_stored_is_lost(runs):
+    done, out = runs
+    data = json.loads((out / "disk" / "result.json").read_text())
+    assert data["skipped"] == [] and data["passed"], (done.stdout, data["bars"])
+    filled, freed = data["disk"]
+    assert filled["filled_octets"] > 16 << 20 and filled["free_after"] < 64 << 10     # the filesystem was full
+    assert freed["freed"] and freed["free_after"] > 16 << 20
+    assert data["flight_runs"] == [0]                                                  # no crash on ENOSPC
+    assert data["products"]["lost"] == 0 and data["products"]["on_ground"] > 0
+    errors = max(data["series"]["store"]["store_errors"])
+    assert errors > 0
+    # The housekeeping before the fill said 0 errors, after it more: the counter moved with the fault.
+    store = data["series"]["store"]
+    before = [e for t, e in zip(store["t"], store["store_errors"]) if t < filled["at_s"]]
+    assert before and max(before) == 0
+    assert not os.path.ismount(out / "disk" / "store-fs")            # unmounted; the store copied out
+    assert (out / "disk" / "store.sqlite").stat().st_size > 0
+
+
+def test_commands_through_fop1_are_verified_exactly_once_across_a_cut(runs):
+    done, out = runs
+    data = json.loads((out / "cop" / "result.json").read_text())
+    bar = next(b for b in data["bars"] if b["name"] == "every command verified exactly once")
+    assert bar["passed"], (done.stdout, bar)
+    cop = data["cop1"]
+    # The flight program is up well before 6 s even on a loaded machine (it took 3.5 s at worst seen), so the
+    # pings of 6.0 to 7.0 s go into the cut. The AD frames sent into the cut were lost, and FOP-1 sent them again (T1 or the CLCW's retransmit flag);
+    # FARM-1 took each once: every command has exactly one acceptance report.
+    assert data["link"]["up"]["outage_octets"] > 0 and cop["retransmissions"] >= 1
+    assert cop["ad_sent"] == len(data["commands"]) == 14 and cop["acknowledged"] == 14 and cop["alerts"] == 0 and cop["alert_reasons"] == []
+    assert cop["clcws_seen"] > 10 and cop["queued"] == 0
+    assert (out / "cop" / "kestrel.toml").exists()         # link.ocf on for this run only
+    assert "ocf = true" in (out / "cop" / "kestrel.toml").read_text()
