@@ -59,6 +59,7 @@ class ScenarioResult:
     link: dict = field(default_factory=dict)          # ImpairedLink counters
     relay_cpu_s: float = 0.0                          # the radio simulator's own CPU time
     flight_runs: list = field(default_factory=list)   # exit status of each flight run
+    ground_exit: int | None = None                    # the ground station's exit status
     commands: list = field(default_factory=list)      # (at_s, words, apid, sequence count)
     products: dict = field(default_factory=dict)      # the store's accounting against the ground
     ground: dict = field(default_factory=dict)        # the ground's summary.json
@@ -262,7 +263,7 @@ def run_scenario(scenario: Scenario, config, config_path: str | None, out_dir: P
             if session is not None:
                 session.pump()
             time.sleep(0.02 if session is not None else 0.1)
-        _stop(ground, 15)
+        result.ground_exit = _stop(ground, 15)
         if session is not None:
             result.cop1 = session.counters()
         stack.pop_all().close()
@@ -285,6 +286,7 @@ def _judge(scenario: Scenario, config, result: ScenarioResult, ground_dir: Path,
     clean_exits = result.flight_runs[kills:]
     out.append(Bar("flight program ends cleanly", bool(clean_exits) and all(s == 0 for s in clean_exits),
                    f"exit status of each run: {result.flight_runs} ({kills} killed by the scenario)"))
+    out.append(Bar("ground decoder ends cleanly", result.ground_exit == 0, f"exit status {result.ground_exit}"))
     if result.error:
         out.append(Bar("run finished in time", False, result.error))
     if not archive.exists() or not store.exists():
@@ -338,6 +340,11 @@ def _judge(scenario: Scenario, config, result: ScenarioResult, ground_dir: Path,
         pd = hit / total if total else 0.0
         out.append(Bar(f"Pd at SNR >= {config.hil.pass_snr:g} >= {bars.pd_min:g}", total > 0 and pd >= bars.pd_min,
                        f"{pd:.3f} ({hit}/{total} target-frames)"))
+    if bars.false_alarms_per_frame_max >= 0:
+        out.append(Bar(f"false alarms per frame <= {bars.false_alarms_per_frame_max:g}",
+                       report.frames_scored > 0 and report.false_alarms_per_frame <= bars.false_alarms_per_frame_max,
+                       f"{report.false_alarms_per_frame:.2f} ({report.false_alarms} in {report.frames_scored} "
+                       f"scored frames)"))
     result.passed = all(b.passed for b in out)
 
 

@@ -82,6 +82,7 @@ class Bars:
     commands_completed: bool = True      # every command sent got its completion success report
     latency_worst_max_s: float = -1.0    # frame time to ground decode, worst report
     pd_min: float = -1.0                 # detection probability at SNR >= hil.pass_snr
+    false_alarms_per_frame_max: float = -1.0   # detections matching no true target, per scored frame
     disk_full_reported: bool = False     # fill_disk: the store's errors counted in housekeeping, the flight flew on
     commands_verified_once: bool = False  # one acceptance and one completion success report per command, no more
 
