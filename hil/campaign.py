@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ground.uplink import TcSender
 from kestrel.config import render_defaults
+from kestrel.link.port import PortError
 from kestrel.link.tcframe import FrameType
 
 from .demo import _program, _stop
@@ -68,6 +69,7 @@ class ScenarioResult:
     skipped: list = field(default_factory=list)       # faults not injected here, each with the reason
     disk: list = field(default_factory=list)          # fill_disk: when the store's filesystem was filled and freed
     cop1: dict = field(default_factory=dict)          # the COP-1 session's FOP-1 counters
+    mode: str = "simulated"                           # or "hardware": the flight program on a board (--flight-port)
     error: str = ""
 
     def to_json(self) -> str:
@@ -155,8 +157,10 @@ def _scenario_config(scenario: Scenario, config, config_path: str | None, out_di
     return config, str(path)
 
 
-def run_scenario(scenario: Scenario, config, config_path: str | None, out_dir: Path) -> ScenarioResult:
-    """Fly one scenario; the result says which bars were met and why. Our own failures raise."""
+def run_scenario(scenario: Scenario, config, config_path: str | None, out_dir: Path, ports=None,
+                 announce=print) -> ScenarioResult:
+    """Fly one scenario; the result says which bars were met and why. Our own failures raise. With `ports`
+    (hil.campaign_hardware.HardwarePorts) the flight program is on a board at the far end of a real line."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in ("store.sqlite", "store.sqlite-wal", "store.sqlite-shm", "flight.log", "ground.log", "spy.log",
                   "kestrel.toml"):
@@ -173,6 +177,23 @@ def run_scenario(scenario: Scenario, config, config_path: str | None, out_dir: P
     frame_count = max(1, math.ceil(scenario.duration_s * rate))
     store = out_dir / "store.sqlite"
     flight_log, ground_log = out_dir / "flight.log", out_dir / "ground.log"
+    if ports is not None:
+        from .campaign_hardware import fly_on_hardware
+
+        def launch_ground(port: str) -> subprocess.Popen:
+            ground = _launch(_program("ground", config_path, "listen", "--port", port, "--out", str(ground_dir)),
+                             ground_log)
+            if not _wait_for(ground_log, "listening", ground, 60):
+                _stop(ground, 5)
+                raise RuntimeError(f"kestrel-ground did not start: {ground_log.read_text()[-500:]}")
+            return ground
+
+        result.mode = "hardware"
+        fly_on_hardware(scenario, config, config_path, out_dir, ports, result, launch_ground, _stop, announce)
+        result.wall_s = time.monotonic() - started
+        _judge(scenario, config, result, ground_dir, None, frame_count)
+        (out_dir / "result.json").write_text(result.to_json())
+        return result
     profile = scenario.profile()
     with contextlib.ExitStack() as stack:
         disk = None
@@ -276,35 +297,38 @@ def run_scenario(scenario: Scenario, config, config_path: str | None, out_dir: P
     return result
 
 
-def _judge(scenario: Scenario, config, result: ScenarioResult, ground_dir: Path, store: Path, frame_count: int):
+def _judge(scenario: Scenario, config, result: ScenarioResult, ground_dir: Path, store: Path | None,
+           frame_count: int):
+    """The bars, from the ground's archive, the flight store (None: it is on the board) and the link's counters."""
     bars = scenario.bars
     archive = ground_dir / "archive.sqlite"
     if (ground_dir / "summary.json").exists():
         result.ground = json.loads((ground_dir / "summary.json").read_text())
     out = result.bars
-    kills = sum(1 for f in scenario.faults if f.kind == "kill_flight")
-    clean_exits = result.flight_runs[kills:]
-    out.append(Bar("flight program ends cleanly", bool(clean_exits) and all(s == 0 for s in clean_exits),
-                   f"exit status of each run: {result.flight_runs} ({kills} killed by the scenario)"))
+    if store is not None:
+        kills = sum(1 for f in scenario.faults if f.kind == "kill_flight")
+        clean_exits = result.flight_runs[kills:]
+        out.append(Bar("flight program ends cleanly", bool(clean_exits) and all(s == 0 for s in clean_exits),
+                       f"exit status of each run: {result.flight_runs} ({kills} killed by the scenario)"))
     out.append(Bar("ground decoder ends cleanly", result.ground_exit == 0, f"exit status {result.ground_exit}"))
     if result.error:
         out.append(Bar("run finished in time", False, result.error))
-    if not archive.exists() or not store.exists():
+    if not archive.exists() or (store is not None and not store.exists()):
         out.append(Bar("ground archive and flight store exist", False, f"{archive}: {archive.exists()}, "
-                       f"{store}: {store.exists()}"))
+                       f"{store}: {store is None or store.exists()}"))
         result.passed = False
         return
     simulator = SceneSimulator(scenario.scene)
     report = score(ground_dir, frame_count, result.link["down"]["octets_passed"], config.hil,
                    lambda index: simulator.frame(index)[1], tuple(scenario.scene.snr_values))
-    result.products = product_accounting(store, archive)
+    result.products = product_accounting(store, archive) if store is not None else {}
     p = result.products
     _series_after(scenario, config, result, ground_dir, archive, lambda index: simulator.frame(index)[1])
     if bars.reports_complete:
         out.append(Bar("every processed frame's report reached the ground",
                        report.reports_received == report.frames_processed > 0,
                        f"{report.reports_received} reports of {report.frames_processed} frames processed"))
-    if bars.products_lost_max >= 0:
+    if bars.products_lost_max >= 0 and store is not None:
         out.append(Bar(f"products lost <= {bars.products_lost_max}", p["lost"] <= bars.products_lost_max,
                        f"{p['lost']} lost ({p['lost_on_link']} offered to the link and not on the ground, "
                        f"{p['lost_in_store']} neither held nor dropped by rule) of {p['committed']} committed; "
@@ -328,7 +352,7 @@ def _judge(scenario: Scenario, config, result: ScenarioResult, ground_dir: Path,
                        + ", ".join(" ".join(c["tc"]) for c in result.commands)))
     if bars.commands_verified_once:
         out.append(_verified_once(archive, result))
-    if bars.disk_full_reported:
+    if bars.disk_full_reported and store is not None:
         out.append(_disk_full_bar(archive, result))
     if bars.latency_worst_max_s >= 0:
         out.append(Bar(f"worst latency <= {bars.latency_worst_max_s:g} s",
@@ -409,18 +433,20 @@ def _series_after(scenario: Scenario, config, result: ScenarioResult, ground_dir
 
 
 def run_campaign(scenarios: list[Scenario], config, config_path: str | None, out_dir: Path, jobs: int = 1,
-                 progress=print) -> list[ScenarioResult]:
-    """Every scenario in its own directory under `out_dir`, `jobs` at a time; results in the given order."""
+                 progress=print, ports=None) -> list[ScenarioResult]:
+    """Every scenario in its own directory under `out_dir`, `jobs` at a time; results in the given order.
+    With `ports` (one board at the far end of a real line) one at a time."""
     results: dict[int, ScenarioResult] = {}
     total = len(scenarios)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futures = {pool.submit(run_scenario, s, config, config_path, out_dir / s.name): i
+    jobs = 1 if ports is not None else max(1, jobs)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {pool.submit(run_scenario, s, config, config_path, out_dir / s.name, ports, progress): i
                    for i, s in enumerate(scenarios)}
         for future in concurrent.futures.as_completed(futures):
             i = futures[future]
             try:
                 results[i] = future.result()
-            except (OSError, RuntimeError, sqlite3.Error) as exc:
+            except (OSError, RuntimeError, sqlite3.Error, PortError) as exc:
                 s = scenarios[i]
                 results[i] = ScenarioResult(s.name, s.description, s.path, error=f"{type(exc).__name__}: {exc}",
                                             bars=[Bar("the bench ran the scenario", False, str(exc))])

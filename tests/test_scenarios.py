@@ -119,7 +119,9 @@ def test_short_scenarios_run_in_parallel_and_fail_exactly_the_bars_they_cannot_m
     assert bars.pop("worst latency <= 0.001 s") is False
     assert all(bars.values()), data["bars"]
     link = data["link"]
-    assert link["down"]["outage_octets"] > 1000 and 1.4 <= link["outage_seconds"] <= 1.6
+    # The relay adds up outage time per pass of its loop, so a pass the machine ran late overshoots the cut's end
+    # by that lateness (1.656 s seen at a load of 12 on 2 cores).
+    assert link["down"]["outage_octets"] > 1000 and 1.4 <= link["outage_seconds"] <= 1.9
     assert link["down"]["bits_flipped"] > 0
     assert data["products"]["lost"] == 0 and data["products"]["committed"] > 0
     assert data["ground"]["sync"]["symbols_corrected"] > 0
