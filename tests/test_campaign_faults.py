@@ -101,3 +101,36 @@ def test_commands_through_fop1_are_verified_exactly_once_across_a_cut(runs):
     assert cop["clcws_seen"] > 10 and cop["queued"] == 0
     assert (out / "cop" / "kestrel.toml").exists()         # link.ocf on for this run only
     assert "ocf = true" in (out / "cop" / "kestrel.toml").read_text()
+
+
+def test_the_verified_once_bar_catches_a_command_run_twice_or_not_reported(tmp_path):
+    """The bar reads the ground's real archive (ground.archive.GroundArchive, as `listen` writes it): a command
+    whose reports came twice as distinct packets (executed twice: what a FARM-1 that took a retransmitted frame
+    again would cause) fails it, as does one with no acceptance report; a clean one passes."""
+    from ground.archive import CommandReport, GroundArchive, PacketIdentity
+    from hil.campaign import ScenarioResult, _verified_once
+
+    archive = GroundArchive(tmp_path)
+    tm_count = iter(range(100))
+
+    def report(kind, request):
+        n = next(tm_count)
+        packet = archive.packet(1000.0 + n, PacketIdentity(1, 0, 50, n, bytes(7), n), 0, 1,
+                                1 if kind == "ACCEPTANCE" else 7, 20)
+        archive.command_report(packet, 1000.0 + n, None, 50, 1, 1 if kind == "ACCEPTANCE" else 7,
+                               CommandReport(kind, True, 50, request))
+
+    for kind in ("ACCEPTANCE", "COMPLETION"):
+        report(kind, 0)
+        report(kind, 1)
+        report(kind, 1)              # count 1 executed twice
+    report("COMPLETION", 2)          # count 2's acceptance never came
+    archive.commit()
+    archive.close()
+    result = ScenarioResult("x", "", "")
+    result.commands = [{"at_s": 1.0, "tc": ["ping"], "apid": 50, "sequence": q} for q in (0, 1, 2)]
+    bar = _verified_once(tmp_path / "archive.sqlite", result)
+    assert not bar.passed and bar.evidence.startswith("1 of 3")
+    assert "count 1: 2 acceptance, 2 completion" in bar.evidence and "count 2: 0 acceptance, 1 completion" in bar.evidence
+    result.commands = result.commands[:1]
+    assert _verified_once(tmp_path / "archive.sqlite", result).passed
