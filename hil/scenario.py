@@ -169,6 +169,10 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
     for i, fault in enumerate(scenario.faults):
         if fault.at_s > scenario.duration_s:
             raise ScenarioError(f"{source}: faults[{i}].at_s {fault.at_s} is after duration_s {scenario.duration_s}")
+    if scenario.bars.disk_full_reported and not any(f.kind == "fill_disk" for f in scenario.faults):
+        raise ScenarioError(f"{source}: bars.disk_full_reported needs a fill_disk fault")
+    if scenario.bars.commands_verified_once and not scenario.commands:
+        raise ScenarioError(f"{source}: bars.commands_verified_once needs commands")
     name = scenario.name or Path(source).stem
     return replace(scenario, name=name, path=source)
 

@@ -61,6 +61,8 @@ pd_min = 0.8
     ("[[faults]]\nkind = 'flood'\nat_s = 1", "kind must be one of kill_flight, cut_link, fill_disk"),
     ("[[faults]]\nkind = 'kill_flight'\nat_s = -1", "at_s must be >= 0"),
     ("commands = 3", "commands must be an array"),
+    ("[bars]\ndisk_full_reported = true", "disk_full_reported needs a fill_disk fault"),
+    ("[bars]\ncommands_verified_once = true", "commands_verified_once needs commands"),
     ("duration_s = 0", "duration_s must be in"),
     ("name = ", "not valid TOML"),
 ])
