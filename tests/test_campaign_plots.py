@@ -39,3 +39,24 @@ def test_histogram_counts_fall_in_their_bins():
 def test_a_chart_without_data_says_so():
     for chart in (plots.svg_chart("x", "t", "s", "n", [("a", [], [])]), plots.svg_histogram("h", "t", "s", [])):
         assert chart.points == 0 and "no data" in chart.svg and ET.fromstring(chart.svg) is not None
+
+
+def test_the_pass_plot_is_the_elevation_the_link_schedule_uses():
+    """The shipped pass scenario's elevation series crosses the mask where the pass schedule opens the link
+    (hil/passes.py, itself held to skyfield in tests/test_passes.py), and is drawn with the mask marked."""
+    from hil.campaign import ScenarioResult
+    from hil.campaign_report import plots as report_plots
+    from hil.campaign_series import elevations
+    from hil.scenario import resolve
+
+    scenario = resolve("pass")
+    series = elevations(scenario.passes, scenario.duration_s)
+    (aos, _los), = scenario.passes.windows(scenario.duration_s)
+    first_up = next(t for t, e in zip(series["t"], series["elevation_deg"]) if e >= series["mask_deg"])
+    assert abs(first_up - aos) <= scenario.passes.step_s / scenario.passes.time_scale + 0.1
+    assert series["elevation_deg"][0] < 10 < series["elevation_deg"][-1] < 90
+    result = ScenarioResult("pass", "", "", series={"passes": series, "link": {}, "flight": {}})
+    chart = next(c for c in report_plots(result) if c.name == "passes")
+    root = ET.fromstring(chart.svg)
+    assert chart.points == len(series["t"]) and "elevation" in chart.title
+    assert any("mask 10 deg" in (t.text or "") for t in root.iter(f"{SVG}text"))
