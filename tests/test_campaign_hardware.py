@@ -119,3 +119,14 @@ def test_a_board_behind_a_terminal_server(tmp_path):
     code, text, folder = _fly_board(tmp_path, f"socket://127.0.0.1:{line.ports[0]}",
                                     f"socket://127.0.0.1:{line.ports[1]}")
     _check(code, text, folder, lambda: line.down)
+
+
+def test_hardware_mode_refuses_half_a_setup_and_names_a_port_it_cannot_open(tmp_path):
+    half = subprocess.run([sys.executable, "-m", "hil", "run", "nominal", "--flight-port", "/dev/ttyAMA0",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert half.returncode == 2 and "needs both --flight-port and --ground-port" in half.stderr
+    missing = tmp_path / "no-such-port"
+    bad = subprocess.run([sys.executable, "-m", "hil", "run", "nominal", "--flight-port", "/dev/ttyAMA0",
+                          "--ground-port", str(missing), "--out", str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and f"cannot open port '{missing}'" in bad.stdout and "Traceback" not in bad.stderr
