@@ -14,7 +14,7 @@ import pytest
 
 DISK = """
 description = "short disk full"
-duration_s = 9.0
+duration_s = 10.0
 drain_s = 2.0
 [scene]
 width = 96
@@ -23,7 +23,7 @@ height = 96
 baud = 0
 [[faults]]
 kind = "fill_disk"
-at_s = 3.0
+at_s = 4.0
 for_s = 2.5
 [bars]
 reports_complete = false
@@ -79,10 +79,10 @@ def test_a_full_disk_is_counted_the_flight_flies_on_and_nothing_stored_is_lost(r
     assert data["products"]["lost"] == 0 and data["products"]["on_ground"] > 0
     errors = max(data["series"]["store"]["store_errors"])
     assert errors > 0
-    # The housekeeping before the fill said 0 errors, after it more: the counter moved with the fault.
-    store = data["series"]["store"]
-    before = [e for t, e in zip(store["t"], store["store_errors"]) if t < filled["at_s"]]
-    assert before and max(before) == 0
+    # The control: the other run of the fixture, with no fill, counted none (on a loaded machine the flight
+    # program may start after the fill at 4 s, so this run's own housekeeping need not have one from before the fill).
+    control = json.loads((out / "cop" / "result.json").read_text())
+    assert control["series"]["store"]["store_errors"] and max(control["series"]["store"]["store_errors"]) == 0
     assert not os.path.ismount(out / "disk" / "store-fs")            # unmounted; the store copied out
     assert (out / "disk" / "store.sqlite").stat().st_size > 0
 
