@@ -7,6 +7,7 @@ through the ground's own FOP-1 (ground/fop.py) to the flight program's FARM-1.
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -134,3 +135,23 @@ def test_the_verified_once_bar_catches_a_command_run_twice_or_not_reported(tmp_p
     assert "count 1: 2 acceptance, 2 completion" in bar.evidence and "count 2: 0 acceptance, 1 completion" in bar.evidence
     result.commands = result.commands[:1]
     assert _verified_once(tmp_path / "archive.sqlite", result).passed
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="unshare(1) is needed to run the bench as a non-root user")
+def test_without_root_fill_disk_is_skipped_with_its_reason(tmp_path):
+    """The bench in a user namespace of its own (uid 65534 there, so it may not mount): the scenario flies,
+    the fault is listed as skipped with why, on the console and in the report, and its bar is not judged."""
+    (tmp_path / "disk.toml").write_text(DISK.replace("duration_s = 10.0", "duration_s = 3.0").replace(
+        "at_s = 4.0", "at_s = 1.0"))
+    out = tmp_path / "out"
+    done = subprocess.run(["unshare", "-U", sys.executable, "-m", "hil", "run", str(tmp_path / "disk.toml"),
+                           "--out", str(out)], capture_output=True, text=True, timeout=180)
+    if "unshare failed" in done.stderr:
+        pytest.skip(f"user namespaces are not allowed here: {done.stderr.strip()}")
+    data = json.loads((out / "disk" / "result.json").read_text())
+    assert data["skipped"] == [{"fault": "fill_disk", "reason": "fill_disk needs root to mount a size-limited "
+                                "tmpfs for the store; the bench is not root"}]
+    assert data["disk"] == [] and "a full disk is reported and flying goes on" not in {b["name"] for b in data["bars"]}
+    assert done.returncode == 0 and data["passed"], done.stdout + done.stderr
+    assert "[SKIPPED] fill_disk: fill_disk needs root" in done.stdout
+    assert "**Skipped:** fill_disk" in (out / "disk" / "report.md").read_text()
