@@ -251,7 +251,8 @@ def run_scenario(scenario: Scenario, config, config_path: str | None, out_dir: P
                     result.commands.append({"at_s": at, "tc": list(what.tc), "apid": apid, "sequence": count})
                 elif kind == "fill":
                     octets = disk.fill()
-                    result.disk.append({"at_s": round(now, 3), "filled_octets": octets, "free_after": disk.free_octets()})
+                    result.disk.append({"at_s": round(now, 3), "filled_octets": octets,
+                                        "free_after": disk.free_octets()})
                 elif kind == "free":
                     disk.free()
                     result.disk.append({"at_s": round(now, 3), "freed": True, "free_after": disk.free_octets()})

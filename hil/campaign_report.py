@@ -27,7 +27,8 @@ def plots(r: ScenarioResult) -> list[Plot]:
     det, link, store, flight = s.get("detections", {}), s.get("link", {}), s.get("store", {}), s.get("flight", {})
     out = [svg_chart("detections", "Detections against truth, per frame reported", "frame index", "count",
                      [(k, det.get("frame", []), det.get(v, [])) for k, v in
-                      (("targets in truth", "truth"), ("detections", "detected"), ("detections on a target", "on_target"))]),
+                      (("targets in truth", "truth"), ("detections", "detected"),
+                       ("detections on a target", "on_target"))]),
            svg_histogram("alert_latency", "Alert latency (frame time to ground decode)", "seconds",
                          s.get("alert_latency_s", [])),
            svg_chart("link_throughput", f"Link throughput (line at {r.link.get('baud', 0)} baud)", "seconds",
@@ -78,7 +79,8 @@ def markdown(r: ScenarioResult, charts: list[Plot] = ()) -> str:
         lines += [f"- at {c['at_s']:.1f} s: `{' '.join(c['tc'])}` (APID {c['apid']}, count {c['sequence']})"
                   for c in r.commands]
     if r.cop1:
-        lines += ["", "## COP-1 session (FOP-1 of the command VC)", "", ", ".join(f"{k}: {v}" for k, v in r.cop1.items())]
+        lines += ["", "## COP-1 session (FOP-1 of the command VC)", "",
+                  ", ".join(f"{k}: {v}" for k, v in r.cop1.items())]
     if r.disk:
         lines += ["", "## Store filesystem", ""] + [f"- {', '.join(f'{k}: {v}' for k, v in d.items())}" for d in r.disk]
     lines += ["", f"Flight runs (exit status each): {r.flight_runs}", ""]

@@ -33,7 +33,7 @@ disk_full_reported = true
 
 COP = """
 description = "short COP-1 session through a cut"
-duration_s = 10.0
+duration_s = 11.0
 drain_s = 3.0
 cop1 = true
 [scene]
@@ -44,11 +44,11 @@ baud = 0
 ber = 1e-5
 [[faults]]
 kind = "cut_link"
-at_s = 6.0
+at_s = 7.0
 for_s = 1.5
-""" + "".join(f'[[commands]]\nat_s = {1.0 + 0.5 * i}\ntc = ["ping"]\n' for i in range(13)) + """
+""" + "".join(f'[[commands]]\nat_s = {1.0 + 0.5 * i}\ntc = ["ping"]\n' for i in range(15)) + """
 [[commands]]
-at_s = 8.5
+at_s = 9.5
 tc = ["function", "dump_store"]
 [bars]
 reports_complete = false
@@ -94,11 +94,13 @@ def test_commands_through_fop1_are_verified_exactly_once_across_a_cut(runs):
     bar = next(b for b in data["bars"] if b["name"] == "every command verified exactly once")
     assert bar["passed"], (done.stdout, bar)
     cop = data["cop1"]
-    # The flight program is up well before 6 s even on a loaded machine (it took 3.5 s at worst seen), so the
-    # pings of 6.0 to 7.0 s go into the cut. The AD frames sent into the cut were lost, and FOP-1 sent them again (T1 or the CLCW's retransmit flag);
-    # FARM-1 took each once: every command has exactly one acceptance report.
+    # The flight program is up well before 7 s even on a loaded machine (it took 3 to 4 s at worst seen), so
+    # the pings of 7.0 to 8.0 s go into the cut. The AD frames sent into the cut were lost, and FOP-1 sent them
+    # again (T1 or the CLCW's retransmit flag); FARM-1 took each once: every command has exactly one
+    # acceptance report.
     assert data["link"]["up"]["outage_octets"] > 0 and cop["retransmissions"] >= 1
-    assert cop["ad_sent"] == len(data["commands"]) == 14 and cop["acknowledged"] == 14 and cop["alerts"] == 0 and cop["alert_reasons"] == []
+    assert cop["ad_sent"] == len(data["commands"]) == 16 and cop["acknowledged"] == 16
+    assert cop["alerts"] == 0 and cop["alert_reasons"] == []
     assert cop["clcws_seen"] > 10 and cop["queued"] == 0
     assert (out / "cop" / "kestrel.toml").exists()         # link.ocf on for this run only
     assert "ocf = true" in (out / "cop" / "kestrel.toml").read_text()
@@ -132,7 +134,8 @@ def test_the_verified_once_bar_catches_a_command_run_twice_or_not_reported(tmp_p
     result.commands = [{"at_s": 1.0, "tc": ["ping"], "apid": 50, "sequence": q} for q in (0, 1, 2)]
     bar = _verified_once(tmp_path / "archive.sqlite", result)
     assert not bar.passed and bar.evidence.startswith("1 of 3")
-    assert "count 1: 2 acceptance, 2 completion" in bar.evidence and "count 2: 0 acceptance, 1 completion" in bar.evidence
+    assert "count 1: 2 acceptance, 2 completion" in bar.evidence
+    assert "count 2: 0 acceptance, 1 completion" in bar.evidence
     result.commands = result.commands[:1]
     assert _verified_once(tmp_path / "archive.sqlite", result).passed
 
