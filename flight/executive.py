@@ -538,11 +538,17 @@ class Executive:
             if index is None:
                 break
             self.heartbeat += 1
-            with self._cycle_batch():
-                self.commanding()
-                self.driver.dispatch(index)
-                self.report_faults()
-                self._send_pending_events()
+            try:
+                with self._cycle_batch():
+                    self.commanding()
+                    self.driver.dispatch(index)
+                    self.report_faults()
+                    self._send_pending_events()
+            except StoreError as exc:
+                # The cycle's batch could not commit (disk full): its products were never stored; counted and
+                # said as a single put's failure is, and the loop flies on.
+                self.counters.store_errors += 1
+                self._store_failure(str(exc))
             self.downlink.notify()
             if self._sensor_done:
                 break

@@ -55,6 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="reports (report.md, report.html, result.json per scenario; junit.xml) and each run's "
                      "outputs (default ./hil-campaign)")
     run.add_argument("--jobs", type=count, default=1, metavar="N", help="scenarios run at once (default 1)")
+    run.add_argument("--flight-port", metavar="URL",
+                     help="real-hardware mode: the board's port, as the flight program on the board opens it (the "
+                     "bench prints the command to start there); needs --ground-port")
+    run.add_argument("--ground-port", metavar="URL",
+                     help="real-hardware mode: the bench's end of the real line to the board (device, socket://, "
+                     "rfc2217://); the bench starts neither the flight program nor the simulated radio")
+    run.add_argument("--board-timeout", type=seconds, default=120.0, metavar="S",
+                     help="real-hardware mode: seconds to wait for the board's first octet (default 120)")
     scene = sub.add_parser("scene", help="write simulated frames as .npy files")
     add_common_arguments(scene, subcommand=True)
     scene.add_argument("--count", type=count, default=100, help="number of frames")
@@ -181,6 +189,13 @@ def _run(parser, args, config) -> int:
         fail(parser, "run needs SCENARIO names or files, or --all (--list names the shipped ones)", EXIT_USAGE)
     if args.jobs < 1:
         fail(parser, f"--jobs must be >= 1, got {args.jobs}", EXIT_USAGE)
+    ports = None
+    if args.flight_port or args.ground_port:
+        if not (args.flight_port and args.ground_port):
+            fail(parser, "real-hardware mode needs both --flight-port and --ground-port", EXIT_USAGE)
+        from .campaign_hardware import HardwarePorts
+
+        ports = HardwarePorts(args.flight_port, args.ground_port, args.board_timeout)
     try:
         scenarios = [resolve(name) for name in names]
     except ScenarioError as exc:
@@ -193,10 +208,12 @@ def _run(parser, args, config) -> int:
     out = Path(args.out)
     started = time.monotonic()
     results = run_campaign(scenarios, config, args.config, out, jobs=args.jobs,
-                           progress=lambda line: print(line, flush=True))
+                           progress=lambda line: print(line, flush=True), ports=ports)
     write_reports(results, out)
     for r in results:
         print(f"{'PASS' if r.passed else 'FAIL'} {r.name}")
+        for skipped in r.skipped:
+            print(f"  [SKIPPED] {skipped['fault']}: {skipped['reason']}")
         for bar in r.bars:
             if not bar.passed:
                 print(f"  [FAIL] {bar.name}: {bar.evidence}")

@@ -5,14 +5,16 @@ name = "bad-link"                      # default: the file's stem
 description = "one line"
 duration_s = 20.0                      # seconds of scene the flight program flies
 drain_s = 4.0                          # seconds the ground keeps listening after the flight ends
+cop1 = false                           # commands as AD frames through FOP-1 (else BD frames)
 [scene]                                # hil.scene.SceneConfig (the sim:// URL's settings)
 [link]                                 # hil.impairments.LinkProfile
 [passes]                               # hil.passes.PassSchedule: the link is cut below the station's mask
 [[commands]]                           # a telecommand, as `kestrel-ground command` words, at a time
 at_s = 5.0
 tc = ["ping"]
-[[faults]]                             # kill_flight (down for for_s, restarted on the same store)
-at_s = 8.0                             # or cut_link (an outage of for_s)
+[[faults]]                             # kill_flight (down for for_s, restarted on the same store),
+at_s = 8.0                             # cut_link (an outage of for_s) or fill_disk (the store's filesystem
+                                       # full for for_s)
 kind = "kill_flight"
 for_s = 1.0
 [bars]                                 # what the run must meet (hil.scenario.Bars)
@@ -38,7 +40,7 @@ from .impairments import LinkProfile
 from .passes import PassSchedule
 from .scene import SceneConfig
 
-FAULT_KINDS = ("kill_flight", "cut_link")
+FAULT_KINDS = ("kill_flight", "cut_link", "fill_disk")
 
 
 class ScenarioError(ValueError):
@@ -61,7 +63,8 @@ class Command:
 class Fault:
     at_s: float
     kind: str
-    for_s: float = 1.0       # kill_flight: seconds before the restart; cut_link: the outage's length
+    for_s: float = 1.0       # kill_flight: seconds before the restart; cut_link: the outage's length;
+                             # fill_disk: seconds the store's filesystem stays full before the filler goes
 
     def __post_init__(self):
         if self.kind not in FAULT_KINDS:
@@ -79,6 +82,9 @@ class Bars:
     commands_completed: bool = True      # every command sent got its completion success report
     latency_worst_max_s: float = -1.0    # frame time to ground decode, worst report
     pd_min: float = -1.0                 # detection probability at SNR >= hil.pass_snr
+    false_alarms_per_frame_max: float = -1.0   # detections matching no true target, per scored frame
+    disk_full_reported: bool = False     # fill_disk: the store's errors counted in housekeeping, the flight flew on
+    commands_verified_once: bool = False  # one acceptance and one completion success report per command, no more
 
     def __post_init__(self):
         if self.pd_min > 1:
@@ -96,6 +102,7 @@ class Scenario:
     passes: PassSchedule = field(default_factory=PassSchedule)
     commands: tuple[Command, ...] = ()
     faults: tuple[Fault, ...] = ()
+    cop1: bool = False        # commands as AD frames through the ground's FOP-1 (link.ocf on for the run)
     bars: Bars = field(default_factory=Bars)
     path: str = ""
 
@@ -162,6 +169,10 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
     for i, fault in enumerate(scenario.faults):
         if fault.at_s > scenario.duration_s:
             raise ScenarioError(f"{source}: faults[{i}].at_s {fault.at_s} is after duration_s {scenario.duration_s}")
+    if scenario.bars.disk_full_reported and not any(f.kind == "fill_disk" for f in scenario.faults):
+        raise ScenarioError(f"{source}: bars.disk_full_reported needs a fill_disk fault")
+    if scenario.bars.commands_verified_once and not scenario.commands:
+        raise ScenarioError(f"{source}: bars.commands_verified_once needs commands")
     name = scenario.name or Path(source).stem
     return replace(scenario, name=name, path=source)
 

@@ -58,9 +58,11 @@ pd_min = 0.8
     ("[[commands]]\nat_s = 1\ntc = ['pnig']", "commands[0].tc"),
     ("[[commands]]\nat_s = 1\ntc = ['mode', 'FLYING']", "commands[0].tc"),
     ("[[commands]]\nat_s = 99\ntc = ['ping']", "after duration_s"),
-    ("[[faults]]\nkind = 'fill_disk'\nat_s = 1", "kind must be one of kill_flight, cut_link"),
+    ("[[faults]]\nkind = 'flood'\nat_s = 1", "kind must be one of kill_flight, cut_link, fill_disk"),
     ("[[faults]]\nkind = 'kill_flight'\nat_s = -1", "at_s must be >= 0"),
     ("commands = 3", "commands must be an array"),
+    ("[bars]\ndisk_full_reported = true", "disk_full_reported needs a fill_disk fault"),
+    ("[bars]\ncommands_verified_once = true", "commands_verified_once needs commands"),
     ("duration_s = 0", "duration_s must be in"),
     ("name = ", "not valid TOML"),
 ])
@@ -119,7 +121,9 @@ def test_short_scenarios_run_in_parallel_and_fail_exactly_the_bars_they_cannot_m
     assert bars.pop("worst latency <= 0.001 s") is False
     assert all(bars.values()), data["bars"]
     link = data["link"]
-    assert link["down"]["outage_octets"] > 1000 and 1.4 <= link["outage_seconds"] <= 1.6
+    # The relay adds up outage time per pass of its loop, so a pass the machine ran late overshoots the cut's end
+    # by that lateness (1.656 s seen at a load of 12 on 2 cores).
+    assert link["down"]["outage_octets"] > 1000 and 1.4 <= link["outage_seconds"] <= 1.9
     assert link["down"]["bits_flipped"] > 0
     assert data["products"]["lost"] == 0 and data["products"]["committed"] > 0
     assert data["ground"]["sync"]["symbols_corrected"] > 0
@@ -134,6 +138,41 @@ def test_short_scenarios_run_in_parallel_and_fail_exactly_the_bars_they_cannot_m
                         ("nodump", "every processed frame's report reached the ground"), ("nodump", "products lost <= 0")]
     assert "| worst latency <= 0.001 s | **FAIL** |" in (out / "short" / "report.md").read_text()
     assert (out / "short" / "report.html").exists() and (out / "short" / "spy.log").stat().st_size > 0
+    _the_series_are_real_and_each_is_plotted(out / "short", data)
+
+
+PLOTS = ("detections", "alert_latency", "link_throughput", "link_errors", "passes", "store_depth", "flight_cpu",
+         "flight_memory")
+
+
+def _the_series_are_real_and_each_is_plotted(folder, data):
+    """The recorded series hold measured values: the downlink ran at the line rate outside the cut and
+    carried nothing in it, the flight process used CPU and memory, the store filled and drained, the
+    detections met the truth; and the report has one SVG chart per series, inline and as linked files."""
+    series = data["series"]
+    link = series["link"]
+    rate = data["link"]["baud"] / 10
+    # Outside the cut the flight program keeps the line full (idle frames fill it) once it has started; on a
+    # loaded machine it may fall behind for a while, so the best half-second is held to the baud, not each.
+    up = [v for v, cut in zip(link["down_octets_per_s"], link["cut"]) if not cut]
+    assert 0.85 * rate < max(up) < 1.1 * rate, (up, rate)
+    in_cut = [v for v, cut in zip(link["down_octets_per_s"], link["cut"]) if cut]
+    assert in_cut and max(link["bits_flipped"]) > 0 and max(link["octets_lost"]) > 1000
+    assert sum(in_cut) / len(in_cut) < 0.6 * rate       # a sample straddles the cut's edges; inside nothing passes
+    flight = series["flight"]
+    assert len(flight["t"]) >= 5 and min(flight["rss_mb"]) > 20 and max(flight["cpu_percent"]) > 1
+    assert max(series["store"]["held_octets"]) > 0 and len(series["store"]["t"]) >= 3
+    det = series["detections"]
+    assert det["frame"] and sum(det["truth"]) > 0 and 0 < sum(det["on_target"]) <= sum(det["detected"])
+    assert series["alert_latency_s"] and all(0 < v < 30 for v in series["alert_latency_s"])
+    html_text = (folder / "report.html").read_text()
+    markdown_text = (folder / "report.md").read_text()
+    assert html_text.count("<svg ") == len(PLOTS)
+    for name in PLOTS:
+        svg = ET.parse(folder / "plots" / f"{name}.svg").getroot()
+        assert svg.tag.endswith("svg") and svg.find("{http://www.w3.org/2000/svg}polyline") is not None \
+            or svg.find("{http://www.w3.org/2000/svg}rect[@fill='#1f77b4']") is not None, name
+        assert f"(plots/{name}.svg)" in markdown_text and f"id='{name}'" in html_text
 
 
 @pytest.mark.slow
