@@ -1,4 +1,4 @@
-# cython: boundscheck=True, wraparound=False, cdivision=True, initializedcheck=False
+# cython: boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """The tracker's per-track arithmetic (flight.kernels.tracking).
 
 `TrackTable` holds the tracker's state arrays (flight/tracking.py allocates
