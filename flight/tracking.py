@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Any, Final
 
 import numpy as np
@@ -43,6 +44,12 @@ MIN_MEASUREMENT_SIGMA: Final = 0.01
 _POPCOUNT: Final = np.array([bin(i).count("1") for i in range(1 << 16)], dtype=np.int8)
 _NONE: Final = np.empty(0, np.intp)
 _REQUIRED_FIELDS: Final = ("x", "y", "sigma_x", "sigma_y", "flux", "snr")
+# The evidence bits as ints, and every kind and evidence value made once: a report is built per track per frame.
+_MOVING, _SLOW, _FAST = int(Evidence.MOVING), int(Evidence.SLOW), int(Evidence.FAST)
+_BRIGHTENING, _ACCELERATING = int(Evidence.BRIGHTENING), int(Evidence.ACCELERATING)
+_MANOEUVRING, _STEADY = int(Evidence.MANOEUVRING), int(Evidence.STEADY)
+_EVIDENCE: Final = tuple(Evidence(i) for i in range(sum(int(f) for f in Evidence) + 1))
+_KINDS: Final = MappingProxyType({int(k): k for k in TrackKind})
 
 
 @dataclass(frozen=True)
@@ -361,59 +368,67 @@ class Tracker:
         # manoeuvre model's process noise, which would hide a stationary source for ever.
         fits = np.empty((len(slots), 8))
         self._table.fits(slots, fits)
-        vx, vy, v_sigma, trend, trend_sigma, ax, ay, accel_sigma = fits.T
-        speed = np.hypot(vx, vy)
-        speed_sigma = v_sigma
-        unit = np.where(speed[:, None] > 1e-9, np.stack([vx, vy], 1) / np.maximum(speed, 1e-9)[:, None],
-                        np.array([1.0, 0.0]))
-        along = ax * unit[:, 0] + ay * unit[:, 1]
-        across = -ax * unit[:, 1] + ay * unit[:, 0]
-        known = np.isfinite(trend)
-        evidence = np.zeros(len(slots), np.int64)
-        with np.errstate(invalid="ignore"):
-            evidence |= np.where(speed - k * speed_sigma > c.slow_speed, int(Evidence.MOVING), 0)
-            evidence |= np.where(speed + k * speed_sigma < c.slow_speed, int(Evidence.SLOW), 0)
-            evidence |= np.where(speed - k * speed_sigma > c.glide_min_speed, int(Evidence.FAST), 0)
-            evidence |= np.where(known & (trend - k * trend_sigma > c.boost_min_trend), int(Evidence.BRIGHTENING), 0)
-            evidence |= np.where(known & (along - k * accel_sigma > c.boost_min_accel), int(Evidence.ACCELERATING), 0)
-            evidence |= np.where(known & (np.abs(across) - k * accel_sigma > c.glide_min_turn),
-                                 int(Evidence.MANOEUVRING), 0)
-            evidence |= np.where(known & (np.abs(trend) - k * trend_sigma <= c.steady_max_trend),
-                                 int(Evidence.STEADY), 0)
-        kinds = self._kind[slots]
+        speed = np.hypot(fits[:, 0], fits[:, 1]).tolist()
+        # Per track in plain Python floats: a frame has a few confirmed tracks, and numpy's cost per call
+        # on arrays that short was most of this function's time. NaN (too few detections) passes no test.
+        manoeuvre = self._mu[slots, 1].tolist() if self.models > 1 else [0.0] * len(slots)
+        columns = zip(slots.tolist(), fits.tolist(), speed, manoeuvre, self._kind[slots].tolist(),
+                      self._kind_evidence[slots].tolist(), self._id[slots].tolist(), self._first[slots].tolist(),
+                      self._hits[slots].tolist(), self._flux[slots].tolist(), self._score[slots].tolist(),
+                      self._cls_sum[slots].tolist(), self._cls_n[slots].tolist())
         reports = []
-        manoeuvre = self._mu[slots, 1] if self.models > 1 else np.zeros(len(slots))
-        classifier = self.classifier_mean(slots)
-        score = self._score[slots] + np.where(np.isfinite(classifier),
-                                              c.classifier_weight * (2 * np.nan_to_num(classifier) - 1), 0.0)
-        for i, slot in enumerate(slots.tolist()):
-            e = Evidence(int(evidence[i]))
-            kind = TrackKind(int(kinds[i]))
+        for i, (slot, fit, speed, manoeuvre, kind, kind_evidence, track_id, first, hits, flux, score, cls_sum,
+                cls_n) in enumerate(columns):
+            vx, vy, speed_sigma, trend, trend_sigma, ax, ay, accel_sigma = fit
+            if speed > 1e-9:
+                ux, uy = vx / speed, vy / speed
+            else:
+                ux, uy = 1.0, 0.0
+            along = ax * ux + ay * uy
+            across = -ax * uy + ay * ux
+            known = math.isfinite(trend)
+            e = 0
+            if speed - k * speed_sigma > c.slow_speed:
+                e |= _MOVING
+            if speed + k * speed_sigma < c.slow_speed:
+                e |= _SLOW
+            if speed - k * speed_sigma > c.glide_min_speed:
+                e |= _FAST
+            if known and trend - k * trend_sigma > c.boost_min_trend:
+                e |= _BRIGHTENING
+            if known and along - k * accel_sigma > c.boost_min_accel:
+                e |= _ACCELERATING
+            if known and abs(across) - k * accel_sigma > c.glide_min_turn:
+                e |= _MANOEUVRING
+            if known and abs(trend) - k * trend_sigma <= c.steady_max_trend:
+                e |= _STEADY
             if kind not in (TrackKind.BOOST, TrackKind.GLIDE):      # boost and glide stand once shown
                 new = kind
-                if Evidence.SLOW in e:
+                if e & _SLOW:
                     new = TrackKind.SLOW
-                elif Evidence.MOVING in e and e & (Evidence.BRIGHTENING | Evidence.ACCELERATING):
+                elif e & _MOVING and e & (_BRIGHTENING | _ACCELERATING):
                     new = TrackKind.BOOST
-                elif Evidence.FAST in e and Evidence.MANOEUVRING in e and Evidence.STEADY in e:
+                elif e & _FAST and e & _MANOEUVRING and e & _STEADY:
                     new = TrackKind.GLIDE
-                elif Evidence.MOVING in e:
+                elif e & _MOVING:
                     new = TrackKind.UNCLASSIFIED
                 if new != kind:
-                    self._kind[slot], self._kind_evidence[slot] = new, int(e)
-                    kind = new
+                    self._kind[slot], self._kind_evidence[slot] = new, e
+                    kind, kind_evidence = new, e
             alertable = kind in (TrackKind.BOOST, TrackKind.GLIDE) or (
-                kind == TrackKind.UNCLASSIFIED and Evidence.MOVING in e)
-            track_id = int(self._id[slot])
+                kind == TrackKind.UNCLASSIFIED and bool(e & _MOVING))
+            classifier = cls_sum / cls_n if cls_n > 0 else math.nan
+            if cls_n > 0:
+                score += c.classifier_weight * (2 * classifier - 1)
             reports.append(TrackReport(
-                track_id=track_id, frame_index=frame_index, first_index=int(self._first[slot]),
-                first_stamp=self._stamps.get(track_id), hits=int(self._hits[slot]), state=xc[i].copy(),
-                covariance=Pc[i].copy(), kind=kind, evidence=e,
-                kind_evidence=Evidence(int(self._kind_evidence[slot])), flux=float(self._flux[slot]),
-                trend=_finite(trend[i]), trend_sigma=_finite(trend_sigma[i]), speed=_finite(speed[i]),
-                speed_sigma=_finite(speed_sigma[i]), accel_along=_finite(along[i]), accel_across=_finite(across[i]),
-                accel_sigma=_finite(accel_sigma[i]), manoeuvre_probability=float(manoeuvre[i]),
-                score=float(score[i]), classifier_score=_finite(classifier[i]), alertable=alertable))
+                track_id=track_id, frame_index=frame_index, first_index=first,
+                first_stamp=self._stamps.get(track_id), hits=hits, state=xc[i].copy(),
+                covariance=Pc[i].copy(), kind=_KINDS[kind], evidence=_EVIDENCE[e],
+                kind_evidence=_EVIDENCE[kind_evidence], flux=flux,
+                trend=_finite(trend), trend_sigma=_finite(trend_sigma), speed=_finite(speed),
+                speed_sigma=_finite(speed_sigma), accel_along=_finite(along), accel_across=_finite(across),
+                accel_sigma=_finite(accel_sigma), manoeuvre_probability=manoeuvre,
+                score=score, classifier_score=_finite(classifier), alertable=alertable))
         return reports
 
     def classifier_mean(self, slots) -> np.ndarray:
