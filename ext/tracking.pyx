@@ -21,11 +21,13 @@ to the loop), which is what makes the unchecked directives safe.
 flight/tracking_ref.py is the numpy twin; tests/test_tracking_kernel.py holds
 the two together.
 """
-from libc.math cimport exp, log, sqrt, INFINITY, NAN, M_PI
+from libc.math cimport exp, log, sqrt, INFINITY, NAN
 from libc.stdint cimport int64_t
 
 cdef enum:
     MAX_MODELS = 2
+
+cdef double TWO_PI = 6.283185307179586        # 2 pi in double, as the twin's 2 * math.pi (M_PI is not ISO C)
 
 FIT_COLUMNS = ("vx", "vy", "v_sigma", "trend", "trend_sigma", "ax", "ay", "accel_sigma")
 
@@ -277,7 +279,7 @@ cdef class TrackTable:
                             self.P[s, j, k, l] = w
                             self.P[s, j, l, k] = w
                     d2 = nu1 * (i11 * nu1 + i12 * nu2) + nu2 * (i12 * nu1 + i22 * nu2)
-                    ll[j] = -0.5 * d2 - log(2 * M_PI * sqrt(det))
+                    ll[j] = -0.5 * d2 - log(TWO_PI * sqrt(det))
                 if M > 1:
                     top = -INFINITY
                     for j in range(M):
