@@ -107,7 +107,7 @@ def assign(distance: np.ndarray, miss_cost: float) -> tuple[np.ndarray, np.ndarr
         raise ValueError(f"distance must be a 2-D tracks x detections matrix, got shape {distance.shape}")
     if not math.isfinite(miss_cost) or miss_cost <= 0:
         raise ValueError(f"miss_cost must be finite and positive, got {miss_cost!r}")
-    rows, cols = np.nonzero(distance < miss_cost)
+    rows, cols = np.divmod(np.flatnonzero(distance < miss_cost), distance.shape[1])   # row order, contiguous
     if not len(rows):
         return np.empty(0, np.intp), np.empty(0, np.intp)
     out_rows: list[int] = []
@@ -116,6 +116,8 @@ def assign(distance: np.ndarray, miss_cost: float) -> tuple[np.ndarray, np.ndarr
     row_count = np.bincount(rows, minlength=distance.shape[0])
     col_count = np.bincount(cols, minlength=distance.shape[1])
     alone = (row_count[rows] == 1) & (col_count[cols] == 1)
+    if alone.all():     # the common frame: the pairs are in row order already
+        return rows, cols
     out_rows.extend(rows[alone].tolist())
     out_cols.extend(cols[alone].tolist())
     crowded = ~alone

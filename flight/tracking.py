@@ -17,11 +17,18 @@ Each frame:
 The state of every track lives in fixed-size arrays (`max_tracks` slots): the
 tracker's memory is bounded, and a birth with no free slot is refused and
 counted. States are (x, y, vx, vy) in pixels and pixels per frame.
+
+The arithmetic across tracks (predict, gate distances, update, births, the
+history fits behind the kinds) runs in the kernel flight.kernels.tracking, one
+loop over the tracks per call, because numpy's cost per call on a few dozen
+tracks was most of the frame; flight/tracking_ref.py is its numpy twin. This
+module keeps the decisions: assignment, confirmation, deletion, kinds, reports.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Any, Final
 
 import numpy as np
@@ -30,12 +37,19 @@ from kestrel.products import Evidence, TrackEnd, TrackKind
 from kestrel.settings import ConfigurationError, Settings, setting
 
 from .assignment import assign
+from .kernels import tracking as _kernel
 
 # Smallest measurement sigma (px): keeps the innovation covariance invertible with jitter 0 and a tiny CRB.
 MIN_MEASUREMENT_SIGMA: Final = 0.01
 _POPCOUNT: Final = np.array([bin(i).count("1") for i in range(1 << 16)], dtype=np.int8)
-_F: Final = np.array([[1.0, 0, 1, 0], [0, 1.0, 0, 1], [0, 0, 1.0, 0], [0, 0, 0, 1.0]])
+_NONE: Final = np.empty(0, np.intp)
 _REQUIRED_FIELDS: Final = ("x", "y", "sigma_x", "sigma_y", "flux", "snr")
+# The evidence bits as ints, and every kind and evidence value made once: a report is built per track per frame.
+_MOVING, _SLOW, _FAST = int(Evidence.MOVING), int(Evidence.SLOW), int(Evidence.FAST)
+_BRIGHTENING, _ACCELERATING = int(Evidence.BRIGHTENING), int(Evidence.ACCELERATING)
+_MANOEUVRING, _STEADY = int(Evidence.MANOEUVRING), int(Evidence.STEADY)
+_EVIDENCE: Final = tuple(Evidence(i) for i in range(sum(int(f) for f in Evidence) + 1))
+_KINDS: Final = MappingProxyType({int(k): k for k in TrackKind})
 
 
 @dataclass(frozen=True)
@@ -150,9 +164,13 @@ class FrameResult:
 
 
 class Tracker:
-    """`update(frame_index, detections, stamp)` once a frame, frames in order; detections of DETECTION_DTYPE."""
+    """`update(frame_index, detections, stamp)` once a frame, frames in order; detections of DETECTION_DTYPE.
 
-    def __init__(self, config: TrackerConfig, shape: tuple[int, int]):
+    `table`: the class that runs the per-track arithmetic on the tracker's arrays; the compiled kernel
+    (flight.kernels.tracking) by default, its numpy twin (flight.tracking_ref) to check it against.
+    """
+
+    def __init__(self, config: TrackerConfig, shape: tuple[int, int], table=None):
         self.config = c = config
         self.height, self.width = int(shape[0]), int(shape[1])
         if self.height < 1 or self.width < 1:
@@ -162,40 +180,41 @@ class Tracker:
         cap, hist = c.max_tracks, c.history_frames
         q = np.array([c.process_noise, c.manoeuvre_noise][:models])
         # Continuous white-noise acceleration, dt = 1 frame, per axis: q [[1/3, 1/2], [1/2, 1]].
-        self._Q = q[:, None, None] * np.array([[1 / 3, 0, 1 / 2, 0], [0, 1 / 3, 0, 1 / 2],
-                                               [1 / 2, 0, 1, 0], [0, 1 / 2, 0, 1]])[None]
+        Q = q[:, None, None] * np.array([[1 / 3, 0, 1 / 2, 0], [0, 1 / 3, 0, 1 / 2],
+                                         [1 / 2, 0, 1, 0], [0, 1 / 2, 0, 1]])[None]
         p = c.switch_probability
-        self._switch = np.array([[1 - p, p], [p, 1 - p]]) if models == 2 else np.ones((1, 1))
+        switch = np.array([[1 - p, p], [p, 1 - p]]) if models == 2 else np.ones((1, 1))
         self.models = models
+        # What the table's arithmetic reads and writes (layout: flight/tracking_ref.py).
+        self._arrays = a = {
+            "x": np.zeros((cap, models, 4)), "P": np.zeros((cap, models, 4, 4)), "mu": np.zeros((cap, models)),
+            "window": np.zeros(cap, np.int64),       # hit bits of recent frames, newest lowest
+            "age": np.zeros(cap, np.int64),          # frames since birth
+            "misses": np.zeros(cap, np.int64),       # consecutive
+            "hits": np.zeros(cap, np.int64), "score": np.zeros(cap), "flux": np.zeros(cap),
+            "h_t": np.zeros((cap, hist)), "h_x": np.zeros((cap, hist)), "h_y": np.zeros((cap, hist)),
+            "h_f": np.zeros((cap, hist)),            # history ring: frame, x, y, ln flux,
+            "h_r": np.zeros((cap, hist)),            # measurement variance per axis (mean of x and y)
+            "h_n": np.zeros(cap, np.int64),          # entries written (ring position = n % hist)
+        }
+        self._mu, self._window, self._age, self._misses = a["mu"], a["window"], a["age"], a["misses"]
+        self._hits, self._score, self._flux = a["hits"], a["score"], a["flux"]
         self._active = np.zeros(cap, bool)
-        self._x = np.zeros((cap, models, 4))
-        self._P = np.zeros((cap, models, 4, 4))
-        self._mu = np.zeros((cap, models))
         self._id = np.zeros(cap, np.int64)
-        self._window = np.zeros(cap, np.int64)       # hit bits of recent frames, newest lowest
-        self._age = np.zeros(cap, np.int64)          # frames since birth
-        self._misses = np.zeros(cap, np.int64)       # consecutive
-        self._hits = np.zeros(cap, np.int64)
         self._confirmed = np.zeros(cap, bool)
         self._first = np.zeros(cap, np.int64)
-        self._score = np.zeros(cap)
         self._kind = np.zeros(cap, np.int64)
         self._kind_evidence = np.zeros(cap, np.int64)
-        self._h_t = np.zeros((cap, hist))            # history ring: frame, x, y, ln flux
-        self._h_x = np.zeros((cap, hist))
-        self._h_y = np.zeros((cap, hist))
-        self._h_f = np.zeros((cap, hist))
-        self._h_r = np.zeros((cap, hist))            # measurement variance per axis (mean of x and y)
-        self._h_n = np.zeros(cap, np.int64)          # entries written (ring position = n % hist)
-        self._flux = np.zeros(cap)
         self._cls_sum = np.zeros(cap)                # classifier scores of the track's detections: sum, count
         self._cls_n = np.zeros(cap, np.int64)
         self._stamps: dict[int, Any] = {}
         self._next_id = 1
         self._last_index: int | None = None
         self._window_mask = (1 << c.confirm_n) - 1
-        self._log_pd = math.log(c.detection_probability) - math.log(c.clutter_density)
-        self._log_miss = math.log(1 - c.detection_probability)
+        log_pd = math.log(c.detection_probability) - math.log(c.clutter_density)
+        log_miss = math.log(1 - c.detection_probability)
+        self._table = (table or _kernel.TrackTable)(a, Q, switch, log_pd, log_miss, c.initial_speed_sigma ** 2,
+                                                    c.classify_min_hits)
 
     # --- input ----------------------------------------------------------------
     def _measurements(self, detections: np.ndarray):
@@ -204,11 +223,12 @@ class Tracker:
         missing = [n for n in _REQUIRED_FIELDS if n not in detections.dtype.names]
         if missing:
             raise ValueError(f"detections lack the fields {missing} of kestrel.products.DETECTION_DTYPE")
-        z = np.stack([detections["x"], detections["y"]], axis=1).astype(np.float64)
+        z = np.empty((len(detections), 2))
+        z[:, 0], z[:, 1] = detections["x"], detections["y"]
         sx = detections["sigma_x"].astype(np.float64)
         sy = detections["sigma_y"].astype(np.float64)
         good = np.isfinite(z).all(axis=1) & np.isfinite(sx) & np.isfinite(sy) & (sx >= 0) & (sy >= 0)
-        self.counters.detections_rejected += int((~good).sum())
+        self.counters.detections_rejected += len(good) - int(np.count_nonzero(good))
         jitter2 = self.config.jitter_px ** 2
         rx = np.maximum(sx * sx + jitter2, MIN_MEASUREMENT_SIGMA ** 2)
         ry = np.maximum(sy * sy + jitter2, MIN_MEASUREMENT_SIGMA ** 2)
@@ -223,135 +243,57 @@ class Tracker:
         steps = 1 if self._last_index is None else frame_index - self._last_index
         self._last_index = frame_index
         c = self.config
+        table = self._table
         self.counters.frames += 1
         self.counters.detections += len(detections)
         z, rx, ry, good = self._measurements(detections)
-        if scores is None:
-            scores = np.full(len(detections), np.nan)
-        scores = np.asarray(scores, np.float64)
-        if scores.shape != (len(detections),):
-            raise ValueError(f"scores must be one per detection ({len(detections)}), got shape {scores.shape}")
+        if scores is not None:
+            scores = np.asarray(scores, np.float64)
+            if scores.shape != (len(detections),):
+                raise ValueError(f"scores must be one per detection ({len(detections)}), got shape {scores.shape}")
+        flux = detections["flux"].astype(np.float64)
         slots = np.flatnonzero(self._active)
         for _ in range(min(steps - 1, 64)):   # a skipped frame is a prediction without a detection; past 64 all are lost
-            self._predict(slots)
-            self._miss(slots)
-        self._predict(slots)
+            table.predict(slots)
+            table.miss(slots)
+        table.predict(slots)
         result = FrameResult()
-        assigned_slots = np.empty(0, np.intp)
-        assigned_dets = np.empty(0, np.intp)
+        assigned_slots = assigned_dets = _NONE
         if len(slots) and good.any():
-            xc, Pc = self._combined(slots)
-            distance = self._distance(xc[:, :2], Pc[:, :2, :2], z, rx, ry)
-            distance[:, ~good] = np.inf
+            distance = np.empty((len(slots), len(detections)))
+            table.distance(slots, z, rx, ry, good.view(np.uint8), distance)
             rows, cols = assign(distance, c.gate_sigma)
             assigned_slots, assigned_dets = slots[rows], cols
+        missed = slots
         if len(assigned_slots):
-            self._update(assigned_slots, z[assigned_dets], rx[assigned_dets], ry[assigned_dets],
-                         detections["flux"][assigned_dets].astype(np.float64), frame_index)
-            self._add_scores(assigned_slots, scores[assigned_dets])
-        missed = np.setdiff1d(slots, assigned_slots, assume_unique=True)
-        self._miss(missed)
-        for s, d in zip(assigned_slots.tolist(), assigned_dets.tolist()):
-            result.associations[int(self._id[s])] = d
+            table.update(assigned_slots, assigned_dets, z, rx, ry, flux, frame_index)
+            if scores is not None:
+                self._add_scores(assigned_slots, scores[assigned_dets])
+            keep = np.ones(len(slots), bool)
+            keep[rows] = False
+            missed = slots[keep]
+        table.miss(missed)
+        ids = self._id[assigned_slots].tolist()
+        result.associations = dict(zip(ids, assigned_dets.tolist()))
         self._manage(slots, result)
-        unassigned = np.ones(len(detections), bool)
+        unassigned = good.copy()
         unassigned[assigned_dets] = False
-        self._births(np.flatnonzero(unassigned & good), z, rx, ry, detections, frame_index, stamp, scores)
+        self._births(np.flatnonzero(unassigned), z, rx, ry, flux, frame_index, stamp, scores)
         live = np.flatnonzero(self._active & self._confirmed)
         if len(live):
             result.confirmed = self._reports(live, frame_index)
         return result
 
-    def _predict(self, slots: np.ndarray) -> None:
-        if not len(slots):
-            return
-        x, P = self._x[slots], self._P[slots]
-        if self.models > 1:
-            mu = self._mu[slots]
-            predicted = mu @ self._switch                                # c_j
-            mix = self._switch[None] * mu[:, :, None] / np.maximum(predicted[:, None, :], 1e-300)  # mu_{i|j}
-            x0 = np.einsum("nij,nik->njk", mix, x)
-            dx = x[:, :, None, :] - x0[:, None, :, :]                    # (n, i, j, 4)
-            P = np.einsum("nij,nikl->njkl", mix, P) + np.einsum("nij,nijk,nijl->njkl", mix, dx, dx)
-            x = x0
-            self._mu[slots] = predicted
-        x = x @ _F.T
-        P = _F @ P @ _F.T + self._Q[None]
-        self._x[slots], self._P[slots] = x, P
-
     def _combined(self, slots: np.ndarray):
-        x, P = self._x[slots], self._P[slots]
-        if self.models == 1:
-            return x[:, 0], P[:, 0]
-        mu = self._mu[slots]
-        xc = np.einsum("nj,njk->nk", mu, x)
-        d = x - xc[:, None]
-        Pc = np.einsum("nj,njkl->nkl", mu, P + d[..., :, None] * d[..., None, :])
+        xc, Pc = np.empty((len(slots), 4)), np.empty((len(slots), 4, 4))
+        self._table.combine(slots, xc, Pc)
         return xc, Pc
-
-    @staticmethod
-    def _distance(pos, Ppos, z, rx, ry) -> np.ndarray:
-        """Mahalanobis distance (tracks x detections) of each detection to each predicted position."""
-        s11 = Ppos[:, 0, 0, None] + rx[None]
-        s22 = Ppos[:, 1, 1, None] + ry[None]
-        s12 = Ppos[:, 0, 1, None]
-        nu1 = z[None, :, 0] - pos[:, 0, None]
-        nu2 = z[None, :, 1] - pos[:, 1, None]
-        det = s11 * s22 - s12 * s12
-        return np.sqrt((s22 * nu1 * nu1 - 2 * s12 * nu1 * nu2 + s11 * nu2 * nu2) / det)
-
-    def _update(self, slots, z, rx, ry, flux, frame_index: int) -> None:
-        x, P = self._x[slots], self._P[slots]                           # (k, M, 4), (k, M, 4, 4)
-        s11 = P[:, :, 0, 0] + rx[:, None]
-        s22 = P[:, :, 1, 1] + ry[:, None]
-        s12 = P[:, :, 0, 1]
-        det = s11 * s22 - s12 * s12
-        inv = np.stack([np.stack([s22, -s12], -1), np.stack([-s12, s11], -1)], -2) / det[..., None, None]
-        nu = z[:, None, :] - x[:, :, :2]                                # (k, M, 2)
-        PHt = P[:, :, :, :2]                                            # P H^T: (k, M, 4, 2)
-        K = PHt @ inv                                                   # (k, M, 4, 2)
-        x = x + np.einsum("nmij,nmj->nmi", K, nu)
-        P = P - K @ np.swapaxes(PHt, -1, -2)
-        P = 0.5 * (P + np.swapaxes(P, -1, -2))
-        d2 = np.einsum("nmi,nmij,nmj->nm", nu, inv, nu)
-        log_like = -0.5 * d2 - np.log(2 * math.pi * np.sqrt(det))      # (k, M)
-        mu = self._mu[slots]
-        if self.models > 1:
-            weighted = np.log(np.maximum(mu, 1e-300)) + log_like
-            top = weighted.max(axis=1, keepdims=True)
-            w = np.exp(weighted - top)
-            self._mu[slots] = w / w.sum(axis=1, keepdims=True)
-            log_like = (top[:, 0] + np.log(w.sum(axis=1)))              # ln sum_j c_j L_j
-        else:
-            log_like = log_like[:, 0]
-        self._x[slots], self._P[slots] = x, P
-        self._score[slots] += self._log_pd + log_like
-        self._window[slots] = ((self._window[slots] << 1) | 1) & 0xFFFF
-        self._misses[slots] = 0
-        self._hits[slots] += 1
-        self._age[slots] += 1
-        hist = self.config.history_frames
-        pos = self._h_n[slots] % hist
-        self._h_t[slots, pos] = frame_index
-        self._h_x[slots, pos] = z[:, 0]
-        self._h_y[slots, pos] = z[:, 1]
-        self._h_f[slots, pos] = np.log(np.maximum(flux, 1e-3))
-        self._h_r[slots, pos] = 0.5 * (rx + ry)
-        self._h_n[slots] += 1
-        self._flux[slots] = flux
 
     def _add_scores(self, slots, scores) -> None:
         known = np.isfinite(scores)
-        self._cls_sum[slots[known]] += np.clip(scores[known], 0.0, 1.0)
-        self._cls_n[slots[known]] += 1
-
-    def _miss(self, slots) -> None:
-        if not len(slots):
-            return
-        self._score[slots] += self._log_miss
-        self._window[slots] = (self._window[slots] << 1) & 0xFFFF
-        self._misses[slots] += 1
-        self._age[slots] += 1
+        if known.any():
+            self._cls_sum[slots[known]] += np.clip(scores[known], 0.0, 1.0)
+            self._cls_n[slots[known]] += 1
 
     def _manage(self, slots, result: FrameResult) -> None:
         """Confirm, and delete: tentative tracks that cannot reach M of N, confirmed ones lost or gone."""
@@ -362,8 +304,9 @@ class Tracker:
         frames_in_window = np.minimum(self._age[slots], c.confirm_n)
         confirmed = self._confirmed[slots]
         newly = ~confirmed & (hits_in_window >= c.confirm_m)
-        self._confirmed[slots[newly]] = True
-        self.counters.tracks_confirmed += int(newly.sum())
+        if newly.any():
+            self._confirmed[slots[newly]] = True
+            self.counters.tracks_confirmed += int(np.count_nonzero(newly))
         hopeless = ~confirmed & ~newly & (frames_in_window - hits_in_window > c.confirm_n - c.confirm_m)
         xc, Pc = self._combined(slots)
         sigma2 = np.maximum(Pc[:, 0, 0], Pc[:, 1, 1])
@@ -380,12 +323,12 @@ class Tracker:
             for slot, report in zip(ended_confirmed.tolist(), reports):
                 end = TrackEnd.LEFT_FIELD if slot in out else TrackEnd.LOST
                 result.ended.append(_with_end(report, end))
-        for slot in slots[gone].tolist():
-            self._stamps.pop(int(self._id[slot]), None)
+        for track_id in self._id[slots[gone]].tolist():
+            self._stamps.pop(track_id, None)
         self._active[slots[gone]] = False
-        self.counters.tracks_deleted += int(gone.sum())
+        self.counters.tracks_deleted += int(np.count_nonzero(gone))
 
-    def _births(self, dets, z, rx, ry, detections, frame_index: int, stamp, scores) -> None:
+    def _births(self, dets, z, rx, ry, flux, frame_index: int, stamp, scores) -> None:
         b = self.config.border_px
         inside = ((z[dets, 0] >= b) & (z[dets, 0] <= self.width - 1 - b)
                   & (z[dets, 1] >= b) & (z[dets, 1] <= self.height - 1 - b))
@@ -398,145 +341,92 @@ class Tracker:
             dets = dets[:len(free)]     # the detector lists the most significant first
         slots = free[:len(dets)]
         k = len(slots)
-        v2 = self.config.initial_speed_sigma ** 2
-        x = np.zeros((k, 4))
-        x[:, :2] = z[dets]
-        P = np.zeros((k, 4, 4))
-        P[:, 0, 0], P[:, 1, 1], P[:, 2, 2], P[:, 3, 3] = rx[dets], ry[dets], v2, v2
-        self._x[slots] = x[:, None]
-        self._P[slots] = P[:, None]
-        self._mu[slots] = 1.0 / self.models
+        self._table.birth(slots, dets, z, rx, ry, flux, frame_index)
         ids = np.arange(self._next_id, self._next_id + k)
         self._next_id += k
         self._id[slots] = ids
-        self._window[slots] = 1
-        self._age[slots] = 1
-        self._misses[slots] = 0
-        self._hits[slots] = 1
         self._confirmed[slots] = self.config.confirm_m <= 1
         self._first[slots] = frame_index
-        self._score[slots] = 0.0
         self._kind[slots] = TrackKind.UNCLASSIFIED
         self._kind_evidence[slots] = 0
-        self._h_t[slots, 0] = frame_index
-        self._h_x[slots, 0] = z[dets, 0]
-        self._h_y[slots, 0] = z[dets, 1]
-        flux = detections["flux"][dets].astype(np.float64)
-        self._h_f[slots, 0] = np.log(np.maximum(flux, 1e-3))
-        self._h_r[slots, 0] = 0.5 * (rx[dets] + ry[dets])
-        self._h_n[slots] = 1
-        self._flux[slots] = flux
         self._cls_sum[slots] = 0.0
         self._cls_n[slots] = 0
-        self._add_scores(slots, scores[dets])
+        if scores is not None:
+            self._add_scores(slots, scores[dets])
         self._active[slots] = True
-        for i in ids.tolist():
-            self._stamps[i] = stamp
+        self._stamps.update(dict.fromkeys(ids.tolist(), stamp))
         self.counters.tracks_born += k
 
     # --- kinds ---------------------------------------------------------------------
-    def _history_fits(self, slots):
-        """Per track, from its recent detections: mean velocity (x, y) and its sigma per axis (straight line,
-        the measurement noise as the scatter: sound from 2 detections on), and where there are
-        classify_min_hits, the intensity trend, its sigma, acceleration (x, y) and its sigma (NaN before)."""
-        c = self.config
-        n = np.minimum(self._h_n[slots], c.history_frames)
-        valid = np.arange(c.history_frames)[None, :] < n[:, None]
-        w = valid.astype(np.float64)
-        t = self._h_t[slots]
-        count = np.maximum(w.sum(1), 1)
-        tc = t - (w * t).sum(1, keepdims=True) / count[:, None]
-        enough = n >= c.classify_min_hits
-        # Mean velocity: straight line in x and y, weighted equally, sigma from the measurement variances.
-        hx, hy = self._h_x[slots], self._h_y[slots]
-        mx, my = (w * hx).sum(1) / count, (w * hy).sum(1) / count
-        with np.errstate(divide="ignore", invalid="ignore"):
-            vx = (w * tc * (hx - mx[:, None])).sum(1) / (w * tc * tc).sum(1)
-            vy = (w * tc * (hy - my[:, None])).sum(1) / (w * tc * tc).sum(1)
-            v_sigma = np.sqrt((w * tc * tc * self._h_r[slots]).sum(1)) / (w * tc * tc).sum(1)
-        v_sigma = np.where(n >= 2, v_sigma, np.inf)
-        # Intensity trend: straight line in ln flux.
-        f = self._h_f[slots]
-        stt = (w * tc * tc).sum(1)
-        sf = (w * f).sum(1) / count
-        slope = (w * tc * (f - sf[:, None])).sum(1) / np.maximum(stt, 1e-12)
-        resid = w * (f - sf[:, None] - slope[:, None] * tc)
-        s2 = (resid ** 2).sum(1) / np.maximum(count - 2, 1)
-        slope_sigma = np.sqrt(s2 / np.maximum(stt, 1e-12))
-        # Acceleration: parabola in x and y, one design for both.
-        design = np.stack([np.ones_like(tc), tc, tc * tc], -1) * w[..., None]    # (k, H, 3)
-        normal = np.swapaxes(design, 1, 2) @ design + 1e-9 * np.eye(3)
-        cov = np.linalg.inv(normal)
-        beta_x = cov @ (np.swapaxes(design, 1, 2) @ (w * self._h_x[slots])[..., None])
-        beta_y = cov @ (np.swapaxes(design, 1, 2) @ (w * self._h_y[slots])[..., None])
-        fit_x = (design @ beta_x)[..., 0]
-        fit_y = (design @ beta_y)[..., 0]
-        rp = ((w * self._h_x[slots] - fit_x) ** 2 + (w * self._h_y[slots] - fit_y) ** 2).sum(1)
-        sp2 = rp / np.maximum(2 * (count - 3), 1)
-        accel_sigma = 2 * np.sqrt(sp2 * cov[:, 2, 2])
-        ax, ay = 2 * beta_x[:, 2, 0], 2 * beta_y[:, 2, 0]
-        nan = np.where(enough, 1.0, np.nan)
-        return vx, vy, v_sigma, slope * nan, slope_sigma * nan, ax * nan, ay * nan, accel_sigma * nan
-
     def _reports(self, slots: np.ndarray, frame_index: int) -> list[TrackReport]:
         c = self.config
         k = c.evidence_sigmas
         xc, Pc = self._combined(slots)
         # Speed evidence from the detections themselves: the filter's velocity covariance carries the
         # manoeuvre model's process noise, which would hide a stationary source for ever.
-        vx, vy, v_sigma, trend, trend_sigma, ax, ay, accel_sigma = self._history_fits(slots)
-        speed = np.hypot(vx, vy)
-        speed_sigma = v_sigma
-        unit = np.where(speed[:, None] > 1e-9, np.stack([vx, vy], 1) / np.maximum(speed, 1e-9)[:, None],
-                        np.array([1.0, 0.0]))
-        along = ax * unit[:, 0] + ay * unit[:, 1]
-        across = -ax * unit[:, 1] + ay * unit[:, 0]
-        known = np.isfinite(trend)
-        evidence = np.zeros(len(slots), np.int64)
-        with np.errstate(invalid="ignore"):
-            evidence |= np.where(speed - k * speed_sigma > c.slow_speed, int(Evidence.MOVING), 0)
-            evidence |= np.where(speed + k * speed_sigma < c.slow_speed, int(Evidence.SLOW), 0)
-            evidence |= np.where(speed - k * speed_sigma > c.glide_min_speed, int(Evidence.FAST), 0)
-            evidence |= np.where(known & (trend - k * trend_sigma > c.boost_min_trend), int(Evidence.BRIGHTENING), 0)
-            evidence |= np.where(known & (along - k * accel_sigma > c.boost_min_accel), int(Evidence.ACCELERATING), 0)
-            evidence |= np.where(known & (np.abs(across) - k * accel_sigma > c.glide_min_turn),
-                                 int(Evidence.MANOEUVRING), 0)
-            evidence |= np.where(known & (np.abs(trend) - k * trend_sigma <= c.steady_max_trend),
-                                 int(Evidence.STEADY), 0)
-        kinds = self._kind[slots]
+        fits = np.empty((len(slots), 8))
+        self._table.fits(slots, fits)
+        speed = np.hypot(fits[:, 0], fits[:, 1]).tolist()
+        # Per track in plain Python floats: a frame has a few confirmed tracks, and numpy's cost per call
+        # on arrays that short was most of this function's time. NaN (too few detections) passes no test.
+        manoeuvre = self._mu[slots, 1].tolist() if self.models > 1 else [0.0] * len(slots)
+        columns = zip(slots.tolist(), fits.tolist(), speed, manoeuvre, self._kind[slots].tolist(),
+                      self._kind_evidence[slots].tolist(), self._id[slots].tolist(), self._first[slots].tolist(),
+                      self._hits[slots].tolist(), self._flux[slots].tolist(), self._score[slots].tolist(),
+                      self._cls_sum[slots].tolist(), self._cls_n[slots].tolist())
         reports = []
-        manoeuvre = self._mu[slots, 1] if self.models > 1 else np.zeros(len(slots))
-        classifier = self.classifier_mean(slots)
-        score = self._score[slots] + np.where(np.isfinite(classifier),
-                                              c.classifier_weight * (2 * np.nan_to_num(classifier) - 1), 0.0)
-        for i, slot in enumerate(slots.tolist()):
-            e = Evidence(int(evidence[i]))
-            kind = TrackKind(int(kinds[i]))
+        for i, (slot, fit, speed, manoeuvre, kind, kind_evidence, track_id, first, hits, flux, score, cls_sum,
+                cls_n) in enumerate(columns):
+            vx, vy, speed_sigma, trend, trend_sigma, ax, ay, accel_sigma = fit
+            if speed > 1e-9:
+                ux, uy = vx / speed, vy / speed
+            else:
+                ux, uy = 1.0, 0.0
+            along = ax * ux + ay * uy
+            across = -ax * uy + ay * ux
+            known = math.isfinite(trend)
+            e = 0
+            if speed - k * speed_sigma > c.slow_speed:
+                e |= _MOVING
+            if speed + k * speed_sigma < c.slow_speed:
+                e |= _SLOW
+            if speed - k * speed_sigma > c.glide_min_speed:
+                e |= _FAST
+            if known and trend - k * trend_sigma > c.boost_min_trend:
+                e |= _BRIGHTENING
+            if known and along - k * accel_sigma > c.boost_min_accel:
+                e |= _ACCELERATING
+            if known and abs(across) - k * accel_sigma > c.glide_min_turn:
+                e |= _MANOEUVRING
+            if known and abs(trend) - k * trend_sigma <= c.steady_max_trend:
+                e |= _STEADY
             if kind not in (TrackKind.BOOST, TrackKind.GLIDE):      # boost and glide stand once shown
                 new = kind
-                if Evidence.SLOW in e:
+                if e & _SLOW:
                     new = TrackKind.SLOW
-                elif Evidence.MOVING in e and e & (Evidence.BRIGHTENING | Evidence.ACCELERATING):
+                elif e & _MOVING and e & (_BRIGHTENING | _ACCELERATING):
                     new = TrackKind.BOOST
-                elif Evidence.FAST in e and Evidence.MANOEUVRING in e and Evidence.STEADY in e:
+                elif e & _FAST and e & _MANOEUVRING and e & _STEADY:
                     new = TrackKind.GLIDE
-                elif Evidence.MOVING in e:
+                elif e & _MOVING:
                     new = TrackKind.UNCLASSIFIED
                 if new != kind:
-                    self._kind[slot], self._kind_evidence[slot] = new, int(e)
-                    kind = new
+                    self._kind[slot], self._kind_evidence[slot] = new, e
+                    kind, kind_evidence = new, e
             alertable = kind in (TrackKind.BOOST, TrackKind.GLIDE) or (
-                kind == TrackKind.UNCLASSIFIED and Evidence.MOVING in e)
-            track_id = int(self._id[slot])
+                kind == TrackKind.UNCLASSIFIED and bool(e & _MOVING))
+            classifier = cls_sum / cls_n if cls_n > 0 else math.nan
+            if cls_n > 0:
+                score += c.classifier_weight * (2 * classifier - 1)
             reports.append(TrackReport(
-                track_id=track_id, frame_index=frame_index, first_index=int(self._first[slot]),
-                first_stamp=self._stamps.get(track_id), hits=int(self._hits[slot]), state=xc[i].copy(),
-                covariance=Pc[i].copy(), kind=kind, evidence=e,
-                kind_evidence=Evidence(int(self._kind_evidence[slot])), flux=float(self._flux[slot]),
-                trend=_finite(trend[i]), trend_sigma=_finite(trend_sigma[i]), speed=_finite(speed[i]),
-                speed_sigma=_finite(speed_sigma[i]), accel_along=_finite(along[i]), accel_across=_finite(across[i]),
-                accel_sigma=_finite(accel_sigma[i]), manoeuvre_probability=float(manoeuvre[i]),
-                score=float(score[i]), classifier_score=_finite(classifier[i]), alertable=alertable))
+                track_id=track_id, frame_index=frame_index, first_index=first,
+                first_stamp=self._stamps.get(track_id), hits=hits, state=xc[i].copy(),
+                covariance=Pc[i].copy(), kind=_KINDS[kind], evidence=_EVIDENCE[e],
+                kind_evidence=_EVIDENCE[kind_evidence], flux=flux,
+                trend=_finite(trend), trend_sigma=_finite(trend_sigma), speed=_finite(speed),
+                speed_sigma=_finite(speed_sigma), accel_along=_finite(along), accel_across=_finite(across),
+                accel_sigma=_finite(accel_sigma), manoeuvre_probability=manoeuvre,
+                score=score, classifier_score=_finite(classifier), alertable=alertable))
         return reports
 
     def classifier_mean(self, slots) -> np.ndarray:
