@@ -98,7 +98,11 @@ def exercise(config: KestrelConfig) -> None:
     mux = MasterChannelMultiplexer(link.spacecraft_id, layout, tuple(link.vc_priority),
                                    max_pending_octets=link.max_pending_octets)
     mux.push(link.vc_detections, packets.make(110, 130, 1, b"\x00" * 40))
-    stream = b"".join(coder.encode(mux.next_frame(flush=True) or mux.idle_frame()) for _ in range(3))
+    # Every frame the packet takes (a 9-octet frame carries one octet of it), then two idle frames.
+    frames = []
+    while (frame := mux.next_frame(flush=True)) is not None:
+        frames.append(frame)
+    stream = b"".join(coder.encode(f) for f in frames + [mux.idle_frame(), mux.idle_frame()])
     decoder = GroundDecoder(config, NullArchive())
     decoder.feed(stream)
     summary = decoder.finish()
