@@ -1,0 +1,104 @@
+"""The uplink fuzz harnesses (tests/fuzz): a short seeded run of each in the default suite, the 10^6-input
+campaign under `-m slow`, and proof that each harness notices the kind of defect it is there to find
+(a parser broken on purpose, one defect each).
+
+Reference: the declarations the inputs are built from (TC_FRAME, PUS_TC, the service formats), the
+encoder (encode_cltu) and the ground's SecurityAssociation.protect; see each harness's docstring.
+"""
+import pytest
+
+import kestrel.link.cltu as cltu
+import kestrel.link.tcframe as tcframe
+import kestrel.link.telecommand as telecommand
+from kestrel.link.sdls import SecurityAssociation
+from tests.fuzz.run import PARSERS, run_random
+
+SHORT_RUNS = 1500
+
+
+def clean(summary) -> bool:
+    return not (summary["property_violations"] or summary["hangs"] or summary["foreign_exceptions"])
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+def test_short_run(parser, tmp_path):
+    summary = run_random(parser, SHORT_RUNS, seed=2026, max_len=512, timeout=10.0, artifacts=tmp_path)
+    assert clean(summary), summary
+    assert summary["runs"] == SHORT_RUNS
+    assert not any(tmp_path.iterdir())       # no failing input saved
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("parser", PARSERS)
+def test_campaign_of_a_million_inputs(parser, tmp_path):
+    summary = run_random(parser, 1_000_000, seed=13, max_len=512, timeout=10.0, artifacts=tmp_path)
+    print(summary)
+    assert clean(summary), summary
+
+
+# --- each harness finds what it is there to find -------------------------------------------------------
+
+def test_cltu_harness_notices_a_decoder_that_corrects_nothing(monkeypatch, tmp_path):
+    real = cltu.decode_codeblock
+
+    def no_correction(block):
+        info, status = real(block)
+        return (bytes(block[:7]), cltu.Codeblock.CLEAN) if status == cltu.Codeblock.CORRECTED else (info, status)
+
+    monkeypatch.setattr(cltu, "decode_codeblock", no_correction)
+    summary = run_random("cltu", 1000, seed=1, max_len=512, timeout=10.0, artifacts=tmp_path)
+    assert summary["property_violations"] > 0 and not summary["foreign_exceptions"]
+
+
+def test_tcframe_harness_names_a_foreign_exception(monkeypatch, tmp_path):
+    real = tcframe.TcFrame.unpack.__func__
+
+    def index_error_on_vc5(cls, raw, layout):
+        if len(raw) > 2 and (raw[2] >> 2) & 0x3F == 5:
+            raise IndexError("a parser slicing past its input")
+        return real(cls, raw, layout)
+
+    monkeypatch.setattr(tcframe.TcFrame, "unpack", classmethod(index_error_on_vc5))
+    summary = run_random("tcframe", 1000, seed=1, max_len=512, timeout=10.0, artifacts=tmp_path)
+    assert set(summary["foreign_exceptions"]) == {"builtins.IndexError"}
+    assert any(p.name.startswith("tcframe-IndexError-") for p in tmp_path.iterdir())
+
+
+def test_sdls_harness_notices_a_window_moved_before_the_tag(monkeypatch, tmp_path):
+    real = SecurityAssociation.open
+
+    def window_first(self, primary_header, segment_header, field):
+        if self.operational:
+            self.sequence = max(self.sequence, int.from_bytes(field[2:14], "big"))
+        return real(self, primary_header, segment_header, field)
+
+    monkeypatch.setattr(SecurityAssociation, "open", window_first)
+    summary = run_random("sdls", 1000, seed=1, max_len=512, timeout=10.0, artifacts=tmp_path)
+    assert summary["property_violations"] > 0
+
+
+def test_pus_harness_notices_a_field_read_wrong(monkeypatch, tmp_path):
+    real = telecommand.PusTc.unpack.__func__
+
+    def source_id_off_by_one(cls, raw):
+        tc = real(cls, raw)
+        return telecommand.PusTc(tc.apid, tc.service, tc.subtype, tc.data, tc.sequence_count, tc.source_id ^ 1,
+                                 tc.ack_flags, tc.sequence_flags)
+
+    monkeypatch.setattr(telecommand.PusTc, "unpack", classmethod(source_id_off_by_one))
+    summary = run_random("pus", 1000, seed=1, max_len=512, timeout=10.0, artifacts=tmp_path)
+    assert summary["property_violations"] > 0
+
+
+def test_a_hang_is_reported_as_a_hang(monkeypatch, tmp_path):
+    real = cltu.CltuDecoder.flush
+
+    def stuck_on_long_lines(self):
+        if self.counters.octets_read > 600:
+            while True:
+                pass
+        return real(self)
+
+    monkeypatch.setattr(cltu.CltuDecoder, "flush", stuck_on_long_lines)
+    summary = run_random("cltu", 40, seed=1, max_len=512, timeout=0.2, artifacts=tmp_path)
+    assert summary["hangs"] > 0 and not summary["foreign_exceptions"]
