@@ -102,3 +102,49 @@ def test_a_hang_is_reported_as_a_hang(monkeypatch, tmp_path):
     monkeypatch.setattr(cltu.CltuDecoder, "flush", stuck_on_long_lines)
     summary = run_random("cltu", 40, seed=1, max_len=512, timeout=0.2, artifacts=tmp_path)
     assert summary["hangs"] > 0 and not summary["foreign_exceptions"]
+
+
+# --- defects the campaigns found, each fixed in its parser --------------------------------------------
+
+def test_a_frame_of_headers_alone_is_refused_when_a_segment_header_is_configured():
+    """Found by the tcframe campaign (atheris, input C///yOEA/zL/Ef//AR0= base64): with segment headers
+    configured, check_length's smallest frame left the segment header out, so an 8-octet AD or BD frame
+    (primary header, segment header, FECF) passed with an empty data field, was counted accepted, and an
+    AD one moved FARM-1's V(R). The smallest such frame is 9 octets; a BC frame carries no segment header
+    and stays 8."""
+    from flight.uplink import UplinkPath
+    from kestrel.link.cltu import randomize
+    from kestrel.link.config import LinkConfig, UplinkConfig
+    from kestrel.link.crc import crc16_ccitt
+    from kestrel.link.errors import FrameRejected, Rejection
+    from kestrel.link.tcframe import FrameType, TcFrame, TcFrameLayout
+
+    layout = TcFrameLayout(42, frozenset({0}), segment_header=True)
+    for bypass in (0, 1):                                       # AD, BD
+        body = (bypass << 37 | 42 << 24 | 7 << 8).to_bytes(5, "big") + b"\xc0"
+        raw = body + crc16_ccitt(body).to_bytes(2, "big")
+        with pytest.raises(FrameRejected) as refused:
+            TcFrame.unpack(raw, layout)
+        assert refused.value.reason == Rejection.FRAME_LENGTH and "smallest frame (9)" in str(refused.value)
+        path = UplinkPath(LinkConfig(), UplinkConfig(segment_header=True), clock=lambda: 0.0)
+        with pytest.raises(FrameRejected) as refused:
+            path.cltu(randomize(raw) + b"\x55" * 6)
+        assert refused.value.reason == Rejection.FRAME_LENGTH
+        assert path.farms[0].vr == 0
+    one_octet = TcFrame(0, 0, b"\x07", FrameType.BD).pack(layout)
+    assert len(one_octet) == 9 and TcFrame.unpack(one_octet, layout).data == b"\x07"
+    unlock = TcFrame(0, 0, b"\x00", FrameType.BC).pack(layout)
+    assert len(unlock) == 8 and TcFrame.unpack(unlock, layout).frame_type == FrameType.BC
+
+
+@pytest.mark.parametrize("parser, base64", [
+    ("tcframe", "C///yOEA/zL/Ef//AR0="),
+    # Not a parser defect: the harness took an AD frame for acceptable while its FARM was in lockout.
+    ("sdls", "CqqpVqlWVqlUVlZWVlZWVltWVjEqAAf/AP/p6VYVFVZWVlZWqqlWqVZWqVRWVlZWVlZWW1ZWMyoAB/8A6elWFRVWVlZWVlZWVlZWVlZWVlZWMSoAB/"
+             "8A6elWFRUAB/8A6elWFRVWVlZWVlZWVlZWVlZWVlZWVlZWVlZWVlYlgg=="),
+])
+def test_campaign_findings_pass_their_harness(parser, base64):
+    import base64 as b64
+    import importlib
+
+    importlib.import_module(f"tests.fuzz.{parser}").Harness().one_input(b64.b64decode(base64))
