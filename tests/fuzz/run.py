@@ -124,7 +124,8 @@ def main(argv=None) -> int:
                         help="default: atheris when it imports, else random")
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--max-len", type=int, default=512, help="longest input, octets")
-    parser.add_argument("--timeout", type=float, default=10.0, help="seconds one input may take before it is a hang")
+    parser.add_argument("--timeout", type=float, default=60.0,
+                        help="seconds one input may take before it is a hang (wall clock: a loaded machine needs room)")
     parser.add_argument("--artifacts", type=Path, default=Path(tempfile.gettempdir()) / "kestrel-fuzz",
                         help="where failing inputs are saved")
     args = parser.parse_args(argv)

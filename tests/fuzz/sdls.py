@@ -23,6 +23,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from flight.farm import FarmState
 from flight.uplink import UplinkPath
 from kestrel.link.cltu import FILL, randomize
 from kestrel.link.config import LinkConfig, SecurityAssociationConfig, UplinkConfig
@@ -120,7 +121,8 @@ class Harness:
         frame = TcFrame(vcid, n_s, field, frame_type).pack(layout)
         raw = bytearray(frame)
         intent = dict(vcid=vcid, spi=spi, own=own, iv=iv, original=frame, segment=bool(seg), body=body,
-                      frame_type=frame_type, farm_takes=frame_type != FrameType.AD or n_s == path.farms[vcid].vr)
+                      frame_type=frame_type, farm_takes=frame_type != FrameType.AD or (
+                          n_s == path.farms[vcid].vr and path.farms[vcid].state == FarmState.OPEN))
         if draw.chance(1, 2):
             self._flip(raw, draw.choice(REGIONS), bool(seg), draw)
         if draw.chance(1, 4):
