@@ -148,3 +148,31 @@ def test_campaign_findings_pass_their_harness(parser, base64):
     import importlib
 
     importlib.import_module(f"tests.fuzz.{parser}").Harness().one_input(b64.b64decode(base64))
+
+
+def test_short_run_through_the_executives_command_handler(tmp_path):
+    """The PUS-C inputs on past parse_request, into a real Executive's CommandHandler.handle."""
+    import random
+    import threading
+
+    from flight.downlink import Downlink
+    from flight.executive import Executive
+    from flight.modes import Cause, Mode
+    from tests.fuzz.pus import DispatchHarness
+    from tests.test_flight_to_ground import CapturePort, small_config
+
+    config = small_config()
+    downlink = Downlink(config.link, CapturePort())
+    executive = Executive(config, downlink, threading.Event())
+    downlink.start()
+    try:
+        executive.modes.enter(Mode.OBSERVE, Cause.START)
+        harness = DispatchHarness(executive)
+        rng = random.Random(2026)
+        for _ in range(150):
+            harness.one_input(rng.randbytes(rng.randrange(200)))
+        c = executive.commands.counters
+        assert c.accepted and c.rejected and c.completed       # the inputs reached every outcome
+    finally:
+        assert downlink.stop(10)
+        executive.close()

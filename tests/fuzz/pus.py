@@ -20,7 +20,7 @@ from kestrel import services
 from kestrel.link.crc import crc16_ccitt
 from kestrel.link.errors import FrameRejected, Rejection
 from kestrel.link.spacepacket import PRIMARY_HEADER_LENGTH, packet_length
-from kestrel.link.telecommand import MIN_TC_PACKET_LENGTH, PusTc
+from kestrel.link.telecommand import MIN_TC_PACKET_LENGTH, Ack, PusTc
 
 from .common import Draw, PropertyViolation, mutate
 
@@ -108,3 +108,50 @@ class Harness:
                     raise PropertyViolation(f"ServiceError with reason {exc.reason!r}") from exc
                 if field == original and any(tc == t and must for t, _, must in chosen):
                     raise PropertyViolation(f"{tc}, built by the declarations, refused: {exc}") from exc
+
+
+class DispatchHarness(Harness):
+    """The same inputs on through a real flight Executive's CommandHandler.handle, the one TC entry point.
+
+    The property: handle raises nothing; each TC is accepted or refused exactly once, an accepted one
+    completes or fails exactly once, handle says True exactly when it completed, and a report is stored
+    for the downlink for every failure and for every success its acknowledgement flags ask for.
+    """
+
+    name = "dispatch"
+
+    def __init__(self, executive):
+        super().__init__()
+        self.executive = executive
+
+    def one_input(self, data: bytes) -> None:
+        draw = Draw(data)
+        chosen = [draw.choice(self.pool) for _ in range(1 + draw.int(3))]
+        buf = bytearray(b"".join(raw for _, raw, _ in chosen))
+        if draw.chance(1, 2):
+            mutate(buf, draw, 3)
+            fix_crcs(buf)
+        try:
+            tcs = packets(bytes(buf))
+        except FrameRejected:
+            return
+        handler, store = self.executive.commands, self.executive.store
+        for tc in tcs:
+            c = handler.counters
+            before = (c.accepted, c.rejected, c.completed, c.failed)
+            reports = store.totals[store_class()].put
+            done = handler.handle(tc)
+            after = (c.accepted, c.rejected, c.completed, c.failed)
+            step = tuple(a - b for a, b in zip(after, before))
+            if step not in ((0, 1, 0, 0), (1, 0, 1, 0), (1, 0, 0, 1)) or done != (step[2] == 1):
+                raise PropertyViolation(f"{tc}: handle gave {done}, counters moved by {step}")
+            # Failures are always reported; successes when the TC's acknowledgement flags ask.
+            asked = tc.ack_flags & (Ack.ACCEPTANCE | Ack.START | Ack.COMPLETION)
+            if (step[1] or step[3] or asked) and store.totals[store_class()].put <= reports:
+                raise PropertyViolation(f"{tc}: no verification report stored")
+
+
+def store_class():
+    from flight.store import ProductClass
+
+    return ProductClass.VERIFICATION
