@@ -25,13 +25,14 @@ from typing import NamedTuple
 import numpy as np
 
 from kestrel import services
-from kestrel.products import DETECTION_DTYPE, HOUSEKEEPING_FIELDS, AlertUpdate, Evidence, TrackEnd, TrackKind
+from kestrel.products import (DETECTION_DTYPE, HOUSEKEEPING_FIELDS, UPLINK_HOUSEKEEPING_FIELDS, AlertUpdate, Evidence,
+                              TrackEnd, TrackKind)
 
 from .png import display_stretch, write_png
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4   # 3 added alerts; 4 the images' track columns
+SCHEMA_VERSION = 5   # 3 added alerts; 4 the images' track columns; 5 the uplink housekeeping
 APPLICATION = "kestrel-ground archive"
 DATABASE = "archive.sqlite"
 DETECTIONS_JSONL = "detections.jsonl"
@@ -90,7 +91,25 @@ CREATE TABLE command_reports (
 # What turns an archive of schema N into N + 1, in one transaction with its user_version.
 # A track chip names its alert's track and its place in the track's chip sequence (NULL for other images).
 IMAGE_TRACK_COLUMNS = "ALTER TABLE images ADD COLUMN track_id INTEGER; ALTER TABLE images ADD COLUMN track_frame INTEGER;"
-MIGRATIONS = {2: ALERTS_TABLE + COMMAND_REPORTS_TABLE, 3: IMAGE_TRACK_COLUMNS}
+# Schema 5: the uplink's housekeeping (structure 3), one column per field of its declaration, so every
+# FrameRejected reason the flight counts (kestrel.link.errors.Rejection) is a column. Quoted: the reasons
+# are names the flight chose, not checked against SQL's keywords.
+UPLINK_HOUSEKEEPING_TABLE = f"""
+CREATE TABLE uplink_housekeeping (
+    id INTEGER PRIMARY KEY,
+    packet_id INTEGER NOT NULL UNIQUE REFERENCES packets(id),
+    received_at REAL NOT NULL,
+    packet_time REAL,              -- NULL: the packet's time was not the clock's (time_status)
+    sequence_count INTEGER NOT NULL,
+    {", ".join(f'"{name}" INTEGER NOT NULL' for name in UPLINK_HOUSEKEEPING_FIELDS)}
+);
+"""
+_UPLINK_HOUSEKEEPING_NAMES = (("packet_id", "received_at", "packet_time", "sequence_count")
+                              + UPLINK_HOUSEKEEPING_FIELDS)
+_UPLINK_HOUSEKEEPING_INSERT = ("INSERT INTO uplink_housekeeping ("
+                               + ", ".join(f'"{n}"' for n in _UPLINK_HOUSEKEEPING_NAMES) + ") VALUES ("
+                               + ", ".join("?" * len(_UPLINK_HOUSEKEEPING_NAMES)) + ")")
+MIGRATIONS = {2: ALERTS_TABLE + COMMAND_REPORTS_TABLE, 3: IMAGE_TRACK_COLUMNS, 4: UPLINK_HOUSEKEEPING_TABLE}
 
 SCHEMA = f"""
 CREATE TABLE archive_info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -140,7 +159,7 @@ CREATE TABLE detections (
     {", ".join(f"{name} {'INTEGER' if DETECTION_DTYPE[name].kind in 'iu' else 'REAL'} NOT NULL"
                for name in _DETECTION_COLUMNS)}
 );
-{ALERTS_TABLE}{COMMAND_REPORTS_TABLE}CREATE TABLE images (
+{ALERTS_TABLE}{COMMAND_REPORTS_TABLE}{UPLINK_HOUSEKEEPING_TABLE}CREATE TABLE images (
     id INTEGER PRIMARY KEY,
     received_at REAL NOT NULL,
     product_id INTEGER NOT NULL,
@@ -319,7 +338,7 @@ class GroundArchive:
                                f"writes schema {SCHEMA_VERSION}: decode into a new --out directory")
         return {table: self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
                 for table in ("packets", "detection_reports", "housekeeping", "events", "images", "alerts",
-                              "command_reports")}
+                              "command_reports", "uplink_housekeeping")}
 
     def _detection_lines(self):
         rows = self.db.execute(
@@ -383,6 +402,13 @@ class GroundArchive:
         names = ("packet_id", "received_at", "packet_time", "sequence_count") + HOUSEKEEPING_FIELDS
         row = (packet_id, received_at, packet_time, sequence_count) + tuple(values[n] for n in HOUSEKEEPING_FIELDS)
         self._execute(f"INSERT INTO housekeeping ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})", row)
+
+    def uplink_housekeeping(self, packet_id: int, received_at: float, packet_time: float, sequence_count: int,
+                            values: dict) -> None:
+        """One report of structure 3: the uplink's counters, each rejection under its reason."""
+        row = (packet_id, received_at, packet_time, sequence_count) + tuple(
+            values[n] for n in UPLINK_HOUSEKEEPING_FIELDS)
+        self._execute(_UPLINK_HOUSEKEEPING_INSERT, row)
 
     def event(self, packet_id: int, received_at: float, packet_time: float, severity: int, event_id: int,
               text: str) -> None:
@@ -493,6 +519,7 @@ class NullArchive:
         return self.packets
 
     def housekeeping(self, *args): pass
+    def uplink_housekeeping(self, *args): pass
     def event(self, *args): pass
     def detections(self, *args): pass
     def alert(self, *args): pass

@@ -208,6 +208,8 @@ class GroundDecoder:
               and tm.data[:2] == products.HK_STRUCTURE_UPLINK.to_bytes(2, "big")):
             values = products.UPLINK_HOUSEKEEPING.parse(tm.data)
             self.uplink_housekeeping = {n: values[n] for n in products.UPLINK_HOUSEKEEPING_FIELDS}
+            self.archive.uplink_housekeeping(packet_id, received_at, self._packet_time(tm), tm.sequence_count,
+                                             self.uplink_housekeeping)
             c.uplink_housekeeping_reports += 1
         elif key == (products.APID_HOUSEKEEPING, products.SERVICE_HOUSEKEEPING, products.SUBTYPE_HK_REPORT):
             values = products.HOUSEKEEPING_REPORT.parse(tm.data)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ground.archive import ArchiveError, GroundArchive
+from ground.archive import SCHEMA_VERSION, ArchiveError, GroundArchive
 from tests.test_flight_to_ground import decode, fly, small_config
 
 
@@ -104,7 +104,7 @@ def test_one_decode_archives_every_product_and_the_jsonl_is_the_database(capture
     lines = jsonl_detections(tmp_path)
     assert {(d["frame_index"], d["x"], d["y"]) for d in lines} == db_detections(tmp_path)
     assert len(lines) == len(state["detections"])
-    assert sqlite3.connect(tmp_path / "archive.sqlite").execute("PRAGMA user_version").fetchone()[0] == 4
+    assert sqlite3.connect(tmp_path / "archive.sqlite").execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 def test_a_second_decode_into_the_same_directory_changes_nothing(capture, tmp_path):
@@ -190,22 +190,24 @@ def test_out_that_is_a_file_and_a_garbage_archive(capture, tmp_path):
 
 
 def test_a_schema_2_archive_gains_the_later_tables_and_columns_and_keeps_what_it_held(capture, tmp_path):
-    """Schema 2 is schema 4 less the alerts and command_reports tables (3) and the images' track columns
-    (4): opened, it is upgraded in place, nothing lost."""
+    """Schema 2 is schema 5 less the alerts and command_reports tables (3), the images' track columns
+    (4) and the uplink housekeeping (5): opened, it is upgraded in place, nothing lost."""
     config, path, _ = capture
     assert ground("decode", path, "--out", tmp_path).returncode == 0
     before = archive_state(tmp_path)
     db = sqlite3.connect(tmp_path / "archive.sqlite")
-    db.executescript("DROP TABLE alerts; DROP TABLE command_reports; ALTER TABLE images DROP COLUMN track_id; "
+    db.executescript("DROP TABLE alerts; DROP TABLE command_reports; DROP TABLE uplink_housekeeping; "
+                     "ALTER TABLE images DROP COLUMN track_id; "
                      "ALTER TABLE images DROP COLUMN track_frame; PRAGMA user_version=2;")
     db.close()
     again = ground("decode", path, "--out", tmp_path)
     assert again.returncode == 0, again.stderr
     db = sqlite3.connect(tmp_path / "archive.sqlite")
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert {"track_id", "track_frame"} <= {row[1] for row in db.execute("PRAGMA table_info(images)")}
     assert db.execute("SELECT COUNT(*) FROM alerts").fetchone()[0] == 0
     assert db.execute("SELECT COUNT(*) FROM command_reports").fetchone()[0] == 0
+    assert db.execute("SELECT COUNT(*) FROM uplink_housekeeping").fetchone()[0] == 0
     db.close()
     after = archive_state(tmp_path)
     # The dropped track columns come back empty; every other value is what it was.

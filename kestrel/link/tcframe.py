@@ -165,8 +165,10 @@ def check_length(raw, layout: TcFrameLayout) -> int:
         raise FrameRejected(Rejection.FRAME_TRUNCATED, f"{len(raw)} octets cannot hold a TC frame header "
                             f"({PRIMARY_HEADER_LENGTH})")
     stated = frame_length(raw)
-    # The smallest frame: the headers (no segment header on BC), the FECF and one data octet.
-    minimum = PRIMARY_HEADER_LENGTH + FECF_LENGTH * layout.fecf + 1
+    # The smallest frame: the headers (no segment header on BC), the FECF and one data octet. The segment
+    # header counts: without it a frame of headers alone passed, its data field empty (found by fuzzing).
+    control = raw[0] & 0x30 == 0x30      # bypass and control command set: a BC frame
+    minimum = layout.overhead(FrameType.BC if control else FrameType.BD) + 1
     if stated < minimum:
         raise FrameRejected(Rejection.FRAME_LENGTH, f"stated length {stated} is shorter than the smallest "
                             f"frame ({minimum})")
