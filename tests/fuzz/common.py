@@ -71,9 +71,3 @@ def mutate(buf: bytearray, draw: Draw, at_most: int = 4) -> int:
             buf[at:at + len(value)] = value
     return count
 
-
-def changed_positions(before: bytes, after: bytes) -> set[int] | None:
-    """The positions where two equally long strings differ; None when the length changed."""
-    if len(before) != len(after):
-        return None
-    return {i for i, (a, b) in enumerate(zip(before, after)) if a != b}

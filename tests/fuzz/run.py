@@ -17,7 +17,6 @@ import argparse
 import hashlib
 import importlib
 import json
-import os
 import random
 import signal
 import sys
