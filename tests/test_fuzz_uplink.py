@@ -150,7 +150,12 @@ def test_campaign_findings_pass_their_harness(parser, base64):
     import base64 as b64
     import importlib
 
-    importlib.import_module(f"tests.fuzz.{parser}").Harness().one_input(b64.b64decode(base64))
+    harness = importlib.import_module(f"tests.fuzz.{parser}").Harness()
+    try:
+        harness.one_input(b64.b64decode(base64))
+    finally:
+        if hasattr(harness, "close"):
+            harness.close()
 
 
 def test_short_run_through_the_executives_command_handler(tmp_path):

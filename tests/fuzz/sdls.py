@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import weakref
 from pathlib import Path
 
 from flight.farm import FarmState
@@ -52,6 +53,8 @@ class Harness:
         shm = Path("/dev/shm")
         # tmpfs when there is one: each accepted frame fsyncs its counter, and a disk would set the pace.
         self.directory = Path(tempfile.mkdtemp(prefix="kestrel-fuzz-sdls-", dir=shm if shm.is_dir() else None))
+        # Removed on close(), or when the harness is collected or the interpreter exits (it holds keys).
+        self._cleanup = weakref.finalize(self, shutil.rmtree, self.directory, True)
         flight = self.directory / "flight"
         flight.mkdir()
         self.keys = {}
@@ -79,7 +82,7 @@ class Harness:
         self.tc_octets = self.tc.pack()
 
     def close(self) -> None:
-        shutil.rmtree(self.directory, ignore_errors=True)
+        self._cleanup()
 
     def one_input(self, data: bytes) -> None:
         draw = Draw(data)
