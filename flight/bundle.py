@@ -54,12 +54,14 @@ class Target:
     debian_arch: str     # what mmdebstrap and dpkg call it
     machine: str         # what `uname -m` says on it
     cflags: str          # added for the kernels
+    qemu_cpu: str = ""   # the board's core, for qemu-user: nothing is built or run with what it lacks
     system_packages: tuple[str, ...] = ()    # dependencies taken from the target's Debian packages
 
 
 TARGETS = {
-    "aarch64": Target("aarch64", "arm64", "aarch64", ""),
-    "armhf": Target("armhf", "armhf", "armv7l", "-mfpu=neon", tuple(ARMHF_SYSTEM_PACKAGES)),
+    # Raspberry Pi 4 (Cortex-A72) and Pi 2 / Zero 2 class in 32-bit mode (Cortex-A7).
+    "aarch64": Target("aarch64", "arm64", "aarch64", "", "cortex-a72"),
+    "armhf": Target("armhf", "armhf", "armv7l", "-mfpu=neon", "cortex-a7", tuple(ARMHF_SYSTEM_PACKAGES)),
 }
 
 
@@ -243,8 +245,10 @@ def rootfs_tarball(target: Target) -> Path:
                           "(apt install mmdebstrap qemu-user-static binfmt-support)")
     tarball.parent.mkdir(parents=True, exist_ok=True)
     partial = tarball.with_suffix(".partial")
-    _run(["mmdebstrap", f"--arch={target.debian_arch}", "--variant=apt", f"--include={','.join(ROOTFS_PACKAGES)}",
-          SUITE, str(partial)], f"mmdebstrap of a {target.debian_arch} root filesystem")
+    # --format=tar: mmdebstrap picks the format from the name's extension, and makes a directory of ".partial".
+    _run(["mmdebstrap", f"--arch={target.debian_arch}", "--variant=apt", "--format=tar",
+          f"--include={','.join(ROOTFS_PACKAGES)}", SUITE, str(partial)],
+         f"mmdebstrap of a {target.debian_arch} root filesystem")
     partial.rename(tarball)
     return tarball
 
@@ -286,8 +290,10 @@ class EmulatedRoot:
         return self
 
     def run(self, script: str, what: str, timeout: float = 3600, env: dict | None = None) -> str:
+        # qemu-user reads QEMU_CPU from the environment of each program it starts, so it stays set inside.
+        cpu = {"QEMU_CPU": self.target.qemu_cpu} if self.target.qemu_cpu else {}
         command = ["chroot", str(self.path), "/usr/bin/env", "-i", "PATH=/usr/local/bin:/usr/bin:/bin",
-                   "HOME=/root", "LC_ALL=C.UTF-8", *(f"{k}={v}" for k, v in (env or {}).items()),
+                   "HOME=/root", "LC_ALL=C.UTF-8", *(f"{k}={v}" for k, v in {**cpu, **(env or {})}.items()),
                    "/bin/sh", "-ec", script]
         result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
         if result.returncode != 0:
