@@ -42,6 +42,7 @@ ARMHF_SYSTEM_PACKAGES = {"numpy": "python3-numpy", "cryptography": "python3-cryp
 ROOTFS_PACKAGES = ("python3", "python3-venv", "python3-dev", "python3-pip", "python3-numpy", "python3-cryptography",
                    "gcc", "g++", "libc6-dev", "ca-certificates")
 SUITE = "bookworm"
+SUITE_PYTHON = "3.11"     # bookworm's python3: the version a cross-compiled wheel is built for
 
 
 class BundleError(Exception):
@@ -54,12 +55,16 @@ class Target:
     debian_arch: str     # what mmdebstrap and dpkg call it
     machine: str         # what `uname -m` says on it
     cflags: str          # added for the kernels
+    qemu_cpu: str = ""   # the board's core, for qemu-user: nothing is built or run with what it lacks
+    triplet: str = ""    # Debian's multiarch name: its cross compiler is `<triplet>-gcc`
     system_packages: tuple[str, ...] = ()    # dependencies taken from the target's Debian packages
 
 
 TARGETS = {
-    "aarch64": Target("aarch64", "arm64", "aarch64", ""),
-    "armhf": Target("armhf", "armhf", "armv7l", "-mfpu=neon", tuple(ARMHF_SYSTEM_PACKAGES)),
+    # Raspberry Pi 4 (Cortex-A72) and Pi 2 / Zero 2 class in 32-bit mode (Cortex-A7).
+    "aarch64": Target("aarch64", "arm64", "aarch64", "", "cortex-a72", "aarch64-linux-gnu"),
+    "armhf": Target("armhf", "armhf", "armv7l", "-mfpu=neon", "cortex-a7", "arm-linux-gnueabihf",
+                    tuple(ARMHF_SYSTEM_PACKAGES)),
 }
 
 
@@ -243,8 +248,10 @@ def rootfs_tarball(target: Target) -> Path:
                           "(apt install mmdebstrap qemu-user-static binfmt-support)")
     tarball.parent.mkdir(parents=True, exist_ok=True)
     partial = tarball.with_suffix(".partial")
-    _run(["mmdebstrap", f"--arch={target.debian_arch}", "--variant=apt", f"--include={','.join(ROOTFS_PACKAGES)}",
-          SUITE, str(partial)], f"mmdebstrap of a {target.debian_arch} root filesystem")
+    # --format=tar: mmdebstrap picks the format from the name's extension, and makes a directory of ".partial".
+    _run(["mmdebstrap", f"--arch={target.debian_arch}", "--variant=apt", "--format=tar",
+          f"--include={','.join(ROOTFS_PACKAGES)}", SUITE, str(partial)],
+         f"mmdebstrap of a {target.debian_arch} root filesystem")
     partial.rename(tarball)
     return tarball
 
@@ -286,8 +293,10 @@ class EmulatedRoot:
         return self
 
     def run(self, script: str, what: str, timeout: float = 3600, env: dict | None = None) -> str:
+        # qemu-user reads QEMU_CPU from the environment of each program it starts, so it stays set inside.
+        cpu = {"QEMU_CPU": self.target.qemu_cpu} if self.target.qemu_cpu else {}
         command = ["chroot", str(self.path), "/usr/bin/env", "-i", "PATH=/usr/local/bin:/usr/bin:/bin",
-                   "HOME=/root", "LC_ALL=C.UTF-8", *(f"{k}={v}" for k, v in (env or {}).items()),
+                   "HOME=/root", "LC_ALL=C.UTF-8", *(f"{k}={v}" for k, v in {**cpu, **(env or {})}.items()),
                    "/bin/sh", "-ec", script]
         result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
         if result.returncode != 0:
@@ -315,16 +324,61 @@ def build_wheels_native(stage: Path, wheels: Path, target: Target) -> None:
          "building the dependencies' wheels")
 
 
-def build_wheels_emulated(target: Target, stage: Path, wheels: Path, work: Path) -> None:
+def can_cross_compile(target: Target) -> bool:
+    """Debian's cross compiler for the target is here, and this Python is the target's version."""
+    return (bool(target.triplet) and shutil.which(f"{target.triplet}-gcc") is not None
+            and f"{sys.version_info[0]}.{sys.version_info[1]}" == SUITE_PYTHON)
+
+
+def build_flight_wheel_cross(target: Target, stage: Path, wheels: Path, work: Path) -> None:
+    """The flight wheel, its kernels compiled here by `<triplet>-gcc` (Debian's gcc-<triplet> package).
+
+    Cython runs natively; the compiler is the one the target's Debian would use (same gcc release), fed the
+    target's own Python headers and build configuration (its _sysconfigdata: compiler, flags, extension
+    suffix), taken from the root filesystem. gcc under qemu takes tens of minutes for these kernels on a
+    busy machine; this takes one or two. The kernels' results on the target are then checked by the
+    agreement tests under emulation, as if they had been built there."""
+    python_dir = f"python{SUITE_PYTHON}"
+    sysconfig_module = f"_sysconfigdata__{target.triplet}"
+    wanted = (f"usr/include/{python_dir}/", f"usr/include/{target.triplet}/{python_dir}/",
+              f"usr/lib/{python_dir}/{sysconfig_module}.py")
+    cross = work / "cross"
+    with tarfile.open(rootfs_tarball(target)) as tar:
+        members = [m for m in tar if m.isfile() and m.name.removeprefix("./").startswith(wanted)]
+        tar.extractall(cross, members=members, filter="data")
+    if not (cross / "usr" / "lib" / python_dir / f"{sysconfig_module}.py").is_file():
+        raise BundleError(f"the {target.debian_arch} root filesystem has no {sysconfig_module}.py (python3-dev)")
+    # A build environment of this machine's own (Cython, setuptools), then the build hook run with the
+    # target's configuration: no pip in that step, since pip would pick wheels for the target's platform.
+    tools = work / "build-tools"
+    _run([sys.executable, "-m", "venv", str(tools)], "making the build environment")
+    _run([str(tools / "bin" / "pip"), "install", "--quiet", "setuptools>=64", "wheel", "Cython>=3", "numpy"],
+         "installing the build tools")
+    include = cross / "usr" / "include"
+    env = {**os.environ,
+           "_PYTHON_HOST_PLATFORM": f"linux-{target.machine}",          # the wheel's platform tag
+           "_PYTHON_SYSCONFIGDATA_NAME": sysconfig_module,
+           "PYTHONPATH": str(cross / "usr" / "lib" / python_dir),
+           # The target's Python.h first; its pyconfig.h includes <triplet/pythonX.Y/pyconfig.h>.
+           "CFLAGS": f"-I{include / python_dir} -I{include} {target.cflags}".strip()}
+    _run([str(tools / "bin" / "python"), "-c",
+          "import sys, setuptools.build_meta as hook; print(hook.build_wheel(sys.argv[1]))", str(wheels)],
+         f"cross-compiling the flight wheel with {target.triplet}-gcc", cwd=stage, env=env)
+
+
+def build_wheels_emulated(target: Target, stage: Path, wheels: Path, work: Path, flight: bool = True) -> None:
+    """The dependencies' wheels (PyPI's for the target, or built from source there), and unless it was
+    cross-compiled, the flight wheel, all built inside an emulated root of the target."""
     with EmulatedRoot(target, work / "root") as root:
         shutil.copytree(stage, root.path / "build" / "src")
         requirements = " ".join(f"'{r}'" for r in _dependency_requirements(stage, target))
-        root.run(f"""
-python3 -m venv --system-site-packages /build/venv
-/build/venv/bin/pip install --quiet 'cython>=3' 'setuptools>=64' wheel
+        flight_wheel = """/build/venv/bin/pip install --quiet 'cython>=3' 'setuptools>=64' wheel
 cd /build/src
 /build/venv/bin/pip wheel --quiet --no-deps --no-build-isolation -w /build/wheels .
-/build/venv/bin/pip wheel --quiet -w /build/wheels {requirements}
+""" if flight else ""
+        root.run(f"""
+python3 -m venv --system-site-packages /build/venv
+{flight_wheel}/build/venv/bin/pip wheel --quiet -w /build/wheels {requirements}
 """, "building the wheels", env={"CFLAGS": target.cflags} if target.cflags else None)
         for wheel in (root.path / "build" / "wheels").glob("*.whl"):
             shutil.copy2(wheel, wheels / wheel.name)
@@ -348,7 +402,10 @@ def make_bundle(arch: str, out: Path, root: Path | None = None) -> Path:
         if target == native_target():
             build_wheels_native(stage, wheels, target)
         else:
-            build_wheels_emulated(target, stage, wheels, work)
+            cross = can_cross_compile(target)
+            if cross:
+                build_flight_wheel_cross(target, stage, wheels, work)
+            build_wheels_emulated(target, stage, wheels, work, flight=not cross)
         (bundle / "flight.toml").write_text(render_defaults(FlightProgramConfig))
         (bundle / "kestrel-flight.service").write_text(system_unit())
         (bundle / "install.sh").write_text(INSTALL_SCRIPT)
