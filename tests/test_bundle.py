@@ -109,13 +109,13 @@ def test_a_bundle_for_an_unknown_target_is_refused(tmp_path):
 # --- under emulation ---------------------------------------------------------------------------------
 
 AGREEMENT_TESTS = ("tests/test_detection.py", "tests/test_ccsds121.py", "tests/test_ccsds123.py",
-                   "tests/test_reed_solomon.py", "tests/test_classifier.py")
+                   "tests/test_reed_solomon.py", "tests/test_classifier.py", "tests/test_tracking_kernel.py")
 # What those test files import besides the bundle: the scene simulator (test code here, never installed).
 TEST_ONLY = ("tests/__init__.py", "tests/conftest.py", "hil/__init__.py", "hil/scene.py")
 AGREEMENT_SELECTION = "(equal or agree or match) and not scipy and not sklearn and not training"
 # Each kernel's agreement with its numpy twin must have run and passed on the target, not merely "some tests
 # passed": the detector (single-frame, the temporal pass, the whole temporal detector), CCSDS 121 (both paths),
-# CCSDS 123, Reed-Solomon and the classifier. On armhf these are the checks that NEON left the results alone.
+# CCSDS 123, Reed-Solomon, the classifier and the tracker. On armhf these are the checks that NEON left the results alone.
 MUST_PASS = ("tests/test_detection.py::test_kernel_equals_reference_end_to_end",
              "tests/test_detection.py::test_stages_equal_reference",
              "tests/test_detection.py::test_detect_pass_equals_reference",
@@ -127,7 +127,9 @@ MUST_PASS = ("tests/test_detection.py::test_kernel_equals_reference_end_to_end",
              "tests/test_ccsds123.py::test_kernel_matches_reference",
              "tests/test_ccsds123.py::test_fast_path_matches_reference",
              "tests/test_reed_solomon.py::test_decode_matches_reference",
-             "tests/test_classifier.py::test_the_forest_kernel_equals_the_twin_bit_for_bit")
+             "tests/test_classifier.py::test_the_forest_kernel_equals_the_twin_bit_for_bit",
+             "tests/test_tracking_kernel.py::test_every_call_of_the_kernel_equals_the_twin",
+             "tests/test_tracking_kernel.py::test_trackers_on_the_kernel_and_on_the_twin_agree")
 
 # On armhf the numpy is Debian's (1.24, built with NEON), whose float32 sqrt is a reciprocal-square-root
 # estimate refined, not correctly rounded (a third of float32 inputs differ by an ulp under qemu's Cortex-A7;
