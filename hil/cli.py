@@ -120,8 +120,6 @@ def _main(argv=None) -> int:
 
 
 def _metrics_family(parser, args, config) -> int:
-    import json
-
     from . import metrics
 
     if not (args.held_out or args.development):
@@ -130,13 +128,31 @@ def _metrics_family(parser, args, config) -> int:
     run = metrics.FamilyRun(seeds, args.frames, args.max_side, not args.no_calibration, config.detection,
                             config.hil.warmup_frames)
     report = metrics.family(run, args.jobs, args.held_out)
-    if args.json:
-        try:
-            with open(args.json, "w", encoding="utf-8") as f:
-                json.dump(report, f, indent=1, allow_nan=False)
-        except OSError as exc:
-            fail(parser, f"--json {args.json}: {exc}")
+    _write_json(parser, args.json, report)
     return 0
+
+
+def _write_json(parser, path: str | None, report: dict) -> None:
+    """`--json FILE`: the figures as strict JSON (a target never alerted has latency null, not Infinity)."""
+    import json
+    import math
+
+    def strict(value):
+        if isinstance(value, dict):
+            return {k: strict(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [strict(v) for v in value]
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        return value
+
+    if not path:
+        return
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(strict(report), f, indent=1, allow_nan=False)
+    except OSError as exc:
+        fail(parser, f"--json {path}: {exc}")
 
 
 def _family_seeds(parser, args) -> tuple[int, ...]:
@@ -154,8 +170,6 @@ def _family_seeds(parser, args) -> tuple[int, ...]:
 def _metrics_tracks(parser, args, config) -> int:
     """Tracks on the simulator's own scenes (--seed/--seeds/--kind/--size), or on the scene family's
     (--held-out or --development, --scenes, --skip, --max-side): one table per scene kind."""
-    import json
-
     from . import metrics
     from .scene_family import draw_scene
 
@@ -168,12 +182,7 @@ def _metrics_tracks(parser, args, config) -> int:
         label = ""
     report = metrics.track_table(scenes, args.frames, tracker=config.tracking, detector=config.detection,
                                  hil=config.hil, label=label)
-    if args.json:
-        try:
-            with open(args.json, "w", encoding="utf-8") as f:
-                json.dump(report, f, indent=1, default=float)
-        except OSError as exc:
-            fail(parser, f"--json {args.json}: {exc}")
+    _write_json(parser, args.json, report)
     return 0
 
 

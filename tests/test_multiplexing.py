@@ -109,18 +109,6 @@ def test_bad_multiplexer_configurations_are_refused():
         MasterChannelMultiplexer(1, FrameLayout(100), (0,)).push(3, b"x" * 10)
 
 
-class _Capture:
-    def __init__(self):
-        self.data = bytearray()
-
-    def write(self, chunk):
-        self.data += chunk
-        return len(chunk)
-
-    def flush(self):
-        pass
-
-
 def test_a_part_filled_report_frame_does_not_wait_behind_a_backlog_of_imagery():
     """The store offers packets in priority order: a detection report (VC 0, a frame and a half), then a
     backlog of chips (VC 2). The report's part-filled second frame goes out next, not after the backlog
@@ -128,12 +116,13 @@ def test_a_part_filled_report_frame_does_not_wait_behind_a_backlog_of_imagery():
     from dataclasses import replace
 
     from flight.downlink import Downlink
+    from tests.test_flight_to_ground import CapturePort
     from kestrel.link.config import LinkConfig, frame_layout
 
     link = replace(LinkConfig(), reed_solomon=False, randomize=False, baud=20_000_000)
     field = frame_layout(link).data_field_length
     items = iter([(0, packet(101, 0, field + field // 2))] + [(2, packet(120, i, 2 * field)) for i in range(30)])
-    port = _Capture()
+    port = CapturePort()
     downlink = Downlink(link, port, source=lambda: next(items, None))
     downlink.start()
     assert downlink.stop(5)
