@@ -76,6 +76,18 @@ class ScenarioResult:
         return json.dumps(asdict(self), indent=2, default=float)
 
 
+def record_end(result, ground_exit, session, stack, link, sampler) -> None:
+    """What a run records once its ground has stopped (local or on hardware): the ground's exit, the COP-1
+    session's counters, the link's counters and CPU, the sampled series; the run's resources released."""
+    result.ground_exit = ground_exit
+    if session is not None:
+        result.cop1 = session.counters()
+    stack.pop_all().close()
+    result.relay_cpu_s = link.cpu_seconds
+    result.link = link.counters.as_dict()
+    result.series = {"link": sampler.link_series, "flight": sampler.flight_series}
+
+
 def uplink_octets(config, packet: bytes, out_dir: Path) -> bytes:
     """A TC packet as the flight program's port takes it: bare in the bench mode, else a BD frame in a
     CLTU (clear: the shipped scenarios configure no SA; with one, the sender protects the frame)."""
@@ -285,13 +297,7 @@ def run_scenario(scenario: Scenario, config, config_path: str | None, out_dir: P
             if session is not None:
                 session.pump()
             time.sleep(0.02 if session is not None else 0.1)
-        result.ground_exit = _stop(ground, 15)
-        if session is not None:
-            result.cop1 = session.counters()
-        stack.pop_all().close()
-        result.relay_cpu_s = link.cpu_seconds
-        result.link = link.counters.as_dict()
-        result.series = {"link": sampler.link_series, "flight": sampler.flight_series}
+        record_end(result, _stop(ground, 15), session, stack, link, sampler)
     result.wall_s = time.monotonic() - started
     _judge(scenario, config, result, ground_dir, store, frame_count)
     (out_dir / "result.json").write_text(result.to_json())

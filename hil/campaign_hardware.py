@@ -33,7 +33,7 @@ from pathlib import Path
 
 from ground.listen import open_link
 
-from .campaign import uplink_octets
+from .campaign import record_end, uplink_octets
 from .campaign_series import Sampler
 from .campaign_uplink import CopSession, DownlinkTap
 from .impairments import DOWN, UP, LinkCounters, LinkProfile
@@ -203,11 +203,5 @@ def fly_on_hardware(scenario: Scenario, config, config_path: str | None, out_dir
             time.sleep(0.02)
         else:
             result.error = f"the board's line did not go quiet within {scenario.duration_s * 3 + 60:.0f} s"
-        result.ground_exit = stop(ground, 15)
-        if session is not None:
-            result.cop1 = session.counters()
-        stack.pop_all().close()
-        result.relay_cpu_s = link.cpu_seconds
-        result.link = link.counters.as_dict()
-        result.series = {"link": sampler.link_series, "flight": sampler.flight_series}
+        record_end(result, stop(ground, 15), session, stack, link, sampler)
 
