@@ -600,6 +600,21 @@ def test_temporal_detector_equals_reference_on_a_scene():
     assert total > 0
 
 
+def match_greedy(got, truth, radius=1.5):
+    """Each truth row in turn takes its nearest detection if within `radius` and not yet taken: (which
+    detections were taken, each truth row's distance or None)."""
+    used = np.zeros(len(got), bool)
+    distances = []
+    for t in truth:
+        dist = np.hypot(got["x"] - t["x"], got["y"] - t["y"])
+        j = int(np.argmin(dist)) if len(dist) else -1
+        ok = j >= 0 and dist[j] < radius and not used[j]
+        if ok:
+            used[j] = True
+        distances.append(float(dist[j]) if ok else None)
+    return used, distances
+
+
 def run_scene(kind, frames, seed=3, config=DetectorConfig(), calibration=True, **scene):
     sim = SceneSimulator(SceneConfig(kind=kind, seed=seed, n_targets=12, **scene))
     det = Detector(config, (sim.config.height, sim.config.width),
@@ -617,15 +632,11 @@ def run_scene(kind, frames, seed=3, config=DetectorConfig(), calibration=True, *
         det.shift_errors = np.array(shift_errors)
         if i < 10:  # the background model is still forming
             continue
-        used = np.zeros(len(got), bool)
-        for t in truth:
-            dist = np.hypot(got["x"] - t["x"], got["y"] - t["y"])
-            j = int(np.argmin(dist)) if len(dist) else -1
-            ok = j >= 0 and dist[j] < 1.5 and not used[j]
-            if ok:
-                used[j] = True
-                errors.append(dist[j])
-            found.setdefault(8 if t["snr"] >= 8 else 5, []).append(ok)
+        used, distances = match_greedy(got, truth)
+        for t, d in zip(truth, distances):
+            if d is not None:
+                errors.append(d)
+            found.setdefault(8 if t["snr"] >= 8 else 5, []).append(d is not None)
         false_alarms += int((~used).sum())
     return found, np.array(errors), false_alarms / (frames - 10), det, sim
 
@@ -888,15 +899,9 @@ def scene_pd(config, frames=60, **scene):
         got = det.process(frame)
         if i < 10:
             continue
-        used = np.zeros(len(got), bool)
-        for t in truth:
-            dist = np.hypot(got["x"] - t["x"], got["y"] - t["y"])
-            j = int(np.argmin(dist)) if len(dist) else -1
-            ok = j >= 0 and dist[j] < 1.5 and not used[j]
-            if ok:
-                used[j] = True
-            hits += ok
-            total += 1
+        used, distances = match_greedy(got, truth)
+        hits += sum(d is not None for d in distances)
+        total += len(truth)
         false += int((~used).sum())
     return hits / total, false / (frames - 10)
 
