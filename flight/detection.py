@@ -271,23 +271,32 @@ def fill_bad(frame: np.ndarray, bad: np.ndarray) -> np.ndarray:
     return out
 
 
-def dead_in_seed(frame: np.ndarray, bad: np.ndarray, config: DetectorConfig) -> np.ndarray:
-    """Pixels of the seed frame more than SCORE_CLIP noise sigmas below the median of their
-    good 8 neighbours (bad: nonzero where already known bad).
+def seed_outliers(frame: np.ndarray, bad: np.ndarray,
+                  config: DetectorConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(dead, spikes): the seed frame's interior good pixels that no optics could make
+    (bad: nonzero where already known bad).
 
-    The seed frame becomes the scene-fixed model, so an unlisted dead pixel
-    would leave a hole in it that the drift later shows to good pixels as a
-    bright point, and the hold under candidates keeps it there.  The optics
-    blur the scene, so nothing real is one pixel that far below its
-    neighbours; bright outliers are left alone, since a target can be one.
-    Only interior pixels are judged (see below).
+    dead: more than SCORE_CLIP noise sigmas below the median of their good 8
+    neighbours and under half of it.  spikes: more than seed_sigma noise sigmas
+    above that median and above the mean of the ring 2 px out, with at least
+    max_sharpness of the 3x3 block's excess over that ring in the one pixel:
+    an unlisted hot pixel or a cosmic ray.  The optics spread a real
+    source (PSF sigma >= 0.5 px puts at most 0.47 of a 3x3 block's flux in its
+    centre pixel), so a target is neither.
+
+    The seed frame becomes the scene-fixed model, so either kind would stay in
+    it: a dead pixel's hole the drift later shows to good pixels as a bright
+    point, held by the hold under candidates; a hot pixel's spike dominates
+    the registration's gradients, and since it is fixed on the sensor it pulls
+    the measured shift towards zero (on a clear scene the registration lost
+    the drift altogether).  Only interior pixels are judged (see below).
     """
     h, w = frame.shape
     pad = np.full((h + 2, w + 2), np.nan)
     pad[1:-1, 1:-1] = np.where(bad != 0, np.nan, frame.astype(np.float64))
     neighbours = np.stack([pad[1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
                            for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx])
-    with warnings.catch_warnings():  # a pixel without a good neighbour: NaN, never dead
+    with warnings.catch_warnings():  # a pixel without a good neighbour: NaN, never judged
         warnings.simplefilter("ignore", RuntimeWarning)
         median = np.nanmedian(neighbours, axis=0)
     sigma = np.sqrt(config.read_noise**2 + np.maximum(median, 0.0) / config.gain)
@@ -295,8 +304,41 @@ def dead_in_seed(frame: np.ndarray, bad: np.ndarray, config: DetectorConfig) -> 
     # their median need not be its level: those are left to the hot score
     interior = np.zeros((h, w), bool)
     interior[1:-1, 1:-1] = True
+    candidate = interior & (bad == 0)
+    excess = frame.astype(np.float64) - median
     with np.errstate(invalid="ignore"):
-        return interior & (bad == 0) & (frame < median - SCORE_CLIP * sigma)
+        # and at most half its neighbours' level: a deep dip in sharp cloud texture is no
+        # dead pixel, which reads about nothing
+        dead = candidate & (excess < -SCORE_CLIP * sigma) & (frame < 0.5 * median)
+        bright = candidate & (excess > config.seed_sigma * sigma)
+    ys, xs = np.nonzero(bright)
+    pad2 = np.full((h + 4, w + 4), np.nan)  # two pixels out: the ring at distance 2
+    pad2[2:-2, 2:-2] = pad[1:-1, 1:-1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        level = np.nanmean(np.stack([pad2[2 + ys + dy, 2 + xs + dx] for dy, dx in ring_offsets(2)]),
+                           axis=0)
+    centre = frame[ys, xs].astype(np.float64) - level
+    block_offsets = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
+    spike = np.zeros(len(ys), bool)
+    # the level is the mean of the ring 2 px out, beyond a PSF's core: over the symmetric
+    # block and ring a slope cancels, and a curved cloud top puts its block 7 times as far
+    # above the ring as its centre; a cosmic ray may light two or three pixels, none of
+    # them alone that sharp: each pass judges again with the spikes found so far counted as level
+    for _ in range(3):
+        block = centre + np.nan_to_num(
+            np.stack([pad2[2 + ys + dy, 2 + xs + dx] for dy, dx in block_offsets]) - level,
+            nan=0.0).sum(axis=0)
+        with np.errstate(invalid="ignore"):
+            sharp = ((centre > config.seed_sigma * sigma[ys, xs])
+                     & (centre >= config.max_sharpness * block))
+        if not (sharp & ~spike).any():
+            break
+        spike |= sharp
+        pad2[2 + ys[spike], 2 + xs[spike]] = np.nan
+    spikes = np.zeros((h, w), bool)
+    spikes[ys[spike], xs[spike]] = True
+    return dead, spikes
 
 
 def separable_filter(image: np.ndarray, taps: np.ndarray) -> np.ndarray:
@@ -446,15 +488,18 @@ def seed_state(frame: np.ndarray, bad: np.ndarray, hot_score: np.ndarray,
                config: DetectorConfig, taps: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
     """(model, noise scale, compact sources kept out) from the seed frame.  The noise scale
     is seed_noise_scale (the data's, over the hints'); with the noise model it gives, the
-    seed frame's dead pixels found from the data (dead_in_seed) are marked bad, with the hot
-    score they would reach if seen for long, in place; the model leaves them out and, unless
+    seed frame's dead pixels and single-pixel spikes found from the data (seed_outliers)
+    are marked bad, with the hot score they would reach if seen for long, in place; the model leaves them out and, unless
     seed_check is 0, the compact sources too (without_compact_sources: their (y, x) in model
     cells are returned), so that targets in view from the first frame are found."""
     scale = seed_noise_scale(frame, bad, config)
     sensor = noise_hints(config, scale)
-    dead = dead_in_seed(frame, bad, sensor)
-    bad[dead] |= BAD_DETECTED
+    dead, spikes = seed_outliers(frame, bad, sensor)
+    bad[dead | spikes] |= BAD_DETECTED
+    # the score they would reach if seen for long: a hot pixel stays marked, a cosmic ray's
+    # pixel is trusted again once its score has decayed below hot_off
     hot_score[dead] = -SCORE_CLIP
+    hot_score[spikes] = SCORE_CLIP
     filled = fill_bad(frame, bad != 0)
     if config.seed_check == 0:
         return filled, scale, np.zeros((0, 2))
