@@ -538,6 +538,9 @@ class TemporalDetector:
         self.drift = np.zeros(2)
         self.frames_processed = 0
         self.seed_learned = 0
+        self.usual_inliers = float(d.registration_points(self.shape, config.register_stride,
+                                                         config.register_margin))
+        self.registration_retries = 0
 
     def process(self, frame):
         d, cfg = self._d, self.config
@@ -554,9 +557,14 @@ class TemporalDetector:
         sensor = self.sensor
         read_var, inv_gain = sensor.read_noise**2, 1.0 / sensor.gain
         guess = self.offset + self.drift
-        reg = register_shift(frame, self.bad, self.model, read_var, inv_gain, float(guess[0]),
-                             float(guess[1]), cfg.register_stride, cfg.register_margin,
-                             cfg.register_clip, cfg.register_iterations)
+
+        def measure(gx, gy):
+            return register_shift(frame, self.bad, self.model, read_var, inv_gain, float(gx),
+                                  float(gy), cfg.register_stride, cfg.register_margin,
+                                  cfg.register_clip, cfg.register_iterations)
+        reg, retried = d.robust_registration(measure, guess, self.usual_inliers, cfg.register_retry)
+        self.registration_retries += retried
+        self.usual_inliers = d.usual_inliers(self.usual_inliers, reg[2])
         self.drift += cfg.drift_rate * ((reg[:2] - self.offset) - self.drift)
         self.offset = reg[:2].copy()
         if np.any(np.abs(self.offset) > d.REANCHOR_PX):

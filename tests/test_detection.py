@@ -847,6 +847,47 @@ def test_temporal_detector_equals_reference_without_the_map():
     assert (det.pipeline.bad & tk.BAD_BITS["detected"]).any()
 
 
+def jump_errors(seed, config, frames=60):
+    """(frame-to-frame registration errors (px) from frame 6, most detections in a frame,
+    frames tried again) on a 256^2 cloudy scene shaken by a jitter of 1 px rms."""
+    sim = SceneSimulator(SceneConfig(kind="cloudy", seed=seed, width=256, height=256, n_targets=6,
+                                     jitter_rms=1.0, drift=(0.2, -0.1)))
+    det = Detector(config, (256, 256), sim.calibration_bad_pixels())
+    errors, most = [], 0
+    for i in range(frames):
+        got = det.process(sim.frame(i)[0])
+        if i > 5:
+            true_shift = np.subtract(sim.platform_offset(i), sim.platform_offset(i - 1))
+            errors.append(np.hypot(*(det.pipeline.shift - true_shift)))
+            most = max(most, len(got))
+    return np.array(errors), most, det.pipeline.registration_retries
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_registration_tried_again_after_a_jump_beyond_its_reach(seed):
+    # reference: the simulator's platform offsets.  Jumps of up to 4 px took the local
+    # Gauss-Newton registration to a wrong shift on 6-8 frames of 60 here, each with
+    # 140-256 false alarms; a wrong shift keeps fewer points within the clip
+    errors, most, retries = jump_errors(seed, DetectorConfig(register_retry=0.0))
+    assert (errors > 0.2).sum() >= 4 and most > 100 and retries == 0
+    errors, most, retries = jump_errors(seed, DetectorConfig())
+    assert (errors > 0.2).sum() == 0 and np.sqrt(np.mean(errors**2)) < 0.06
+    assert most <= 10 and 1 <= retries <= 12
+
+
+def test_registration_tried_again_equals_reference():
+    sim = SceneSimulator(SceneConfig(kind="cloudy", width=64, height=48, seed=2, n_targets=3,
+                                     jitter_rms=1.5, drift=(0.2, -0.1)))
+    cfg = DetectorConfig(k_sigma=4.0)
+    det, ref = Detector(cfg, (48, 64)), detection_ref.Detector(cfg, (48, 64))
+    for i in range(8):
+        frame = sim.frame(i)[0]
+        assert_same_detections(det.process(frame), ref.process(frame))
+        np.testing.assert_allclose(det.pipeline.offset, ref.pipeline.offset, rtol=0, atol=1e-9)
+        np.testing.assert_array_equal(det.pipeline.model, ref.pipeline.model)
+    assert det.pipeline.registration_retries == ref.pipeline.registration_retries >= 1
+
+
 def point_frames(count, seed=9):
     """Noisy frames (sigma 10) of a smooth still scene (slopes, for the registration)
     with one source fixed in it at (y, x) = (20, 30) and one moving 0.5 px/frame from
