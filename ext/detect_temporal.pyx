@@ -274,8 +274,8 @@ cdef inline hot_void _scan_candidates(f32_in acc, f32_in v, Py_ssize_t x0, Py_ss
                                       int32_t* cand_index, float* cand_z, Py_ssize_t cap,
                                       Py_ssize_t* ncand) noexcept nogil:
     """Columns x0..x1 above the threshold (V = v[x]) onto the candidate list, with
-    Z = F / sqrt(V); the model update is held (c_row = 0) on good pixels above the gate
-    (g2 <= k2: F > 0 and F^2 > g2 V), so a target's wings are not learned either."""
+    Z = F / sqrt(V); the model update is held (c_row = 0) on good pixels above the hold
+    gate (g2 <= k2: F > 0 and F^2 > g2 V), so a target's wings are not learned either."""
     cdef Py_ssize_t x, blk, blk_end, n = ncand[0]
     cdef float fa
     cdef int count
@@ -395,11 +395,11 @@ cdef inline hot_void _filter5_count(float** rows, f32_out out, f32_in v, f32_out
 
 cdef inline hot_void _filter5_count_learn(float** rows, f32_out out, f32_out v, f32_out vold,
                                           Py_ssize_t x0, Py_ssize_t x1, float t0, float t1,
-                                          float t2, float k2, float clip2, float rate,
+                                          float t2, float k2, float m2, float clip2, float rate,
                                           float keep, float hold, float hold_keep,
                                           float floor_, int* count) noexcept nogil:
     """_filter5_count and _learn fused: one read of each variance cell, the old value kept
-    in vold for the scan."""
+    in vold for the scan; the variance is held above k2, the count is of those above m2."""
     cdef Py_ssize_t x
     cdef float fa, vv, f2, q
     cdef int above, n = 0
@@ -415,7 +415,7 @@ cdef inline hot_void _filter5_count_learn(float** rows, f32_out out, f32_out v, 
         vold[x] = vv
         f2 = fa * fa
         above = (fa > 0.0) & (f2 > k2 * vv)
-        n += above
+        n += (fa > 0.0) & (f2 > m2 * vv)
         q = clip2 * vv
         f2 = q if q < f2 else f2
         vv = (hold_keep * vv + hold * f2) if above else (keep * vv + rate * f2)
@@ -454,12 +454,12 @@ cdef inline float _minf(float a, float b) noexcept nogil:
 cdef inline hot_void _clamped_columns(const float* acc, float* vold, float* v_row,
                                       Py_ssize_t x0, Py_ssize_t x1, Py_ssize_t vx, Py_ssize_t W,
                                       bint learn_in_row, Py_ssize_t learn_x0,
-                                      Py_ssize_t learn_x1, float k2, float clip2, float rate,
-                                      float keep, float hold, float hold_keep, float floor_,
-                                      int* count) noexcept nogil:
+                                      Py_ssize_t learn_x1, float k2, float m2, float clip2,
+                                      float rate, float keep, float hold, float hold_keep,
+                                      float floor_, int* count) noexcept nogil:
     """detect_pass's threshold and variance update for columns x0..x1 whose variance cell
     (x + vx clamped to the row) other columns share: in raster order, each reading the
-    last update.  Adds the count above the threshold to count[0]."""
+    last update (held above k2).  Adds the count above m2 to count[0]."""
     cdef Py_ssize_t x, vxx
     cdef float v, fa, f2, q
     cdef int above
@@ -470,7 +470,7 @@ cdef inline hot_void _clamped_columns(const float* acc, float* vold, float* v_ro
         fa = acc[x]
         f2 = fa * fa
         above = (fa > 0.0) & (f2 > k2 * v)
-        count[0] += above
+        count[0] += (fa > 0.0) & (f2 > m2 * v)
         if not learn_in_row or x < learn_x0 or x >= learn_x1:
             continue
         q = clip2 * v
@@ -547,6 +547,7 @@ ctypedef struct PassArgs:
     float variance_floor
     float k2
     float g2
+    float m2
     float hold_rate
     float hold_keep
     float model_rate
@@ -590,7 +591,7 @@ cdef inline hot_void _pass_rows(PassArgs* p, Py_ssize_t* n_out) noexcept nogil:
     cdef float v0 = p.wy[0], v1 = p.wy[1], v2 = p.wy[2], v3 = p.wy[3]
     cdef float uw0 = p.uwx[0], uw1 = p.uwx[1], uw2 = p.uwx[2], uw3 = p.uwx[3]
     cdef float uv0 = p.uwy[0], uv1 = p.uwy[1], uv2 = p.uwy[2], uv3 = p.uwy[3]
-    cdef float f_rv = p.read_var, f_ig = p.inv_gain, f_k2 = p.k2, f_g2 = p.g2
+    cdef float f_rv = p.read_var, f_ig = p.inv_gain, f_k2 = p.k2, f_g2 = p.g2, f_m2 = p.m2
     cdef float f_rate = p.variance_rate, f_keep = p.variance_keep
     cdef float f_hold = p.hold_rate, f_hold_keep = p.hold_keep
     cdef float f_clip2 = p.variance_clip2, f_floor = p.variance_floor
@@ -692,32 +693,32 @@ cdef inline hot_void _pass_rows(PassArgs* p, Py_ssize_t* n_out) noexcept nogil:
                 _filter5_range(h_rows, acc, 0, xa, tap[2], tap[3], tap[4])
                 _filter5_range(h_rows, acc, xb, W, tap[2], tap[3], tap[4])
                 _filter5_count(h_rows, acc, v_row + vx, vold, xa, la, tap[2], tap[3], tap[4],
-                               f_g2, &count)
+                               f_m2, &count)
                 _filter5_count_learn(h_rows, acc, v_row + vx, vold, la, lb, tap[2], tap[3],
-                                     tap[4], f_g2, f_clip2, f_rate, f_keep, f_hold, f_hold_keep,
-                                     f_floor, &count)
+                                     tap[4], f_g2, f_m2, f_clip2, f_rate, f_keep, f_hold,
+                                     f_hold_keep, f_floor, &count)
                 _filter5_count(h_rows, acc, v_row + vx, vold, lb, xb, tap[2], tap[3], tap[4],
-                               f_g2, &count)
+                               f_m2, &count)
             else:
                 _filter_col(h_rows, acc, W, r, tap)
-                _count_above(acc, v_row + vx, xa, xb, f_g2, &count)
+                _count_above(acc, v_row + vx, xa, xb, f_m2, &count)
             # clamped columns share a cell: raster order, each reading the last update (which
             # vold keeps for the scan); no unclamped column reads their cells
             _clamped_columns(acc, vold, v_row, 0, xa, vx, W, learn_in_row, p.learn_x0,
-                             p.learn_x1, f_g2, f_clip2, f_rate, f_keep, f_hold, f_hold_keep,
-                             f_floor, &count)
+                             p.learn_x1, f_g2, f_m2, f_clip2, f_rate, f_keep, f_hold,
+                             f_hold_keep, f_floor, &count)
             _clamped_columns(acc, vold, v_row, xb, W, vx, W, learn_in_row, p.learn_x0,
-                             p.learn_x1, f_g2, f_clip2, f_rate, f_keep, f_hold, f_hold_keep,
-                             f_floor, &count)
+                             p.learn_x1, f_g2, f_m2, f_clip2, f_rate, f_keep, f_hold,
+                             f_hold_keep, f_floor, &count)
             p.row_start[b] = <int32_t>ncand
             if count:
                 c_row = clp + (b % nt) * SW
                 b_row = p.bad + b * W
-                _scan_candidates(acc, vold, 0, xa, b, W, f_k2, f_g2, b_row, c_row, p.cand_index,
+                _scan_candidates(acc, vold, 0, xa, b, W, f_k2, f_m2, b_row, c_row, p.cand_index,
                                  p.cand_z, cap, &ncand)
-                _scan_candidates(acc, vold if r == 2 else v_row + vx, xa, xb, b, W, f_k2, f_g2, b_row,
+                _scan_candidates(acc, vold if r == 2 else v_row + vx, xa, xb, b, W, f_k2, f_m2, b_row,
                                  c_row, p.cand_index, p.cand_z, cap, &ncand)
-                _scan_candidates(acc, vold, xb, W, b, W, f_k2, f_g2, b_row, c_row, p.cand_index,
+                _scan_candidates(acc, vold, xb, W, b, W, f_k2, f_m2, b_row, c_row, p.cand_index,
                                  p.cand_z, cap, &ncand)
             if r != 2:
                 # the unclamped cells learn after the scan, which reads them as they were
@@ -781,7 +782,8 @@ def detect_pass(const uint16_t[:, ::1] frame, uint8_t[:, ::1] bad,
                 double hot_rate, double hot_on, double hot_off,
                 Py_ssize_t hot_every, Py_ssize_t hot_phase,
                 double variance_rate, double variance_clip, double variance_floor,
-                double k_sigma, double gate_sigma, double hold_rate, double model_rate,
+                double k_sigma, double gate_sigma, double hold_sigma, double hold_rate,
+                double model_rate,
                 Py_ssize_t reach,
                 float[:, ::1] scratch, int32_t[::1] cand_index, float[::1] cand_z,
                 int32_t[::1] row_start, str isa="best"):
@@ -808,13 +810,16 @@ def detect_pass(const uint16_t[:, ::1] frame, uint8_t[:, ::1] bad,
             a root or a division per pixel; Z = F / sqrt(V) for A only
       G   = F > 0 and F^2 > g^2 V, g = gate_sigma <= k_sigma: a compact
             positive residual (a target and its wings, A included)
+      H   = F > 0 and F^2 > h^2 V, h = hold_sigma <= g: G included
       V  <- EMA of min(F^2, variance_clip^2 V), at hold_rate where G, only
             inside the learn window, floored; clamped columns share a cell:
             raster order.  A target does not teach V that it is noise;
             the slow hold_rate is the cap that lets a lasting change in the
             scene be learned in the end (V grows until G no longer holds)
-      A:  candidate (index y * W + x, Z); G: C = 0 there if good, so a slow
-            target does not fade into the background
+      A:  candidate (index y * W + x, Z); H: C = 0 there if good, so a slow
+            target does not fade into the background (a lower gate than G's:
+            a hold costs the model a frame, where V held on noise would be
+            biased low and raise the false alarms)
       U   = C warped back by (uy, ux, uwy, uwx); M += alpha U, alpha =
             max(model_rate, 1 / (age + 1)), where U had data; then row_age
             and col_age count the rows and columns that were updated.
@@ -841,6 +846,8 @@ def detect_pass(const uint16_t[:, ::1] frame, uint8_t[:, ::1] bad,
         raise ValueError(f"reach must be >= 0, got {reach}")
     if not 0.0 <= gate_sigma <= k_sigma:
         raise ValueError(f"gate_sigma must lie in [0, k_sigma = {k_sigma}], got {gate_sigma}")
+    if not 0.0 <= hold_sigma <= gate_sigma:
+        raise ValueError(f"hold_sigma must lie in [0, gate_sigma = {gate_sigma}], got {hold_sigma}")
     _check_plane("bad", bad.shape[0], bad.shape[1], H, W)
     _check_plane("model", model.shape[0], model.shape[1], H, W)
     _check_plane("variance", variance.shape[0], variance.shape[1], H, W)
@@ -908,6 +915,7 @@ def detect_pass(const uint16_t[:, ::1] frame, uint8_t[:, ::1] bad,
     args.variance_floor = <float>variance_floor
     args.k2 = <float>(k_sigma * k_sigma)
     args.g2 = <float>(gate_sigma * gate_sigma)
+    args.m2 = <float>(hold_sigma * hold_sigma)
     args.hold_rate = <float>hold_rate
     args.hold_keep = <float>(1.0 - hold_rate)
     args.model_rate = <float>model_rate

@@ -90,6 +90,11 @@ class DetectorConfig(Settings):
         3.0, "a positive statistic above this many sigmas (at most k_sigma) is a compact source being "
         "watched: the model is not updated there and the variance learns it at the held rate only",
         low=0, high=50)
+    hold_sigma: float = setting(
+        3.0, "a positive statistic above this many sigmas (at most gate_sigma) holds the background "
+        "model there, so that a slow target's core and wings are not learned (on development "
+        "scenes 2 found more of the targets slower than 0.3 px/frame, but the hold on noise "
+        "biases the model low and raised false alarms by half)", low=0, high=50)
     hot_rate: float = setting(0.02, "update rate of the per-pixel persistent-residual (hot pixel) score",
                               above=0, high=1)
     hot_on: float = setting(3.5, "persistent residual (noise sigmas) that marks a pixel as gone hot", low=0)
@@ -686,6 +691,11 @@ def gate_sigma(config: DetectorConfig) -> float:
     return float(min(config.gate_sigma, config.k_sigma))
 
 
+def hold_sigma(config: DetectorConfig) -> float:
+    """The model's hold gate of detect_pass: hold_sigma, never above the variance's gate."""
+    return float(min(config.hold_sigma, gate_sigma(config)))
+
+
 def visit_rate(rate: float, every: int) -> float:
     """The rate per visit that, with one visit every `every` frames, forgets as fast as
     `rate` per frame does."""
@@ -868,7 +878,8 @@ class TemporalDetector:
             visit_rate(cfg.hot_rate, cfg.hot_every), cfg.hot_on, cfg.hot_off,
             cfg.hot_every, self.frames_processed % cfg.hot_every,
             cfg.variance_rate, cfg.variance_clip, VARIANCE_FLOOR, float(cfg.k_sigma),
-            gate_sigma(cfg), cfg.variance_rate * cfg.variance_hold, cfg.model_rate, self._reach,
+            gate_sigma(cfg), hold_sigma(cfg), cfg.variance_rate * cfg.variance_hold,
+            cfg.model_rate, self._reach,
             self._scratch, self._cand_index, self._cand_z, self._row_start, isa=cfg.simd)
         self.last_above = n
         c = _temporal.label_candidates(self._cand_index, self._row_start, n, w, self.bad,

@@ -318,19 +318,22 @@ def filter_separable(residual, taps):
 
 
 def matched_filter(residual, taps, variance, vy, vx, rate, clip, variance_floor, hold_z, hold_rate,
-                   learn=(0, 2**31, 0, 2**31), gate_z=None):
-    """(filtered, zscore, above, gated, new variance) as detect_pass computes them (float32):
-    above is F > 0 and F^2 > k^2 V (k = hold_z), gated F > 0 and F^2 > g^2 V (g = gate_z,
-    k if None; the variance learns at hold_rate there), zscore F / sqrt(V) with the V each
-    pixel read."""
+                   learn=(0, 2**31, 0, 2**31), gate_z=None, model_z=None):
+    """(filtered, zscore, above, gated, held, new variance) as detect_pass computes them
+    (float32): above is F > 0 and F^2 > k^2 V (k = hold_z), gated F > 0 and F^2 > g^2 V
+    (g = gate_z, k if None; the variance learns at hold_rate there), held the same with
+    model_z (g if None; the model is held there), zscore F / sqrt(V) with the V each pixel
+    read."""
     h, w = residual.shape
     acc = filter_separable(residual, taps)
     variance = variance.astype(F32).copy()
     zscore = np.empty((h, w), F32)
     above = np.empty((h, w), bool)
     gated = np.empty((h, w), bool)
+    held = np.empty((h, w), bool)
     k2 = F32(hold_z * hold_z)
     g2 = k2 if gate_z is None else F32(gate_z * gate_z)
+    m2 = g2 if model_z is None else F32(model_z * model_z)
     keep_rate, keep_hold = F32(1.0 - rate), F32(1.0 - hold_rate)
     rate, hold_rate, clip2 = F32(rate), F32(hold_rate), F32(clip * clip)
     floor, hold_z = F32(variance_floor), F32(hold_z)
@@ -345,13 +348,14 @@ def matched_filter(residual, taps, variance, vy, vx, rate, clip, variance_floor,
             zscore[y, x] = a / np.sqrt(v)
             above[y, x] = a > 0 and a * a > k2 * v
             gated[y, x] = hit = a > 0 and a * a > g2 * v
+            held[y, x] = a > 0 and a * a > m2 * v
             if not (learn[0] <= y < learn[1] and learn[2] <= x < learn[3]):
                 continue
             f2 = min(a * a, clip2 * v)
             u, keep = (hold_rate, keep_hold) if hit else (rate, keep_rate)
             v = keep * v + u * f2
             variance[vyy, vxx] = v if v > floor else floor
-    return acc, zscore, above, gated, variance
+    return acc, zscore, above, gated, held, variance
 
 
 def detect_pass(frame, bad, model, row_age, col_age, variance, hot_score, offset, taps, config,
@@ -370,11 +374,11 @@ def detect_pass(frame, bad, model, row_age, col_age, variance, hot_score, offset
         frame, bad, prediction, outside, hot_score, cfg.model_clip, cfg.model_clip_low,
         cfg.read_noise**2, 1.0 / cfg.gain, d.visit_rate(cfg.hot_rate, cfg.hot_every), cfg.hot_on,
         cfg.hot_off, cfg.hot_every, hot_phase)
-    filtered, zscore, above, gated, variance = matched_filter(
+    filtered, zscore, above, gated, held, variance = matched_filter(
         residual, d.as_weights(taps), variance, int(round(fy)), int(round(fx)), cfg.variance_rate,
         cfg.variance_clip, variance_floor, float(cfg.k_sigma), cfg.variance_rate * cfg.variance_hold,
-        d.learn_window(frame.shape, oy, ox, len(taps) // 2), min(cfg.gate_sigma, cfg.k_sigma))
-    clipped = np.where(gated & (bad == 0), F32(0), clipped)  # hold the model above the gate
+        d.learn_window(frame.shape, oy, ox, len(taps) // 2), d.gate_sigma(cfg), d.hold_sigma(cfg))
+    clipped = np.where(held & (bad == 0), F32(0), clipped)  # hold the model above its gate
     update, outside_u = warp_separable(clipped, uy, ux, d.as_weights(uwy), d.as_weights(uwx))
     model, row_age, col_age = apply_update(model, update, outside_u, row_age, col_age,
                                            cfg.model_rate)

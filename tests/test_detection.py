@@ -263,10 +263,11 @@ def pass_states(draw):
     hot = rng.normal(1.0, 2.0, (h, w)).astype(np.float32)
     bad = rng.choice(np.array([0, 1, 2, 3], np.uint8), (h, w), p=[0.85, 0.05, 0.05, 0.05])
     offset = (draw(st.floats(-5.0, 5.0)), draw(st.floats(-5.0, 5.0)))
-    # the gate drawn below, at or above k_sigma: the held set is the candidates, or more
+    # the gates drawn below, at or above k_sigma: the held sets are the candidates, or more
     config = DetectorConfig(k_sigma=draw(st.floats(1.0, 6.0)), filter_radius=draw(st.integers(1, 3)),
                             hot_rate=0.3, model_rate=0.1, variance_rate=0.1,
-                            hot_every=draw(st.integers(1, 4)), gate_sigma=draw(st.floats(0.0, 7.0)))
+                            hot_every=draw(st.integers(1, 4)), gate_sigma=draw(st.floats(0.0, 7.0)),
+                            hold_sigma=draw(st.floats(0.0, 7.0)))
     phase = draw(st.integers(0, config.hot_every - 1))
     return frame, model, row_age, col_age, variance, hot, bad, offset, config, phase
 
@@ -295,7 +296,8 @@ def run_pass(frame, model, row_age, col_age, variance, hot, bad, offset, config,
                        c.model_clip, c.model_clip_low, c.read_noise**2, 1.0 / c.gain,
                        fd.visit_rate(c.hot_rate, c.hot_every), c.hot_on, c.hot_off, c.hot_every,
                        phase, c.variance_rate, c.variance_clip, fd.VARIANCE_FLOOR,
-                       c.k_sigma, fd.gate_sigma(c), c.variance_rate * c.variance_hold, c.model_rate,
+                       c.k_sigma, fd.gate_sigma(c), fd.hold_sigma(c), c.variance_rate * c.variance_hold,
+                       c.model_rate,
                        fd.residual_reach(c),
                        np.zeros((tk.scratch_rows(len(taps), fd.residual_reach(c)),
                                  w + len(taps) - 1), np.float32),
@@ -382,12 +384,12 @@ def test_detect_pass_rejects_bad_arguments():
     f32 = np.zeros((8, 8), np.float32)
     def call(scratch=np.zeros((40, 12), np.float32), taps=np.ones(5, np.float32),
              row_age=np.ones(8, np.uint16), hot_phase=0, model=f32, n_weights=4,
-             reach=3, isa="best", gate=3.0):
+             reach=3, isa="best", gate=3.0, hold=2.0):
         tk.detect_pass(frame, np.zeros((8, 8), np.uint8), model.copy(), f32 + 1, f32.copy(),
                        f32.copy(), row_age, np.ones(8, np.uint16), 0, 0,
                        np.ones(n_weights, np.float32), np.ones(4, np.float32), 0, 0, *[np.ones(4, np.float32)] * 2, taps,
                        0, 0, 0, 8, 0, 8, 2.5, 5.0, 100.0, 1.0, 0.02, 3.5, 1.5, 4, hot_phase, 0.03,
-                       2.5, 1e-6, 5.0, gate, 0.003, 0.05, reach, scratch, np.empty(64, np.int32),
+                       2.5, 1e-6, 5.0, gate, hold, 0.003, 0.05, reach, scratch, np.empty(64, np.int32),
                        np.empty(64, np.float32), np.empty(9, np.int32), isa=isa)
     call()  # the good call runs
     with pytest.raises(ValueError, match="scratch must be at least"):
@@ -408,6 +410,8 @@ def test_detect_pass_rejects_bad_arguments():
         call(hot_phase=4)
     with pytest.raises(ValueError, match=r"gate_sigma must lie in \[0, k_sigma = 5.0\], got 5.5"):
         call(gate=5.5)
+    with pytest.raises(ValueError, match=r"hold_sigma must lie in \[0, gate_sigma = 3.0\], got 3.5"):
+        call(hold=3.5)
 
 
 def shifted_scene(field, h, w, dx, dy, rng, noise=20.0, hot=20):
