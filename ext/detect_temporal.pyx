@@ -65,6 +65,11 @@ BAD_BITS = {"calibration": BAD_CALIBRATION, "detected": BAD_DETECTED}
 COLUMNS = ("x", "y", "sigma_x", "sigma_y", "flux", "snr", "peak", "npix", "a", "b", "theta",
            "sharpness")
 cdef enum:
+    # a hit adds this to a cell's persistence byte, which loses a quarter a frame: always
+    # hit, it settles at 252; persistence fraction f is the byte f * PERSIST_FULL
+    PERSIST_STEP = 63
+PERSIST_FULL = 4 * PERSIST_STEP
+cdef enum:
     MAX_TAPS = 33
     CAND_BLOCK = 32  # candidate search: columns counted at once before a closer look
 
@@ -249,10 +254,12 @@ cdef inline hot_void _count_above(f32_in acc, f32_in v, Py_ssize_t x0, Py_ssize_
     count[0] += n
 
 
-cdef inline hot_void _learn(f32_in acc, f32_out v, Py_ssize_t x0, Py_ssize_t x1, float k2,
+cdef inline hot_void _learn(f32_in acc, f32_out v, const uint8_t* pc, uint8_t p_hold,
+                            Py_ssize_t x0, Py_ssize_t x1, float k2,
                             float clip2, float rate, float keep, float hold, float hold_keep,
                             float floor_) noexcept nogil:
-    """Variance update of columns x0..x1, each with a cell v[x] of its own."""
+    """Variance update of columns x0..x1, each with a cell v[x] of its own; held where
+    F > 0 and F^2 > k2 v, or where the cell's persistence pc[x] was above p_hold."""
     cdef Py_ssize_t x
     cdef float vv, fa, f2, q
     cdef int above
@@ -260,7 +267,7 @@ cdef inline hot_void _learn(f32_in acc, f32_out v, Py_ssize_t x0, Py_ssize_t x1,
         vv = v[x]
         fa = acc[x]
         f2 = fa * fa
-        above = (fa > 0.0) & (f2 > k2 * vv)
+        above = ((fa > 0.0) & (f2 > k2 * vv)) | (pc[x] > p_hold)
         q = clip2 * vv
         f2 = q if q < f2 else f2
         # above the threshold it may be a target: learn from it only slowly
@@ -268,14 +275,80 @@ cdef inline hot_void _learn(f32_in acc, f32_out v, Py_ssize_t x0, Py_ssize_t x1,
         v[x] = vv if vv > floor_ else floor_
 
 
+cdef struct Persistence:
+    float p2            # a hit: F > 0 and F^2 > p2 V
+    float pk2           # a persistent source is a candidate from F^2 > pk2 V
+    uint8_t hold        # persistence above this holds the model and the variance
+    uint8_t detect      # persistence at least this makes a candidate of F^2 > pk2 V
+
+
+cdef inline int _persist_learn(f32_in acc, f32_in vold, uint8_t* pr, uint8_t* flags,
+                               Py_ssize_t x0, Py_ssize_t x1, Persistence ps) noexcept nogil:
+    """_persist_row for columns x0..x1 whose cells pr[x] learn: branch-free, so it vectorises."""
+    cdef Py_ssize_t x
+    cdef float fa, f2, vv
+    cdef int pos, flag, n = 0
+    cdef uint8_t pc
+    for x in range(x0, x1):
+        fa = acc[x]
+        vv = vold[x]
+        f2 = fa * fa
+        pos = fa > 0.0
+        pc = pr[x]
+        pc = <uint8_t>(pc - (pc >> 2) + PERSIST_STEP * (pos & (f2 > ps.p2 * vv)))
+        pr[x] = pc
+        flag = (pc > ps.hold) | (((pc >= ps.detect) & pos & (f2 > ps.pk2 * vv)) << 1)
+        flags[x] = <uint8_t>flag
+        n += flag != 0
+    return n
+
+
+cdef inline int _persist_read(f32_in acc, f32_in vold, const uint8_t* pr, uint8_t* flags,
+                              Py_ssize_t x0, Py_ssize_t x1, Persistence ps) noexcept nogil:
+    """_persist_row for columns x0..x1 whose cells pr[x] do not learn."""
+    cdef Py_ssize_t x
+    cdef float fa
+    cdef int flag, n = 0
+    cdef uint8_t pc
+    for x in range(x0, x1):
+        fa = acc[x]
+        pc = pr[x]
+        flag = (pc > ps.hold) | (((pc >= ps.detect) & (fa > 0.0) & (fa * fa > ps.pk2 * vold[x])) << 1)
+        flags[x] = <uint8_t>flag
+        n += flag != 0
+    return n
+
+
+cdef inline int _persist_row(f32_in acc, f32_in vold, uint8_t* p_row, uint8_t* flags,
+                             Py_ssize_t W, Py_ssize_t vx, Py_ssize_t xa, Py_ssize_t xb,
+                             Py_ssize_t la, Py_ssize_t lb, Persistence ps) noexcept nogil:
+    """The persistence of each column's cell (x + vx clamped, as the variance's), updated
+    where the variance learns (columns la..lb, within the unclamped xa..xb): P <- P - P / 4,
+    + PERSIST_STEP on a hit F > 0 and F^2 > p2 V, exact in bytes; then flags[x] = 1 if P >
+    hold, | 2 if P >= detect and F^2 > pk2 V (V as column x read it, in vold).  Clamped
+    columns share their cells but never learn.  Returns how many columns have a flag."""
+    cdef Py_ssize_t x
+    cdef int n = 0
+    for x in range(0, xa):
+        n += _persist_read(acc, vold, p_row + min(max(x + vx, 0), W - 1) - x, flags, x, x + 1, ps)
+    n += _persist_read(acc, vold, p_row + vx, flags, xa, la, ps)
+    n += _persist_learn(acc, vold, p_row + vx, flags, la, lb, ps)
+    n += _persist_read(acc, vold, p_row + vx, flags, lb, xb, ps)
+    for x in range(xb, W):
+        n += _persist_read(acc, vold, p_row + min(max(x + vx, 0), W - 1) - x, flags, x, x + 1, ps)
+    return n
+
+
 cdef inline hot_void _scan_candidates(f32_in acc, f32_in v, Py_ssize_t x0, Py_ssize_t x1,
                                       Py_ssize_t row, Py_ssize_t W, float k2, float g2,
-                                      const unsigned char* b_row, f32_out c_row,
+                                      const unsigned char* b_row, const uint8_t* flags,
+                                      f32_out c_row,
                                       int32_t* cand_index, float* cand_z, Py_ssize_t cap,
                                       Py_ssize_t* ncand) noexcept nogil:
     """Columns x0..x1 above the threshold (V = v[x]) onto the candidate list, with
     Z = F / sqrt(V); the model update is held (c_row = 0) on good pixels above the hold
-    gate (g2 <= k2: F > 0 and F^2 > g2 V), so a target's wings are not learned either."""
+    gate (g2 <= k2: F > 0 and F^2 > g2 V), so a target's wings are not learned either.
+    flags (_persist_row): bit 1 holds the model too, bit 2 makes a candidate."""
     cdef Py_ssize_t x, blk, blk_end, n = ncand[0]
     cdef float fa
     cdef int count
@@ -285,16 +358,16 @@ cdef inline hot_void _scan_candidates(f32_in acc, f32_in v, Py_ssize_t x0, Py_ss
         count = 0
         for x in range(blk, blk_end):  # vectorises: most blocks hold none
             fa = acc[x]
-            count += (fa > 0.0) & (fa * fa > g2 * v[x])
+            count += ((fa > 0.0) & (fa * fa > g2 * v[x])) | (flags[x] != 0)
         if count:
             for x in range(blk, blk_end):
                 fa = acc[x]
-                if fa > 0.0 and fa * fa > g2 * v[x]:
-                    if fa * fa > k2 * v[x] and n < cap:
+                if (fa > 0.0 and fa * fa > g2 * v[x]) or flags[x] != 0:
+                    if ((fa > 0.0 and fa * fa > k2 * v[x]) or flags[x] & 2) and n < cap:
                         cand_index[n] = <int32_t>(row * W + x)
                         cand_z[n] = fa / sqrtf(v[x])
                         n += 1
-                    if b_row[x] == 0:
+                    if b_row[x] == 0 and ((fa > 0.0 and fa * fa > g2 * v[x]) or flags[x] & 1):
                         c_row[x] = 0.0
         blk = blk_end
     ncand[0] = n
@@ -394,12 +467,14 @@ cdef inline hot_void _filter5_count(float** rows, f32_out out, f32_in v, f32_out
 
 
 cdef inline hot_void _filter5_count_learn(float** rows, f32_out out, f32_out v, f32_out vold,
+                                          const uint8_t* pc, uint8_t p_hold,
                                           Py_ssize_t x0, Py_ssize_t x1, float t0, float t1,
                                           float t2, float k2, float m2, float clip2, float rate,
                                           float keep, float hold, float hold_keep,
                                           float floor_, int* count) noexcept nogil:
     """_filter5_count and _learn fused: one read of each variance cell, the old value kept
-    in vold for the scan; the variance is held above k2, the count is of those above m2."""
+    in vold for the scan; the variance is held above k2 or where the persistence pc[x] was
+    above p_hold, the count is of those above m2."""
     cdef Py_ssize_t x
     cdef float fa, vv, f2, q
     cdef int above, n = 0
@@ -414,7 +489,7 @@ cdef inline hot_void _filter5_count_learn(float** rows, f32_out out, f32_out v, 
         vv = v[x]
         vold[x] = vv
         f2 = fa * fa
-        above = (fa > 0.0) & (f2 > k2 * vv)
+        above = ((fa > 0.0) & (f2 > k2 * vv)) | (pc[x] > p_hold)
         n += (fa > 0.0) & (f2 > m2 * vv)
         q = clip2 * vv
         f2 = q if q < f2 else f2
@@ -452,6 +527,7 @@ cdef inline float _minf(float a, float b) noexcept nogil:
 
 
 cdef inline hot_void _clamped_columns(const float* acc, float* vold, float* v_row,
+                                      const uint8_t* p_row, uint8_t p_hold,
                                       Py_ssize_t x0, Py_ssize_t x1, Py_ssize_t vx, Py_ssize_t W,
                                       bint learn_in_row, Py_ssize_t learn_x0,
                                       Py_ssize_t learn_x1, float k2, float m2, float clip2,
@@ -469,7 +545,7 @@ cdef inline hot_void _clamped_columns(const float* acc, float* vold, float* v_ro
         vold[x] = v
         fa = acc[x]
         f2 = fa * fa
-        above = (fa > 0.0) & (f2 > k2 * v)
+        above = ((fa > 0.0) & (f2 > k2 * v)) | (p_row[vxx] > p_hold)
         count[0] += (fa > 0.0) & (f2 > m2 * v)
         if not learn_in_row or x < learn_x0 or x >= learn_x1:
             continue
@@ -548,6 +624,8 @@ ctypedef struct PassArgs:
     float k2
     float g2
     float m2
+    uint8_t* persist
+    Persistence ps
     float hold_rate
     float hold_keep
     float model_rate
@@ -581,6 +659,7 @@ cdef inline hot_void _pass_rows(PassArgs* p, Py_ssize_t* n_out) noexcept nogil:
     cdef float* vold = acc + SW              # variance each clamped column read
     cdef float* alpha_c = vold + SW          # model rate per column, from col_age
     cdef uint8_t* level_row = <uint8_t*>(alpha_c + SW)  # W bytes fit in one float row
+    cdef uint8_t* flags = level_row + SW     # and W more: the persistence flags of row b
     cdef const float* tap = p.tap
     # columns whose 4 warp taps lie inside: x + ox - 1 >= 0 and x + ox + 2 < W
     cdef Py_ssize_t x0 = min(max(1 - ox, 0), W), x1 = max(min(W - 2 - ox, W), x0)
@@ -609,6 +688,7 @@ cdef inline hot_void _pass_rows(PassArgs* p, Py_ssize_t* n_out) noexcept nogil:
     cdef float* m3
     cdef float* h_rows[MAX_TAPS]
     cdef float* v_row
+    cdef uint8_t* p_row
     cdef float ar
     cdef int count
     cdef bint learn_in_row
@@ -680,6 +760,7 @@ cdef inline hot_void _pass_rows(PassArgs* p, Py_ssize_t* n_out) noexcept nogil:
                 h_rows[c + r] = hres + ((b + c) % nt) * SW if 0 <= b + c < H else hzero
             vyy = min(max(b + vy, 0), H - 1)
             v_row = p.variance + vyy * W
+            p_row = p.persist + vyy * W
             learn_in_row = p.learn_y0 <= b < p.learn_y1
             if learn_in_row:
                 la = min(max(p.learn_x0, xa), xb)
@@ -694,7 +775,8 @@ cdef inline hot_void _pass_rows(PassArgs* p, Py_ssize_t* n_out) noexcept nogil:
                 _filter5_range(h_rows, acc, xb, W, tap[2], tap[3], tap[4])
                 _filter5_count(h_rows, acc, v_row + vx, vold, xa, la, tap[2], tap[3], tap[4],
                                f_m2, &count)
-                _filter5_count_learn(h_rows, acc, v_row + vx, vold, la, lb, tap[2], tap[3],
+                _filter5_count_learn(h_rows, acc, v_row + vx, vold, p_row + vx, p.ps.hold, la, lb,
+                                     tap[2], tap[3],
                                      tap[4], f_g2, f_m2, f_clip2, f_rate, f_keep, f_hold,
                                      f_hold_keep, f_floor, &count)
                 _filter5_count(h_rows, acc, v_row + vx, vold, lb, xb, tap[2], tap[3], tap[4],
@@ -702,28 +784,28 @@ cdef inline hot_void _pass_rows(PassArgs* p, Py_ssize_t* n_out) noexcept nogil:
             else:
                 _filter_col(h_rows, acc, W, r, tap)
                 _count_above(acc, v_row + vx, xa, xb, f_m2, &count)
+                for x in range(xa, xb):
+                    vold[x] = v_row[x + vx]
             # clamped columns share a cell: raster order, each reading the last update (which
             # vold keeps for the scan); no unclamped column reads their cells
-            _clamped_columns(acc, vold, v_row, 0, xa, vx, W, learn_in_row, p.learn_x0,
+            _clamped_columns(acc, vold, v_row, p_row, p.ps.hold, 0, xa, vx, W, learn_in_row, p.learn_x0,
                              p.learn_x1, f_g2, f_m2, f_clip2, f_rate, f_keep, f_hold,
                              f_hold_keep, f_floor, &count)
-            _clamped_columns(acc, vold, v_row, xb, W, vx, W, learn_in_row, p.learn_x0,
+            _clamped_columns(acc, vold, v_row, p_row, p.ps.hold, xb, W, vx, W, learn_in_row, p.learn_x0,
                              p.learn_x1, f_g2, f_m2, f_clip2, f_rate, f_keep, f_hold,
                              f_hold_keep, f_floor, &count)
+            if r != 2:
+                # vold holds what the scan reads, so the unclamped cells can learn first
+                _learn(acc, v_row + vx, p_row + vx, p.ps.hold, la, lb, f_g2, f_clip2, f_rate,
+                       f_keep, f_hold, f_hold_keep, f_floor)
+            # the persistence learns after the variance, whose hold read it as it was
+            count += _persist_row(acc, vold, p_row, flags, W, vx, xa, xb, la, lb, p.ps)
             p.row_start[b] = <int32_t>ncand
             if count:
                 c_row = clp + (b % nt) * SW
                 b_row = p.bad + b * W
-                _scan_candidates(acc, vold, 0, xa, b, W, f_k2, f_m2, b_row, c_row, p.cand_index,
-                                 p.cand_z, cap, &ncand)
-                _scan_candidates(acc, vold if r == 2 else v_row + vx, xa, xb, b, W, f_k2, f_m2, b_row,
-                                 c_row, p.cand_index, p.cand_z, cap, &ncand)
-                _scan_candidates(acc, vold, xb, W, b, W, f_k2, f_m2, b_row, c_row, p.cand_index,
-                                 p.cand_z, cap, &ncand)
-            if r != 2:
-                # the unclamped cells learn after the scan, which reads them as they were
-                _learn(acc, v_row + vx, la, lb, f_g2, f_clip2, f_rate, f_keep, f_hold,
-                       f_hold_keep, f_floor)
+                _scan_candidates(acc, vold, 0, W, b, W, f_k2, f_m2, b_row, flags, c_row,
+                                 p.cand_index, p.cand_z, cap, &ncand)
             p.row_start[b + 1] = <int32_t>ncand  # until row b + 1 starts: the residual below
             # ---- stage C: warp the held update of row c = b back, update model row u
             c = b
@@ -786,7 +868,8 @@ def detect_pass(const uint16_t[:, ::1] frame, uint8_t[:, ::1] bad,
                 double model_rate,
                 Py_ssize_t reach,
                 float[:, ::1] scratch, int32_t[::1] cand_index, float[::1] cand_z,
-                int32_t[::1] row_start, str isa="best"):
+                int32_t[::1] row_start, str isa="best", uint8_t[:, ::1] persist=None,
+                persistence=(0.0, 0.0, 255, 255)):
     """One frame of the temporal model, in one pass down the rows.  Returns the
     number of candidates (pixels with Z > k_sigma, bad ones included, raster order).
 
@@ -816,6 +899,14 @@ def detect_pass(const uint16_t[:, ::1] frame, uint8_t[:, ::1] bad,
             raster order.  A target does not teach V that it is noise;
             the slow hold_rate is the cap that lets a lasting change in the
             scene be learned in the end (V grows until G no longer holds)
+      P   = persistence byte of the cell (as V's), where V learns: P - P // 4,
+            + PERSIST_STEP on a hit F > 0 and F^2 > p^2 V; the V above was held
+            (hold_rate) where P was above `hold`, and the pixel is a candidate
+            if P >= `detect` and F > 0 and F^2 > pk^2 V, its model held if P
+            > `hold` (persistence = (p, pk, hold, detect); the default never
+            holds nor detects; persist None: a zero array of its own).  Noise
+            rarely passes p sigma frames on end; a slow target, which the
+            model and V would otherwise learn, does
       A:  candidate (index y * W + x, Z); H: C = 0 there if good, so a slow
             target does not fade into the background (a lower gate than G's:
             a hold costs the model a frame, where V held on noise would be
@@ -853,6 +944,12 @@ def detect_pass(const uint16_t[:, ::1] frame, uint8_t[:, ::1] bad,
     _check_plane("variance", variance.shape[0], variance.shape[1], H, W)
     _check_plane("hot_score", hot_score.shape[0], hot_score.shape[1], H, W)
     _check_plane("residual", residual.shape[0], residual.shape[1], H, W)
+    if persist is None:
+        persist = np.zeros((H, W), np.uint8)
+    _check_plane("persist", persist.shape[0], persist.shape[1], H, W)
+    p_sigma, p_k, p_hold, p_detect = persistence
+    if not (0 <= p_hold <= 255 and 0 <= p_detect <= 255):
+        raise ValueError(f"persistence hold and detect must be bytes, got {p_hold}, {p_detect}")
     if wy.shape[0] != 4 or wx.shape[0] != 4 or uwy.shape[0] != 4 or uwx.shape[0] != 4:
         raise ValueError(f"wy, wx, uwy, uwx must hold 4 cubic weights each, got "
                          f"{wy.shape[0]}, {wx.shape[0]}, {uwy.shape[0]}, {uwx.shape[0]}")
@@ -874,6 +971,11 @@ def detect_pass(const uint16_t[:, ::1] frame, uint8_t[:, ::1] bad,
     args.bad = &bad[0, 0]
     args.model = &model[0, 0]
     args.variance = &variance[0, 0]
+    args.persist = &persist[0, 0]
+    args.ps.p2 = <float>(p_sigma * p_sigma)
+    args.ps.pk2 = <float>(p_k * p_k)
+    args.ps.hold = <uint8_t>p_hold
+    args.ps.detect = <uint8_t>p_detect
     args.hot_score = &hot_score[0, 0]
     args.residual = &residual[0, 0]
     args.row_age = &row_age[0]

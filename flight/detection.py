@@ -95,6 +95,19 @@ class DetectorConfig(Settings):
         "model there, so that a slow target's core and wings are not learned (on development "
         "scenes 2 found more of the targets slower than 0.3 px/frame, but the hold on noise "
         "biases the model low and raised false alarms by half)", low=0, high=50)
+    persist_sigma: float = setting(
+        2.5, "a positive statistic above this many sigmas is a hit for the persistence of its "
+        "scene cell, which counts the recent frames with one (a quarter forgotten each frame)",
+        above=0, high=50)
+    persist_hold: float = setting(
+        0.5, "persistence (0..1) above which the model and the variance are held there: a slow "
+        "target, which they would learn, persists; noise seldom passes persist_sigma frames on "
+        "end (above 1: never)", low=0, high=2)
+    persist_detect: float = setting(
+        0.75, "persistence (0..1) from which a positive statistic above persist_k is a candidate "
+        "too: a faint source that stays is found (above 1: never)", low=0, high=2)
+    persist_k: float = setting(
+        4.0, "threshold (sigmas) of a persistent candidate (at most k_sigma)", above=0, high=50)
     hot_rate: float = setting(0.02, "update rate of the per-pixel persistent-residual (hot pixel) score",
                               above=0, high=1)
     hot_on: float = setting(3.5, "persistent residual (noise sigmas) that marks a pixel as gone hot", low=0)
@@ -696,6 +709,31 @@ def hold_sigma(config: DetectorConfig) -> float:
     return float(min(config.hold_sigma, gate_sigma(config)))
 
 
+def persistence(config: DetectorConfig) -> tuple[float, float, int, int]:
+    """detect_pass's persistence: (hit sigma, candidate sigma, hold byte, detect byte); the
+    bytes are fractions of the full persistence, 255 (never reached) above 1."""
+    full = _temporal.PERSIST_FULL
+
+    def byte(fraction: float, rounding) -> int:
+        return 255 if fraction > 1.0 else int(rounding(fraction * full))
+    return (float(config.persist_sigma), float(min(config.persist_k, config.k_sigma)),
+            byte(config.persist_hold, math.floor), byte(config.persist_detect, math.ceil))
+
+
+def shift_persistence(persist: np.ndarray, ky: int, kx: int) -> None:
+    """persist(u) <- persist(u + k) in place as the model moves; the cells brought into view
+    have no history (0)."""
+    h, w = persist.shape
+    if abs(ky) >= h or abs(kx) >= w:
+        persist[...] = 0
+        return
+    src_y, dst_y, vac_y = moved_axis(h, ky)
+    src_x, dst_x, vac_x = moved_axis(w, kx)
+    persist[dst_y, dst_x] = persist[src_y, src_x].copy()
+    persist[vac_y, :] = 0
+    persist[:, vac_x] = 0
+
+
 def visit_rate(rate: float, every: int) -> float:
     """The rate per visit that, with one visit every `every` frames, forgets as fast as
     `rate` per frame does."""
@@ -779,6 +817,7 @@ class TemporalDetector:
         h, w = self.shape
         f32 = lambda: np.zeros(self.shape, np.float32)  # noqa: E731
         self.model, self.residual, self.variance, self.hot_score = f32(), f32(), f32(), f32()
+        self.persist = np.zeros(self.shape, np.uint8)  # persistence of each scene cell
         # frames each model row and column has been updated: cell (u, v) is min of the two
         # old (new cells only ever arrive as whole rows and columns)
         self.row_age = np.zeros(h, np.uint16)
@@ -864,6 +903,7 @@ class TemporalDetector:
             self.offset -= (kx, ky)
             reanchor(self.model, self.variance, self.row_age, self.col_age, frame, self.bad, ky, kx,
                      float(self.offset[1]), float(self.offset[0]), sensor, self.taps)
+            shift_persistence(self.persist, ky, kx)
             self.seed_peaks = moved_peaks(self.seed_peaks, ky, kx, self.shape)
         fx, fy = float(self.offset[0]), float(self.offset[1])
         (oy, wy), (ox, wx) = split_shift(fy), split_shift(fx)
@@ -880,7 +920,8 @@ class TemporalDetector:
             cfg.variance_rate, cfg.variance_clip, VARIANCE_FLOOR, float(cfg.k_sigma),
             gate_sigma(cfg), hold_sigma(cfg), cfg.variance_rate * cfg.variance_hold,
             cfg.model_rate, self._reach,
-            self._scratch, self._cand_index, self._cand_z, self._row_start, isa=cfg.simd)
+            self._scratch, self._cand_index, self._cand_z, self._row_start, isa=cfg.simd,
+            persist=self.persist, persistence=persistence(cfg))
         self.last_above = n
         c = _temporal.label_candidates(self._cand_index, self._row_start, n, w, self.bad,
                                        self._parent, self._cand_label, self._sizes)

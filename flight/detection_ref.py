@@ -227,6 +227,8 @@ def register_shift(frame, bad, model, read_var, inv_gain, dx0, dy0, stride, marg
 
 
 F32 = np.float32
+# a hit adds this to a cell's persistence byte, which loses a quarter a frame (detect_pass's P)
+PERSIST_STEP = 63
 
 
 def warp_separable(src, oy, ox, wy, wx):
@@ -318,12 +320,16 @@ def filter_separable(residual, taps):
 
 
 def matched_filter(residual, taps, variance, vy, vx, rate, clip, variance_floor, hold_z, hold_rate,
-                   learn=(0, 2**31, 0, 2**31), gate_z=None, model_z=None):
+                   learn=(0, 2**31, 0, 2**31), gate_z=None, model_z=None, persist=None,
+                   persistence=(0.0, 0.0, 255, 255)):
     """(filtered, zscore, above, gated, held, new variance) as detect_pass computes them
     (float32): above is F > 0 and F^2 > k^2 V (k = hold_z), gated F > 0 and F^2 > g^2 V
-    (g = gate_z, k if None; the variance learns at hold_rate there), held the same with
-    model_z (g if None; the model is held there), zscore F / sqrt(V) with the V each pixel
-    read."""
+    (g = gate_z, k if None) or the cell's persistence was above its hold byte (the
+    variance learns at hold_rate there), held F > 0 and F^2 > m^2 V (m = model_z, g if None)
+    or the persistence is above its hold byte (the model is held there), zscore F / sqrt(V)
+    with the V each pixel read.  persist (uint8, updated in place where the variance
+    learns, as detect_pass's P) and persistence = (p, pk, hold, detect): a pixel whose
+    persistence is at least detect and F > 0 and F^2 > pk^2 V is above too."""
     h, w = residual.shape
     acc = filter_separable(residual, taps)
     variance = variance.astype(F32).copy()
@@ -334,6 +340,10 @@ def matched_filter(residual, taps, variance, vy, vx, rate, clip, variance_floor,
     k2 = F32(hold_z * hold_z)
     g2 = k2 if gate_z is None else F32(gate_z * gate_z)
     m2 = g2 if model_z is None else F32(model_z * model_z)
+    if persist is None:
+        persist = np.zeros((h, w), np.uint8)
+    p_sigma, p_k, p_hold, p_detect = persistence
+    p2, pk2 = F32(p_sigma * p_sigma), F32(p_k * p_k)
     keep_rate, keep_hold = F32(1.0 - rate), F32(1.0 - hold_rate)
     rate, hold_rate, clip2 = F32(rate), F32(hold_rate), F32(clip * clip)
     floor, hold_z = F32(variance_floor), F32(hold_z)
@@ -344,28 +354,35 @@ def matched_filter(residual, taps, variance, vy, vx, rate, clip, variance_floor,
         for x in range(w):
             vxx = min(max(x + vx, 0), w - 1)
             v = variance[vyy, vxx]
+            pc = int(persist[vyy, vxx])
             a = acc[y, x]
             zscore[y, x] = a / np.sqrt(v)
             above[y, x] = a > 0 and a * a > k2 * v
-            gated[y, x] = hit = a > 0 and a * a > g2 * v
+            gated[y, x] = hit = (a > 0 and a * a > g2 * v) or pc > p_hold
             held[y, x] = a > 0 and a * a > m2 * v
-            if not (learn[0] <= y < learn[1] and learn[2] <= x < learn[3]):
-                continue
-            f2 = min(a * a, clip2 * v)
-            u, keep = (hold_rate, keep_hold) if hit else (rate, keep_rate)
-            v = keep * v + u * f2
-            variance[vyy, vxx] = v if v > floor else floor
+            if learn[0] <= y < learn[1] and learn[2] <= x < learn[3]:
+                f2 = min(a * a, clip2 * v)
+                u, keep = (hold_rate, keep_hold) if hit else (rate, keep_rate)
+                nv = keep * v + u * f2
+                variance[vyy, vxx] = nv if nv > floor else floor
+                # the persistence learns after, from the V the pixel read
+                pc = pc - (pc >> 2) + (PERSIST_STEP if a > 0 and a * a > p2 * v else 0)
+                persist[vyy, vxx] = pc
+            held[y, x] |= pc > p_hold
+            above[y, x] |= pc >= p_detect and a > 0 and a * a > pk2 * v
     return acc, zscore, above, gated, held, variance
 
 
 def detect_pass(frame, bad, model, row_age, col_age, variance, hot_score, offset, taps, config,
-                variance_floor, hot_phase=0):
+                variance_floor, hot_phase=0, persist=None):
     """The twin of the kernel's one pass, stage by stage on whole arrays.
 
     Returns a dict of the new state (model, row_age, col_age, variance, hot_score, bad), the
     residual, filtered and zscore maps, and the candidates (flat index, Z)."""
     from flight import detection as d
     cfg = config
+    if persist is None:
+        persist = np.zeros(frame.shape, np.uint8)
     fx, fy = offset
     (oy, wy), (ox, wx) = d.split_shift(fy), d.split_shift(fx)
     (uy, uwy), (ux, uwx) = d.split_shift(-fy), d.split_shift(-fx)
@@ -377,14 +394,15 @@ def detect_pass(frame, bad, model, row_age, col_age, variance, hot_score, offset
     filtered, zscore, above, gated, held, variance = matched_filter(
         residual, d.as_weights(taps), variance, int(round(fy)), int(round(fx)), cfg.variance_rate,
         cfg.variance_clip, variance_floor, float(cfg.k_sigma), cfg.variance_rate * cfg.variance_hold,
-        d.learn_window(frame.shape, oy, ox, len(taps) // 2), d.gate_sigma(cfg), d.hold_sigma(cfg))
+        d.learn_window(frame.shape, oy, ox, len(taps) // 2), d.gate_sigma(cfg), d.hold_sigma(cfg),
+        persist, d.persistence(cfg))
     clipped = np.where(held & (bad == 0), F32(0), clipped)  # hold the model above its gate
     update, outside_u = warp_separable(clipped, uy, ux, d.as_weights(uwy), d.as_weights(uwx))
     model, row_age, col_age = apply_update(model, update, outside_u, row_age, col_age,
                                            cfg.model_rate)
     index = np.flatnonzero(above).astype(np.int32)
     return dict(model=model, row_age=row_age, col_age=col_age, variance=variance,
-                hot_score=hot_score, bad=bad, residual=residual, filtered=filtered, zscore=zscore,
+                persist=persist, hot_score=hot_score, bad=bad, residual=residual, filtered=filtered, zscore=zscore,
                 above=above, cand_index=index, cand_z=zscore.ravel()[index])
 
 
@@ -536,6 +554,7 @@ class TemporalDetector:
         self.taps = d.filter_taps(config)
         self.model = self.variance = None
         self.hot_score = np.zeros(self.shape, np.float32)
+        self.persist = np.zeros(self.shape, np.uint8)
         self.row_age = np.zeros(self.shape[0], np.uint16)
         self.col_age = np.zeros(self.shape[1], np.uint16)
         self.offset = np.zeros(2)
@@ -577,10 +596,12 @@ class TemporalDetector:
             d.reanchor(self.model, self.variance, self.row_age, self.col_age, frame, self.bad, ky, kx,
                        float(self.offset[1]), float(self.offset[0]), sensor, self.taps,
                        shift=shift_cells, fill=fill_new_cells)
+            d.shift_persistence(self.persist, ky, kx)
             self.seed_peaks = d.moved_peaks(self.seed_peaks, ky, kx, self.shape)
         out = detect_pass(frame, self.bad, self.model, self.row_age, self.col_age, self.variance,
                           self.hot_score, (float(self.offset[0]), float(self.offset[1])), self.taps,
-                          sensor, d.VARIANCE_FLOOR, self.frames_processed % cfg.hot_every)
+                          sensor, d.VARIANCE_FLOOR, self.frames_processed % cfg.hot_every,
+                          self.persist)
         self.model, self.variance = out["model"], out["variance"]
         self.row_age, self.col_age = out["row_age"], out["col_age"]
         self.hot_score, self.bad, self.residual = out["hot_score"], out["bad"], out["residual"]

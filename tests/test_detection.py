@@ -4,6 +4,8 @@ Reference for the kernel: its numpy twin flight/detection_ref.py (stage by
 stage and end to end), and scipy.ndimage.label as the peer for connected
 components.  Reference for quality: the scene simulator's ground truth.
 """
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -273,13 +275,14 @@ def pass_states(draw):
 
 
 def run_pass(frame, model, row_age, col_age, variance, hot, bad, offset, config, phase,
-             isa="best"):
+             isa="best", persist=None):
     """The kernel's detect_pass on copies of the state, as TemporalDetector calls it; the
     residual starts as NaN, so what the pass did not write shows."""
     h, w = frame.shape
     state = dict(model=model.copy(), row_age=row_age.copy(), col_age=col_age.copy(),
                  variance=variance.copy(), hot_score=hot.copy(), bad=bad.copy(),
-                 residual=np.full((h, w), np.nan, np.float32))
+                 residual=np.full((h, w), np.nan, np.float32),
+                 persist=np.zeros((h, w), np.uint8) if persist is None else persist.copy())
     fx, fy = offset
     (oy, wy), (ox, wx) = fd.split_shift(fy), fd.split_shift(fx)
     (uy, uwy), (ux, uwx) = fd.split_shift(-fy), fd.split_shift(-fx)
@@ -301,7 +304,8 @@ def run_pass(frame, model, row_age, col_age, variance, hot, bad, offset, config,
                        fd.residual_reach(c),
                        np.zeros((tk.scratch_rows(len(taps), fd.residual_reach(c)),
                                  w + len(taps) - 1), np.float32),
-                       cand_index, cand_z, row_start, isa=isa)
+                       cand_index, cand_z, row_start, isa=isa, persist=state["persist"],
+                       persistence=fd.persistence(c))
     state.update(cand_index=cand_index[:n], cand_z=cand_z[:n], row_start=row_start)
     return state
 
@@ -313,17 +317,33 @@ def near_candidates(above, reach):
     return ndimage.binary_dilation(above, np.ones((2 * reach + 1,) * 2, bool))
 
 
-@settings(max_examples=60, deadline=None)
-@given(pass_states(), st.sampled_from(tk.isa_paths()))
-def test_detect_pass_equals_reference(case, isa):
+@st.composite
+def persistences(draw):
+    """Persistence settings (sigma, k, hold and detect fractions, some beyond 1: never) and
+    a seed for the persistence bytes, drawn about the thresholds."""
+    return (draw(st.floats(0.5, 6.0)), draw(st.floats(0.5, 6.0)),
+            draw(st.sampled_from([0.0, 0.25, 0.5, 0.75, 1.0, 1.5])),
+            draw(st.sampled_from([0.0, 0.5, 0.75, 1.0, 1.5])), draw(st.integers(0, 2**32 - 1)))
+
+
+@settings(max_examples=80, deadline=None)
+@given(pass_states(), st.sampled_from(tk.isa_paths()), persistences())
+def test_detect_pass_equals_reference(case, isa, persistence):
     # reference: the stage-by-stage float32 twin; same operations in the same order, so the
-    # kernel's one fused pass must agree bit for bit, candidates included, on every
-    # instruction-set path this CPU runs
+    # kernel's one fused pass must agree bit for bit, candidates and persistence included,
+    # on every instruction-set path this CPU runs
     frame, model, row_age, col_age, variance, hot, bad, offset, config, phase = case
-    got = run_pass(*case, isa=isa)
+    p_sigma, p_k, p_hold, p_detect, seed = persistence
+    config = replace(config, persist_sigma=p_sigma, persist_k=p_k, persist_hold=p_hold,
+                     persist_detect=p_detect)
+    case = case[:8] + (config, phase)
+    levels = np.array([0, 3, 62, 63, 125, 126, 127, 188, 189, 190, 252], np.uint8)
+    persist = np.random.default_rng(seed).choice(levels, frame.shape)
+    got = run_pass(*case, isa=isa, persist=persist)
     want = detection_ref.detect_pass(frame, bad, model, row_age, col_age, variance, hot, offset,
-                                     fd.filter_taps(config), config, fd.VARIANCE_FLOOR, phase)
-    for name in ("model", "row_age", "col_age", "variance", "hot_score", "bad",
+                                     fd.filter_taps(config), config, fd.VARIANCE_FLOOR, phase,
+                                     persist.copy())
+    for name in ("model", "row_age", "col_age", "variance", "hot_score", "bad", "persist",
                  "cand_index", "cand_z"):
         np.testing.assert_array_equal(got[name], want[name], err_msg=name, strict=True)
     # the residual is written near the candidates only: all that measurement reads
