@@ -155,7 +155,10 @@ def _the_series_are_real_and_each_is_plotted(folder, data):
     # Outside the cut the flight program keeps the line full (idle frames fill it) once it has started; on a
     # loaded machine it may fall behind for a while, so the best half-second is held to the baud, not each.
     up = [v for v, cut in zip(link["down_octets_per_s"], link["cut"]) if not cut]
-    assert 0.85 * rate < max(up) < 1.1 * rate, (up, rate)
+    assert 0.85 * rate < max(up), (up, rate)
+    # a relay thread starved by the load passes what its line time allowed in one burst, so a
+    # half-second can read above the baud (14461 octets/s seen once); on average it cannot
+    assert sum(up) / len(up) < 1.02 * rate, (up, rate)
     in_cut = [v for v, cut in zip(link["down_octets_per_s"], link["cut"]) if cut]
     assert in_cut and max(link["bits_flipped"]) > 0 and max(link["octets_lost"]) > 1000
     assert sum(in_cut) / len(in_cut) < 0.6 * rate       # a sample straddles the cut's edges; inside nothing passes
