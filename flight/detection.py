@@ -300,9 +300,11 @@ def seed_outliers(frame: np.ndarray, bad: np.ndarray,
 
     dead: more than SCORE_CLIP noise sigmas below the median of their good 8
     neighbours and under half of it.  spikes: more than seed_sigma noise sigmas
-    above that median and above the mean of the ring 2 px out, with at least
-    max_sharpness of the 3x3 block's excess over that ring in the one pixel:
-    an unlisted hot pixel or a cosmic ray.  The optics spread a real
+    above that median and above the mean of the ring 2 px out (and seed_sigma
+    times the ring's rms departure from its plane: in textured cloud a sharp
+    pixel may be the scene), with at least max_sharpness of the 3x3 block's
+    excess over that ring in the one pixel: an unlisted hot pixel or a cosmic
+    ray.  The optics spread a real
     source (PSF sigma >= 0.5 px puts at most 0.47 of a 3x3 block's flux in its
     centre pixel), so a target is neither.
 
@@ -336,10 +338,17 @@ def seed_outliers(frame: np.ndarray, bad: np.ndarray,
     ys, xs = np.nonzero(bright)
     pad2 = np.full((h + 4, w + 4), np.nan)  # two pixels out: the ring at distance 2
     pad2[2:-2, 2:-2] = pad[1:-1, 1:-1]
+    ring = np.array(ring_offsets(2), np.float64)
+    values = np.stack([pad2[2 + ys + int(dy), 2 + xs + int(dx)] for dy, dx in ring])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        level = np.nanmean(np.stack([pad2[2 + ys + dy, 2 + xs + dx] for dy, dx in ring_offsets(2)]),
-                           axis=0)
+        level = np.nanmean(values, axis=0)
+    values = np.where(np.isnan(values), level, values)
+    # the ring's departure from its plane (the offsets are symmetric: three sums fit it)
+    slope_x = (ring[:, 1:2] * values).sum(axis=0) / np.sum(ring[:, 1] ** 2)
+    slope_y = (ring[:, 0:1] * values).sum(axis=0) / np.sum(ring[:, 0] ** 2)
+    texture = np.sqrt(np.mean((values - level - ring[:, 1:2] * slope_x - ring[:, 0:1] * slope_y) ** 2,
+                              axis=0))
     centre = frame[ys, xs].astype(np.float64) - level
     block_offsets = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
     spike = np.zeros(len(ys), bool)
@@ -352,7 +361,7 @@ def seed_outliers(frame: np.ndarray, bad: np.ndarray,
             np.stack([pad2[2 + ys + dy, 2 + xs + dx] for dy, dx in block_offsets]) - level,
             nan=0.0).sum(axis=0)
         with np.errstate(invalid="ignore"):
-            sharp = ((centre > config.seed_sigma * sigma[ys, xs])
+            sharp = ((centre > config.seed_sigma * np.maximum(sigma[ys, xs], texture))
                      & (centre >= config.max_sharpness * block))
         if not (sharp & ~spike).any():
             break
