@@ -30,6 +30,7 @@ from kestrel.link.port import PortError
 from kestrel.link.tcframe import FrameType
 
 from .demo import _program, _stop
+from .archive_query import read_only
 from .campaign_disk import StoreFilesystem
 from .campaign_uplink import CopSession, DownlinkTap
 from .campaign_series import Sampler, alert_latencies, detections_against_truth, elevations, store_depth
@@ -124,19 +125,13 @@ def product_accounting(store_path: Path, archive_path: Path) -> dict:
     ground or lost on the link (the packet's APID and 14-bit count, read from its CCSDS header,
     say which); one never offered waits for a later pass. Lost: lost in the store or on the link.
     """
-    db = sqlite3.connect(f"file:{store_path}?mode=ro", uri=True)
-    try:
+    with read_only(store_path) as db:
         counts = dict(db.execute("SELECT apid, next FROM sequences"))
         held = [(bytes(r[0][:4]), r[1]) for r in db.execute("SELECT packet, offers FROM products")]
         dropped, acknowledged = db.execute("SELECT COALESCE(SUM(dropped), 0), COALESCE(SUM(acknowledged), 0) "
                                            "FROM totals").fetchone()
-    finally:
-        db.close()
-    db = sqlite3.connect(f"file:{archive_path}?mode=ro", uri=True)
-    try:
+    with read_only(archive_path) as db:
         on_ground = set(db.execute("SELECT apid, sequence_count FROM packets"))
-    finally:
-        db.close()
     # The CCSDS primary header, read here and not through our own parser.
     keys = [((((h[0] & 0x07) << 8) | h[1], ((h[2] & 0x3F) << 8) | h[3]), offers) for h, offers in held]
     committed = sum(counts.values())
@@ -150,12 +145,9 @@ def product_accounting(store_path: Path, archive_path: Path) -> dict:
 
 
 def _completed(archive_path: Path, apid: int, sequence: int) -> bool:
-    db = sqlite3.connect(f"file:{archive_path}?mode=ro", uri=True)
-    try:
+    with read_only(archive_path) as db:
         return db.execute("SELECT COUNT(*) FROM command_reports WHERE kind = 'COMPLETION' AND success = 1 "
                           "AND request_apid = ? AND request_sequence_count = ?", (apid, sequence)).fetchone()[0] > 0
-    finally:
-        db.close()
 
 
 def _scenario_config(scenario: Scenario, config, config_path: str | None, out_dir: Path):
@@ -382,12 +374,9 @@ def _judge(scenario: Scenario, config, result: ScenarioResult, ground_dir: Path,
 def _verified_once(archive: Path, result: ScenarioResult) -> Bar:
     """Each command sent: exactly one acceptance and one completion success report, and no failure; a command
     FARM-1 took twice (a retransmitted frame it should have refused) would be executed, and reported, twice."""
-    db = sqlite3.connect(f"file:{archive}?mode=ro", uri=True)
-    try:
+    with read_only(archive) as db:
         rows = db.execute("SELECT request_apid, request_sequence_count, kind, success, COUNT(*) FROM command_reports "
                           "WHERE service = 1 GROUP BY 1, 2, 3, 4").fetchall()
-    finally:
-        db.close()
     reports = {(a, q, k, bool(ok)): n for a, q, k, ok, n in rows}
     wrong = []
     for c in result.commands:
@@ -412,14 +401,11 @@ def _disk_full_bar(archive: Path, result: ScenarioResult) -> Bar:
     the ground. Nothing it had stored is lost: that is the products bar's accounting. Judged only when the fault
     ran: a skipped one is listed with its reason instead."""
     freed = next((d["at_s"] for d in result.disk if d.get("freed")), None)
-    db = sqlite3.connect(f"file:{archive}?mode=ro", uri=True)
-    try:
+    with read_only(archive) as db:
         errors = db.execute("SELECT COALESCE(MAX(store_errors), 0) FROM housekeeping").fetchone()[0]
         events = db.execute("SELECT COUNT(*) FROM events WHERE event_id = 17").fetchone()[0]
         after = db.execute("SELECT COUNT(*) FROM detection_reports WHERE received_at > ?",
                            (result.started_unix + (freed if freed is not None else 1e9),)).fetchone()[0]
-    finally:
-        db.close()
     filled = result.disk[0]
     return Bar("a full disk is reported and flying goes on", errors > 0 and after > 0,
                f"filled at {filled['at_s']:.1f} s ({filled['filled_octets']} octets of filler, "

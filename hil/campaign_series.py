@@ -12,12 +12,12 @@ goes into result.json as it is.
 from __future__ import annotations
 
 import os
-import sqlite3
 import time
 from pathlib import Path
 
 import numpy as np
 
+from .archive_query import read_only
 from .passes import PassSchedule, elevation_deg, geodetic_to_ecef
 from .report import DETECTION_FIELDS
 from .scoring import match
@@ -95,12 +95,9 @@ class Sampler:
 
 def store_depth(archive: Path, t0_wall: float) -> dict:
     """The flight store's depth from each housekeeping report the ground archived, by its arrival time."""
-    db = sqlite3.connect(f"file:{archive}?mode=ro", uri=True)
-    try:
+    with read_only(archive) as db:
         rows = db.execute("SELECT received_at, store_unsent_octets, store_held_octets, store_errors "
                           "FROM housekeeping ORDER BY received_at").fetchall()
-    finally:
-        db.close()
     return {"t": [round(r[0] - t0_wall, 3) for r in rows], "unsent_octets": [r[1] for r in rows],
             "held_octets": [r[2] for r in rows], "store_errors": [r[3] for r in rows]}
 
@@ -109,11 +106,8 @@ def detections_against_truth(archive: Path, detections_jsonl: Path, truth_for_fr
     """Per frame whose report reached the ground: targets in the truth, detections, and detections on a target."""
     import json
 
-    db = sqlite3.connect(f"file:{archive}?mode=ro", uri=True)
-    try:
+    with read_only(archive) as db:
         frames = sorted({r[0] for r in db.execute("SELECT frame_index FROM detection_reports")})
-    finally:
-        db.close()
     by_frame: dict[int, list] = {}
     if detections_jsonl.exists():
         for line in detections_jsonl.read_text().splitlines():
@@ -134,11 +128,8 @@ def detections_against_truth(archive: Path, detections_jsonl: Path, truth_for_fr
 
 def alert_latencies(archive: Path) -> list[float]:
     """Seconds from each alert's frame time to its decode on the ground (alerts with a valid time)."""
-    db = sqlite3.connect(f"file:{archive}?mode=ro", uri=True)
-    try:
+    with read_only(archive) as db:
         rows = db.execute("SELECT received_at - frame_time FROM alerts WHERE frame_time IS NOT NULL").fetchall()
-    finally:
-        db.close()
     return [round(r[0], 4) for r in rows]
 
 
