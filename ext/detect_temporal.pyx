@@ -63,7 +63,7 @@ cdef enum:
 BAD_BITS = {"calibration": BAD_CALIBRATION, "detected": BAD_DETECTED}
 
 COLUMNS = ("x", "y", "sigma_x", "sigma_y", "flux", "snr", "peak", "npix", "a", "b", "theta",
-           "sharpness")
+           "sharpness", "line_fraction")
 cdef enum:
     # a hit adds this to a cell's persistence byte, which loses a quarter a frame: always
     # hit, it settles at 252; persistence fraction f is the byte f * PERSIST_FULL
@@ -86,6 +86,7 @@ cdef enum:
     C_B
     C_THETA
     C_SHARP
+    C_LINE
     N_COLUMNS
 
 
@@ -1554,10 +1555,13 @@ def measure_targets(const uint16_t[:, ::1] frame, const float[:, ::1] residual,
     cdef Py_ssize_t H = residual.shape[0], W = residual.shape[1], nt = taps.shape[0]
     cdef Py_ssize_t y, x, i, ci, py, px, y0, y1, x0, x1, qy, qx, k
     cdef double s, flux, wsum, sxx, syy, sxy, xc, yc, dx, dy, half, root
-    cdef double sigma_n, crb, c, peak_r, sum3, pred
+    cdef double sigma_n, crb, c, peak_r, sum3, pred, row3, col3, diag3, anti3
     cdef float tap[MAX_TAPS]
     if nt > MAX_TAPS:
         raise ValueError(f"at most {MAX_TAPS} filter taps, got {nt}")
+    if out.shape[1] != N_COLUMNS or out.shape[0] < n or peaks.shape[0] < n:
+        raise ValueError(f"out must be at least {n} x {N_COLUMNS} (COLUMNS) and peaks hold {n}, got "
+                         f"{out.shape[0]} x {out.shape[1]} and {peaks.shape[0]}")
     for k in range(nt):
         tap[k] = taps[k]
     with nogil:
@@ -1585,12 +1589,24 @@ def measure_targets(const uint16_t[:, ::1] frame, const float[:, ::1] residual,
             qx = min(max(qx, 0), W - 1)
             peak_r = -1e300
             sum3 = 0.0
+            row3 = 0.0
+            col3 = 0.0
+            diag3 = 0.0
+            anti3 = 0.0
             for y in range(max(qy - 1, 0), min(qy + 2, H)):
                 for x in range(max(qx - 1, 0), min(qx + 2, W)):
                     s = <double>residual[y, x]
                     sum3 += s
                     if s > peak_r:
                         peak_r = s
+                    if y == qy:
+                        row3 += s
+                    if x == qx:
+                        col3 += s
+                    if y - qy == x - qx:
+                        diag3 += s
+                    if y - qy == qx - x:
+                        anti3 += s
             y0 = max(py - radius, 0)
             y1 = min(py + radius + 1, H)
             x0 = max(px - radius, 0)
@@ -1633,4 +1649,5 @@ def measure_targets(const uint16_t[:, ::1] frame, const float[:, ::1] residual,
             out[i, C_B] = sqrt(max(half - root, 0.0))
             out[i, C_THETA] = 0.5 * atan2(2.0 * sxy, sxx - syy)
             out[i, C_SHARP] = peak_r / sum3 if sum3 > 0.0 else 1.0
+            out[i, C_LINE] = min(max(max(row3, col3), max(diag3, anti3)) / sum3, 1.0) if sum3 > 0.0 else 1.0
     return n

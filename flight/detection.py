@@ -34,8 +34,9 @@ def _check_kernel_columns(kernel, extra: tuple[str, ...] = ()) -> None:
 
 
 _check_kernel_columns(_kernel)
-_check_kernel_columns(_temporal, ("sharpness",))
+_check_kernel_columns(_temporal, ("sharpness", "line_fraction"))
 SHARPNESS_COLUMN = len(DETECTION_DTYPE.names)
+LINE_COLUMN = SHARPNESS_COLUMN + 1
 
 FRAME_DTYPE = np.dtype(np.uint16)
 
@@ -127,6 +128,12 @@ class DetectorConfig(Settings):
                                low=1, high=8)
     max_sharpness: float = setting(0.5, "peak pixel / 3x3 sum above which a hit is a cosmic ray or hot pixel",
                                    above=0, high=1)
+    max_line_fraction: float = setting(
+        0.8, "share of the 3x3 residual around a hit on one line of three pixels through its "
+        "centre above which the hit is a cosmic-ray track (1-3 pixels in a line put ~0.9 "
+        "there; an optical PSF of sigma >= 0.6 px at most ~0.65, however it moves; the share is "
+        "at most 1, so 1 turns the test off)",
+        above=0, high=1)
     seed_sigma: float = setting(
         5.0, "a compact source in the seed frame (matched filter over its ring's mean, in noise or "
         "local clutter sigmas) beyond this is kept out of the model", above=0)
@@ -596,9 +603,11 @@ def initial_variance(model: np.ndarray, config: DetectorConfig, taps: np.ndarray
 
 
 def finish_detections(table: np.ndarray, config: DetectorConfig) -> np.ndarray:
-    """Drop sharp hits (cosmic rays, unflagged hot pixels), then as to_detections."""
-    sharp = table[:, SHARPNESS_COLUMN]
-    return to_detections(table[sharp <= config.max_sharpness, :SHARPNESS_COLUMN], config)
+    """Drop sharp hits (cosmic rays, unflagged hot pixels) and hits on a line (cosmic-ray
+    tracks), then as to_detections."""
+    keep = ((table[:, SHARPNESS_COLUMN] <= config.max_sharpness)
+            & (table[:, LINE_COLUMN] <= config.max_line_fraction))
+    return to_detections(table[keep, :SHARPNESS_COLUMN], config)
 
 
 def cubic_weights(t: float) -> np.ndarray:

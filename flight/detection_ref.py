@@ -18,7 +18,8 @@ from flight.detection import (
 from kestrel.products import DETECTION_DTYPE
 
 MAD_TO_SIGMA = 1.482602218505602
-# The measurement table: the record's fields in order, then the temporal pipeline's sharpness.
+# The measurement table: the record's fields in order, then the temporal pipeline's sharpness
+# and line fraction.
 N_COLUMNS = len(DETECTION_DTYPE.names)
 
 
@@ -451,7 +452,7 @@ def measure_targets(frame, residual, filtered, zscore, labels, sizes, peaks, rad
     h, w = residual.shape
     res = residual.astype(np.float64)
     filt = filtered.astype(np.float64)
-    out = np.zeros((len(peaks), N_COLUMNS + 1))
+    out = np.zeros((len(peaks), N_COLUMNS + 2))
     for i, index in enumerate(peaks):
         py, px = divmod(int(index), w)
         c = filt[py, px]
@@ -467,10 +468,14 @@ def measure_targets(frame, residual, filtered, zscore, labels, sizes, peaks, rad
         qy = min(max(int(math.floor(yc + 0.5)), 0), h - 1)
         qx = min(max(int(math.floor(xc + 0.5)), 0), w - 1)
         peak_r, sum3 = -1e300, 0.0
+        lines = [0.0, 0.0, 0.0, 0.0]  # the row, column, diagonal and anti-diagonal through (qy, qx)
         for y in range(max(qy - 1, 0), min(qy + 2, h)):
             for x in range(max(qx - 1, 0), min(qx + 2, w)):
                 sum3 += res[y, x]
                 peak_r = max(peak_r, res[y, x])
+                for k, on in enumerate((y == qy, x == qx, y - qy == x - qx, y - qy == qx - x)):
+                    if on:
+                        lines[k] += res[y, x]
         flux = wsum = sxx = syy = sxy = 0.0
         for y in range(max(py - radius, 0), min(py + radius + 1, h)):
             for x in range(max(px - radius, 0), min(px + radius + 1, w)):
@@ -491,7 +496,8 @@ def measure_targets(frame, residual, filtered, zscore, labels, sizes, peaks, rad
         out[i] = (xc, yc, crb, crb, flux, float(zscore[py, px]), peak_r, sizes[labels[py, px] - 1],
                   math.sqrt(half + root),
                   math.sqrt(max(half - root, 0.0)), 0.5 * math.atan2(2.0 * sxy, sxx - syy),
-                  peak_r / sum3 if sum3 > 0.0 else 1.0)
+                  peak_r / sum3 if sum3 > 0.0 else 1.0,
+                  min(max(max(lines[0], lines[1]), max(lines[2], lines[3])) / sum3, 1.0) if sum3 > 0.0 else 1.0)
     return out
 
 

@@ -598,12 +598,15 @@ def test_labels_peaks_and_measurement_equal_reference(h, w, seed, radius):
     want_sizes, want_peaks = detection_ref.find_peaks(z, want_labels, want_n, radius)
     np.testing.assert_array_equal(index[peaks[:m]], want_peaks)
     assert (m >= 1) == (n >= 1)  # the highest pixel is always a peak; a weaker neighbour may not be
-    table = np.empty((m, 12))
+    table = np.empty((m, len(tk.COLUMNS)))
     tk.measure_targets(frame, res, taps, index, zs, labels, sizes, peaks, m, 2, 1.0, 100.0, 1.0, table)
     want = detection_ref.measure_targets(frame, res, filt, z, want_labels, want_sizes, want_peaks, 2,
                                          1.0, 100.0, 1.0)
     # the kernel recomputes the filter at the peak in the pass's order: the same bits
     np.testing.assert_allclose(table, want, rtol=1e-12, atol=1e-9)
+    with pytest.raises(ValueError, match="COLUMNS"):  # a table one column short is refused
+        tk.measure_targets(frame, res, taps, index, zs, labels, sizes, peaks, m, 2, 1.0, 100.0, 1.0,
+                           np.empty((m, len(tk.COLUMNS) - 1)))
 
 
 def test_temporal_detector_equals_reference_on_a_scene():
@@ -785,6 +788,54 @@ def test_close_targets_are_both_reported():
     m = tk.find_peaks(index, zs, labels, rows, len(index), w, 1, peaks)
     assert n == 1 and m == 2
     assert sorted(int(index[p]) % w for p in peaks[:m]) == [18, 22]
+
+
+def test_cosmic_ray_tracks_are_rejected_on_their_line_but_sharp_optics_are_kept():
+    # a track of three pixels at a grazing angle is not sharp by the peak-over-3x3 test
+    # (1 / (0.7 + 1 + 0.8) = 0.4 around its middle pixel), but it puts nearly all of the 3x3
+    # on one line, which no PSF of sigma >= 0.6 px does, at any sub-pixel phase
+    sim = SceneSimulator(SceneConfig(kind="clear", n_targets=0, cosmic_rate=0.0, seed=8))
+    cfg = DetectorConfig()
+    dets = [module.Detector(cfg, (256, 256), sim.calibration_bad_pixels())
+            for module in (detection, detection_ref)]
+    for i in range(12):
+        for det in dets:
+            det.process(sim.frame(i)[0])
+    frame = sim.frame(12)[0].astype(np.float64)
+    tracks = [(40, 50, 0, 1), (100, 200, 1, 0), (180, 30, 1, 1), (60, 150, 1, -1)]
+    for y, x, dy, dx in tracks:
+        for step, share in enumerate((0.7, 1.0, 0.8)):
+            frame[y + step * dy, x + step * dx] += 2500.0 * share
+    yy, xx = np.mgrid[:256, :256]
+    sources = [(120.3, 80.6), (200.5, 180.5), (30.0, 220.0)]
+    for y, x in sources:  # the sharpest optics the detector is built for, three phases
+        frame += 2500.0 * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * 0.6**2))
+    frame = np.clip(frame, 0, 65535).astype(np.uint16)
+    got = [det.process(frame) for det in dets]
+    assert got[0].tobytes() == got[1].tobytes()
+    table = dets[0].pipeline.table
+    near_track = [np.hypot(table[:, 0] - (x + dx), table[:, 1] - (y + dy)).min() < 2.0
+                  for y, x, dy, dx in tracks]
+    assert all(near_track)  # each track was a candidate ...
+    for y, x, dy, dx in tracks:  # ... and none is reported
+        assert not np.any(np.hypot(got[0]["x"] - (x + dx), got[0]["y"] - (y + dy)) < 3.0)
+    lines = table[:, detection.LINE_COLUMN]
+    sharp = table[:, detection.SHARPNESS_COLUMN]
+    at_tracks = np.array([np.hypot(table[:, 0] - (x + dx), table[:, 1] - (y + dy)).argmin()
+                          for y, x, dy, dx in tracks])
+    assert (lines[at_tracks] > 0.9).all() and (sharp[at_tracks] < cfg.max_sharpness).all()
+    for y, x in sources:
+        hit = np.hypot(got[0]["x"] - x, got[0]["y"] - y)
+        assert hit.min() < 0.5
+        row = np.hypot(table[:, 0] - x, table[:, 1] - y).argmin()
+        assert lines[row] < 0.7 and sharp[row] < cfg.max_sharpness
+    # with the line test off, the tracks the sharpness test lets pass come back
+    off = detection.Detector(replace(cfg, max_line_fraction=1.0), (256, 256), sim.calibration_bad_pixels())
+    for i in range(12):
+        off.process(sim.frame(i)[0])
+    kept = off.process(frame)
+    assert all(np.any(np.hypot(kept["x"] - (x + dx), kept["y"] - (y + dy)) < 3.0)
+               for y, x, dy, dx in tracks)
 
 
 def test_seed_marks_dead_pixels_and_spikes_but_not_sources_or_border_ones():
