@@ -51,6 +51,7 @@ BAD_DETECTED = _temporal.BAD_BITS["detected"]
 MAD_TO_SIGMA = 1.482602218505602  # sigma of a normal distribution over its median absolute deviation
 # the noise the data show is taken to lie within this factor (in variance) of the hints
 NOISE_SCALE_LIMIT = 64.0
+CLUTTER_LEAST_CELLS = 64  # mature cells clutter_gain needs to measure a gain
 # compact_sources: a seed-frame source's ring departs from a plane by less than this many noise
 # sigmas plus this fraction of the source's contrast (a PSF's wings on the square ring: < 0.1)
 SEED_SMOOTH, SEED_SHAPE = 2.5, 0.1
@@ -123,6 +124,11 @@ class DetectorConfig(Settings):
         0.95, "a registration that keeps fewer than this fraction of its usual inliers has not "
         "converged (a jump beyond its reach): it is tried again from starting points around "
         "the guess and the one keeping most is taken (0: never)", low=0, high=1)
+    clutter_band: int = setting(
+        16, "rows or columns of mature model beside the cells a drift brings into view on which the "
+        "residual variance per unit of scene curvature is measured, to add to the new cells' variance "
+        "(0: new cells start from white noise and their neighbour's variance only)",
+        low=0, high=256)
     drift_rate: float = setting(0.2, "update rate of the drift estimate that seeds the registration", low=0, high=1)
     peak_radius: int = setting(2, "a detection is a local maximum of the statistic over this radius (px)",
                                low=1, high=8)
@@ -691,8 +697,9 @@ def reanchor(model: np.ndarray, variance: np.ndarray, row_age: np.ndarray, col_a
     would put a dead pixel's hole or a half-pixel misplaced cloud edge into
     the model); their rows or columns are one frame old, and their residual
     variance is the larger of the white-noise value and that of their nearest
-    mature neighbour, since clutter does not stop at the edge of the view.
-    Only the state is copied whole; the work on new cells is in proportion to
+    mature neighbour, since clutter does not stop at the edge of the view, and
+    at least what the mature cells beside them show for the same curvature of
+    the scene (add_clutter_variance).  Only the state is copied whole; the work on new cells is in proportion to
     their number.  shift moves an array, fill fills new cells (defaults: the
     kernel's shift_cells and fill_new_cells; the twin passes its own).
     """
@@ -714,6 +721,75 @@ def reanchor(model: np.ndarray, variance: np.ndarray, row_age: np.ndarray, col_a
     # the new rows (all columns), then the new columns (the other rows): two thin strips
     for rows, cols in ((vac_rows, slice(0, w)), (kept_rows, vac_cols)):
         fill(frame, bad, model, variance, rows, cols, fy, fx, config, taps)
+    add_clutter_variance(model, variance, row_age, col_age, ky, kx, config, taps)
+
+
+def curvature_power(level: np.ndarray, taps: np.ndarray) -> np.ndarray:
+    """The matched-filtered square of the Laplacian of `level` (edges repeated): where the
+    scene bends, resampling it at a new sub-pixel position changes it, and the residual
+    carries that clutter in proportion."""
+    m = np.pad(level.astype(np.float64), 1, mode="edge")
+    lap = m[1:-1, :-2] + m[1:-1, 2:] + m[:-2, 1:-1] + m[2:, 1:-1] - 4.0 * m[1:-1, 1:-1]
+    return separable_filter(lap * lap, taps)
+
+
+def clutter_gain(power: np.ndarray, variance: np.ndarray) -> tuple[float, float]:
+    """(median variance, least-squares gain of the variance above it on curvature power) over
+    the given cells; the gain is never negative, and 0 with too few cells to tell."""
+    base = float(np.median(variance)) if variance.size else 0.0
+    if variance.size < CLUTTER_LEAST_CELLS:
+        return base, 0.0
+    p = power.astype(np.float64)
+    den = float(np.dot(p, p))
+    gain = float(np.dot(p, variance.astype(np.float64) - base)) / den if den > 0.0 else 0.0
+    return base, max(gain, 0.0)
+
+
+def add_clutter_variance(model: np.ndarray, variance: np.ndarray, row_age: np.ndarray,
+                         col_age: np.ndarray, ky: int, kx: int, config: DetectorConfig,
+                         taps: np.ndarray) -> None:
+    """Add to the variance of the cells reanchor brought into view the excess that mature
+    cells show for the same curvature (clutter_gain over the clutter_band mature rows or
+    columns nearest each new strip): a cloud edge entering the view is as hard to predict
+    as those already seen, and the variance would learn that only slowly, being held where
+    the statistic is high, so the edge would pass for targets meanwhile.  A cell is mature
+    once it has learned for half the variance's time constant, 1 / variance_rate frames:
+    on development scenes with a fast drift, waiting the whole constant left the first
+    thirty frames' new cells without a gain."""
+    band = config.clutter_band
+    if band == 0:
+        return
+    mature = math.ceil(0.5 / config.variance_rate)
+    reach = len(taps) // 2 + 1
+    for axis, k, ages, other_ages in ((0, ky, row_age, col_age), (1, kx, col_age, row_age)):
+        n = model.shape[axis]
+        if k == 0 or abs(k) >= n:
+            continue
+        start, stop = slice_bounds(moved_axis(n, k)[2], n)
+        inward = np.arange(start - 1, -1, -1) if k > 0 else np.arange(stop, n)
+        grown = inward[ages[inward] >= mature][:band]
+        if not len(grown):
+            continue
+        g0, g1 = int(grown.min()), int(grown.max()) + 1
+
+        def cut(a: int, b: int) -> tuple[slice, slice]:
+            lo, hi = slice(max(a - reach, 0), min(b + reach, n)), slice(None)
+            return (lo, hi) if axis == 0 else (hi, lo)
+
+        def inner(a: int, b: int) -> tuple[slice, slice]:
+            lo = max(a - reach, 0)
+            return (slice(a - lo, b - lo), slice(None)) if axis == 0 else (slice(None), slice(a - lo, b - lo))
+
+        ripe = np.isin(np.arange(g0, g1), grown)[:, None] & (other_ages >= mature)[None, :]
+        if axis == 1:
+            ripe = ripe.T
+        known = curvature_power(model[cut(g0, g1)], taps)[inner(g0, g1)]
+        seen = variance[cut(g0, g1)][inner(g0, g1)]
+        base, gain = clutter_gain(known[ripe], seen[ripe])
+        if gain > 0.0:
+            power = curvature_power(model[cut(start, stop)], taps)[inner(start, stop)]
+            new = variance[cut(start, stop)][inner(start, stop)]
+            new += (gain * power).astype(np.float32)
 
 
 def gate_sigma(config: DetectorConfig) -> float:

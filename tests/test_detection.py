@@ -759,6 +759,46 @@ def test_reanchor_repairs_bad_pixels_and_resamples_the_new_cells():
     assert (variance[new] >= 50.0).all()  # no lower than the mature neighbour
 
 
+def test_new_cells_start_with_the_clutter_mature_cells_show_for_their_curvature():
+    # reference: mature variance that is exactly base + g * curvature power, on a model that
+    # is flat in most of the band (its median is the base) with cloud edges crossing it; the
+    # new rows (the bottom three) see the same edges and must start at base + g * power
+    h, w = 48, 40
+    yy, xx = np.mgrid[:h, :w]
+    model = np.where((xx > 12) & (xx < 20), 4000.0, 1000.0).astype(np.float32)
+    model[:, 30:] += (400.0 * np.sin(yy[:, 30:] / 2.0)).astype(np.float32)
+    cfg = DetectorConfig()
+    taps = fd.filter_taps(cfg)
+    base, g = 120.0, 3e-4
+    power = fd.curvature_power(model, taps)
+    assert np.count_nonzero(power[:, :10]) == 0  # flat there: the band's median is the base
+    variance = (base + g * power).astype(np.float32)
+    variance[h - 3:] = base  # what the new rows had before: no clutter
+    row_age = np.r_[np.full(h - 3, 40), [1, 1, 1]].astype(np.uint16)
+    col_age = np.full(w, 40, np.uint16)
+    state = variance.copy()
+    fd.add_clutter_variance(model, variance, row_age, col_age, 3, 0, cfg, taps)
+    np.testing.assert_allclose(variance[h - 3:], base + g * power[h - 3:], rtol=2e-3)
+    assert variance[h - 3:, 15].min() > 2 * base  # the edge entering the view is not white
+    np.testing.assert_array_equal(variance[:h - 3], state[:h - 3])  # mature cells untouched
+    # off, or with no mature cells to learn from, the new cells keep what they had
+    for config, ages in ((replace(cfg, clutter_band=0), row_age), (cfg, np.ones(h, np.uint16))):
+        again = state.copy()
+        fd.add_clutter_variance(model, again, ages, col_age, 3, 0, config, taps)
+        np.testing.assert_array_equal(again, state)
+    # new columns on the left (a drift the other way) learn from the mature columns beside them
+    side = np.full((w, h), 1000.0, np.float32)
+    side[:, :] += np.where((np.arange(w) > 30)[:, None], 3000.0, 0.0).astype(np.float32)
+    power = fd.curvature_power(side, taps)
+    assert np.count_nonzero(power[:, 3:19]) < power[:, 3:19].size / 2
+    variance = (base + g * power).astype(np.float32)
+    variance[:, :3] = base
+    fd.add_clutter_variance(side, variance, np.full(w, 40, np.uint16),
+                            np.r_[[1, 1, 1], np.full(h - 3, 40)].astype(np.uint16), 0, -3, cfg, taps)
+    np.testing.assert_allclose(variance[:, :3], base + g * power[:, :3], rtol=2e-3)
+    assert variance[30, :3].min() > 2 * base
+
+
 def test_quality_holds_over_time():
     # regression: model holes (dead pixels copied into new cells) and a variance learnt from
     # the zero fill outside the model once made false alarms grow with time
