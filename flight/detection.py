@@ -52,6 +52,12 @@ MAD_TO_SIGMA = 1.482602218505602  # sigma of a normal distribution over its medi
 # the noise the data show is taken to lie within this factor (in variance) of the hints
 NOISE_SCALE_LIMIT = 64.0
 CLUTTER_LEAST_CELLS = 64  # mature cells clutter_gain needs to measure a gain
+# keep_variance_floor: the ratio is measured this often (frames) on every FLOOR_STRIDE-th row and
+# column of mature cells, and each frame floors one FLOOR_BANDS-th of the rows, in turn (the
+# variance learns at a few per cent a frame: a cell floored every FLOOR_BANDS frames is enough)
+FLOOR_MEASURE_EVERY = 32
+FLOOR_STRIDE = 8
+FLOOR_BANDS = 8
 # compact_sources: a seed-frame source's ring departs from a plane by less than this many noise
 # sigmas plus this fraction of the source's contrast (a PSF's wings on the square ring: < 0.1)
 SEED_SMOOTH, SEED_SHAPE = 2.5, 0.1
@@ -124,6 +130,12 @@ class DetectorConfig(Settings):
         0.95, "a registration that keeps fewer than this fraction of its usual inliers has not "
         "converged (a jump beyond its reach): it is tried again from starting points around "
         "the guess and the one keeping most is taken (0: never)", low=0, high=1)
+    variance_floor_quantile: float = setting(
+        0.2, "the variance of the filtered residual is kept at least this quantile, over mature "
+        "cells, of its ratio to the shot+read noise model, times that model at the cell's "
+        "level: an estimate from ~1/variance_rate frames runs 20-30 % low often enough that, "
+        "in clear sky, such cells made most false alarms (0: no floor but a constant)",
+        low=0, high=1)
     clutter_band: int = setting(
         16, "rows or columns of mature model beside the cells a drift brings into view on which the "
         "residual variance per unit of scene curvature is measured, to add to the new cells' variance "
@@ -792,6 +804,54 @@ def add_clutter_variance(model: np.ndarray, variance: np.ndarray, row_age: np.nd
             new += (gain * power).astype(np.float32)
 
 
+def white_variance_terms(config: DetectorConfig, taps: np.ndarray) -> tuple[float, float]:
+    """(a, b): the filtered residual's variance under the shot+read noise model at level M is
+    a + b max(M, 0), for a model learned from many frames (initial_variance doubles it)."""
+    energy = float(np.sum(taps**2)) ** 2
+    return config.read_noise**2 * energy, energy / config.gain
+
+
+def noise_floor_ratio(variance: np.ndarray, model: np.ndarray, row_age: np.ndarray,
+                      col_age: np.ndarray, config: DetectorConfig, taps: np.ndarray) -> float:
+    """The variance_floor_quantile of variance / (the noise model's variance at the model's
+    level) over mature cells (learned for 1 / variance_rate frames) on every FLOOR_STRIDE-th
+    row and column; 0 when there are too few.  Clutter only raises the ratio, so a low
+    quantile is the noise's own, wherever the scene is quiet enough."""
+    mature = math.ceil(1.0 / config.variance_rate)
+    rows = np.flatnonzero(row_age[::FLOOR_STRIDE] >= mature) * FLOOR_STRIDE
+    cols = np.flatnonzero(col_age[::FLOOR_STRIDE] >= mature) * FLOOR_STRIDE
+    if len(rows) * len(cols) < CLUTTER_LEAST_CELLS:
+        return 0.0
+    a, b = white_variance_terms(config, taps)
+    cells = np.ix_(rows, cols)
+    white = a + b * np.maximum(model[cells].astype(np.float64), 0.0)
+    return float(np.quantile(variance[cells] / white, config.variance_floor_quantile))
+
+
+def keep_variance_floor(variance: np.ndarray, model: np.ndarray, row_age: np.ndarray,
+                        col_age: np.ndarray, frame_index: int, ratio: float,
+                        config: DetectorConfig, taps: np.ndarray) -> float:
+    """Floor one FLOOR_BANDS-th of the variance rows (which, by frame_index) at ratio times
+    the noise model's variance at the model's level, the ratio re-measured (noise_floor_ratio)
+    every FLOOR_MEASURE_EVERY frames; returns the ratio in use.  A cell's variance is an EMA
+    of ~1 / variance_rate frames, low by a fifth in one cell of ten on white noise, where
+    the threshold then passes noise many times as often; the floor lifts those alone, since
+    clutter's variance is above it anyway."""
+    if config.variance_floor_quantile <= 0.0:
+        return 0.0
+    if frame_index % FLOOR_MEASURE_EVERY == 0:
+        ratio = noise_floor_ratio(variance, model, row_age, col_age, config, taps)
+    if ratio <= 0.0:
+        return ratio
+    h = variance.shape[0]
+    band = frame_index % FLOOR_BANDS
+    rows = slice(band * h // FLOOR_BANDS, (band + 1) * h // FLOOR_BANDS)
+    a, b = white_variance_terms(config, taps)
+    floor = (ratio * (a + b * np.maximum(model[rows], np.float32(0.0)))).astype(np.float32)
+    np.maximum(variance[rows], floor, out=variance[rows])
+    return ratio
+
+
 def gate_sigma(config: DetectorConfig) -> float:
     """The gate of detect_pass: gate_sigma, but never above the threshold (k_sigma is a
     parameter the ground may lower), so every candidate is held."""
@@ -944,6 +1004,7 @@ class TemporalDetector:
         self.sensor = config
         self.seed_peaks = np.zeros((0, 2))  # compact sources the seed kept out (model y, x)
         self.seed_learned = 0  # of those, found fixed in the scene and learned at seed_check
+        self.floor_ratio = 0.0  # keep_variance_floor's, 0 until measured
         self.frames_processed = 0
         self.last_candidates = 0  # peaks before cosmic-ray rejection and capping
         self.last_above = 0  # pixels above threshold
@@ -1017,6 +1078,8 @@ class TemporalDetector:
             cfg.model_rate, self._reach,
             self._scratch, self._cand_index, self._cand_z, self._row_start, isa=cfg.simd,
             persist=self.persist, persistence=persistence(cfg))
+        self.floor_ratio = keep_variance_floor(self.variance, self.model, self.row_age, self.col_age,
+                                               self.frames_processed, self.floor_ratio, sensor, self.taps)
         self.last_above = n
         c = _temporal.label_candidates(self._cand_index, self._row_start, n, w, self.bad,
                                        self._parent, self._cand_label, self._sizes)

@@ -567,6 +567,7 @@ class TemporalDetector:
         self.drift = np.zeros(2)
         self.frames_processed = 0
         self.seed_learned = 0
+        self.floor_ratio = 0.0
         self.usual_inliers = float(d.registration_points(self.shape, config.register_stride,
                                                          config.register_margin))
         self.registration_retries = 0
@@ -610,6 +611,8 @@ class TemporalDetector:
                           self.persist)
         self.model, self.variance = out["model"], out["variance"]
         self.row_age, self.col_age = out["row_age"], out["col_age"]
+        self.floor_ratio = d.keep_variance_floor(self.variance, self.model, self.row_age, self.col_age,
+                                                 self.frames_processed, self.floor_ratio, sensor, self.taps)
         self.hot_score, self.bad, self.residual = out["hot_score"], out["bad"], out["residual"]
         self.zscore = out["zscore"]
         self.labels, n = label_above(out["above"], self.bad)

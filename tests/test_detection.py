@@ -627,6 +627,22 @@ def test_temporal_detector_equals_reference_on_a_scene():
     assert total > 0
 
 
+def test_temporal_detector_equals_reference_once_the_variance_is_floored():
+    # a faster variance (mature in 10 frames) so that the floor's ratio, measured at frame 32,
+    # and the new cells' clutter variance (drift re-anchors every few frames) both act
+    sim = SceneSimulator(SceneConfig(kind="cloudy", width=72, height=80, seed=5, n_targets=3,
+                                     hot_pixel_fraction=3e-3, cosmic_rate=300.0, drift=(1.3, -0.9)))
+    cfg = DetectorConfig(k_sigma=4.0, variance_rate=0.1)
+    det = Detector(cfg, (80, 72), sim.calibration_bad_pixels())
+    ref = detection_ref.Detector(cfg, (80, 72), sim.calibration_bad_pixels())
+    for i in range(42):
+        frame = sim.frame(i)[0]
+        assert_same_detections(det.process(frame), ref.process(frame))
+    assert det.pipeline.floor_ratio == ref.pipeline.floor_ratio > 0.0
+    np.testing.assert_array_equal(det.pipeline.variance, ref.pipeline.variance)
+    np.testing.assert_array_equal(det.pipeline.model, ref.pipeline.model)
+
+
 def match_greedy(got, truth, radius=1.5):
     """Each truth row in turn takes its nearest detection if within `radius` and not yet taken: (which
     detections were taken, each truth row's distance or None)."""
@@ -797,6 +813,44 @@ def test_new_cells_start_with_the_clutter_mature_cells_show_for_their_curvature(
                             np.r_[[1, 1, 1], np.full(h - 3, 40)].astype(np.uint16), 0, -3, cfg, taps)
     np.testing.assert_allclose(variance[:, :3], base + g * power[:, :3], rtol=2e-3)
     assert variance[30, :3].min() > 2 * base
+
+
+def test_variance_floor_lifts_the_low_estimates_to_the_noise_models_quantile():
+    # reference: a variance that is the noise model's times a known spread of ratios, on a
+    # model of two levels; the floor is the 20 % quantile of the sampled cells' ratios
+    h, w = 96, 88
+    cfg = DetectorConfig()
+    taps = fd.filter_taps(cfg)
+    model = np.where(np.arange(w) < 40, 500.0, 3000.0)[None, :].repeat(h, 0).astype(np.float32)
+    a, b = fd.white_variance_terms(cfg, taps)
+    white = a + b * model.astype(np.float64)
+    ratio = np.random.default_rng(2).permutation(np.linspace(0.5, 1.5, h * w)).reshape(h, w)
+    variance = (ratio * white).astype(np.float32)
+    ages = np.full(h, 40, np.uint16), np.full(w, 40, np.uint16)
+    sample = ratio[::fd.FLOOR_STRIDE, ::fd.FLOOR_STRIDE]
+    assert fd.noise_floor_ratio(variance, model, *ages, cfg, taps) == pytest.approx(
+        np.quantile(sample, 0.2), rel=1e-6)
+    before = variance.copy()
+    used = fd.keep_variance_floor(variance, model, *ages, 0, 0.0, cfg, taps)  # frame 0: measure
+    assert used == pytest.approx(np.quantile(sample, 0.2), rel=1e-6)
+    band = slice(0, h // fd.FLOOR_BANDS)
+    floor = (used * white[band]).astype(np.float32)
+    np.testing.assert_allclose(variance[band], np.maximum(before[band], floor), rtol=1e-6)
+    assert (variance[band] > before[band]).any() and (variance[band] == before[band]).any()
+    np.testing.assert_array_equal(variance[band.stop:], before[band.stop:])  # other rows: later
+    # the next frame floors the next band with the ratio it was given, measuring nothing
+    again = variance.copy()
+    assert fd.keep_variance_floor(again, model, *ages, 1, 0.9, cfg, taps) == 0.9
+    rows = slice(h // fd.FLOOR_BANDS, 2 * h // fd.FLOOR_BANDS)
+    np.testing.assert_allclose(again[rows], np.maximum(variance[rows], (0.9 * white[rows]).astype(np.float32)),
+                               rtol=1e-6)
+    # no floor while no cell is mature, nor when it is off
+    young = variance.copy()
+    assert fd.keep_variance_floor(young, model, np.ones(h, np.uint16), ages[1], 0, 0.0, cfg, taps) == 0.0
+    np.testing.assert_array_equal(young, variance)
+    off = replace(cfg, variance_floor_quantile=0.0)
+    assert fd.keep_variance_floor(young, model, *ages, 0, 0.0, off, taps) == 0.0
+    np.testing.assert_array_equal(young, variance)
 
 
 def test_quality_holds_over_time():
