@@ -26,7 +26,7 @@ from flight.tracking import TrackerConfig
 from .config import HilConfig
 from .scene import SCENE_KINDS, SceneConfig, SceneSimulator
 from .scene_family import HELD_OUT_FIRST, SNR_CLASSES, draw_scene
-from .scoring import PICTURE_DTYPE, Score, TrackScore, alert_picture
+from .scoring import NEAR_TARGET_PX, PICTURE_DTYPE, Score, TrackScore, alert_picture
 from .sim_source import scene_url
 
 
@@ -200,7 +200,9 @@ def _track_kind_table(scenes, frames, tracker, detector, hil, label, out) -> dic
     for cls, (hit, total) in summary["confirmed_by_speed"].items():
         out(f"| {cls} | {hit}/{total} = {hit / max(total, 1):.3f} |")
     out(f"false alert tracks: {summary['false_alert_tracks']} of {summary['alert_tracks']} "
-        f"({summary['false_alerts_per_1000_frames']:.2f} per 1000 frames); GOSPA mean {summary['gospa_mean']:.2f} "
+        f"({summary['false_alerts_per_1000_frames']:.2f} per 1000 frames; "
+        f"{summary['false_alert_tracks_near_targets']} of them within {NEAR_TARGET_PX:g} px of a target); "
+        f"GOSPA mean {summary['gospa_mean']:.2f} "
         f"(c = {score.gospa_c:g} px; missed {summary['gospa_missed_per_frame']:.2f}, false "
         f"{summary['gospa_false_per_frame']:.2f} per frame); track purity {summary['track_purity']:.3f}")
     out(f"kinds (truth -> alerted): {summary['kind_confusion']}")
@@ -209,7 +211,8 @@ def _track_kind_table(scenes, frames, tracker, detector, hil, label, out) -> dic
         f"{cls} {hit}/{total} = {hit / max(total, 1):.3f}"
         for cls, (hit, total) in sorted(c["confirmed_by_snr"].items(), key=lambda kv: float(kv[0])))
         + f"; false confirmed tracks {c['false_alert_tracks']} of {c['alert_tracks']} "
-        f"({c['false_alerts_per_1000_frames']:.2f} per 1000 frames)")
+        f"({c['false_alerts_per_1000_frames']:.2f} per 1000 frames; {c['false_alert_tracks_near_targets']} "
+        f"within {NEAR_TARGET_PX:g} px of a target)")
     # The filter never vetoes: how its score (mean over a track's detections, at the track's last alert
     # update) sets the false alert tracks apart from the true ones. A false track is one whose updates
     # were mostly on no target, as in the summary.

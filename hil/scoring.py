@@ -164,6 +164,11 @@ def speed_class(speed: float) -> str:
     return next(name for low, high, name in SPEED_CLASSES if low <= speed < high)
 
 
+# A false track whose updates lie, in the median, this close to some target is told apart from clutter: a
+# second track on one target, one track on two unresolved targets, or an estimate off by more than the radius.
+NEAR_TARGET_PX = 5.0
+
+
 @dataclass
 class TrackScore:
     """Tracks (as alerts) against truth over a run of frames."""
@@ -182,6 +187,7 @@ class TrackScore:
     first_alert: dict = field(default_factory=dict)   # target -> frame of the first alert update on it
     on_target: dict = field(default_factory=dict)     # track -> {target: frames}
     track_frames: dict = field(default_factory=dict)  # track -> alert updates sent (scored frames)
+    nearest: dict = field(default_factory=dict)       # track -> [distance of each update sent to the nearest target]
 
     def add(self, index: int, truth, picture: np.ndarray, fresh: set) -> None:
         """One frame. `picture`: rows (track_id, x, y) of open alerts carried to this frame; `fresh`: the
@@ -200,8 +206,10 @@ class TrackScore:
             self.peak_snr[target] = max(self.peak_snr.get(target, 0.0), float(truth["snr"][t]))
         # What an alert said is judged where it was sent (its own frame), not where the ground carried it.
         sent = picture[np.isin(picture["track"], list(fresh))] if fresh else picture[:0]
-        for track in sent["track"].tolist():
+        for j, track in enumerate(sent["track"].tolist()):
             self.track_frames[track] = self.track_frames.get(track, 0) + 1
+            gap = float(np.min(np.hypot(pts[:, 0] - sent["x"][j], pts[:, 1] - sent["y"][j]))) if len(pts) else math.inf
+            self.nearest.setdefault(track, []).append(gap)
         assigned, _ = match(sent, truth, self.radius)
         for t, j in enumerate(assigned.tolist()):
             if j < 0:
@@ -239,12 +247,13 @@ class TrackScore:
             if first > first_frame:
                 latency.setdefault(f"{cls:g}", []).append(self.first_alert.get(target, math.inf) - first)
         purity_num = purity_den = 0
-        false_tracks = 0
+        false_tracks = false_near = 0
         for track, frames in self.track_frames.items():
             counts = self.on_target.get(track, {})
             on = sum(counts.values())
             if on < frames / 2:
                 false_tracks += 1          # most of its updates were on no target
+                false_near += float(np.median(self.nearest[track])) <= NEAR_TARGET_PX
             if on:
                 purity_num += max(counts.values())
                 purity_den += on
@@ -255,6 +264,7 @@ class TrackScore:
             "frames_to_first_alert": {k: sorted(v) for k, v in sorted(latency.items(), key=lambda kv: float(kv[0]))},
             "alert_tracks": len(self.track_frames),
             "false_alert_tracks": false_tracks,
+            "false_alert_tracks_near_targets": false_near,
             "false_alerts_per_1000_frames": 1000.0 * false_tracks / max(self.frames, 1),
             "gospa_mean": self.gospa_sum / max(self.frames, 1),
             "gospa_missed_per_frame": self.gospa_missed / max(self.frames, 1),

@@ -4,7 +4,7 @@ from datetime import datetime
 import numpy as np
 import pytest
 
-from hil.scoring import alert_picture, gospa
+from hil.scoring import NEAR_TARGET_PX, PICTURE_DTYPE, TrackScore, alert_picture, gospa
 
 
 def test_gospa_matches_stone_soup():
@@ -34,3 +34,19 @@ def test_the_picture_carries_alerts_forward_and_drops_them_when_closed():
     assert rows["x"].tolist() == [7.0] and rows["y"].tolist() == [4.0] and fresh == set()
     assert at(10)[1] == {7} and at(14)[1] == set()      # a closing update is not a sighting
     assert len(at(9)[0]) == 0 and len(at(15)[0]) == 0
+
+
+def test_false_tracks_near_a_target_are_told_from_clutter():
+    # three tracks over ten frames on one target at (50, 50): track 1 on it, track 2 a second track
+    # 3 px beside it (false, but near), track 3 on empty sky 40 px away (false, clutter)
+    truth = np.array([(50.0, 50.0, 0, 8.0)], dtype=[("x", "f8"), ("y", "f8"), ("target", "i8"), ("snr", "f8")])
+    score = TrackScore(classes=(8.0,), radius=1.5)
+    for i in range(10):
+        rows = np.array([(1, 50.2, 50.1), (2, 53.0, 50.0), (3, 90.0, 50.0)], dtype=PICTURE_DTYPE)
+        score.add(i, truth, rows, {1, 2, 3})
+    summary = score.summary(first_frame=0)
+    assert summary["alert_tracks"] == 3
+    assert summary["false_alert_tracks"] == 2
+    assert summary["false_alert_tracks_near_targets"] == 1
+    assert score.nearest[2] == pytest.approx([3.0] * 10) and score.nearest[3] == pytest.approx([40.0] * 10)
+    assert NEAR_TARGET_PX == 5.0
