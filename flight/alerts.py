@@ -64,10 +64,13 @@ class AlertPublisher:
         self.geolocation_errors = 0
 
     def frame(self, frame_index: int, frame_time: bytes, unix_time: float | None,
-              detections: np.ndarray, scores: np.ndarray | None = None) -> list[AlertUpdate]:
-        """`scores`: the false-alarm filter's score of each detection, or None (see Tracker.update)."""
+              detections: np.ndarray, scores: np.ndarray | None = None,
+              scene_offset: tuple[float, float] | None = None) -> list[AlertUpdate]:
+        """`scores`: the false-alarm filter's score of each detection, or None; `scene_offset`: where the
+        sensor sits on the ground, px, or None (both as Tracker.update)."""
         self.chips_due = []
-        result = self.tracker.update(frame_index, detections, stamp=frame_time, scores=scores)
+        result = self.tracker.update(frame_index, detections, stamp=frame_time, scores=scores,
+                                     scene_offset=scene_offset)
         self.confirmed = result.confirmed
         out = []
         for report in result.confirmed:

@@ -993,6 +993,7 @@ class TemporalDetector:
             h, w, config.register_stride, config.register_margin), np.float32)
         self.offset = np.zeros(2)  # (fx, fy): sensor pixel p sees model p + f
         self.drift = np.zeros(2)  # (dx, dy) per frame, seeds the registration
+        self.anchor = np.zeros(2)  # (x, y) whole pixels the state has moved by re-anchoring, in all
         self.shift = np.zeros(2)  # last measured frame-to-frame (dx, dy)
         # points the registration keeps, followed over the frames (usual_inliers)
         self.usual_inliers = float(registration_points(self.shape, config.register_stride,
@@ -1057,6 +1058,7 @@ class TemporalDetector:
         if np.any(np.abs(self.offset) > REANCHOR_PX):
             kx, ky = (int(v) for v in np.rint(self.offset))
             self.offset -= (kx, ky)
+            self.anchor += (kx, ky)
             reanchor(self.model, self.variance, self.row_age, self.col_age, frame, self.bad, ky, kx,
                      float(self.offset[1]), float(self.offset[0]), sensor, self.taps)
             shift_persistence(self.persist, ky, kx)
@@ -1123,3 +1125,13 @@ class Detector:
 
     def process(self, frame: np.ndarray) -> np.ndarray:
         return self.pipeline.process(frame)
+
+    def scene_offset(self) -> tuple[float, float] | None:
+        """(fx, fy): the last frame's sensor pixel p sees the ground point that the first frame's
+        pixel p + (fx, fy) saw, px, as the registration measured it (jitter included); None where
+        the pipeline does not register frames (single mode)."""
+        pipeline = self.pipeline
+        if not isinstance(pipeline, TemporalDetector):
+            return None
+        return (float(pipeline.offset[0] + pipeline.anchor[0]),
+                float(pipeline.offset[1] + pipeline.anchor[1]))

@@ -466,7 +466,8 @@ class Executive:
         unix_time = (self.packets.cuc.to_unix(frame_stamp.ticks)
                      if frame_stamp.status == products.TIME_STATUS_VALID else None)
         try:
-            updates = self.alerts.frame(index, frame_time, unix_time, detections, scores)
+            updates = self.alerts.frame(index, frame_time, unix_time, detections, scores,
+                                        self.detector.scene_offset())
         except ValueError as exc:
             self.counters.errors += 1
             self.event(products.EVENT_MEDIUM, products.EVENT_TRACKING_ERROR, f"frame {index}: {exc}")

@@ -27,6 +27,7 @@ module keeps the decisions: assignment, confirmation, deletion, kinds, reports.
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Final
@@ -90,12 +91,12 @@ class TrackerConfig(Settings):
                                      "count as evidence", low=4, high=64)
     evidence_sigmas: float = setting(2.0, "how many sigmas a test must pass by to count as evidence",
                                      above=0, high=10)
-    slow_speed: float = setting(0.15, "below this speed (px/frame) a track is slow or stationary: flagged, never "
-                                "alerted", low=0, high=100)
+    slow_speed: float = setting(0.15, "below this speed (px/frame; the lower of across the sensor and over the "
+                                "ground) a track is slow or stationary: flagged, never alerted", low=0, high=100)
     boost_min_trend: float = setting(0.01, "brightening: slope of ln(flux) per frame above this", low=0, high=10)
     boost_min_accel: float = setting(0.05, "accelerating: acceleration along the path above this (px/frame^2)",
                                      low=0, high=100)
-    glide_min_speed: float = setting(1.0, "fast: speed above this (px/frame)", low=0, high=100)
+    glide_min_speed: float = setting(1.0, "fast: speed (as for slow_speed) above this (px/frame)", low=0, high=100)
     glide_min_turn: float = setting(0.02, "manoeuvring: acceleration across the path above this (px/frame^2)",
                                     low=0, high=100)
     steady_max_trend: float = setting(0.01, "steady: |slope of ln(flux)| per frame not significantly above this",
@@ -176,6 +177,8 @@ class Tracker:
         if self.height < 1 or self.width < 1:
             raise ValueError(f"frame shape must be positive, got {shape}")
         self.counters = TrackerCounters()
+        self._scene_motion = (0.0, 0.0)  # the last update's (dx, dy) of the ground across the sensor, px/frame
+        self._offsets: deque = deque()  # (frame, fx, fy) scene offsets of the last history_frames frames
         models = 2 if c.model == "imm" else 1
         cap, hist = c.max_tracks, c.history_frames
         q = np.array([c.process_noise, c.manoeuvre_noise][:models])
@@ -236,8 +239,14 @@ class Tracker:
 
     # --- the frame ---------------------------------------------------------------
     def update(self, frame_index: int, detections: np.ndarray, stamp: Any = None,
-               scores: np.ndarray | None = None) -> FrameResult:
-        """`scores`: the false-alarm filter's score in [0, 1] of each detection (NaN: not scored), or None."""
+               scores: np.ndarray | None = None, scene_offset: tuple[float, float] | None = None) -> FrameResult:
+        """`scores`: the false-alarm filter's score in [0, 1] of each detection (NaN: not scored), or None.
+        `scene_offset`: where this frame's sensor sits on the ground, px (Detector.scene_offset), or None
+        (the sensor does not move). Tracks are kept in sensor pixels, but their kind is judged by the
+        lower of their speed across the sensor and over the ground (the velocity fit less the ground's
+        apparent motion, the slope of the offsets over the last history_frames frames), so that a fire
+        or a cloud rim that the platform's drift carries across the sensor is slow, as a hot pixel is."""
+        self._scene_motion = self._ground_motion(frame_index, scene_offset)
         if self._last_index is not None and frame_index <= self._last_index:
             raise ValueError(f"frame {frame_index} after frame {self._last_index}: frames must come in order")
         steps = 1 if self._last_index is None else frame_index - self._last_index
@@ -283,6 +292,25 @@ class Tracker:
         if len(live):
             result.confirmed = self._reports(live, frame_index)
         return result
+
+    def _ground_motion(self, frame_index: int, scene_offset) -> tuple[float, float]:
+        """(dx, dy) px/frame the ground appears to move across the sensor: minus the least-squares slope
+        of the scene offsets kept over the last history_frames frames; (0, 0) with fewer than two."""
+        if scene_offset is None:
+            self._offsets.clear()
+            return 0.0, 0.0
+        fx, fy = float(scene_offset[0]), float(scene_offset[1])
+        if not (math.isfinite(fx) and math.isfinite(fy)):
+            raise ValueError(f"scene_offset must be finite, got {scene_offset}")
+        self._offsets.append((float(frame_index), fx, fy))
+        while self._offsets and self._offsets[0][0] <= frame_index - self.config.history_frames:
+            self._offsets.popleft()
+        if len(self._offsets) < 2:
+            return 0.0, 0.0
+        t, x, y = np.array(self._offsets).T
+        t = t - t.mean()
+        den = float(np.dot(t, t))
+        return -float(np.dot(t, x)) / den, -float(np.dot(t, y)) / den
 
     def _combined(self, slots: np.ndarray):
         xc, Pc = np.empty((len(slots), 4)), np.empty((len(slots), 4, 4))
@@ -366,7 +394,13 @@ class Tracker:
         # manoeuvre model's process noise, which would hide a stationary source for ever.
         fits = np.empty((len(slots), 8))
         self._table.fits(slots, fits)
-        speed = np.hypot(fits[:, 0], fits[:, 1]).tolist()
+        # A mover moves both over the ground and across the sensor: a fire or a cloud rim is still on the
+        # ground, a hot pixel on the sensor. Where the platform drifts the two differ; the slower one
+        # is the speed that counts (the fit's sigma serves both).
+        on_sensor = np.hypot(fits[:, 0], fits[:, 1])
+        fits[:, 0] -= self._scene_motion[0]
+        fits[:, 1] -= self._scene_motion[1]
+        speed = np.minimum(np.hypot(fits[:, 0], fits[:, 1]), on_sensor).tolist()
         # Per track in plain Python floats: a frame has a few confirmed tracks, and numpy's cost per call
         # on arrays that short was most of this function's time. NaN (too few detections) passes no test.
         manoeuvre = self._mu[slots, 1].tolist() if self.models > 1 else [0.0] * len(slots)

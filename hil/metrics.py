@@ -113,7 +113,8 @@ def track_run(scene: SceneConfig, frames: int, tracker: TrackerConfig = TrackerC
     not): the tracker's own picture, as issue 11 counts confirmed tracks."""
     sim = SceneSimulator(scene)
     shape = (scene.height, scene.width)
-    detect = Detector(detector, shape, sim.calibration_bad_pixels()).process
+    onboard = Detector(detector, shape, sim.calibration_bad_pixels())
+    detect = onboard.process
     publisher = AlertPublisher(tracker, shape)
     classifier = FalseAlarmFilter(load_weights(), shape)
     history = FrameHistory(shape, classifier.lag)
@@ -134,7 +135,7 @@ def track_run(scene: SceneConfig, frames: int, tracker: TrackerConfig = TrackerC
         current = history.push(frame)
         past = history.past()
         scores = classifier.score(current, past, dets) if past is not None else None
-        for a in publisher.frame(i, b"", None, dets, scores):
+        for a in publisher.frame(i, b"", None, dets, scores, onboard.scene_offset()):
             alerts.append(dict(track_id=a.track_id + id_offset, frame_index=a.frame_index, x=a.x, y=a.y,
                                vx=a.vx, vy=a.vy, ended=a.end.name if a.end else None, update=a.update))
             last_kind[a.track_id + id_offset] = a.kind.name

@@ -170,6 +170,34 @@ def test_a_stationary_source_is_slow_and_never_alertable():
     assert report.kind == TrackKind.SLOW and Evidence.SLOW in report.kind_evidence and not report.alertable
 
 
+def test_kinds_judge_speed_over_the_ground_and_across_the_sensor():
+    # the platform drifts and jitters: the ground crosses the sensor at (1.2, -0.7) px/frame plus 0.3 px
+    # rms of jitter, which the registration measures (scene_offset). A source fixed on the ground (a
+    # fire, a cloud rim) crosses with it, a hot pixel stays put on the sensor: both are slow. A target
+    # flying across the drift at 1 px/frame over the ground is alerted
+    drift = np.array([1.2, -0.7])
+    rng = np.random.default_rng(4)
+    tracker = Tracker(TrackerConfig(), SHAPE)
+    blind = Tracker(TrackerConfig(), SHAPE)   # the same detections, told nothing of the platform
+    for i in range(20):
+        ground = drift * i + rng.normal(0, 0.3, 2)   # how far the ground has moved across the sensor
+        noise = rng.normal(0, 0.05, (3, 2))
+        d = detections([(40 + ground[0] + noise[0, 0], 150 + ground[1] + noise[0, 1]),
+                        (120 + ground[0] + noise[1, 0], 60 + ground[1] + i + noise[1, 1]),
+                        (200 + noise[2, 0], 200 + noise[2, 1])])
+        r = tracker.update(i, d, scene_offset=(-ground[0], -ground[1]))
+        b = blind.update(i, d)
+    fixed, flier, hot = sorted(r.confirmed, key=lambda t: t.state[0])
+    assert fixed.kind == TrackKind.SLOW and not fixed.alertable
+    assert hot.kind == TrackKind.SLOW and not hot.alertable
+    assert flier.kind != TrackKind.SLOW and flier.alertable
+    assert fixed.state[2] == pytest.approx(drift[0], abs=0.2)  # the state stays in sensor pixels
+    blind_fixed, _, _ = sorted(b.confirmed, key=lambda t: t.state[0])
+    assert blind_fixed.alertable  # told nothing, the ground-fixed source is a mover
+    with pytest.raises(ValueError, match="scene_offset"):
+        tracker.update(20, detections([]), scene_offset=(math.nan, 0.0))
+
+
 def test_a_brightening_target_is_boost_and_a_turning_steady_one_is_glide():
     rng = np.random.default_rng(2)
     boost = Tracker(TrackerConfig(), SHAPE)
