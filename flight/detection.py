@@ -847,7 +847,10 @@ def keep_variance_floor(variance: np.ndarray, model: np.ndarray, row_age: np.nda
     band = frame_index % FLOOR_BANDS
     rows = slice(band * h // FLOOR_BANDS, (band + 1) * h // FLOOR_BANDS)
     a, b = white_variance_terms(config, taps)
-    floor = (ratio * (a + b * np.maximum(model[rows], np.float32(0.0)))).astype(np.float32)
+    # in float32 and in place: this runs every frame
+    floor = np.maximum(model[rows], np.float32(0.0))
+    floor *= np.float32(ratio * b)
+    floor += np.float32(ratio * a)
     np.maximum(variance[rows], floor, out=variance[rows])
     return ratio
 
