@@ -246,9 +246,9 @@ class Tracker:
         lower of their speed across the sensor and over the ground (the velocity fit less the ground's
         apparent motion, the slope of the offsets over the last history_frames frames), so that a fire
         or a cloud rim that the platform's drift carries across the sensor is slow, as a hot pixel is."""
-        self._scene_motion = self._ground_motion(frame_index, scene_offset)
         if self._last_index is not None and frame_index <= self._last_index:
             raise ValueError(f"frame {frame_index} after frame {self._last_index}: frames must come in order")
+        self._scene_motion = self._ground_motion(frame_index, scene_offset)
         steps = 1 if self._last_index is None else frame_index - self._last_index
         self._last_index = frame_index
         c = self.config

@@ -194,8 +194,12 @@ def test_kinds_judge_speed_over_the_ground_and_across_the_sensor():
     assert fixed.state[2] == pytest.approx(drift[0], abs=0.2)  # the state stays in sensor pixels
     blind_fixed, _, _ = sorted(b.confirmed, key=lambda t: t.state[0])
     assert blind_fixed.alertable  # told nothing, the ground-fixed source is a mover
+    kept = list(tracker._offsets)
     with pytest.raises(ValueError, match="scene_offset"):
         tracker.update(20, detections([]), scene_offset=(math.nan, 0.0))
+    with pytest.raises(ValueError, match="in order"):   # a frame out of order leaves no offset behind
+        tracker.update(19, detections([]), scene_offset=(0.0, 0.0))
+    assert list(tracker._offsets) == kept and len(kept) == TrackerConfig().history_frames
 
 
 def test_a_brightening_target_is_boost_and_a_turning_steady_one_is_glide():
