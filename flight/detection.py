@@ -56,6 +56,10 @@ CLUTTER_LEAST_CELLS = 64  # mature cells clutter_gain needs to measure a gain
 # column of mature cells, and each frame floors one FLOOR_BANDS-th of the rows, in turn (the
 # variance learns at a few per cent a frame: a cell floored every FLOOR_BANDS frames is enough)
 FLOOR_MEASURE_EVERY = 32
+# lagged_sources: a source the model gained keeps this share of its filtered peak above the
+# mean of its ring seed_ring px out if it is compact (a PSF of sigma <= 2 px keeps ~0.7 at 3 px;
+# a cloud that grows, sigma 6, ~0.1)
+LAG_COMPACT = 0.5
 FLOOR_STRIDE = 8
 FLOOR_BANDS = 8
 # compact_sources: a seed-frame source's ring departs from a plane by less than this many noise
@@ -136,6 +140,14 @@ class DetectorConfig(Settings):
         "level: an estimate from ~1/variance_rate frames runs 20-30 % low often enough that, "
         "in clear sky, such cells made most false alarms (0: no floor but a constant)",
         low=0, high=1)
+    lag_frames: int = setting(
+        24, "every row of the model is compared, once every this many frames, with itself this "
+        "many frames before; a compact source it gained since (a target slower than the model's "
+        "memory, or one in view from the seed frame, that the model learned) is taken back out "
+        "(lagged_sources); 0: off", low=0, high=4096)
+    lag_sigma: float = setting(
+        5.0, "a compact source the model gained over lag_frames must beat this many sigmas of "
+        "the noise of that difference (two model estimates lag_frames apart)", above=0)
     clutter_band: int = setting(
         16, "rows or columns of mature model beside the cells a drift brings into view on which the "
         "residual variance per unit of scene curvature is measured, to add to the new cells' variance "
@@ -397,11 +409,12 @@ def seed_outliers(frame: np.ndarray, bad: np.ndarray,
     return dead, spikes
 
 
-def separable_filter(image: np.ndarray, taps: np.ndarray) -> np.ndarray:
-    """image (*) taps along x then y (float64), the edges repeated."""
+def separable_filter(image: np.ndarray, taps: np.ndarray, dtype=np.float64) -> np.ndarray:
+    """image (*) taps along x then y (in dtype), the edges repeated."""
     h, w = image.shape
     r = len(taps) // 2
-    pad = np.pad(image.astype(np.float64), r, mode="edge")
+    pad = np.pad(image.astype(dtype), r, mode="edge")
+    taps = np.asarray(taps, dtype)
     rows = sum(t * pad[:, k:k + w] for k, t in enumerate(taps))
     return sum(t * rows[k:k + h] for k, t in enumerate(taps))
 
@@ -855,6 +868,85 @@ def keep_variance_floor(variance: np.ndarray, model: np.ndarray, row_age: np.nda
     return ratio
 
 
+def lag_rows(frame_index: int, height: int, lag_frames: int) -> slice:
+    """The rows lagged_sources checks at frame_index: one lag_frames-th of them, in turn."""
+    band = frame_index % lag_frames
+    return slice(band * height // lag_frames, (band + 1) * height // lag_frames)
+
+
+def lagged_sources(model: np.ndarray, lagged: np.ndarray, variance: np.ndarray,
+                   row_age: np.ndarray, col_age: np.ndarray, frame_index: int,
+                   config: DetectorConfig, taps: np.ndarray) -> int:
+    """Take back out of the model the compact sources it learned, in one band of rows.
+
+    `lagged` holds each model row as it was when that row was last checked, lag_frames
+    frames before.  The model learns at model_rate, so a target slower than about its PSF
+    width times model_rate per frame, or one already in the seed frame, sinks into it and its
+    residual fades below the threshold.  Over lag_frames such a target has moved on, and the
+    model has gained a compact bright source that the old rows lack.  Where the matched
+    filter of (model - lagged) has a local maximum above every cell of the ring seed_ring px
+    out, and beats that ring's mean by lag_sigma noise sigmas and by LAG_COMPACT of its own
+    value, the cells within seed_ring px take the lower of the two models: the scene behind
+    the target, as one of them saw it.  The target's residual is then whole again, and the
+    model holds it from there.  Cloud that changes over lag_frames is extended, and fails
+    the ring tests.
+
+    Only cells seen since before the snapshot are checked.  The band's rows of `lagged` are then
+    refreshed.  Returns how many sources were taken back."""
+    lag = config.lag_frames
+    h, w = model.shape
+    if lag <= 0:
+        return 0
+    rows = lag_rows(frame_index, h, lag)
+    y0, y1 = rows.start, rows.stop
+    if y0 >= y1:
+        return 0
+    radius = config.seed_ring
+    margin = len(taps) // 2 + radius
+    a0, a1 = max(y0 - margin, 0), min(y1 + margin, h)
+    # float32, as the state: this runs every frame
+    g = separable_filter(model[a0:a1] - lagged[a0:a1], taps, np.float32)
+    # the difference of two model estimates lag_frames apart: each has rate / (2 - rate) of a
+    # frame's noise variance, which `variance` (the filtered residual's) gives
+    rate = config.model_rate
+    noise2 = np.float32(2.0 * rate / (2.0 - rate)) * variance[y0:y1]
+    band = g[y0 - a0:y1 - a0]
+    seen = (row_age[y0:y1, None] > lag) & (col_age[None, :] > lag)
+    ys, xs = np.nonzero(seen & (band > 0.0) & (band * band > np.float32(config.lag_sigma**2) * noise2))
+    taken = 0
+    if len(ys):
+        limit = config.lag_sigma * np.sqrt(noise2[ys, xs])
+        ys = ys + (y0 - a0)
+        pad = np.pad(g, radius, mode="edge")
+        ring = np.array(ring_offsets(radius))
+        around = pad[ys[:, None] + radius + ring[:, 0], xs[:, None] + radius + ring[:, 1]]
+        near = np.array([(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx])
+        beside = pad[ys[:, None] + radius + near[:, 0], xs[:, None] + radius + near[:, 1]]
+        centre = g[ys, xs]
+        contrast = centre - around.mean(axis=1)
+        compact = ((centre >= beside.max(axis=1)) & (centre > around.max(axis=1))
+                   & (contrast > limit) & (contrast > LAG_COMPACT * centre))
+        for y, x in zip(ys[compact] + a0, xs[compact]):
+            box = (slice(max(y - radius, 0), y + radius + 1), slice(max(x - radius, 0), x + radius + 1))
+            np.minimum(model[box], lagged[box], out=model[box])
+            taken += 1
+    lagged[rows] = model[rows]
+    return taken
+
+
+def shift_lagged(lagged: np.ndarray, model: np.ndarray, ky: int, kx: int, shift) -> None:
+    """Move lagged_sources' snapshot with the model (re-anchoring, after the model moved and its
+    new cells were filled): the cells brought into view start equal to the model's."""
+    h, w = lagged.shape
+    if abs(ky) >= h or abs(kx) >= w:
+        lagged[...] = model
+        return
+    shift(lagged, ky, kx)
+    vac_rows, vac_cols = moved_axis(h, ky)[2], moved_axis(w, kx)[2]
+    lagged[vac_rows, :] = model[vac_rows, :]
+    lagged[:, vac_cols] = model[:, vac_cols]
+
+
 def gate_sigma(config: DetectorConfig) -> float:
     """The gate of detect_pass: gate_sigma, but never above the threshold (k_sigma is a
     parameter the ground may lower), so every candidate is held."""
@@ -976,6 +1068,8 @@ class TemporalDetector:
         f32 = lambda: np.zeros(self.shape, np.float32)  # noqa: E731
         self.model, self.residual, self.variance, self.hot_score = f32(), f32(), f32(), f32()
         self.persist = np.zeros(self.shape, np.uint8)  # persistence of each scene cell
+        self.lagged = f32()  # model rows as lagged_sources last saw them
+        self.sources_taken_back = 0  # by lagged_sources, since the seed
         # frames each model row and column has been updated: cell (u, v) is min of the two
         # old (new cells only ever arrive as whole rows and columns)
         self.row_age = np.zeros(h, np.uint16)
@@ -1036,6 +1130,7 @@ class TemporalDetector:
                 frame, self.bad, self.hot_score, cfg, self.taps)
             self.sensor = noise_hints(cfg, self.noise_scale)
             self.variance[...] = self._white_variance(self.model)
+            self.lagged[...] = self.model
             self.row_age[...] = 1
             self.col_age[...] = 1
             self.frames_processed = 1
@@ -1065,6 +1160,7 @@ class TemporalDetector:
             reanchor(self.model, self.variance, self.row_age, self.col_age, frame, self.bad, ky, kx,
                      float(self.offset[1]), float(self.offset[0]), sensor, self.taps)
             shift_persistence(self.persist, ky, kx)
+            shift_lagged(self.lagged, self.model, ky, kx, _temporal.shift_cells)
             self.seed_peaks = moved_peaks(self.seed_peaks, ky, kx, self.shape)
         fx, fy = float(self.offset[0]), float(self.offset[1])
         (oy, wy), (ox, wx) = split_shift(fy), split_shift(fx)
@@ -1085,6 +1181,9 @@ class TemporalDetector:
             persist=self.persist, persistence=persistence(cfg))
         self.floor_ratio = keep_variance_floor(self.variance, self.model, self.row_age, self.col_age,
                                                self.frames_processed, self.floor_ratio, sensor, self.taps)
+        self.sources_taken_back += lagged_sources(self.model, self.lagged, self.variance,
+                                                  self.row_age, self.col_age,
+                                                  self.frames_processed, cfg, self.taps)
         self.last_above = n
         c = _temporal.label_candidates(self._cand_index, self._row_start, n, w, self.bad,
                                        self._parent, self._cand_label, self._sizes)

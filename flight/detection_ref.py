@@ -561,6 +561,8 @@ class TemporalDetector:
         self.model = self.variance = None
         self.hot_score = np.zeros(self.shape, np.float32)
         self.persist = np.zeros(self.shape, np.uint8)
+        self.lagged = None
+        self.sources_taken_back = 0
         self.row_age = np.zeros(self.shape[0], np.uint16)
         self.col_age = np.zeros(self.shape[1], np.uint16)
         self.offset = np.zeros(2)
@@ -580,6 +582,7 @@ class TemporalDetector:
                 frame, self.bad, self.hot_score, cfg, self.taps)
             self.sensor = d.noise_hints(cfg, self.noise_scale)
             self.variance = d.initial_variance(self.model, self.sensor, self.taps)
+            self.lagged = self.model.copy()
             self.row_age[...] = 1
             self.col_age[...] = 1
             self.frames_processed = 1
@@ -604,6 +607,7 @@ class TemporalDetector:
                        float(self.offset[1]), float(self.offset[0]), sensor, self.taps,
                        shift=shift_cells, fill=fill_new_cells)
             d.shift_persistence(self.persist, ky, kx)
+            d.shift_lagged(self.lagged, self.model, ky, kx, shift_cells)
             self.seed_peaks = d.moved_peaks(self.seed_peaks, ky, kx, self.shape)
         out = detect_pass(frame, self.bad, self.model, self.row_age, self.col_age, self.variance,
                           self.hot_score, (float(self.offset[0]), float(self.offset[1])), self.taps,
@@ -613,6 +617,9 @@ class TemporalDetector:
         self.row_age, self.col_age = out["row_age"], out["col_age"]
         self.floor_ratio = d.keep_variance_floor(self.variance, self.model, self.row_age, self.col_age,
                                                  self.frames_processed, self.floor_ratio, sensor, self.taps)
+        self.sources_taken_back += d.lagged_sources(self.model, self.lagged, self.variance,
+                                                    self.row_age, self.col_age,
+                                                    self.frames_processed, cfg, self.taps)
         self.hot_score, self.bad, self.residual = out["hot_score"], out["bad"], out["residual"]
         self.zscore = out["zscore"]
         self.labels, n = label_above(out["above"], self.bad)
