@@ -5,8 +5,8 @@ Each frame:
     predict (constant velocity; with `model = "imm"` an interacting pair:
              quiet CV and manoeuvring CV, mixed by their probabilities)
     -> gate (Mahalanobis distance of each detection to each track's predicted
-             position, the detection's Cramer-Rao sigma and the platform
-             jitter as its measurement noise)
+             position, the detection's Cramer-Rao sigma and jitter_px as its
+             measurement noise)
     -> global nearest-neighbour assignment (flight.assignment)
     -> Kalman update of the assigned tracks; M-of-N confirmation; deletion
        (tentative: cannot reach M of N; confirmed: consecutive misses, a
@@ -16,7 +16,9 @@ Each frame:
 
 The state of every track lives in fixed-size arrays (`max_tracks` slots): the
 tracker's memory is bounded, and a birth with no free slot is refused and
-counted. States are (x, y, vx, vy) in pixels and pixels per frame.
+counted. States are (x, y, vx, vy) in pixels and pixels per frame, on the
+ground (the first frame's pixels) when the detector gives the scene offset;
+reports are in the frame's own pixels.
 
 The arithmetic across tracks (predict, gate distances, update, births, the
 history fits behind the kinds) runs in the kernel flight.kernels.tracking, one
@@ -65,7 +67,9 @@ class TrackerConfig(Settings):
                                      "vehicle turning", above=0, high=100)
     switch_probability: float = setting(0.05, "imm: probability per frame of switching model", above=0, high=0.5)
     jitter_px: float = setting(0.3, "position noise added in quadrature to each detection's Cramer-Rao sigma "
-                               "(platform jitter and registration, rms per axis; the bench's scenes: 0.3)",
+                               "(rms per axis: the registration's error, and the centroid's beyond the bound, "
+                               "about 2x it at SNR 8 on the scene family; the platform's jitter too when no "
+                               "scene offset is given)",
                                low=0, high=10)
     initial_speed_sigma: float = setting(3.0, "1-sigma velocity per axis of a new track (px/frame): about half "
                                          "the fastest target expected", above=0, high=100)
@@ -178,6 +182,7 @@ class Tracker:
             raise ValueError(f"frame shape must be positive, got {shape}")
         self.counters = TrackerCounters()
         self._scene_motion = (0.0, 0.0)  # the last update's (dx, dy) of the ground across the sensor, px/frame
+        self._ground = (0.0, 0.0)  # the last update's scene offset: sensor pixel p is ground point p + this
         self._offsets: deque = deque()  # (frame, fx, fy) scene offsets of the last history_frames frames
         models = 2 if c.model == "imm" else 1
         cap, hist = c.max_tracks, c.history_frames
@@ -242,13 +247,17 @@ class Tracker:
                scores: np.ndarray | None = None, scene_offset: tuple[float, float] | None = None) -> FrameResult:
         """`scores`: the false-alarm filter's score in [0, 1] of each detection (NaN: not scored), or None.
         `scene_offset`: where this frame's sensor sits on the ground, px (Detector.scene_offset), or None
-        (the sensor does not move). Tracks are kept in sensor pixels, but their kind is judged by the
-        lower of their speed across the sensor and over the ground (the velocity fit less the ground's
-        apparent motion, the slope of the offsets over the last history_frames frames), so that a fire
-        or a cloud rim that the platform's drift carries across the sensor is slow, as a hot pixel is."""
+        (the sensor does not move). Tracks are kept on the ground (detection + offset): the platform's
+        jitter, up to a pixel a frame, moves every detection of a frame alike, and the registration
+        measures it to a few hundredths, so a track's velocity is not thrown about by it. Reports are
+        in this frame's sensor pixels. A kind is judged by the lower of the speed over the ground and
+        across the sensor (the ground's apparent motion, the slope of the offsets over the last
+        history_frames frames, added), so that a fire or a cloud rim that the platform's drift carries
+        across the sensor is slow, as a hot pixel is."""
         if self._last_index is not None and frame_index <= self._last_index:
             raise ValueError(f"frame {frame_index} after frame {self._last_index}: frames must come in order")
         self._scene_motion = self._ground_motion(frame_index, scene_offset)
+        self._ground = (0.0, 0.0) if scene_offset is None else (float(scene_offset[0]), float(scene_offset[1]))
         steps = 1 if self._last_index is None else frame_index - self._last_index
         self._last_index = frame_index
         c = self.config
@@ -256,6 +265,9 @@ class Tracker:
         self.counters.frames += 1
         self.counters.detections += len(detections)
         z, rx, ry, good = self._measurements(detections)
+        sensor_z = z.copy()
+        z[:, 0] += self._ground[0]
+        z[:, 1] += self._ground[1]
         if scores is not None:
             scores = np.asarray(scores, np.float64)
             if scores.shape != (len(detections),):
@@ -287,7 +299,7 @@ class Tracker:
         self._manage(slots, result)
         unassigned = good.copy()
         unassigned[assigned_dets] = False
-        self._births(np.flatnonzero(unassigned), z, rx, ry, flux, frame_index, stamp, scores)
+        self._births(np.flatnonzero(unassigned), sensor_z, z, rx, ry, flux, frame_index, stamp, scores)
         live = np.flatnonzero(self._active & self._confirmed)
         if len(live):
             result.confirmed = self._reports(live, frame_index)
@@ -337,6 +349,8 @@ class Tracker:
             self.counters.tracks_confirmed += int(np.count_nonzero(newly))
         hopeless = ~confirmed & ~newly & (frames_in_window - hits_in_window > c.confirm_n - c.confirm_m)
         xc, Pc = self._combined(slots)
+        xc[:, 0] -= self._ground[0]
+        xc[:, 1] -= self._ground[1]
         sigma2 = np.maximum(Pc[:, 0, 0], Pc[:, 1, 1])
         outside = ((xc[:, 0] < -0.5) | (xc[:, 0] > self.width - 0.5) | (xc[:, 1] < -0.5)
                    | (xc[:, 1] > self.height - 0.5))
@@ -356,10 +370,12 @@ class Tracker:
         self._active[slots[gone]] = False
         self.counters.tracks_deleted += int(np.count_nonzero(gone))
 
-    def _births(self, dets, z, rx, ry, flux, frame_index: int, stamp, scores) -> None:
+    def _births(self, dets, sensor_z, z, rx, ry, flux, frame_index: int, stamp, scores) -> None:
+        """Tentative tracks from detections `dets` off the border (sensor_z: their sensor pixels; z: the
+        ground's, which the tracks keep)."""
         b = self.config.border_px
-        inside = ((z[dets, 0] >= b) & (z[dets, 0] <= self.width - 1 - b)
-                  & (z[dets, 1] >= b) & (z[dets, 1] <= self.height - 1 - b))
+        inside = ((sensor_z[dets, 0] >= b) & (sensor_z[dets, 0] <= self.width - 1 - b)
+                  & (sensor_z[dets, 1] >= b) & (sensor_z[dets, 1] <= self.height - 1 - b))
         dets = dets[inside]
         if not len(dets):
             return
@@ -390,17 +406,22 @@ class Tracker:
         c = self.config
         k = c.evidence_sigmas
         xc, Pc = self._combined(slots)
+        # Reported in the frame's sensor pixels, as detections are: position less the scene offset,
+        # velocity plus the ground's apparent motion.
+        xc[:, 0] -= self._ground[0]
+        xc[:, 1] -= self._ground[1]
+        xc[:, 2] += self._scene_motion[0]
+        xc[:, 3] += self._scene_motion[1]
         # Speed evidence from the detections themselves: the filter's velocity covariance carries the
         # manoeuvre model's process noise, which would hide a stationary source for ever.
         fits = np.empty((len(slots), 8))
         self._table.fits(slots, fits)
         # A mover moves both over the ground and across the sensor: a fire or a cloud rim is still on the
         # ground, a hot pixel on the sensor. Where the platform drifts the two differ; the slower one
-        # is the speed that counts (the fit's sigma serves both).
-        on_sensor = np.hypot(fits[:, 0], fits[:, 1])
-        fits[:, 0] -= self._scene_motion[0]
-        fits[:, 1] -= self._scene_motion[1]
-        speed = np.minimum(np.hypot(fits[:, 0], fits[:, 1]), on_sensor).tolist()
+        # is the speed that counts (the fit's sigma serves both). The history is on the ground.
+        over_ground = np.hypot(fits[:, 0], fits[:, 1])
+        on_sensor = np.hypot(fits[:, 0] + self._scene_motion[0], fits[:, 1] + self._scene_motion[1])
+        speed = np.minimum(over_ground, on_sensor).tolist()
         # Per track in plain Python floats: a frame has a few confirmed tracks, and numpy's cost per call
         # on arrays that short was most of this function's time. NaN (too few detections) passes no test.
         manoeuvre = self._mu[slots, 1].tolist() if self.models > 1 else [0.0] * len(slots)

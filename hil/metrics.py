@@ -123,9 +123,11 @@ def track_run(scene: SceneConfig, frames: int, tracker: TrackerConfig = TrackerC
     truth_kind: dict[int, str] = {}
     last_kind: dict[int, str] = {}
     truths = {}
+    speeds = {}
     confirmed: dict[int, np.ndarray] = {}
     for i in range(frames):
         frame, truth = sim.frame(i)
+        speeds[i] = {k + id_offset: v for k, v in sim.target_speeds(i).items()}
         truth = truth.copy()
         truth["target"] += id_offset
         truths[i] = truth
@@ -146,9 +148,9 @@ def track_run(scene: SceneConfig, frames: int, tracker: TrackerConfig = TrackerC
     picture = alert_picture(alerts)
     for i in range(hil.warmup_frames, frames):
         rows, fresh = picture(i)
-        score.add(i, truths[i], rows, fresh)
+        score.add(i, truths[i], rows, fresh, speeds[i])
         if confirmed_score is not None:
-            confirmed_score.add(i, truths[i], confirmed[i], set(confirmed[i]["track"].tolist()))
+            confirmed_score.add(i, truths[i], confirmed[i], set(confirmed[i]["track"].tolist()), speeds[i])
     kinds = {}
     for track, counts in score.on_target.items():
         if track in last_kind:
@@ -196,7 +198,7 @@ def _track_kind_table(scenes, frames, tracker, detector, hil, label, out) -> dic
         text = (f"{lat[(len(lat) - 1) // 2]:.0f} / {lat[int(np.ceil(0.9 * len(lat))) - 1]:.0f} / "
                 f"{np.mean(lat <= 3):.2f} (n={len(lat)})" if len(lat) else "-")
         out(f"| {cls} | {hit}/{total} = {hit / max(total, 1):.3f} | {text} |")
-    out("| speed (px/frame) | targets alerted |")
+    out("| speed over the ground (px/frame, truth) | targets alerted |")
     out("|---|---|")
     for cls, (hit, total) in summary["confirmed_by_speed"].items():
         out(f"| {cls} | {hit}/{total} = {hit / max(total, 1):.3f} |")

@@ -188,10 +188,14 @@ class TrackScore:
     on_target: dict = field(default_factory=dict)     # track -> {target: frames}
     track_frames: dict = field(default_factory=dict)  # track -> alert updates sent (scored frames)
     nearest: dict = field(default_factory=dict)       # track -> [distance of each update sent to the nearest target]
+    ground_speeds: dict = field(default_factory=dict)  # target -> [speed over the ground, px/frame], when given
 
-    def add(self, index: int, truth, picture: np.ndarray, fresh: set) -> None:
+    def add(self, index: int, truth, picture: np.ndarray, fresh: set, speeds: dict | None = None) -> None:
         """One frame. `picture`: rows (track_id, x, y) of open alerts carried to this frame; `fresh`: the
-        track ids whose update was sent for this very frame (a first alert counts only from those)."""
+        track ids whose update was sent for this very frame (a first alert counts only from those);
+        `speeds`: each target's true speed over the ground this frame (px/frame), or None. A target's
+        speed class is the median of those; without them, of its steps across the sensor, which the
+        platform's drift and jitter are part of."""
         self.frames += 1
         est = np.stack([picture["x"], picture["y"]], axis=1).astype(np.float64) if len(picture) else np.zeros((0, 2))
         pts = np.stack([truth["x"], truth["y"]], axis=1).astype(np.float64) if len(truth) else np.zeros((0, 2))
@@ -204,6 +208,8 @@ class TrackScore:
             self.visible.setdefault(target, []).append(index)
             self.positions.setdefault(target, []).append((index, float(truth["x"][t]), float(truth["y"][t])))
             self.peak_snr[target] = max(self.peak_snr.get(target, 0.0), float(truth["snr"][t]))
+            if speeds is not None and target in speeds:
+                self.ground_speeds.setdefault(target, []).append(float(speeds[target]))
         # What an alert said is judged where it was sent (its own frame), not where the ground carried it.
         sent = picture[np.isin(picture["track"], list(fresh))] if fresh else picture[:0]
         for j, track in enumerate(sent["track"].tolist()):
@@ -220,6 +226,8 @@ class TrackScore:
             self.first_alert.setdefault(target, index)
 
     def _speed(self, target: int) -> float:
+        if target in self.ground_speeds:
+            return float(np.median(self.ground_speeds[target]))
         p = np.array(self.positions[target])
         if len(p) < 2:
             return 0.0
