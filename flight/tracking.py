@@ -105,6 +105,11 @@ class TrackerConfig(Settings):
                                     low=0, high=100)
     steady_max_trend: float = setting(0.01, "steady: |slope of ln(flux)| per frame not significantly above this",
                                       low=0, high=10)
+    alert_min_hits: int = setting(4, "detections a track needs before it may be alerted as a mover (boost "
+                                  "and glide need classify_min_hits anyway): three detections give a speed "
+                                  "whose sigma, from the Cramer-Rao bound, is far below what cloud-edge "
+                                  "clutter wanders, and ground-fixed clutter was alerted as moving",
+                                  low=1, high=64)
     alert_update_frames: int = setting(10, "an open alert is sent again every this many frames (and whenever "
                                        "its kind changes)", low=1, high=100000)
     classifier_weight: float = setting(2.0, "the track score adds classifier_weight x (2 m - 1), m the mean "
@@ -469,7 +474,7 @@ class Tracker:
                     self._kind[slot], self._kind_evidence[slot] = new, e
                     kind, kind_evidence = new, e
             alertable = kind in (TrackKind.BOOST, TrackKind.GLIDE) or (
-                kind == TrackKind.UNCLASSIFIED and bool(e & _MOVING))
+                kind == TrackKind.UNCLASSIFIED and bool(e & _MOVING) and hits >= c.alert_min_hits)
             classifier = cls_sum / cls_n if cls_n > 0 else math.nan
             if cls_n > 0:
                 score += c.classifier_weight * (2 * classifier - 1)

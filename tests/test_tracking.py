@@ -1,6 +1,7 @@
 """The onboard tracker: assignment against scipy (the reference), filter and track management on scenes
 whose answer is known, kinds with their evidence, alerts opened, updated and closed."""
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -264,8 +265,11 @@ def test_alerts_open_update_and_close_and_survive_the_wire():
         sent += [(i, a) for a in publisher.frame(i, i.to_bytes(6, "big"), 1e9 + i, detections(points))]
     frames = [i for i, _ in sent]
     kinds = [a.end for _, a in sent]
-    assert frames[0] == 2 and kinds[-1] == TrackEnd.LOST and kinds[:-1] == [TrackEnd.OPEN] * (len(sent) - 1)
+    # confirmed at the third detection (frame 2), alerted from the fourth (alert_min_hits)
+    assert frames[0] == 3 and kinds[-1] == TrackEnd.LOST and kinds[:-1] == [TrackEnd.OPEN] * (len(sent) - 1)
     assert [a.update for _, a in sent] == list(range(len(sent)))
+    sooner = AlertPublisher(replace(config, alert_min_hits=3), SHAPE)
+    assert [i for i in range(4) if sooner.frame(i, bytes(6), None, detections([(50 + 2 * i, 60)]))] == [2]
     first = sent[0][1]
     assert first.first_index == 0 and first.first_time == (0).to_bytes(6, "big")
     assert first.lat == pytest.approx(first.x / 10, abs=1e-6) and first.lon == pytest.approx(-first.y / 10)
