@@ -218,7 +218,9 @@ class StageClock:
 
     def __init__(self):
         temporal = getattr(detection, "_temporal", None)
-        targets = [(temporal, n) for n in self.STAGES] + [(detection, "reanchor")]
+        # and the numpy stages around the kernels
+        targets = [(temporal, n) for n in self.STAGES] + [
+            (detection, n) for n in ("reanchor", "keep_variance_floor", "lagged_sources")]
         self.targets = [(m, n) for m, n in targets if callable(getattr(m, n, None))]
         self.times = {n: [] for _, n in self.targets}
 
