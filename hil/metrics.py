@@ -26,7 +26,7 @@ from flight.tracking import TrackerConfig
 from .config import HilConfig
 from .scene import SCENE_KINDS, SceneConfig, SceneSimulator
 from .scene_family import HELD_OUT_FIRST, SNR_CLASSES, draw_scene
-from .scoring import NEAR_TARGET_PX, PICTURE_DTYPE, Score, TrackScore, alert_picture
+from .scoring import LATENCY_SNR, NEAR_TARGET_PX, PICTURE_DTYPE, Score, TrackScore, alert_picture
 from .sim_source import scene_url
 
 
@@ -202,6 +202,9 @@ def _track_kind_table(scenes, frames, tracker, detector, hil, label, out) -> dic
     out("|---|---|")
     for cls, (hit, total) in summary["confirmed_by_speed"].items():
         out(f"| {cls} | {hit}/{total} = {hit / max(total, 1):.3f} |")
+    out(f"first alert <= 3 frames after first visibility, SNR >= {LATENCY_SNR:g}, by speed over the ground: " + (
+        ", ".join(f"{cls} {np.mean(np.array(lat, float) <= 3):.2f} (n={len(lat)})"
+                  for cls, lat in summary["frames_to_first_alert_by_speed"].items()) or "-"))
     out(f"false alert tracks: {summary['false_alert_tracks']} of {summary['alert_tracks']} "
         f"({summary['false_alerts_per_1000_frames']:.2f} per 1000 frames; "
         f"{summary['false_alert_tracks_near_targets']} of them within {NEAR_TARGET_PX:g} px of a target); "

@@ -49,3 +49,25 @@ def test_false_tracks_near_a_target_are_told_from_clutter():
     assert summary["false_alert_tracks"] == 2
     assert summary["false_alert_tracks_near_targets"] == 1
     assert score.nearest[2] == pytest.approx([3.0] * 10) and score.nearest[3] == pytest.approx([40.0] * 10)
+
+
+def test_first_alert_latency_is_split_by_speed_over_the_ground_for_the_goals_snr():
+    # reference: the frames given.  Three targets appear at frame 5: a fast SNR-8 one alerted at
+    # frame 7 (2 frames), a slow SNR-8 one never alerted, and a fast SNR-5 one alerted at frame 6,
+    # which the SNR >= 8 latency leaves out; the classes come from the speeds given, not the steps
+    dtype = [("x", "f8"), ("y", "f8"), ("target", "i8"), ("snr", "f8")]
+    score = TrackScore(classes=(5.0, 8.0), radius=1.5, min_visible=3)
+    for i in range(5, 12):
+        truth = np.array([(10.0 + 3 * i, 10.0, 1, 8.0), (60.0, 60.0, 2, 8.0), (90.0, 10.0 + 3 * i, 3, 5.0)],
+                         dtype=dtype)
+        rows = []
+        if i >= 7:
+            rows.append((11, 10.0 + 3 * i, 10.0))
+        if i >= 6:
+            rows.append((13, 90.0, 10.0 + 3 * i))
+        score.add(i, truth, np.array(rows, dtype=PICTURE_DTYPE), {r[0] for r in rows},
+                  speeds={1: 3.0, 2: 0.1, 3: 3.0})
+    summary = score.summary(first_frame=0)
+    assert summary["frames_to_first_alert_by_speed"] == {"fast >=2": [2], "slow <0.5": [float("inf")]}
+    assert summary["frames_to_first_alert"] == {"5": [1], "8": [2, float("inf")]}
+    assert summary["confirmed_by_speed"] == {"fast >=2": [2, 2], "slow <0.5": [0, 1]}
