@@ -56,12 +56,12 @@ CLUTTER_LEAST_CELLS = 64  # mature cells clutter_gain needs to measure a gain
 # column of mature cells, and each frame floors one FLOOR_BANDS-th of the rows, in turn (the
 # variance learns at a few per cent a frame: a cell floored every FLOOR_BANDS frames is enough)
 FLOOR_MEASURE_EVERY = 32
+FLOOR_STRIDE = 8
+FLOOR_BANDS = 8
 # lagged_sources: a source the model gained keeps this share of its filtered peak above the
 # mean of its ring seed_ring px out if it is compact (a PSF of sigma <= 2 px keeps ~0.7 at 3 px;
 # a cloud that grows, sigma 6, ~0.1)
 LAG_COMPACT = 0.5
-FLOOR_STRIDE = 8
-FLOOR_BANDS = 8
 # compact_sources: a seed-frame source's ring departs from a plane by less than this many noise
 # sigmas plus this fraction of the source's contrast (a PSF's wings on the square ring: < 0.1)
 SEED_SMOOTH, SEED_SHAPE = 2.5, 0.1
@@ -841,6 +841,13 @@ def noise_floor_ratio(variance: np.ndarray, model: np.ndarray, row_age: np.ndarr
     return float(np.quantile(variance[cells] / white, config.variance_floor_quantile))
 
 
+def band_rows(frame_index: int, height: int, bands: int) -> slice:
+    """The rows of band frame_index % bands, the frame cut into `bands` bands of rows: a
+    per-frame chore on one band at a time visits every row once in `bands` frames."""
+    band = frame_index % bands
+    return slice(band * height // bands, (band + 1) * height // bands)
+
+
 def keep_variance_floor(variance: np.ndarray, model: np.ndarray, row_age: np.ndarray,
                         col_age: np.ndarray, frame_index: int, ratio: float,
                         config: DetectorConfig, taps: np.ndarray) -> float:
@@ -856,9 +863,7 @@ def keep_variance_floor(variance: np.ndarray, model: np.ndarray, row_age: np.nda
         ratio = noise_floor_ratio(variance, model, row_age, col_age, config, taps)
     if ratio <= 0.0:
         return ratio
-    h = variance.shape[0]
-    band = frame_index % FLOOR_BANDS
-    rows = slice(band * h // FLOOR_BANDS, (band + 1) * h // FLOOR_BANDS)
+    rows = band_rows(frame_index, variance.shape[0], FLOOR_BANDS)
     a, b = white_variance_terms(config, taps)
     # in float32 and in place: this runs every frame
     floor = np.maximum(model[rows], np.float32(0.0))
@@ -866,12 +871,6 @@ def keep_variance_floor(variance: np.ndarray, model: np.ndarray, row_age: np.nda
     floor += np.float32(ratio * a)
     np.maximum(variance[rows], floor, out=variance[rows])
     return ratio
-
-
-def lag_rows(frame_index: int, height: int, lag_frames: int) -> slice:
-    """The rows lagged_sources checks at frame_index: one lag_frames-th of them, in turn."""
-    band = frame_index % lag_frames
-    return slice(band * height // lag_frames, (band + 1) * height // lag_frames)
 
 
 def lagged_sources(model: np.ndarray, lagged: np.ndarray, variance: np.ndarray,
@@ -897,7 +896,7 @@ def lagged_sources(model: np.ndarray, lagged: np.ndarray, variance: np.ndarray,
     h, w = model.shape
     if lag <= 0:
         return 0
-    rows = lag_rows(frame_index, h, lag)
+    rows = band_rows(frame_index, h, lag)
     y0, y1 = rows.start, rows.stop
     if y0 >= y1:
         return 0

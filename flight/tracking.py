@@ -330,8 +330,15 @@ class Tracker:
         return -float(np.dot(t, x)) / den, -float(np.dot(t, y)) / den
 
     def _combined(self, slots: np.ndarray):
+        """(states, covariances) of `slots`, models combined, in this frame's sensor pixels as
+        detections are: the tracks' ground position less the scene offset, their velocity plus
+        the ground's apparent motion."""
         xc, Pc = np.empty((len(slots), 4)), np.empty((len(slots), 4, 4))
         self._table.combine(slots, xc, Pc)
+        xc[:, 0] -= self._ground[0]
+        xc[:, 1] -= self._ground[1]
+        xc[:, 2] += self._scene_motion[0]
+        xc[:, 3] += self._scene_motion[1]
         return xc, Pc
 
     def _add_scores(self, slots, scores) -> None:
@@ -354,8 +361,6 @@ class Tracker:
             self.counters.tracks_confirmed += int(np.count_nonzero(newly))
         hopeless = ~confirmed & ~newly & (frames_in_window - hits_in_window > c.confirm_n - c.confirm_m)
         xc, Pc = self._combined(slots)
-        xc[:, 0] -= self._ground[0]
-        xc[:, 1] -= self._ground[1]
         sigma2 = np.maximum(Pc[:, 0, 0], Pc[:, 1, 1])
         outside = ((xc[:, 0] < -0.5) | (xc[:, 0] > self.width - 0.5) | (xc[:, 1] < -0.5)
                    | (xc[:, 1] > self.height - 0.5))
@@ -411,12 +416,6 @@ class Tracker:
         c = self.config
         k = c.evidence_sigmas
         xc, Pc = self._combined(slots)
-        # Reported in the frame's sensor pixels, as detections are: position less the scene offset,
-        # velocity plus the ground's apparent motion.
-        xc[:, 0] -= self._ground[0]
-        xc[:, 1] -= self._ground[1]
-        xc[:, 2] += self._scene_motion[0]
-        xc[:, 3] += self._scene_motion[1]
         # Speed evidence from the detections themselves: the filter's velocity covariance carries the
         # manoeuvre model's process noise, which would hide a stationary source for ever.
         fits = np.empty((len(slots), 8))

@@ -627,17 +627,24 @@ def test_temporal_detector_equals_reference_on_a_scene():
     assert total > 0
 
 
+def run_with_twin(sim, config, frames):
+    """The flight detector and its numpy twin over `frames` frames of `sim`, their detections equal
+    frame by frame: (flight, twin)."""
+    shape = (sim.config.height, sim.config.width)
+    det = Detector(config, shape, sim.calibration_bad_pixels())
+    ref = detection_ref.Detector(config, shape, sim.calibration_bad_pixels())
+    for i in range(frames):
+        frame = sim.frame(i)[0]
+        assert_same_detections(det.process(frame), ref.process(frame))
+    return det, ref
+
+
 def test_temporal_detector_equals_reference_once_the_variance_is_floored():
     # a faster variance (mature in 10 frames) so that the floor's ratio, measured at frame 32,
     # and the new cells' clutter variance (drift re-anchors every few frames) both act
     sim = SceneSimulator(SceneConfig(kind="cloudy", width=72, height=80, seed=5, n_targets=3,
                                      hot_pixel_fraction=3e-3, cosmic_rate=300.0, drift=(1.3, -0.9)))
-    cfg = DetectorConfig(k_sigma=4.0, variance_rate=0.1)
-    det = Detector(cfg, (80, 72), sim.calibration_bad_pixels())
-    ref = detection_ref.Detector(cfg, (80, 72), sim.calibration_bad_pixels())
-    for i in range(42):
-        frame = sim.frame(i)[0]
-        assert_same_detections(det.process(frame), ref.process(frame))
+    det, ref = run_with_twin(sim, DetectorConfig(k_sigma=4.0, variance_rate=0.1), 42)
     assert det.pipeline.floor_ratio == ref.pipeline.floor_ratio > 0.0
     np.testing.assert_array_equal(det.pipeline.variance, ref.pipeline.variance)
     np.testing.assert_array_equal(det.pipeline.model, ref.pipeline.model)
@@ -1231,12 +1238,7 @@ def test_temporal_detector_equals_reference_while_taking_back_learned_sources():
     sim = SceneSimulator(SceneConfig(kind="cloudy", width=88, height=96, seed=11, n_targets=6,
                                      snr_values=(8.0,), speed_range=(0.1, 0.1),
                                      target_lifetime=400, drift=(0.4, -0.3)))
-    cfg = DetectorConfig(lag_frames=8)
-    det = Detector(cfg, (96, 88), sim.calibration_bad_pixels())
-    ref = detection_ref.Detector(cfg, (96, 88), sim.calibration_bad_pixels())
-    for i in range(48):
-        frame = sim.frame(i)[0]
-        assert_same_detections(det.process(frame), ref.process(frame))
+    det, ref = run_with_twin(sim, DetectorConfig(lag_frames=8), 48)
     assert det.pipeline.sources_taken_back == ref.pipeline.sources_taken_back > 0
     np.testing.assert_array_equal(det.pipeline.model, ref.pipeline.model)
     np.testing.assert_array_equal(det.pipeline.lagged, ref.pipeline.lagged)
