@@ -33,8 +33,10 @@ class LinkConfig(Settings):
     continuous: bool = setting(False, "keep the downlink continuous with idle frames (transparent radios)")
     baud: int = setting(115200, "radio line rate (bit/s, 8N1); the downlink writes no faster than this",
                         low=50, high=100_000_000)
-    line_lead_cadus: float = setting(1.0, "CADUs the writer may run ahead of the line (bounds OS buffering, so "
-                                     "priority holds; below 1 the line may idle when the writer wakes late)",
+    line_lead_cadus: float = setting(0.5, "CADUs the writer may run ahead of the line (bounds OS buffering, so "
+                                     "priority holds: an alert waits behind at most this much more than the CADU "
+                                     "on the line; too little and the line idles when the writer wakes late: "
+                                     "0.5 is 11 ms at 115200 baud, twice Python's thread switch interval)",
                                      low=0.25, high=1024)
     destination_id: int = setting(0, "PUS destination id of telemetry", low=0, high=0xFFFF)
     time: CucConfig = setting(CucConfig(), "CUC time code of packet and frame times")

@@ -653,6 +653,9 @@ def test_alert_latency_115200(tmp_path):
     decoder.finish()
     octets = sum(len(c) for _, c in chunks)
     assert octets == downlink.bytes_sent, (octets, downlink.bytes_sent)
+    # The store holds imagery for minutes, so the line should never idle: a writer that runs too
+    # little ahead of it and wakes late would show here as a share below 100 %.
+    line_busy = octets * 10 / config.link.baud / (chunks[-1][0] - chunks[0][0] + len(chunks[0][1]) * 10 / config.link.baud)
     missing = [n for n in range(len(alerts)) if n not in received]
     assert not missing, f"{len(missing)} of {len(alerts)} alerts never arrived"
     assert len(alerts) >= 100 and len(taken) == len(alerts)
@@ -674,6 +677,7 @@ def test_alert_latency_115200(tmp_path):
         ("  of which in the writer, the pty and on the line (taken to arrival)", spread(on_line)),
         ("one CADU on the line", f"{1e3 * cadu_s:.1f} ms; the writer runs up to {config.link.line_lead_cadus} "
                                  f"ahead"),
+        ("the line busy, first octet to last (octets x 10 / baud over the time between)", f"{100 * line_busy:.2f} %"),
         ("the tracker's own alerts in the same run, on the same channel (openings, updates and closes)",
          str(tracker_alerts)),
         (f"the tracker's openings, {len(openings)}, from their frame's time to the same, p50 / p99 / max",
