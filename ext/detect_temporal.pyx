@@ -531,12 +531,14 @@ cdef inline hot_void _clamped_columns(const float* acc, float* vold, float* v_ro
                                       const uint8_t* p_row, uint8_t p_hold,
                                       Py_ssize_t x0, Py_ssize_t x1, Py_ssize_t vx, Py_ssize_t W,
                                       bint learn_in_row, Py_ssize_t learn_x0,
-                                      Py_ssize_t learn_x1, float k2, float m2, float clip2,
+                                      Py_ssize_t learn_x1, bint hold_in_row, Py_ssize_t hold_x0,
+                                      Py_ssize_t hold_x1, float k2, float m2, float clip2,
                                       float rate, float keep, float hold, float hold_keep,
                                       float floor_, int* count) noexcept nogil:
     """detect_pass's threshold and variance update for columns x0..x1 whose variance cell
     (x + vx clamped to the row) other columns share: in raster order, each reading the
-    last update (held above k2).  Adds the count above m2 to count[0]."""
+    last update (held above k2, in cells hold_x0..hold_x1 of a row that holds).  Adds the
+    count above m2 to count[0]."""
     cdef Py_ssize_t x, vxx
     cdef float v, fa, f2, q
     cdef int above
@@ -547,6 +549,7 @@ cdef inline hot_void _clamped_columns(const float* acc, float* vold, float* v_ro
         fa = acc[x]
         f2 = fa * fa
         above = ((fa > 0.0) & (f2 > k2 * v)) | (p_row[vxx] > p_hold)
+        above = above & hold_in_row & (vxx >= hold_x0) & (vxx < hold_x1)
         count[0] += (fa > 0.0) & (f2 > m2 * v)
         if not learn_in_row or x < learn_x0 or x >= learn_x1:
             continue
@@ -607,6 +610,11 @@ ctypedef struct PassArgs:
     Py_ssize_t learn_y1
     Py_ssize_t learn_x0
     Py_ssize_t learn_x1
+    # cells whose variance may be held: rows hold_y0..hold_y1, columns hold_x0..hold_x1
+    Py_ssize_t hold_y0
+    Py_ssize_t hold_y1
+    Py_ssize_t hold_x0
+    Py_ssize_t hold_x1
     Py_ssize_t reach
     Py_ssize_t hot_every
     Py_ssize_t hot_phase
@@ -676,7 +684,7 @@ cdef inline hot_void _pass_rows(PassArgs* p, Py_ssize_t* n_out) noexcept nogil:
     cdef float f_hold = p.hold_rate, f_hold_keep = p.hold_keep
     cdef float f_clip2 = p.variance_clip2, f_floor = p.variance_floor
     cdef float f_mrate = p.model_rate, f_one = 1.0, f_zero = 0.0
-    cdef Py_ssize_t s, a, b, c, u, x, ys, y, next_m, vyy, xa, xb, la, lb
+    cdef Py_ssize_t s, a, b, c, u, x, ys, y, next_m, vyy, xa, xb, la, lb, ha, hb
     cdef Py_ssize_t ncand = 0
     cdef const uint16_t* f_row
     cdef uint8_t* b_row
@@ -692,7 +700,7 @@ cdef inline hot_void _pass_rows(PassArgs* p, Py_ssize_t* n_out) noexcept nogil:
     cdef uint8_t* p_row
     cdef float ar
     cdef int count
-    cdef bint learn_in_row
+    cdef bint learn_in_row, hold_in_row
     cdef int inside
     for s in range(depth):
         for x in range(r):
@@ -768,6 +776,13 @@ cdef inline hot_void _pass_rows(PassArgs* p, Py_ssize_t* n_out) noexcept nogil:
                 lb = min(max(p.learn_x1, la), xb)
             else:
                 la = lb = xb
+            # columns la..ha and hb..lb learn outside the hold window: never held
+            hold_in_row = p.hold_y0 <= vyy < p.hold_y1
+            if hold_in_row:
+                ha = min(max(p.hold_x0 - vx, la), lb)
+                hb = min(max(p.hold_x1 - vx, ha), lb)
+            else:
+                ha = hb = lb
             count = 0
             if r == 2:
                 # the common radius: filter, threshold count and variance update in one loop;
@@ -776,10 +791,16 @@ cdef inline hot_void _pass_rows(PassArgs* p, Py_ssize_t* n_out) noexcept nogil:
                 _filter5_range(h_rows, acc, xb, W, tap[2], tap[3], tap[4])
                 _filter5_count(h_rows, acc, v_row + vx, vold, xa, la, tap[2], tap[3], tap[4],
                                f_m2, &count)
-                _filter5_count_learn(h_rows, acc, v_row + vx, vold, p_row + vx, p.ps.hold, la, lb,
+                _filter5_count_learn(h_rows, acc, v_row + vx, vold, p_row + vx, 255, la, ha,
+                                     tap[2], tap[3], tap[4], f_g2, f_m2, f_clip2, f_rate, f_keep,
+                                     f_rate, f_keep, f_floor, &count)
+                _filter5_count_learn(h_rows, acc, v_row + vx, vold, p_row + vx, p.ps.hold, ha, hb,
                                      tap[2], tap[3],
                                      tap[4], f_g2, f_m2, f_clip2, f_rate, f_keep, f_hold,
                                      f_hold_keep, f_floor, &count)
+                _filter5_count_learn(h_rows, acc, v_row + vx, vold, p_row + vx, 255, hb, lb,
+                                     tap[2], tap[3], tap[4], f_g2, f_m2, f_clip2, f_rate, f_keep,
+                                     f_rate, f_keep, f_floor, &count)
                 _filter5_count(h_rows, acc, v_row + vx, vold, lb, xb, tap[2], tap[3], tap[4],
                                f_m2, &count)
             else:
@@ -790,15 +811,19 @@ cdef inline hot_void _pass_rows(PassArgs* p, Py_ssize_t* n_out) noexcept nogil:
             # clamped columns share a cell: raster order, each reading the last update (which
             # vold keeps for the scan); no unclamped column reads their cells
             _clamped_columns(acc, vold, v_row, p_row, p.ps.hold, 0, xa, vx, W, learn_in_row, p.learn_x0,
-                             p.learn_x1, f_g2, f_m2, f_clip2, f_rate, f_keep, f_hold,
-                             f_hold_keep, f_floor, &count)
+                             p.learn_x1, hold_in_row, p.hold_x0, p.hold_x1, f_g2, f_m2, f_clip2,
+                             f_rate, f_keep, f_hold, f_hold_keep, f_floor, &count)
             _clamped_columns(acc, vold, v_row, p_row, p.ps.hold, xb, W, vx, W, learn_in_row, p.learn_x0,
-                             p.learn_x1, f_g2, f_m2, f_clip2, f_rate, f_keep, f_hold,
-                             f_hold_keep, f_floor, &count)
+                             p.learn_x1, hold_in_row, p.hold_x0, p.hold_x1, f_g2, f_m2, f_clip2,
+                             f_rate, f_keep, f_hold, f_hold_keep, f_floor, &count)
             if r != 2:
                 # vold holds what the scan reads, so the unclamped cells can learn first
-                _learn(acc, v_row + vx, p_row + vx, p.ps.hold, la, lb, f_g2, f_clip2, f_rate,
+                _learn(acc, v_row + vx, p_row + vx, 255, la, ha, f_g2, f_clip2, f_rate,
+                       f_keep, f_rate, f_keep, f_floor)
+                _learn(acc, v_row + vx, p_row + vx, p.ps.hold, ha, hb, f_g2, f_clip2, f_rate,
                        f_keep, f_hold, f_hold_keep, f_floor)
+                _learn(acc, v_row + vx, p_row + vx, 255, hb, lb, f_g2, f_clip2, f_rate,
+                       f_keep, f_rate, f_keep, f_floor)
             # the persistence learns after the variance, whose hold read it as it was
             count += _persist_row(acc, vold, p_row, flags, W, vx, xa, xb, la, lb, p.ps)
             p.row_start[b] = <int32_t>ncand
@@ -870,7 +895,7 @@ def detect_pass(const uint16_t[:, ::1] frame, uint8_t[:, ::1] bad,
                 Py_ssize_t reach,
                 float[:, ::1] scratch, int32_t[::1] cand_index, float[::1] cand_z,
                 int32_t[::1] row_start, str isa="best", uint8_t[:, ::1] persist=None,
-                persistence=(0.0, 0.0, 255, 255)):
+                persistence=(0.0, 0.0, 255, 255), hold_window=None):
     """One frame of the temporal model, in one pass down the rows.  Returns the
     number of candidates (pixels with Z > k_sigma, bad ones included, raster order).
 
@@ -899,7 +924,9 @@ def detect_pass(const uint16_t[:, ::1] frame, uint8_t[:, ::1] bad,
             inside the learn window, floored; clamped columns share a cell:
             raster order.  A target does not teach V that it is noise;
             the slow hold_rate is the cap that lets a lasting change in the
-            scene be learned in the end (V grows until G no longer holds)
+            scene be learned in the end (V grows until G no longer holds).
+            V is held in cells of hold_window = (y0, y1, x0, x1) only (None:
+            everywhere): elsewhere G and P leave its rate alone
       P   = persistence byte of the cell (as V's), where V learns: P - P // 4,
             + PERSIST_STEP on a hit F > 0 and F^2 > p^2 V; the V above was held
             (hold_rate) where P was above `hold`, and the pixel is a candidate
@@ -1001,6 +1028,11 @@ def detect_pass(const uint16_t[:, ::1] frame, uint8_t[:, ::1] bad,
     args.learn_y1 = learn_y1
     args.learn_x0 = learn_x0
     args.learn_x1 = learn_x1
+    hy0, hy1, hx0, hx1 = (0, H, 0, W) if hold_window is None else hold_window
+    args.hold_y0 = min(max(<Py_ssize_t>hy0, 0), H)
+    args.hold_y1 = min(max(<Py_ssize_t>hy1, 0), H)
+    args.hold_x0 = min(max(<Py_ssize_t>hx0, 0), W)
+    args.hold_x1 = min(max(<Py_ssize_t>hx1, 0), W)
     args.reach = reach
     args.hot_every = hot_every
     args.hot_phase = hot_phase

@@ -98,6 +98,12 @@ class DetectorConfig(Settings):
     variance_clip: float = setting(2.5, "a frame raises the variance at most as by this many sigmas", low=1)
     variance_hold: float = setting(
         0.1, "variance rate multiplier where the statistic is above the gate (gate_sigma)", low=0, high=1)
+    variance_hold_age: int = setting(
+        32, "the variance is held (gate_sigma, persist_hold) only in cells at least this many "
+        "frames old, rows and columns (hold_window): a cell a drift brings into view starts from "
+        "an estimate, and one held while that estimate is too low stays too low, its clutter a "
+        "false alarm frame after frame (a heavy-cloud development scene drifting 1.4 px/frame made "
+        "20 a frame in the strip entering view; 0: held from the first frame)", low=0, high=65535)
     gate_sigma: float = setting(
         3.0, "a positive statistic above this many sigmas (at most k_sigma) is a compact source being "
         "watched: the model is not updated there and the variance learns it at the held rate only",
@@ -662,6 +668,19 @@ def learn_window(shape, oy: int, ox: int, radius: int) -> tuple[int, int, int, i
             max(1 - ox, 0) + radius, min(w - 2 - ox, w) - radius)
 
 
+def hold_window(row_age: np.ndarray, col_age: np.ndarray, age: int) -> tuple[int, int, int, int]:
+    """(y0, y1, x0, x1): the cells where detect_pass may hold the variance, the span of the rows
+    and that of the columns at least `age` frames old, or as old as the oldest (the seed frame's
+    cells are not young: their variance starts from the seed, and holding it from the start
+    keeps the targets in view then out of it).  Cells enter view at the edges, so the young
+    ones lie outside the span."""
+    if age <= 0 or not len(row_age) or not len(col_age):
+        return 0, len(row_age), 0, len(col_age)
+    rows = np.flatnonzero(row_age >= min(age, int(row_age.max())))
+    cols = np.flatnonzero(col_age >= min(age, int(col_age.max())))
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
 def residual_reach(config: DetectorConfig) -> int:
     """Farthest (Chebyshev, px) that measurement reads the residual from a candidate: the
     aperture, the matched filter at the peak's neighbours, the 3x3 around the centroid."""
@@ -1177,7 +1196,8 @@ class TemporalDetector:
             gate_sigma(cfg), hold_sigma(cfg), cfg.variance_rate * cfg.variance_hold,
             cfg.model_rate, self._reach,
             self._scratch, self._cand_index, self._cand_z, self._row_start, isa=cfg.simd,
-            persist=self.persist, persistence=persistence(cfg))
+            persist=self.persist, persistence=persistence(cfg),
+            hold_window=hold_window(self.row_age, self.col_age, cfg.variance_hold_age))
         self.floor_ratio = keep_variance_floor(self.variance, self.model, self.row_age, self.col_age,
                                                self.frames_processed, self.floor_ratio, sensor, self.taps)
         self.sources_taken_back += lagged_sources(self.model, self.lagged, self.variance,

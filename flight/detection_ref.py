@@ -322,7 +322,7 @@ def filter_separable(residual, taps):
 
 def matched_filter(residual, taps, variance, vy, vx, rate, clip, variance_floor, hold_z, hold_rate,
                    learn=(0, 2**31, 0, 2**31), gate_z=None, model_z=None, persist=None,
-                   persistence=(0.0, 0.0, 255, 255)):
+                   persistence=(0.0, 0.0, 255, 255), hold_window=(0, 2**31, 0, 2**31)):
     """(filtered, zscore, above, gated, held, new variance) as detect_pass computes them
     (float32): above is F > 0 and F^2 > k^2 V (k = hold_z), gated F > 0 and F^2 > g^2 V
     (g = gate_z, k if None) or the cell's persistence was above its hold byte (the
@@ -330,7 +330,8 @@ def matched_filter(residual, taps, variance, vy, vx, rate, clip, variance_floor,
     or the persistence is above its hold byte (the model is held there), zscore F / sqrt(V)
     with the V each pixel read.  persist (uint8, updated in place where the variance
     learns, as detect_pass's P) and persistence = (p, pk, hold, detect): a pixel whose
-    persistence is at least detect and F > 0 and F^2 > pk^2 V is above too."""
+    persistence is at least detect and F > 0 and F^2 > pk^2 V is above too.  The variance
+    learns at hold_rate only in cells (rows y0..y1, columns x0..x1 of hold_window)."""
     h, w = residual.shape
     acc = filter_separable(residual, taps)
     variance = variance.astype(F32).copy()
@@ -363,7 +364,8 @@ def matched_filter(residual, taps, variance, vy, vx, rate, clip, variance_floor,
             held[y, x] = a > 0 and a * a > m2 * v
             if learn[0] <= y < learn[1] and learn[2] <= x < learn[3]:
                 f2 = min(a * a, clip2 * v)
-                u, keep = (hold_rate, keep_hold) if hit else (rate, keep_rate)
+                holds = hold_window[0] <= vyy < hold_window[1] and hold_window[2] <= vxx < hold_window[3]
+                u, keep = (hold_rate, keep_hold) if hit and holds else (rate, keep_rate)
                 nv = keep * v + u * f2
                 variance[vyy, vxx] = nv if nv > floor else floor
                 # the persistence learns after, from the V the pixel read
@@ -396,7 +398,7 @@ def detect_pass(frame, bad, model, row_age, col_age, variance, hot_score, offset
         residual, d.as_weights(taps), variance, int(round(fy)), int(round(fx)), cfg.variance_rate,
         cfg.variance_clip, variance_floor, float(cfg.k_sigma), cfg.variance_rate * cfg.variance_hold,
         d.learn_window(frame.shape, oy, ox, len(taps) // 2), d.gate_sigma(cfg), d.hold_sigma(cfg),
-        persist, d.persistence(cfg))
+        persist, d.persistence(cfg), d.hold_window(row_age, col_age, cfg.variance_hold_age))
     clipped = np.where(held & (bad == 0), F32(0), clipped)  # hold the model above its gate
     update, outside_u = warp_separable(clipped, uy, ux, d.as_weights(uwy), d.as_weights(uwx))
     model, row_age, col_age = apply_update(model, update, outside_u, row_age, col_age,
