@@ -3,7 +3,10 @@
 An alert opens the frame a confirmed track is first alertable (moving, or
 boost- or glide-like; never slow). It is sent again when its kind changes and
 every `alert_update_frames` frames, so the ground's picture never ages by
-more than that while the link keeps up (a 148-octet alert per track a second
+more than that while the link keeps up. An opening or a periodic update waits
+for a frame in which the track has a detection: a coasting track's state is
+a prediction, and a target that has just left the view would be reported
+where nothing is (the close says it was lost) (a 148-octet alert per track a second
 is about 1 % of the 115200-baud bench link). It closes, once, with the
 track's last state, when the track ends or turns out to be slow.
 
@@ -75,8 +78,9 @@ class AlertPublisher:
         out = []
         for report in result.confirmed:
             state = self._open.get(report.track_id)
+            seen = report.track_id in result.associations
             if state is None:
-                if report.alertable:
+                if report.alertable and seen:
                     self._open[report.track_id] = _Open(0, frame_index, report.kind)
                     self.alerts_opened += 1
                     out.append(self._alert(report, 0, frame_time, unix_time))
@@ -89,7 +93,7 @@ class AlertPublisher:
             if report.kind == TrackKind.SLOW:
                 out.append(self._close(report, TrackEnd.SLOW, frame_time, unix_time))
             elif (report.kind != state.kind
-                  or frame_index - state.last_frame >= self.config.alert_update_frames):
+                  or (seen and frame_index - state.last_frame >= self.config.alert_update_frames)):
                 state.updates += 1
                 state.last_frame = frame_index
                 state.kind = report.kind

@@ -280,6 +280,25 @@ def test_alerts_open_update_and_close_and_survive_the_wire():
         assert np.allclose(back.covariance_matrix(), back.covariance_matrix().T)
 
 
+def test_a_coasting_track_sends_no_update_until_it_is_seen_again_or_lost():
+    # regression: a target leaving the view had its periodic update fall on a frame the track
+    # coasted through, and the ground was told of a target where nothing was
+    config = TrackerConfig(model="cv", alert_update_frames=5, delete_misses=4)
+    publisher = AlertPublisher(config, SHAPE)
+    sent = {}
+    for i in range(20):
+        seen = i < 8 or i >= 10      # two frames without a detection, across the update due at 8
+        points = [(50 + 2 * i, 60)] if seen else []
+        for alert in publisher.frame(i, bytes(6), None, detections(points)):
+            sent.setdefault(i, []).append(alert)
+    assert sorted(sent) == [3, 10, 15]      # opened at 3; due at 8, sent when seen again
+    assert all(a.end == TrackEnd.OPEN for alerts in sent.values() for a in alerts)
+    gone = AlertPublisher(config, SHAPE)
+    ends = [(i, a.end) for i in range(20)
+            for a in gone.frame(i, bytes(6), None, detections([(50 + 2 * i, 60)] if i < 7 else []))]
+    assert ends == [(3, TrackEnd.OPEN), (10, TrackEnd.LOST)]   # no update at 8: lost at the fourth miss
+
+
 def test_an_alert_product_with_a_wrong_end_for_its_subtype_is_refused():
     publisher = AlertPublisher(TrackerConfig(model="cv"), SHAPE)
     alerts = [a for i in range(4) for a in publisher.frame(i, bytes(6), None, detections([(50 + i, 50)]))]
