@@ -3,12 +3,12 @@
 An alert opens the frame a confirmed track is first alertable (moving, or
 boost- or glide-like; never slow). It is sent again when its kind changes and
 every `alert_update_frames` frames, so the ground's picture never ages by
-more than that while the link keeps up. An opening or a periodic update waits
-for a frame in which the track has a detection: a coasting track's state is
-a prediction, and a target that has just left the view would be reported
-where nothing is (the close says it was lost) (a 148-octet alert per track a second
-is about 1 % of the 115200-baud bench link). It closes, once, with the
-track's last state, when the track ends or turns out to be slow.
+more than that while the link keeps up (a 148-octet alert per track a second
+is about 1 % of the 115200-baud bench link). An opening or a periodic update
+waits for a frame in which the track has a detection: a coasting track's
+state is a prediction, and a target that has just left the view would be
+reported where nothing is. It closes, once, with the track's last state,
+when the track ends (the close says it was lost) or turns out to be slow.
 
 From its opening, the track's chip sequence follows: a lossless chip at the
 track's position for each of `alert_chip_frames` frames while the track

@@ -100,7 +100,8 @@ class DetectorConfig(Settings):
         0.1, "variance rate multiplier where the statistic is above the gate (gate_sigma)", low=0, high=1)
     variance_hold_age: int = setting(
         32, "the variance is held (gate_sigma, persist_hold) only in cells at least this many "
-        "frames old, rows and columns (hold_window): a cell a drift brings into view starts from "
+        "frames old, or as old as the seed's, rows and columns (hold_window): a cell a drift "
+        "brings into view starts from "
         "an estimate, and one held while that estimate is too low stays too low, its clutter a "
         "false alarm frame after frame (a heavy-cloud development scene drifting 1.4 px/frame made "
         "20 a frame in the strip entering view; 0: held from the first frame)", low=0, high=65535)
