@@ -12,7 +12,13 @@ already offered first: the ground most likely has them, it only has not
 acknowledged them yet). A store over its capacity drops from the lowest
 class up (bulk first), never from a class above the incoming product's, and
 never alerts; when that cannot make room, the incoming product is the one
-dropped. Alerts have no quota and are never dropped.
+dropped. Alerts are never refused. An alert opening is never dropped before
+the link has offered it; over its quota, the oldest offered openings go. Alert
+updates over their quota drop their oldest, offered first, like the classes
+below. Without those two quotas, a long stretch without acknowledgements
+(a ground station down, a flood of false tracks) would let alerts fill the
+disk and push out every other class: the bench's soak held 942 KiB of alerts
+in a 256 KiB store after half a simulated hour, and nothing else.
 
 Sequence counts. The store owns the per-APID packet sequence counters: a
 packet is built with `next_sequence_count(apid)` and the counter moves on in
@@ -67,7 +73,8 @@ class ProductClass(enum.IntEnum):
 
 
 CLASSES: Final = tuple(ProductClass)
-NEVER_DROPPED: Final = (ProductClass.ALERT, ProductClass.ALERT_UPDATE)
+# Never refused, and never dropped to make room for another class; an opening not yet offered never at all.
+ALERT_CLASSES: Final = (ProductClass.ALERT, ProductClass.ALERT_UPDATE)
 # What the link sends first whenever one waits; inside a batch, one of these commits the batch at once.
 URGENT: Final = (ProductClass.ALERT, ProductClass.ALERT_UPDATE, ProductClass.EVENT, ProductClass.VERIFICATION)
 # The store's quotas are the downlink queue now; a drop by rule is what a full queue used to be.
@@ -90,6 +97,10 @@ class StoreConfig(Settings):
                                choices=("NORMAL", "FULL"))
     capacity_octets: int = setting(256 * _MIB, "packet octets the store may hold in all; keep it below the free "
                                    "space of its filesystem, less a few MiB for the WAL", low=1 << 17, high=1 << 40)
+    quota_alert: int = setting(16 * _MIB, "octets of alert openings the store may hold; over it the oldest "
+                               "already offered are dropped, one not yet offered never", low=1 << 16, high=1 << 40)
+    quota_alert_update: int = setting(16 * _MIB, "octets of alert updates and closes the store may hold",
+                                      low=1 << 16, high=1 << 40)
     quota_event: int = setting(8 * _MIB, "octets of events the store may hold", low=1 << 16, high=1 << 40)
     quota_verification: int = setting(4 * _MIB, "octets of command verification reports the store may hold",
                                       low=1 << 16, high=1 << 40)
@@ -113,9 +124,9 @@ class StoreConfig(Settings):
             raise ConfigurationError(f"{', '.join(big)} exceed capacity_octets ({self.capacity_octets}): "
                                      f"a quota the store can never reach is no rule")
 
-    def quota(self, cls: ProductClass) -> int | None:
-        """Octets the class may hold; None for alerts (never dropped)."""
-        return None if cls in NEVER_DROPPED else getattr(self, "quota_" + cls.name.lower())
+    def quota(self, cls: ProductClass) -> int:
+        """Octets the class may hold (alert openings not yet offered are held beyond it)."""
+        return getattr(self, "quota_" + cls.name.lower())
 
 
 class StoreError(Exception):
@@ -504,7 +515,9 @@ class ProductStore:
         held = [t.held_octets for t in self.totals]
         over_capacity = sum(held) + n - self.config.capacity_octets
         quota = self._quota[cls]
-        if quota is not None:
+        if cls in ALERT_CLASSES:
+            self._drop_oldest(cls, held[cls] + n - quota, offered_only=cls == ProductClass.ALERT)
+        else:
             # Room is made only within this class and those below it.
             if n > quota or over_capacity > sum(held[cls:]):
                 return False
@@ -516,12 +529,13 @@ class ProductStore:
             self._drop_oldest(victim, over_capacity)
         return True
 
-    def _drop_oldest(self, cls: ProductClass, octets: int) -> None:
-        """Drop `cls` products, offered ones first, oldest first, until at least `octets` are freed."""
+    def _drop_oldest(self, cls: ProductClass, octets: int, offered_only: bool = False) -> None:
+        """Drop `cls` products, offered ones first, oldest first, until at least `octets` are freed (or,
+        `offered_only`, no offered one is left). Offer marks are written by then: _begin writes them."""
         if octets <= 0:
             return
         chosen, freed, unsent = [], 0, 0
-        for sent in (1, 0):
+        for sent in (1,) if offered_only else (1, 0):
             for row_id, length in self.db.execute(
                     "SELECT id, length FROM products WHERE class = ? AND sent = ? ORDER BY id", (int(cls), sent)):
                 if freed >= octets:
@@ -530,6 +544,8 @@ class ProductStore:
                 freed += length
                 if sent == 0 and row_id > self._cursor[cls]:   # at or below: offered, mark not written yet
                     unsent += length
+        if not chosen:
+            return
         self.db.executemany("DELETE FROM products WHERE id = ?", chosen)
         self._count(cls, dropped=len(chosen), dropped_octets=freed)
         self.unsent_octets[cls] -= unsent

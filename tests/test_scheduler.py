@@ -11,7 +11,7 @@ import pytest
 
 from flight.scheduler import (SEGMENT_OVERHEAD_OCTETS, SHARED, DownlinkScheduler, QuicklookPlanner,
                               SchedulerConfig, packet_octets_per_second)
-from flight.store import CLASSES, NEVER_DROPPED, ProductClass, ProductStore, StoreConfig
+from flight.store import CLASSES, ProductClass, ProductStore, StoreConfig
 from kestrel import products
 from kestrel.link.config import LinkConfig
 from kestrel.link.spacepacket import PusTm, SpacePacket
@@ -31,7 +31,7 @@ SIZES = {C.ALERT: 60, C.ALERT_UPDATE: 150, C.EVENT: 80, C.VERIFICATION: 20, C.DE
 def store(tmp_path):
     big = 1 << 30
     config = StoreConfig(path=str(tmp_path / "store.sqlite"), synchronous="NORMAL", capacity_octets=big,
-                         **{f"quota_{c.name.lower()}": big for c in CLASSES if c not in NEVER_DROPPED})
+                         **{f"quota_{c.name.lower()}": big for c in CLASSES})
     s = ProductStore(config, lambda: 0.0, lambda *e: None)
     yield s
     s.audit()

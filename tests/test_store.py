@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from flight.store import CLASSES, EVENT_PRODUCTS_DROPPED, NEVER_DROPPED, ProductClass, ProductStore, StoreConfig, StoreError
+from flight.store import ALERT_CLASSES, CLASSES, EVENT_PRODUCTS_DROPPED, ProductClass, ProductStore, StoreConfig, StoreError
 from kestrel.link.spacepacket import PusTm, SpacePacket
 
 C = ProductClass
@@ -36,7 +36,7 @@ class Clock:
 def config(path, capacity=1 << 22, quota=None, **more) -> StoreConfig:
     """Quotas default to the capacity (no class limit but the capacity) unless given."""
     quota = capacity if quota is None else quota
-    quotas = {f"quota_{c.name.lower()}": quota for c in CLASSES if c not in NEVER_DROPPED}
+    quotas = {f"quota_{c.name.lower()}": quota for c in CLASSES}
     quotas.update(more.pop("quotas", {}))
     return StoreConfig(path=str(path), capacity_octets=capacity, **quotas, **more)
 
@@ -193,6 +193,36 @@ def test_a_full_store_drops_bulk_first_and_never_alerts(tmp_path):
     store.close()
 
 
+def test_alerts_over_their_quota_drop_only_what_was_offered_and_leave_the_other_classes_room(tmp_path):
+    """A long stretch without acknowledgements: alerts must not take the whole store (the soak held
+    942 KiB of alerts in 256 KiB, and nothing else, before they had quotas)."""
+    cap, quota, size = 1 << 18, 1 << 16, 1 << 12                    # 16 products fill an alert quota
+    store, events = open_store(tmp_path / "s.sqlite", capacity=cap,
+                               quotas={"quota_alert": quota, "quota_alert_update": quota})
+    openings = [put(store, C.ALERT, size, tag=bytes([i])) for i in range(24)]
+    # None offered yet: none dropped, quota or not.
+    assert store.totals[C.ALERT].dropped == 0 and store.held_octets(C.ALERT) == 24 * size
+    offered = offer_all(store, C.ALERT)
+    assert [p.id for p in offered] == openings
+    assert put(store, C.ALERT, size) is not None
+    # Back under the quota by dropping the oldest offered openings, and only those.
+    assert store.held_octets(C.ALERT) == quota and store.totals[C.ALERT].dropped == 9
+    held = [r[0] for r in store.db.execute("SELECT id FROM products WHERE class = ? ORDER BY id", (int(C.ALERT),))]
+    assert held == openings[9:] + [held[-1]] and held[-1] > openings[-1]
+    # Updates are bounded too, oldest first, offered or not; never refused.
+    for _ in range(20):
+        assert put(store, C.ALERT_UPDATE, size) is not None
+    assert store.held_octets(C.ALERT_UPDATE) == quota and store.totals[C.ALERT_UPDATE].dropped == 4
+    # So housekeeping keeps what the alerts leave of the capacity.
+    for _ in range(40):
+        put(store, C.HOUSEKEEPING, size)
+    assert store.held_octets(C.HOUSEKEEPING) == cap - 2 * quota
+    balanced(store)
+    assert {e[2].split()[2] for e in events} >= {"alert", "alert_update"}
+    assert all(e[1] == EVENT_PRODUCTS_DROPPED for e in events)
+    store.close()
+
+
 def test_drop_events_are_throttled_per_class_and_carry_the_count_since_the_last(tmp_path):
     clock = Clock()
     store, events = open_store(tmp_path / "s.sqlite", clock=clock, capacity=1 << 17,
@@ -341,7 +371,7 @@ def test_random_operations_keep_every_octet_accounted(tmp_path):
             store, _ = open_store(tmp_path / "s.sqlite", clock=clock, capacity=1 << 18, synchronous="NORMAL",
                                   quotas={"quota_chip": 1 << 16, "quota_bulk": 1 << 17})
         balanced(store)
-        assert sum(store.held_octets(c) for c in CLASSES if c not in NEVER_DROPPED) <= 1 << 18
+        assert sum(store.held_octets(c) for c in CLASSES if c not in ALERT_CLASSES) <= 1 << 18
     assert store.total("dropped") and store.total("acknowledged") and store.total("replayed")
     store.close()
 
@@ -644,7 +674,7 @@ def test_commit_cost_normal_and_full(tmp_path, batch):
 def test_a_product_dropped_between_read_and_offer_is_not_sent_nor_counted_twice(tmp_path):
     """The writer reads the oldest detection report; the executive's puts then fill the quota and the rule
     drops that very report; the writer's offer must find it gone (found by the executive soak benchmark)."""
-    quotas = {f"quota_{c.name.lower()}": 1 << 16 for c in ProductClass if c not in NEVER_DROPPED}
+    quotas = {f"quota_{c.name.lower()}": 1 << 16 for c in ProductClass}
     store = ProductStore(StoreConfig(path=str(tmp_path / "s.sqlite"), capacity_octets=1 << 17, **quotas),
                          time.monotonic, lambda *event: None)
     detections = ProductClass.DETECTIONS
