@@ -69,5 +69,29 @@ def test_first_alert_latency_is_split_by_speed_over_the_ground_for_the_goals_snr
                   speeds={1: 3.0, 2: 0.1, 3: 3.0})
     summary = score.summary(first_frame=0)
     assert summary["frames_to_first_alert_by_speed"] == {"fast >=2": [2], "slow <0.5": [float("inf")]}
+    assert summary["frames_to_first_alert_from_moving_by_speed"] == {"fast >=2": [2], "slow <0.5": [float("inf")]}
     assert summary["frames_to_first_alert"] == {"5": [1], "8": [2, float("inf")]}
     assert summary["confirmed_by_speed"] == {"fast >=2": [2, 2], "slow <0.5": [0, 1]}
+
+
+def test_the_moving_clock_starts_when_a_target_moves_at_the_goals_snr():
+    # reference: the frames given.  Target 1 holds still at SNR 9 over frames 5-9 and moves from
+    # frame 10 (alerted at 12: 7 frames after first visibility, 2 after it moved); target 2 moves from
+    # frame 5 but rises from SNR 4 to 8 at frame 8 (alerted at 9: 4 and 1); target 3 is alerted while
+    # still, before it moves at frame 9 (0 by the moving clock, never negative)
+    dtype = [("x", "f8"), ("y", "f8"), ("target", "i8"), ("snr", "f8")]
+    score = TrackScore(classes=(8.0,), radius=1.5, min_visible=3)
+    for i in range(5, 16):
+        x1 = 20.0 + 3 * max(i - 10, 0)
+        truth = np.array([(x1, 20.0, 1, 9.0), (60.0, 10.0 + 3 * i, 2, 8.0 if i >= 8 else 4.0),
+                          (100.0, 100.0, 3, 10.0)], dtype=dtype)
+        rows = [(11, x1, 20.0)] if i >= 12 else []
+        if i >= 9:
+            rows.append((12, 60.0, 10.0 + 3 * i))
+        if i >= 7:
+            rows.append((13, 100.0, 100.0))
+        score.add(i, truth, np.array(rows, dtype=PICTURE_DTYPE), {r[0] for r in rows},
+                  speeds={1: 3.0 if i >= 10 else 0.0, 2: 3.0, 3: 1.0 if i >= 9 else 0.0})
+    summary = score.summary(first_frame=0)
+    assert summary["frames_to_first_alert_by_speed"] == {"fast >=2": [4, 7], "0.5-2": [2]}
+    assert summary["frames_to_first_alert_from_moving_by_speed"] == {"fast >=2": [1, 2], "0.5-2": [0]}
