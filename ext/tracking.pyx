@@ -27,6 +27,9 @@ from libc.stdint cimport int64_t
 cdef enum:
     MAX_MODELS = 2
 
+# The speed sigma widens by the scatter about the line at most this factor squared (a factor of 2): past
+# it, the scatter of clear-sky frames whose registration misses by about 1 px held back true movers.
+cdef double MAX_WIDEN2 = 4.0
 cdef double TWO_PI = 6.283185307179586        # 2 pi in double, as the twin's 2 * math.pi (M_PI is not ISO C)
 
 FIT_COLUMNS = ("vx", "vy", "v_sigma", "trend", "trend_sigma", "ax", "ay", "accel_sigma")
@@ -346,14 +349,15 @@ cdef class TrackTable:
 
     def fits(self, const Py_ssize_t[::1] slots, double[:, ::1] out):
         """out (k, 8), columns FIT_COLUMNS: from each track's history ring, mean velocity and its sigma
-        (from 2 detections), and with classify_min_hits the ln-flux trend, its sigma, acceleration and
+        (from 2 detections; from 3, widened by the scatter about the line where it exceeds the
+        detections' variances), and with classify_min_hits the ln-flux trend, its sigma, acceleration and
         its sigma (NaN before)."""
         _check_indices(slots, self.cap, "slots")
         if out.shape[0] < slots.shape[0] or out.shape[1] != 8:
             raise ValueError(f"out must be ({slots.shape[0]}, 8), got {tuple(out.shape)[:2]}")
         cdef Py_ssize_t n, s, j, m
         cdef double count, tmean, mx, my, sf, stt, sxt, syt, srt, sft, tc, slope, s2, r, st
-        cdef double S1, S2, S3, S4, bx0, bx1, bx2, by0, by1, by2, ux0, ux1, ux2, uy0, uy1, uy2, rp, e
+        cdef double S1, S2, S3, S4, bx0, bx1, bx2, by0, by1, by2, ux0, ux1, ux2, uy0, uy1, uy2, rp, e, rss, ers
         cdef double n00, n01, n02, n11, n12, n22, c00, c01, c02, c11, c12, c22, det
         with nogil:
             for n in range(slots.shape[0]):
@@ -378,6 +382,18 @@ cdef class TrackTable:
                 out[n, 0] = sxt / stt
                 out[n, 1] = syt / stt
                 out[n, 2] = sqrt(srt) / stt if m >= 2 else INFINITY
+                if m >= 3:
+                    # Scatter about the line beyond what the detections' variances allow widens the sigma.
+                    rss, ers = 0.0, 0.0
+                    for j in range(m):
+                        tc = self.h_t[s, j] - tmean
+                        e = self.h_x[s, j] - mx - out[n, 0] * tc
+                        rss += e * e
+                        e = self.h_y[s, j] - my - out[n, 1] * tc
+                        rss += e * e
+                        ers += self.h_r[s, j] * (1.0 - 1.0 / count - tc * tc / stt)
+                    if ers > 0 and rss > 2 * ers:
+                        out[n, 2] *= sqrt(min(rss / (2 * ers), MAX_WIDEN2))
                 if m < self.min_hits:
                     for j in range(3, 8):
                         out[n, j] = NAN

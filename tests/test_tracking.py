@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from scipy.optimize import linear_sum_assignment
 
+from flight import tracking_ref
 from flight.alerts import AlertPublisher
 from flight.assignment import assign, hungarian
 from flight.tracking import Tracker, TrackerConfig
@@ -169,6 +170,28 @@ def test_a_stationary_source_is_slow_and_never_alertable():
         r = tracker.update(i, detections([(120 + rng.normal(0, 0.05), 80 + rng.normal(0, 0.05))]))
     report = r.confirmed[0]
     assert report.kind == TrackKind.SLOW and Evidence.SLOW in report.kind_evidence and not report.alertable
+
+
+@pytest.mark.parametrize("table", [None, tracking_ref.TrackTable], ids=["kernel", "twin"])
+def test_a_source_whose_detections_wander_is_not_alerted_as_a_mover_at_its_fourth(table):
+    """A learned source's residual peak wanders 1-3 px with the platform's jitter (one-off dumps of
+    development scenes). Reference, worked by hand (jitter_px 0, Cramer-Rao sigma 0.1 px): x = 0, 0.8,
+    0.4, 1.2 at frames 0-3 fit 0.32 px/frame with a sigma of 0.1 / sqrt(5) = 0.0447, so it passed
+    0.32 - 2 x 0.0447 > 0.15. Its residuals (-0.12, 0.36, -0.36, 0.12) are 7.2 times what the bounds
+    allow (0.288 against 0.04; capped at 4: the sigma doubles), and 0.32 - 2 x 0.0894 < 0.15. A target
+    on a line with the same bounds still passes at its fourth."""
+    config = TrackerConfig(jitter_px=0.0)
+    wander = Tracker(config, SHAPE, table=table)
+    line = Tracker(config, SHAPE, table=table)
+    for i, dx in enumerate((0.0, 0.8, 0.4, 1.2)):
+        r = wander.update(i, detections([(120.0 + dx, 80.0)]))
+        s = line.update(i, detections([(120.0 + 0.8 * i, 80.0)]))
+    report = r.confirmed[0]
+    assert report.hits == 4 and report.speed == pytest.approx(0.32, abs=1e-5)
+    assert report.speed_sigma == pytest.approx(2 * 0.1 / math.sqrt(5), rel=1e-6)
+    assert not report.alertable and report.kind == TrackKind.UNCLASSIFIED
+    moving = s.confirmed[0]
+    assert moving.speed_sigma == pytest.approx(0.1 / math.sqrt(5), rel=1e-6) and moving.alertable
 
 
 def test_kinds_judge_speed_over_the_ground_and_across_the_sensor():
