@@ -162,8 +162,9 @@ class TrackTable:
     def fits(self, slots: np.ndarray, out: np.ndarray) -> None:
         """out (k, 8), columns FIT_COLUMNS: per track, from its recent detections, the mean velocity (x, y)
         and its sigma per axis (straight line, the measurement noise as the scatter: sound from 2
-        detections on; from 3, widened by the scatter about the line where that exceeds it), and where there are classify_min_hits, the intensity trend, its sigma,
-        acceleration (x, y) and its sigma (NaN before)."""
+        detections on; from 3, widened by the scatter about the line where that exceeds it), and where
+        there are classify_min_hits, the intensity trend, its sigma, acceleration (x, y) and its sigma
+        (NaN before)."""
         hist = self.h_t.shape[1]
         n = np.minimum(self.h_n[slots], hist)
         valid = np.arange(hist)[None, :] < n[:, None]
@@ -175,25 +176,24 @@ class TrackTable:
         # Mean velocity: straight line in x and y, weighted equally, sigma from the measurement variances.
         hx, hy = self.h_x[slots], self.h_y[slots]
         mx, my = (w * hx).sum(1) / count, (w * hy).sum(1) / count
+        stt = (w * tc * tc).sum(1)
         with np.errstate(divide="ignore", invalid="ignore"):
-            vx = (w * tc * (hx - mx[:, None])).sum(1) / (w * tc * tc).sum(1)
-            vy = (w * tc * (hy - my[:, None])).sum(1) / (w * tc * tc).sum(1)
-            v_sigma = np.sqrt((w * tc * tc * self.h_r[slots]).sum(1)) / (w * tc * tc).sum(1)
+            vx = (w * tc * (hx - mx[:, None])).sum(1) / stt
+            vy = (w * tc * (hy - my[:, None])).sum(1) / stt
+            v_sigma = np.sqrt((w * tc * tc * self.h_r[slots]).sum(1)) / stt
         v_sigma = np.where(n >= 2, v_sigma, np.inf)
         # From 3 detections, scatter about the line beyond what their variances allow widens the sigma:
         # a learned source's residual peak wanders 1-3 px with the jitter, and 4 such detections fit a
         # line of 0.4-1.2 px/frame whose sigma from the Cramer-Rao bounds alone called it moving.
         with np.errstate(divide="ignore", invalid="ignore"):
-            stt0 = (w * tc * tc).sum(1)
-            rx_ = w * (hx - mx[:, None] - vx[:, None] * tc)
-            ry_ = w * (hy - my[:, None] - vy[:, None] * tc)
-            rss = (rx_ * rx_ + ry_ * ry_).sum(1)
-            ers = (w * self.h_r[slots] * (1.0 - 1.0 / count[:, None] - tc * tc / stt0[:, None])).sum(1)
-            widen = (n >= 3) & (ers > 0) & (rss > 2 * ers)
-            v_sigma = np.where(widen, v_sigma * np.sqrt(np.where(widen, np.minimum(rss / (2 * ers), MAX_WIDEN2), 1.0)), v_sigma)
+            ex = w * (hx - mx[:, None] - vx[:, None] * tc)
+            ey = w * (hy - my[:, None] - vy[:, None] * tc)
+            rss = (ex * ex + ey * ey).sum(1)
+            ers = (w * self.h_r[slots] * (1.0 - 1.0 / count[:, None] - tc * tc / stt[:, None])).sum(1)
+            ratio = np.where((n >= 3) & (ers > 0) & (rss > 2 * ers), rss / (2 * ers), 1.0)
+        v_sigma = v_sigma * np.sqrt(np.minimum(ratio, MAX_WIDEN2))
         # Intensity trend: straight line in ln flux.
         f = self.h_f[slots]
-        stt = (w * tc * tc).sum(1)
         sf = (w * f).sum(1) / count
         slope = (w * tc * (f - sf[:, None])).sum(1) / np.maximum(stt, 1e-12)
         resid = w * (f - sf[:, None] - slope[:, None] * tc)

@@ -202,12 +202,12 @@ def _track_kind_table(scenes, frames, tracker, detector, hil, label, out) -> dic
     out("|---|---|")
     for cls, (hit, total) in summary["confirmed_by_speed"].items():
         out(f"| {cls} | {hit}/{total} = {hit / max(total, 1):.3f} |")
-    out(f"first alert <= 3 frames after first visibility, SNR >= {LATENCY_SNR:g}, by speed over the ground: " + (
-        ", ".join(f"{cls} {np.mean(np.array(lat, float) <= 3):.2f} (n={len(lat)})"
-                  for cls, lat in summary["frames_to_first_alert_by_speed"].items()) or "-"))
-    out(f"first alert <= 3 frames after the first frame visible, moving and at SNR >= {LATENCY_SNR:g}, by speed "
-        "over the ground: " + (", ".join(f"{cls} {np.mean(np.array(lat, float) <= 3):.2f} (n={len(lat)})" for cls, lat
-                                         in summary["frames_to_first_alert_from_moving_by_speed"].items()) or "-"))
+    for clock, key in (("first visibility", "frames_to_first_alert_by_speed"),
+                       ("the first frame visible and moving at that SNR", "frames_to_first_alert_from_moving_by_speed")):
+        shares = ", ".join(f"{cls} {np.mean(np.array(lat, float) <= 3):.2f} (n={len(lat)})"
+                           for cls, lat in summary[key].items())
+        out(f"SNR >= {LATENCY_SNR:g}, first alert <= 3 frames after {clock}, by speed over the ground: "
+            f"{shares or '-'}")
     out(f"false alert tracks: {summary['false_alert_tracks']} of {summary['alert_tracks']} "
         f"({summary['false_alerts_per_1000_frames']:.2f} per 1000 frames; "
         f"{summary['false_alert_tracks_near_targets']} of them within {NEAR_TARGET_PX:g} px of a target); "
