@@ -68,17 +68,19 @@ class AlertPublisher:
 
     def frame(self, frame_index: int, frame_time: bytes, unix_time: float | None,
               detections: np.ndarray, scores: np.ndarray | None = None,
-              scene_offset: tuple[float, float] | None = None) -> list[AlertUpdate]:
+              scene_offset: tuple[float, float] | None = None,
+              faint: np.ndarray | None = None) -> list[AlertUpdate]:
         """`scores`: the false-alarm filter's score of each detection, or None; `scene_offset`: where the
-        sensor sits on the ground, px, or None (both as Tracker.update)."""
+        sensor sits on the ground, px, or None; `faint`: the detector's faint detections, or None (all
+        three as Tracker.update)."""
         self.chips_due = []
         result = self.tracker.update(frame_index, detections, stamp=frame_time, scores=scores,
-                                     scene_offset=scene_offset)
+                                     scene_offset=scene_offset, faint=faint)
         self.confirmed = result.confirmed
         out = []
         for report in result.confirmed:
             state = self._open.get(report.track_id)
-            seen = report.track_id in result.associations
+            seen = report.track_id in result.associations or report.track_id in result.faint_associations
             if state is None:
                 if report.alertable and seen:
                     self._open[report.track_id] = _Open(0, frame_index, report.kind)

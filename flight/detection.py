@@ -163,6 +163,11 @@ class DetectorConfig(Settings):
         "(0: new cells start from white noise and their neighbour's variance only)",
         low=0, high=256)
     drift_rate: float = setting(0.2, "update rate of the drift estimate that seeds the registration", low=0, high=1)
+    faint_sigma: float = setting(
+        4.0, "statistic (sigmas) down to which peaks below k_sigma are measured too, as faint "
+        "detections: never reported and never the start of a track, but the tracker may use one "
+        "to continue a track whose gate it falls in, where noise this high is rare; k_sigma or "
+        "above turns them off", above=0, high=50)
     peak_radius: int = setting(2, "a detection is a local maximum of the statistic over this radius (px)",
                                low=1, high=8)
     max_sharpness: float = setting(0.5, "peak pixel / 3x3 sum above which a hit is a cosmic ray or hot pixel",
@@ -282,6 +287,7 @@ class SingleFrameDetector:
         h, w = self.shape
         t = config.tile_size
         self.bad = bad_pixel_mask(calibration_bad_pixels, self.shape)
+        self.faint = np.empty(0, DETECTION_DTYPE)  # one frame gives no faint detections
         self._iy = interpolation_axis(h, t)
         self._ix = interpolation_axis(w, t)
         grid = (-(-h // t), -(-w // t))
@@ -642,12 +648,38 @@ def initial_variance(model: np.ndarray, config: DetectorConfig, taps: np.ndarray
     return (2.0 * pixel_var * float(np.sum(taps**2)) ** 2).astype(np.float32)
 
 
-def finish_detections(table: np.ndarray, config: DetectorConfig) -> np.ndarray:
-    """Drop sharp hits (cosmic rays, unflagged hot pixels) and hits on a line (cosmic-ray
-    tracks), then as to_detections."""
+def candidate_sigma(config: DetectorConfig) -> float:
+    """The pass's candidate threshold: k_sigma, or faint_sigma where that is lower, but never
+    below the gate (the pass looks for candidates among the gated pixels only)."""
+    return float(max(min(config.k_sigma, config.faint_sigma), gate_sigma(config)))
+
+
+def faint_peaks(snr: np.ndarray, peak_pixels: np.ndarray, persist: np.ndarray, vy: int, vx: int,
+                config: DetectorConfig) -> np.ndarray:
+    """Which measured peaks (statistic `snr`, flat pixel index `peak_pixels`) are faint: at most
+    k_sigma, and not candidates by persistence (the persistence of their cell, the variance's,
+    at least persist_detect and the statistic above persist_k), which the pass makes
+    detections at any threshold.  None are where faint_sigma is not below k_sigma."""
+    if config.faint_sigma >= config.k_sigma:
+        return np.zeros(len(snr), bool)
+    h, w = persist.shape
+    ys, xs = np.divmod(np.asarray(peak_pixels, np.int64), w)
+    cell = persist[np.clip(ys + vy, 0, h - 1), np.clip(xs + vx, 0, w - 1)]
+    _, persist_k, _, detect = persistence(config)
+    persistent = (cell >= detect) & (snr > persist_k)
+    return (snr <= config.k_sigma) & ~persistent
+
+
+def finish_detections(table: np.ndarray, config: DetectorConfig,
+                      faint: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(detections, faint detections): drop sharp hits (cosmic rays, unflagged hot pixels) and
+    hits on a line (cosmic-ray tracks), split off the rows `faint` marks (None: none), then
+    each as to_detections."""
     keep = ((table[:, SHARPNESS_COLUMN] <= config.max_sharpness)
             & (table[:, LINE_COLUMN] <= config.max_line_fraction))
-    return to_detections(table[keep, :SHARPNESS_COLUMN], config)
+    faint = np.zeros(len(table), bool) if faint is None else faint
+    return (to_detections(table[keep & ~faint, :SHARPNESS_COLUMN], config),
+            to_detections(table[keep & faint, :SHARPNESS_COLUMN], config))
 
 
 def cubic_weights(t: float) -> np.ndarray:
@@ -1128,6 +1160,7 @@ class TemporalDetector:
         self.last_candidates = 0  # peaks before cosmic-ray rejection and capping
         self.last_above = 0  # pixels above threshold
         self.table = np.empty((0, len(_temporal.COLUMNS)))
+        self.faint = np.empty(0, DETECTION_DTYPE)  # the last frame's faint detections (faint_sigma)
 
     @property
     def age(self) -> np.ndarray:
@@ -1195,7 +1228,7 @@ class TemporalDetector:
             cfg.model_clip, cfg.model_clip_low, read_var, inv_gain,
             visit_rate(cfg.hot_rate, cfg.hot_every), cfg.hot_on, cfg.hot_off,
             cfg.hot_every, self.frames_processed % cfg.hot_every,
-            cfg.variance_rate, cfg.variance_clip, VARIANCE_FLOOR, float(cfg.k_sigma),
+            cfg.variance_rate, cfg.variance_clip, VARIANCE_FLOOR, candidate_sigma(cfg),
             gate_sigma(cfg), hold_sigma(cfg), cfg.variance_rate * cfg.variance_hold,
             cfg.model_rate, self._reach,
             self._scratch, self._cand_index, self._cand_z, self._row_start, isa=cfg.simd,
@@ -1219,7 +1252,9 @@ class TemporalDetector:
         self.frames_processed += 1
         self.last_candidates = m
         self.table = table
-        detections = finish_detections(table, cfg)
+        faint = faint_peaks(table[:, DETECTION_COLUMN["snr"]], self._cand_index[self._peaks[:m]],
+                            self.persist, int(round(fy)), int(round(fx)), cfg)
+        detections, self.faint = finish_detections(table, cfg, faint)
         if self.frames_processed == 2 and len(self.seed_peaks):
             self.seed_peaks = seed_peaks_seen(self.seed_peaks, detections, self.offset, cfg)
         if self.frames_processed == cfg.seed_check + 1 and len(self.seed_peaks):
@@ -1249,6 +1284,12 @@ class Detector:
 
     def process(self, frame: np.ndarray) -> np.ndarray:
         return self.pipeline.process(frame)
+
+    @property
+    def faint(self) -> np.ndarray:
+        """The last frame's faint detections (DetectorConfig.faint_sigma), for the tracker only;
+        the single-frame pipeline has none."""
+        return self.pipeline.faint
 
     def scene_offset(self) -> tuple[float, float] | None:
         """(fx, fy): the last frame's sensor pixel p sees the ground point that the first frame's

@@ -15,7 +15,7 @@ from flight.detection import (
     DetectorConfig, _good_median, bad_pixel_mask, check_frame, check_shape, fill_invalid_tiles,
     interpolation_axis, to_detections,
 )
-from kestrel.products import DETECTION_DTYPE
+from kestrel.products import DETECTION_COLUMN, DETECTION_DTYPE
 
 MAD_TO_SIGMA = 1.482602218505602
 # The measurement table: the record's fields in order, then the temporal pipeline's sharpness
@@ -396,7 +396,7 @@ def detect_pass(frame, bad, model, row_age, col_age, variance, hot_score, offset
         cfg.hot_off, cfg.hot_every, hot_phase)
     filtered, zscore, above, gated, held, variance = matched_filter(
         residual, d.as_weights(taps), variance, int(round(fy)), int(round(fx)), cfg.variance_rate,
-        cfg.variance_clip, variance_floor, float(cfg.k_sigma), cfg.variance_rate * cfg.variance_hold,
+        cfg.variance_clip, variance_floor, d.candidate_sigma(cfg), cfg.variance_rate * cfg.variance_hold,
         d.learn_window(frame.shape, oy, ox, len(taps) // 2), d.gate_sigma(cfg), d.hold_sigma(cfg),
         persist, d.persistence(cfg), d.hold_window(row_age, col_age, cfg.variance_hold_age))
     clipped = np.where(held & (bad == 0), F32(0), clipped)  # hold the model above its gate
@@ -570,6 +570,7 @@ class TemporalDetector:
         self.offset = np.zeros(2)
         self.drift = np.zeros(2)
         self.frames_processed = 0
+        self.faint = np.empty(0, DETECTION_DTYPE)
         self.seed_learned = 0
         self.floor_ratio = 0.0
         self.usual_inliers = float(d.registration_points(self.shape, config.register_stride,
@@ -630,7 +631,9 @@ class TemporalDetector:
                                 sizes, peaks, cfg.aperture_radius, float(cfg.psf_sigma), read_var,
                                 inv_gain)
         self.frames_processed += 1
-        detections = d.finish_detections(table, cfg)
+        faint = d.faint_peaks(table[:, DETECTION_COLUMN["snr"]], peaks, self.persist,
+                              int(round(self.offset[1])), int(round(self.offset[0])), cfg)
+        detections, self.faint = d.finish_detections(table, cfg, faint)
         if self.frames_processed == 2 and len(self.seed_peaks):
             self.seed_peaks = d.seed_peaks_seen(self.seed_peaks, detections, self.offset, cfg)
         if self.frames_processed == cfg.seed_check + 1 and len(self.seed_peaks):

@@ -105,8 +105,9 @@ class TrackerConfig(Settings):
                                     low=0, high=100)
     steady_max_trend: float = setting(0.01, "steady: |slope of ln(flux)| per frame not significantly above this",
                                       low=0, high=10)
-    alert_min_hits: int = setting(4, "detections a track needs before it may be alerted as a mover (boost "
-                                  "and glide need classify_min_hits anyway): three detections give a speed "
+    alert_min_hits: int = setting(4, "detections (faint ones not counted) a track needs before it may be "
+                                  "alerted, of any kind (boost and glide need classify_min_hits, faint ones "
+                                  "counted, to be shown anyway): three detections give a speed "
                                   "whose sigma, from the Cramer-Rao bound, is far below what cloud-edge "
                                   "clutter wanders, and ground-fixed clutter was alerted as moving",
                                   low=1, high=64)
@@ -159,7 +160,9 @@ class TrackReport:
 class TrackerCounters:
     frames: int = 0
     detections: int = 0
-    detections_rejected: int = 0     # non-finite position or sigma
+    detections_rejected: int = 0     # non-finite position or sigma (faint ones included)
+    faint_detections: int = 0        # offered to continue tracks (Detector.faint)
+    faint_used: int = 0              # of those, taken by a track
     tracks_born: int = 0
     births_refused: int = 0          # no free slot
     tracks_confirmed: int = 0
@@ -171,6 +174,7 @@ class FrameResult:
     confirmed: list = field(default_factory=list)     # TrackReport of each confirmed track alive
     ended: list = field(default_factory=list)         # TrackReport (end set) of each confirmed track that ended
     associations: dict = field(default_factory=dict)  # track id -> index of its detection in this frame
+    faint_associations: dict = field(default_factory=dict)  # track id -> index of its faint detection
 
 
 class Tracker:
@@ -220,6 +224,7 @@ class Tracker:
         self._kind_evidence = np.zeros(cap, np.int64)
         self._cls_sum = np.zeros(cap)                # classifier scores of the track's detections: sum, count
         self._cls_n = np.zeros(cap, np.int64)
+        self._strong = np.zeros(cap, np.int64)       # detections at k_sigma or above (faint ones not)
         self._stamps: dict[int, Any] = {}
         self._next_id = 1
         self._last_index: int | None = None
@@ -249,8 +254,15 @@ class Tracker:
 
     # --- the frame ---------------------------------------------------------------
     def update(self, frame_index: int, detections: np.ndarray, stamp: Any = None,
-               scores: np.ndarray | None = None, scene_offset: tuple[float, float] | None = None) -> FrameResult:
+               scores: np.ndarray | None = None, scene_offset: tuple[float, float] | None = None,
+               faint: np.ndarray | None = None) -> FrameResult:
         """`scores`: the false-alarm filter's score in [0, 1] of each detection (NaN: not scored), or None.
+        `faint`: detections below the detector's threshold (Detector.faint), or None. They are offered
+        to the tracks that this frame's detections left without one, gated as the rest, and continue
+        those they fall in; they never start a track, and a mover is alerted only once
+        `alert_min_hits` of its detections were not faint. A faint target is so kept between the
+        frames where it passes the threshold, at little risk: its gate is a few pixels, where noise
+        that high is rare.
         `scene_offset`: where this frame's sensor sits on the ground, px (Detector.scene_offset), or None
         (the sensor does not move). Tracks are kept on the ground (detection + offset): the platform's
         jitter, up to a pixel a frame, moves every detection of a frame alike, and the registration
@@ -298,6 +310,9 @@ class Tracker:
             keep = np.ones(len(slots), bool)
             keep[rows] = False
             missed = slots[keep]
+        self._strong[assigned_slots] += 1
+        if faint is not None and len(faint):
+            missed = self._continue_faint(missed, faint, frame_index, result)
         table.miss(missed)
         ids = self._id[assigned_slots].tolist()
         result.associations = dict(zip(ids, assigned_dets.tolist()))
@@ -309,6 +324,28 @@ class Tracker:
         if len(live):
             result.confirmed = self._reports(live, frame_index)
         return result
+
+    def _continue_faint(self, slots: np.ndarray, faint: np.ndarray, frame_index: int,
+                        result: FrameResult) -> np.ndarray:
+        """The faint detections onto the tracks `slots` (predicted, without a detection this frame) they
+        gate with; returns the slots still without one."""
+        self.counters.faint_detections += len(faint)
+        z, rx, ry, good = self._measurements(faint)
+        if not len(slots) or not good.any():
+            return slots
+        z[:, 0] += self._ground[0]
+        z[:, 1] += self._ground[1]
+        distance = np.empty((len(slots), len(faint)))
+        self._table.distance(slots, z, rx, ry, good.view(np.uint8), distance)
+        rows, cols = assign(distance, self.config.gate_sigma)
+        if not len(rows):
+            return slots
+        self._table.update(slots[rows], cols, z, rx, ry, faint["flux"].astype(np.float64), frame_index)
+        self.counters.faint_used += len(rows)
+        result.faint_associations = dict(zip(self._id[slots[rows]].tolist(), cols.tolist()))
+        keep = np.ones(len(slots), bool)
+        keep[rows] = False
+        return slots[keep]
 
     def _ground_motion(self, frame_index: int, scene_offset) -> tuple[float, float]:
         """(dx, dy) px/frame the ground appears to move across the sensor: minus the least-squares slope
@@ -405,6 +442,7 @@ class Tracker:
         self._kind_evidence[slots] = 0
         self._cls_sum[slots] = 0.0
         self._cls_n[slots] = 0
+        self._strong[slots] = 1
         if scores is not None:
             self._add_scores(slots, scores[dets])
         self._active[slots] = True
@@ -432,10 +470,10 @@ class Tracker:
         columns = zip(slots.tolist(), fits.tolist(), speed, manoeuvre, self._kind[slots].tolist(),
                       self._kind_evidence[slots].tolist(), self._id[slots].tolist(), self._first[slots].tolist(),
                       self._hits[slots].tolist(), self._flux[slots].tolist(), self._score[slots].tolist(),
-                      self._cls_sum[slots].tolist(), self._cls_n[slots].tolist())
+                      self._cls_sum[slots].tolist(), self._cls_n[slots].tolist(), self._strong[slots].tolist())
         reports = []
         for i, (slot, fit, speed, manoeuvre, kind, kind_evidence, track_id, first, hits, flux, score, cls_sum,
-                cls_n) in enumerate(columns):
+                cls_n, strong) in enumerate(columns):
             vx, vy, speed_sigma, trend, trend_sigma, ax, ay, accel_sigma = fit
             if speed > 1e-9:
                 ux, uy = vx / speed, vy / speed
@@ -472,8 +510,8 @@ class Tracker:
                 if new != kind:
                     self._kind[slot], self._kind_evidence[slot] = new, e
                     kind, kind_evidence = new, e
-            alertable = kind in (TrackKind.BOOST, TrackKind.GLIDE) or (
-                kind == TrackKind.UNCLASSIFIED and bool(e & _MOVING) and hits >= c.alert_min_hits)
+            alertable = strong >= c.alert_min_hits and (kind in (TrackKind.BOOST, TrackKind.GLIDE) or (
+                kind == TrackKind.UNCLASSIFIED and bool(e & _MOVING)))
             classifier = cls_sum / cls_n if cls_n > 0 else math.nan
             if cls_n > 0:
                 score += c.classifier_weight * (2 * classifier - 1)

@@ -302,7 +302,7 @@ def run_pass(frame, model, row_age, col_age, variance, hot, bad, offset, config,
                        c.model_clip, c.model_clip_low, c.read_noise**2, 1.0 / c.gain,
                        fd.visit_rate(c.hot_rate, c.hot_every), c.hot_on, c.hot_off, c.hot_every,
                        phase, c.variance_rate, c.variance_clip, fd.VARIANCE_FLOOR,
-                       c.k_sigma, fd.gate_sigma(c), fd.hold_sigma(c), c.variance_rate * c.variance_hold,
+                       fd.candidate_sigma(c), fd.gate_sigma(c), fd.hold_sigma(c), c.variance_rate * c.variance_hold,
                        c.model_rate,
                        fd.residual_reach(c),
                        np.zeros((tk.scratch_rows(len(taps), fd.residual_reach(c)),
@@ -365,7 +365,7 @@ def test_residual_is_written_only_near_candidates():
     frame[20, 30] += 400
     model = frame.astype(np.float32)
     model[20, 30] = 1000.0
-    config = DetectorConfig(k_sigma=5.0)
+    config = DetectorConfig(k_sigma=5.0, faint_sigma=5.0)  # few candidates: no whole rows
     state = run_pass(frame, model, np.full(h, 50, np.uint16), np.full(w, 50, np.uint16),
                      np.full((h, w), 30.0, np.float32), np.zeros((h, w), np.float32),
                      np.zeros((h, w), np.uint8), (0.0, 0.0), config, 0)
@@ -652,6 +652,33 @@ def test_temporal_detector_equals_reference_once_the_variance_is_floored():
     assert det.pipeline.floor_ratio == ref.pipeline.floor_ratio > 0.0
     np.testing.assert_array_equal(det.pipeline.variance, ref.pipeline.variance)
     np.testing.assert_array_equal(det.pipeline.model, ref.pipeline.model)
+
+
+def test_faint_detections_lie_between_faint_sigma_and_k_sigma_and_leave_the_detections_as_they_were():
+    # the same scene with faint detections on and off: the detections agree in all but their
+    # component's size (more pixels pass the lower threshold); the faint ones lie between
+    # faint_sigma and k_sigma, none a persistent source's, and the twin finds the same
+    sim = SceneSimulator(SceneConfig(kind="cloudy", width=96, height=80, seed=7, n_targets=8,
+                                     snr_values=(3.0, 4.0, 8.0), drift=(0.4, -0.3),
+                                     speed_range=(0.0, 0.2)))   # slow: some are persistent
+    shape, bad = (80, 96), sim.calibration_bad_pixels()
+    off = Detector(DetectorConfig(faint_sigma=5.0), shape, bad)
+    on = Detector(DetectorConfig(faint_sigma=3.5), shape, bad)
+    twin = detection_ref.Detector(DetectorConfig(faint_sigma=3.5), shape, bad)
+    faint = persistent = 0
+    for i in range(40):
+        frame = sim.frame(i)[0]
+        want, got = off.process(frame), on.process(frame)
+        assert_same_detections(got, twin.process(frame))
+        assert_same_detections(on.faint, twin.pipeline.faint)
+        assert len(off.faint) == 0 and len(got) == len(want)
+        for name in DETECTION_DTYPE.names:
+            if name != "npix":
+                np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+        assert np.all((on.faint["snr"] > 3.5 - 1e-4) & (on.faint["snr"] <= 5.0))
+        faint += len(on.faint)
+        persistent += int(np.count_nonzero(got["snr"] <= 5.0))
+    assert faint > 10 and persistent > 0   # some detections below k_sigma were persistent sources
 
 
 def match_greedy(got, truth, radius=1.5):

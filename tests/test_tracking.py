@@ -329,3 +329,47 @@ def test_an_alert_product_with_a_wrong_end_for_its_subtype_is_refused():
     with pytest.raises(ValueError, match="subtype 2"):
         AlertUpdate.unpack(data, 6, subtype=2)
     assert alerts[0].lat is None
+
+
+def faint(points, snr=4.5):
+    """Faint detection records (below the detector's k_sigma) at (x, y) points."""
+    d = detections(points)
+    d["snr"] = snr
+    return d
+
+
+def test_a_faint_detection_continues_a_track_but_starts_none_and_does_not_count_towards_an_alert():
+    config = TrackerConfig(model="cv", delete_misses=2)
+    # faint detections alone, frame after frame: no track is born of them
+    alone = Tracker(config, SHAPE)
+    for i in range(6):
+        result = alone.update(i, detections([]), faint=faint([(50 + 2 * i, 60)]))
+        assert not result.confirmed and not result.faint_associations
+    assert alone.counters.tracks_born == 0 and alone.counters.faint_detections == 6
+    # a mover seen at the threshold on frames 0-2 and 5-9 only, faint between: the faint
+    # detections keep its track (without them it is lost after two misses), they never take
+    # the place of a detection, and its alert waits for the fourth detection that is not faint
+    publisher = AlertPublisher(config, SHAPE)
+    bare = AlertPublisher(config, SHAPE)
+    opened, ids, bare_ids = [], set(), set()
+    for i in range(10):
+        at = (50 + 2 * i, 60)
+        strong = detections([at] if i not in (3, 4) else [])
+        weak = faint([at] if i in (3, 4) else [(at[0] + 40, 90)])   # or a faint one far from any track
+        for alert in publisher.frame(i, bytes(6), None, strong, faint=weak):
+            if alert.update == 0:
+                opened.append(i)
+        ids |= {r.track_id for r in publisher.confirmed}
+        bare.frame(i, bytes(6), None, strong)
+        bare_ids |= {r.track_id for r in bare.confirmed}
+        result_ids = set(publisher.tracker._id[publisher.tracker._active].tolist())
+        assert len(result_ids) == 1                  # the far faint ones started nothing
+    assert len(ids) == 1 and len(bare_ids) == 2      # kept whole, against lost and born again
+    assert opened == [5]                             # strong detections 0, 1, 2 and 5
+    assert publisher.tracker.counters.faint_used == 2
+    # a frame with both: the track takes its detection, and the faint one nearby is left
+    both = Tracker(config, SHAPE)
+    for i in range(3):
+        both.update(i, detections([(50 + 2 * i, 60)]))
+    result = both.update(3, detections([(56, 60)]), faint=faint([(56.3, 60.2)]))
+    assert list(result.associations.values()) == [0] and not result.faint_associations

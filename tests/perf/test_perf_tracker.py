@@ -132,3 +132,35 @@ def test_tracker_speed_against_stone_soup():
           f"(CPU time, medians of 5): ours CV {t_ours * per:.3f} ms/frame, IMM {t_imm * per:.3f} (goal <= 0.3); "
           f"on the numpy twin CV {t_twin * per:.3f}, IMM {t_twin_imm * per:.3f}; Stone Soup CV "
           f"{t_theirs * per:.2f} ms/frame, ratio {t_theirs / t_ours:.0f}x")
+
+
+def test_tracker_speed_with_faint_detections():
+    """The same frames, the targets' detections faint on every third frame, and 20 faint false alarms a frame
+    besides: what offering the faint detections (Detector.faint) to the tracks costs, IMM."""
+    frames = synthetic()
+    strong, faint = [], []
+    for i, d in enumerate(frames):
+        noise = synthetic(frames=1, false_alarms=20, targets=0, seed=1000 + i)[0]
+        noise["snr"] = 4.5
+        if i % 3 == 2:
+            weak = d[:6].copy()
+            weak["snr"] = 4.5
+            strong.append(d[6:])
+            faint.append(np.concatenate([weak, noise]))
+        else:
+            strong.append(d)
+            faint.append(noise)
+    imm = TrackerConfig(model="imm")
+
+    def run(offer):
+        tracker = Tracker(imm, (SIZE, SIZE))
+        for i in range(len(frames)):
+            tracker.update(i, strong[i], faint=faint[i] if offer else None)
+        return tracker
+    used = run(True).counters.faint_used
+    assert used >= 0.9 * 6 * (len(frames) // 3)
+    t_with, t_without = alternated_medians(lambda: run(True), lambda: run(False), repeats=5)
+    per = 1000 / len(frames)
+    print(f"\ntracker IMM, 6 targets (faint every third frame) + 10 false alarms + 20 faint false alarms per "
+          f"frame, {len(frames)} frames (CPU time, medians of 5): with the faint detections offered "
+          f"{t_with * per:.3f} ms/frame ({used} used), without {t_without * per:.3f} (goal <= 0.3)")
