@@ -69,13 +69,13 @@ class AlertPublisher:
     def frame(self, frame_index: int, frame_time: bytes, unix_time: float | None,
               detections: np.ndarray, scores: np.ndarray | None = None,
               scene_offset: tuple[float, float] | None = None,
-              faint: np.ndarray | None = None) -> list[AlertUpdate]:
+              faint: np.ndarray | None = None, births: bool = True) -> list[AlertUpdate]:
         """`scores`: the false-alarm filter's score of each detection, or None; `scene_offset`: where the
-        sensor sits on the ground, px, or None; `faint`: the detector's faint detections, or None (all
-        three as Tracker.update)."""
+        sensor sits on the ground, px, or None; `faint`: the detector's faint detections, or None;
+        `births`: whether the detections may start tracks (all four as Tracker.update)."""
         self.chips_due = []
         result = self.tracker.update(frame_index, detections, stamp=frame_time, scores=scores,
-                                     scene_offset=scene_offset, faint=faint)
+                                     scene_offset=scene_offset, faint=faint, births=births)
         self.confirmed = result.confirmed
         out = []
         for report in result.confirmed:

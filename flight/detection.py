@@ -168,6 +168,11 @@ class DetectorConfig(Settings):
         "detections: never reported and never the start of a track, but the tracker may use one "
         "to continue a track whose gate it falls in, where noise this high is rare; k_sigma or "
         "above turns them off", above=0, high=50)
+    settle_frames: int = setting(
+        10, "frames after the seed whose detections start no track (Detector.settled): the variance "
+        "starts from the white-noise model and learns the scene's clutter over the first frames, when "
+        "false alarms run far higher (on development heavy-cloud scenes 6-60 per 1024^2 frame over "
+        "frames 1-9, about 4 from frame 15)", low=0, high=100000)
     peak_radius: int = setting(2, "a detection is a local maximum of the statistic over this radius (px)",
                                low=1, high=8)
     max_sharpness: float = setting(0.5, "peak pixel / 3x3 sum above which a hit is a cosmic ray or hot pixel",
@@ -1284,6 +1289,14 @@ class Detector:
 
     def process(self, frame: np.ndarray) -> np.ndarray:
         return self.pipeline.process(frame)
+
+    @property
+    def settled(self) -> bool:
+        """Whether the last frame's detections may start tracks: the temporal pipeline once more than
+        settle_frames frames have passed since its seed (the single-frame pipeline always)."""
+        pipeline = self.pipeline
+        return (not isinstance(pipeline, TemporalDetector)
+                or pipeline.frames_processed > self.config.settle_frames)
 
     @property
     def faint(self) -> np.ndarray:

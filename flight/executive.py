@@ -447,7 +447,7 @@ class Executive:
         frame_time = self.packets.encode(frame_stamp)
         # Alerts first (an urgent put commits at once), then the report: imagery must never delay
         # what the detections say.
-        self.alerts_for(index, frame_stamp, detections, scores, self.detector.faint)
+        self.alerts_for(index, frame_stamp, detections, scores, self.detector.faint, self.detector.settled)
         report = products.DetectionReport(index, frame_time, detections)
         self._send(ProductClass.DETECTIONS, products.APID_DETECTIONS, products.SERVICE_DETECTIONS,
                    products.SUBTYPE_DETECTION_REPORT, report.pack(), frame_stamp)
@@ -460,15 +460,16 @@ class Executive:
             self.event(products.EVENT_MEDIUM, products.EVENT_IMAGE_ERROR, f"frame {index}: {exc}")
         return True
 
-    def alerts_for(self, index: int, frame_stamp: Stamp, detections, scores=None, faint=None) -> None:
-        """The frame's detections (and faint detections, which only continue tracks) through the tracker;
-        each alert opened, updated or closed goes to the store."""
+    def alerts_for(self, index: int, frame_stamp: Stamp, detections, scores=None, faint=None,
+                   births: bool = True) -> None:
+        """The frame's detections (and faint detections, which only continue tracks) through the tracker,
+        starting tracks if `births`; each alert opened, updated or closed goes to the store."""
         frame_time = self.packets.encode(frame_stamp)
         unix_time = (self.packets.cuc.to_unix(frame_stamp.ticks)
                      if frame_stamp.status == products.TIME_STATUS_VALID else None)
         try:
             updates = self.alerts.frame(index, frame_time, unix_time, detections, scores,
-                                        self.detector.scene_offset(), faint)
+                                        self.detector.scene_offset(), faint, births)
         except ValueError as exc:
             self.counters.errors += 1
             self.event(products.EVENT_MEDIUM, products.EVENT_TRACKING_ERROR, f"frame {index}: {exc}")

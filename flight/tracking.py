@@ -165,6 +165,7 @@ class TrackerCounters:
     faint_used: int = 0              # of those, taken by a track
     tracks_born: int = 0
     births_refused: int = 0          # no free slot
+    births_withheld: int = 0         # detections that started no track: the detector had not settled
     tracks_confirmed: int = 0
     tracks_deleted: int = 0
 
@@ -255,14 +256,15 @@ class Tracker:
     # --- the frame ---------------------------------------------------------------
     def update(self, frame_index: int, detections: np.ndarray, stamp: Any = None,
                scores: np.ndarray | None = None, scene_offset: tuple[float, float] | None = None,
-               faint: np.ndarray | None = None) -> FrameResult:
+               faint: np.ndarray | None = None, births: bool = True) -> FrameResult:
         """`scores`: the false-alarm filter's score in [0, 1] of each detection (NaN: not scored), or None.
         `faint`: detections below the detector's threshold (Detector.faint), or None. They are offered
         to the tracks that this frame's detections left without one, gated as the rest, and continue
         those they fall in; they never start a track, and a mover is alerted only once
         `alert_min_hits` of its detections were not faint. A faint target is so kept between the
         frames where it passes the threshold, at little risk: its gate is a few pixels, where noise
-        that high is rare.
+        that high is rare. `births` False: the detections continue tracks but start none (a detector
+        that has not settled, Detector.settled).
         `scene_offset`: where this frame's sensor sits on the ground, px (Detector.scene_offset), or None
         (the sensor does not move). Tracks are kept on the ground (detection + offset): the platform's
         jitter, up to a pixel a frame, moves every detection of a frame alike, and the registration
@@ -319,7 +321,10 @@ class Tracker:
         self._manage(slots, result)
         unassigned = good.copy()
         unassigned[assigned_dets] = False
-        self._births(np.flatnonzero(unassigned), sensor_z, z, rx, ry, flux, frame_index, stamp, scores)
+        if births:
+            self._births(np.flatnonzero(unassigned), sensor_z, z, rx, ry, flux, frame_index, stamp, scores)
+        else:
+            self.counters.births_withheld += int(np.count_nonzero(unassigned))
         live = np.flatnonzero(self._active & self._confirmed)
         if len(live):
             result.confirmed = self._reports(live, frame_index)

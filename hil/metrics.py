@@ -137,7 +137,8 @@ def track_run(scene: SceneConfig, frames: int, tracker: TrackerConfig = TrackerC
         current = history.push(frame)
         past = history.past()
         scores = classifier.score(current, past, dets) if past is not None else None
-        for a in publisher.frame(i, b"", None, dets, scores, onboard.scene_offset(), onboard.faint):
+        for a in publisher.frame(i, b"", None, dets, scores, onboard.scene_offset(), onboard.faint,
+                                 onboard.settled):
             alerts.append(dict(track_id=a.track_id + id_offset, frame_index=a.frame_index, x=a.x, y=a.y,
                                vx=a.vx, vy=a.vy, ended=a.end.name if a.end else None, update=a.update))
             last_kind[a.track_id + id_offset] = a.kind.name

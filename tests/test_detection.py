@@ -681,6 +681,20 @@ def test_faint_detections_lie_between_faint_sigma_and_k_sigma_and_leave_the_dete
     assert faint > 10 and persistent > 0   # some detections below k_sigma were persistent sources
 
 
+def test_the_temporal_detector_settles_after_settle_frames_and_the_single_frame_one_at_once():
+    sim = SceneSimulator(SceneConfig(kind="clear", width=64, height=48, seed=2, n_targets=2))
+    temporal = Detector(DetectorConfig(settle_frames=3), (48, 64), sim.calibration_bad_pixels())
+    single = Detector(DetectorConfig(mode="single"), (48, 64), sim.calibration_bad_pixels())
+    settled = []
+    for i in range(6):
+        frame = sim.frame(i)[0]
+        temporal.process(frame)
+        single.process(frame)
+        settled.append(temporal.settled)
+        assert single.settled
+    assert settled == [False, False, False, True, True, True]   # the seed, then 3 frames
+
+
 def match_greedy(got, truth, radius=1.5):
     """Each truth row in turn takes its nearest detection if within `radius` and not yet taken: (which
     detections were taken, each truth row's distance or None)."""

@@ -373,3 +373,16 @@ def test_a_faint_detection_continues_a_track_but_starts_none_and_does_not_count_
         both.update(i, detections([(50 + 2 * i, 60)]))
     result = both.update(3, detections([(56, 60)]), faint=faint([(56.3, 60.2)]))
     assert list(result.associations.values()) == [0] and not result.faint_associations
+
+
+def test_detections_of_a_detector_not_yet_settled_continue_tracks_but_start_none():
+    tracker = Tracker(TrackerConfig(model="cv"), SHAPE)
+    for i in range(3):
+        assert not tracker.update(i, detections([(50 + 2 * i, 60)]), births=False).confirmed
+    assert tracker.counters.tracks_born == 0 and tracker.counters.births_withheld == 3
+    for i in range(3, 6):
+        tracker.update(i, detections([(50 + 2 * i, 60)]))
+    # born at 3, confirmed at 5; a new target seen while births are held starts nothing, the track goes on
+    result = tracker.update(6, detections([(62, 60), (150, 150)]), births=False)
+    assert [r.hits for r in result.confirmed] == [4] and tracker.counters.tracks_born == 1
+    assert tracker.counters.births_withheld == 4
