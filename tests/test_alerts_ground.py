@@ -18,8 +18,10 @@ from tests.test_geolocation import TLE
 @pytest.fixture(scope="module")
 def flown(tmp_path_factory):
     base = small_config()
+    # 40 frames: tracks start once the detector has settled (settle_frames), and a whole chip
+    # sequence takes alert_chip_frames more after the alert opens
     config = dataclasses.replace(
-        base, sensor=dataclasses.replace(base.sensor, max_frames=30),
+        base, sensor=dataclasses.replace(base.sensor, max_frames=40),
         tracking=dataclasses.replace(base.tracking, alert_chip_frames=8),
         geolocation=GeolocationConfig(tle_line1=TLE[0], tle_line2=TLE[1], focal_length_px=5000.0))
     stream, executive = fly(config)
