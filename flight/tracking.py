@@ -8,10 +8,14 @@ Each frame:
              position, the detection's Cramer-Rao sigma and jitter_px as its
              measurement noise)
     -> global nearest-neighbour assignment (flight.assignment)
-    -> Kalman update of the assigned tracks; M-of-N confirmation; deletion
-       (tentative: cannot reach M of N; confirmed: consecutive misses, a
-       position too uncertain to use, or predicted out of the frame)
-    -> new tentative tracks from unassigned detections off the border
+    -> Kalman update of the assigned tracks
+    -> the same for the detector's faint detections (below its threshold)
+       onto the tracks left without one: they continue tracks, start none
+    -> M-of-N confirmation; deletion (tentative: cannot reach M of N;
+       confirmed: consecutive misses, a position too uncertain to use, or
+       predicted out of the frame)
+    -> new tentative tracks from unassigned detections off the border, once
+       the detector has settled
     -> kinds for confirmed tracks, from their recent history.
 
 The state of every track lives in fixed-size arrays (`max_tracks` slots): the
@@ -260,7 +264,7 @@ class Tracker:
         """`scores`: the false-alarm filter's score in [0, 1] of each detection (NaN: not scored), or None.
         `faint`: detections below the detector's threshold (Detector.faint), or None. They are offered
         to the tracks that this frame's detections left without one, gated as the rest, and continue
-        those they fall in; they never start a track, and a mover is alerted only once
+        those they fall in; they never start a track, and a track is alerted only once
         `alert_min_hits` of its detections were not faint. A faint target is so kept between the
         frames where it passes the threshold, at little risk: its gate is a few pixels, where noise
         that high is rare. `births` False: the detections continue tracks but start none (a detector
