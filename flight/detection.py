@@ -659,20 +659,36 @@ def candidate_sigma(config: DetectorConfig) -> float:
     return float(max(min(config.k_sigma, config.faint_sigma), gate_sigma(config)))
 
 
-def faint_peaks(snr: np.ndarray, peak_pixels: np.ndarray, persist: np.ndarray, vy: int, vx: int,
-                config: DetectorConfig) -> np.ndarray:
-    """Which measured peaks (statistic `snr`, flat pixel index `peak_pixels`) are faint: at most
-    k_sigma, and not candidates by persistence (the persistence of their cell, the variance's,
-    at least persist_detect and the statistic above persist_k), which the pass makes
-    detections at any threshold.  None are where faint_sigma is not below k_sigma."""
-    if config.faint_sigma >= config.k_sigma:
-        return np.zeros(len(snr), bool)
+def faint_on(config: DetectorConfig) -> bool:
+    """Whether the pass finds candidates below k_sigma (faint_sigma)."""
+    return candidate_sigma(config) < config.k_sigma
+
+
+def strong_candidates(z: np.ndarray, pixels: np.ndarray, persist: np.ndarray, vy: int, vx: int,
+                      config: DetectorConfig) -> np.ndarray:
+    """Which candidates (statistic z, flat pixel index) the pass would make at k_sigma alone:
+    above k_sigma, or candidates by persistence (the persistence of their cell, the variance's,
+    at least persist_detect and the statistic above persist_k).  The rest are faint."""
     h, w = persist.shape
-    ys, xs = np.divmod(np.asarray(peak_pixels, np.int64), w)
+    ys, xs = np.divmod(np.asarray(pixels, np.int64), w)
     cell = persist[np.clip(ys + vy, 0, h - 1), np.clip(xs + vx, 0, w - 1)]
     _, persist_k, _, detect = persistence(config)
-    persistent = (cell >= detect) & (snr > persist_k)
-    return (snr <= config.k_sigma) & ~persistent
+    return (z > config.k_sigma) | ((cell >= detect) & (z > persist_k))
+
+
+def faint_peaks(peaks: np.ndarray, strong_peaks: np.ndarray, strong: np.ndarray, width: int,
+                radius: int) -> np.ndarray:
+    """The peaks among all candidates (flat pixel indices `peaks`, `strong` marking those that
+    are strong candidates) that are faint detections: not strong, and no strong peak
+    (`strong_peaks`) within `radius` (the peak window), so a faint peak never stands for a
+    source a detection already reports."""
+    faint = peaks[~strong]
+    if not len(faint) or not len(strong_peaks):
+        return faint
+    fy, fx = np.divmod(faint[:, None], width)
+    sy, sx = np.divmod(np.asarray(strong_peaks)[None, :], width)
+    beside = ((np.abs(fy - sy) <= radius) & (np.abs(fx - sx) <= radius)).any(axis=1)
+    return faint[~beside]
 
 
 def finish_detections(table: np.ndarray, config: DetectorConfig,
@@ -1180,6 +1196,25 @@ class TemporalDetector:
         n = self.last_above
         return self._cand_index[:n], self._cand_z[:n]
 
+    def _strong_peaks_first(self, n: int, m: int, vy: int, vx: int) -> tuple[int, int]:
+        """With faint candidates among the n, the m peaks found among them all: the peaks of the
+        strong candidates alone (as the pass at k_sigma would have found them: a faint candidate
+        outshining a persistent source nearby must not take its place), then the faint peaks
+        (faint_peaks), in self._peaks.  Returns (strong peaks, all)."""
+        cfg, w = self.config, self.shape[1]
+        index, labels = self._cand_index[:n], self._cand_label[:n]
+        strong = strong_candidates(self._cand_z[:n], index, self.persist, vy, vx, cfg)
+        every = self._peaks[:m].copy()
+        kept = labels.copy()
+        labels[~strong] = 0  # as bad pixels: they neither compete nor peak
+        k = _temporal.find_peaks(self._cand_index, self._cand_z, self._cand_label, self._row_start,
+                                 n, w, cfg.peak_radius, self._peaks)
+        labels[:] = kept
+        pixels = faint_peaks(index[every], index[self._peaks[:k]], strong[every], w, cfg.peak_radius)
+        faint = every[np.isin(index[every], pixels)]
+        self._peaks[k:k + len(faint)] = faint
+        return k, k + len(faint)
+
     def process(self, frame: np.ndarray) -> np.ndarray:
         check_frame(frame, self.shape)
         cfg = self.config
@@ -1249,6 +1284,9 @@ class TemporalDetector:
                                        self._parent, self._cand_label, self._sizes)
         m = _temporal.find_peaks(self._cand_index, self._cand_z, self._cand_label, self._row_start,
                                  n, w, cfg.peak_radius, self._peaks) if c else 0
+        n_strong = m
+        if m and faint_on(cfg):
+            n_strong, m = self._strong_peaks_first(n, m, int(round(fy)), int(round(fx)))
         table = np.empty((m, len(_temporal.COLUMNS)), np.float64)
         _temporal.measure_targets(frame, self.residual, self._taps32, self._cand_index,
                                   self._cand_z, self._cand_label, self._sizes, self._peaks, m,
@@ -1257,9 +1295,7 @@ class TemporalDetector:
         self.frames_processed += 1
         self.last_candidates = m
         self.table = table
-        faint = faint_peaks(table[:, DETECTION_COLUMN["snr"]], self._cand_index[self._peaks[:m]],
-                            self.persist, int(round(fy)), int(round(fx)), cfg)
-        detections, self.faint = finish_detections(table, cfg, faint)
+        detections, self.faint = finish_detections(table, cfg, np.arange(m) >= n_strong)
         if self.frames_processed == 2 and len(self.seed_peaks):
             self.seed_peaks = seed_peaks_seen(self.seed_peaks, detections, self.offset, cfg)
         if self.frames_processed == cfg.seed_check + 1 and len(self.seed_peaks):

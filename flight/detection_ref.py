@@ -15,7 +15,7 @@ from flight.detection import (
     DetectorConfig, _good_median, bad_pixel_mask, check_frame, check_shape, fill_invalid_tiles,
     interpolation_axis, to_detections,
 )
-from kestrel.products import DETECTION_COLUMN, DETECTION_DTYPE
+from kestrel.products import DETECTION_DTYPE
 
 MAD_TO_SIGMA = 1.482602218505602
 # The measurement table: the record's fields in order, then the temporal pipeline's sharpness
@@ -627,13 +627,22 @@ class TemporalDetector:
         self.zscore = out["zscore"]
         self.labels, n = label_above(out["above"], self.bad)
         sizes, peaks = find_peaks(self.zscore, self.labels, n, cfg.peak_radius)
+        n_strong = len(peaks)
+        if len(peaks) and d.faint_on(cfg):
+            # the strong candidates' peaks alone first, then the faint peaks beside none of them
+            pixels = np.flatnonzero(self.labels)
+            strong = np.zeros(self.labels.size, bool)
+            strong[pixels] = d.strong_candidates(self.zscore.ravel()[pixels], pixels, self.persist,
+                                                 int(round(self.offset[1])), int(round(self.offset[0])), cfg)
+            _, strong_peaks = find_peaks(self.zscore, np.where(strong.reshape(self.labels.shape),
+                                                               self.labels, 0), n, cfg.peak_radius)
+            faint = d.faint_peaks(peaks, strong_peaks, strong[peaks], self.shape[1], cfg.peak_radius)
+            peaks, n_strong = np.concatenate([strong_peaks, faint]), len(strong_peaks)
         table = measure_targets(frame, self.residual, out["filtered"], self.zscore, self.labels,
                                 sizes, peaks, cfg.aperture_radius, float(cfg.psf_sigma), read_var,
                                 inv_gain)
         self.frames_processed += 1
-        faint = d.faint_peaks(table[:, DETECTION_COLUMN["snr"]], peaks, self.persist,
-                              int(round(self.offset[1])), int(round(self.offset[0])), cfg)
-        detections, self.faint = d.finish_detections(table, cfg, faint)
+        detections, self.faint = d.finish_detections(table, cfg, np.arange(len(peaks)) >= n_strong)
         if self.frames_processed == 2 and len(self.seed_peaks):
             self.seed_peaks = d.seed_peaks_seen(self.seed_peaks, detections, self.offset, cfg)
         if self.frames_processed == cfg.seed_check + 1 and len(self.seed_peaks):
