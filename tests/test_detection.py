@@ -681,6 +681,34 @@ def test_faint_detections_lie_between_faint_sigma_and_k_sigma_and_leave_the_dete
     assert faint > 10 and persistent > 0   # some detections below k_sigma were persistent sources
 
 
+def test_a_faint_candidate_does_not_take_a_persistent_sources_place_as_the_peak():
+    # candidates placed by hand: a persistent source A (Z 4.3, its cell persistent) with a brighter
+    # faint candidate B 2 px off, a detection D and a faint candidate C on their own. Among all
+    # candidates B outshines A; the detections must be A and D, as at k_sigma alone, and the faint
+    # peaks C only (B stands beside A)
+    h = w = 16
+    cfg = DetectorConfig(k_sigma=5.0, faint_sigma=4.0)
+    pipe = Detector(cfg, (h, w)).pipeline
+    cells = {"D": (2, 12, 6.0), "A": (5, 5, 4.3), "B": (5, 7, 4.8), "C": (12, 12, 4.5)}
+    order = sorted(cells, key=lambda k: cells[k][0] * w + cells[k][1])
+    n = len(order)
+    pipe._cand_index[:n] = [cells[k][0] * w + cells[k][1] for k in order]
+    pipe._cand_z[:n] = [cells[k][2] for k in order]
+    rows = np.array([cells[k][0] for k in order])
+    pipe._row_start[:] = np.searchsorted(rows, np.arange(h + 1))
+    pipe.persist[5, 5] = fd.persistence(cfg)[3]
+    c = tk.label_candidates(pipe._cand_index, pipe._row_start, n, w, pipe.bad, pipe._parent,
+                            pipe._cand_label, pipe._sizes)
+    m = tk.find_peaks(pipe._cand_index, pipe._cand_z, pipe._cand_label, pipe._row_start, n, w,
+                      cfg.peak_radius, pipe._peaks)
+    name = {cells[k][0] * w + cells[k][1]: k for k in cells}
+    assert c == 4 and sorted(name[pipe._cand_index[i]] for i in pipe._peaks[:m]) == ["B", "C", "D"]
+    strong, total = pipe._strong_peaks_first(n, m, 0, 0)
+    peaks = [name[pipe._cand_index[i]] for i in pipe._peaks[:total]]
+    assert sorted(peaks[:strong]) == ["A", "D"] and peaks[strong:] == ["C"]
+    assert list(pipe._cand_label[:n]) != [0] * n    # the labels are given back
+
+
 def test_the_temporal_detector_settles_after_settle_frames_and_the_single_frame_one_at_once():
     sim = SceneSimulator(SceneConfig(kind="clear", width=64, height=48, seed=2, n_targets=2))
     temporal = Detector(DetectorConfig(settle_frames=3), (48, 64), sim.calibration_bad_pixels())
