@@ -678,27 +678,23 @@ def strong_candidates(z: np.ndarray, pixels: np.ndarray, persist: np.ndarray, vy
 
 def faint_peaks(peaks: np.ndarray, strong_peaks: np.ndarray, strong: np.ndarray, width: int,
                 radius: int) -> np.ndarray:
-    """The peaks among all candidates (flat pixel indices `peaks`, `strong` marking those that
-    are strong candidates) that are faint detections: not strong, and no strong peak
+    """Which of the peaks among all candidates (flat pixel indices `peaks`, `strong` marking
+    those that are strong candidates) are faint detections: not strong, and no strong peak
     (`strong_peaks`) within `radius` (the peak window), so a faint peak never stands for a
     source a detection already reports."""
-    faint = peaks[~strong]
-    if not len(faint) or not len(strong_peaks):
-        return faint
-    fy, fx = np.divmod(faint[:, None], width)
-    sy, sx = np.divmod(np.asarray(strong_peaks)[None, :], width)
-    beside = ((np.abs(fy - sy) <= radius) & (np.abs(fx - sx) <= radius)).any(axis=1)
-    return faint[~beside]
+    py, px = np.divmod(np.asarray(peaks, np.int64)[:, None], width)
+    sy, sx = np.divmod(np.asarray(strong_peaks, np.int64)[None, :], width)
+    beside = ((np.abs(py - sy) <= radius) & (np.abs(px - sx) <= radius)).any(axis=1)
+    return ~strong & ~beside
 
 
 def finish_detections(table: np.ndarray, config: DetectorConfig,
-                      faint: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                      faint: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(detections, faint detections): drop sharp hits (cosmic rays, unflagged hot pixels) and
-    hits on a line (cosmic-ray tracks), split off the rows `faint` marks (None: none), then
-    each as to_detections."""
+    hits on a line (cosmic-ray tracks), split off the rows `faint` marks, then each as
+    to_detections."""
     keep = ((table[:, SHARPNESS_COLUMN] <= config.max_sharpness)
             & (table[:, LINE_COLUMN] <= config.max_line_fraction))
-    faint = np.zeros(len(table), bool) if faint is None else faint
     return (to_detections(table[keep & ~faint, :SHARPNESS_COLUMN], config),
             to_detections(table[keep & faint, :SHARPNESS_COLUMN], config))
 
@@ -1210,8 +1206,8 @@ class TemporalDetector:
         k = _temporal.find_peaks(self._cand_index, self._cand_z, self._cand_label, self._row_start,
                                  n, w, cfg.peak_radius, self._peaks)
         labels[:] = kept
-        pixels = faint_peaks(index[every], index[self._peaks[:k]], strong[every], w, cfg.peak_radius)
-        faint = every[np.isin(index[every], pixels)]
+        faint = every[faint_peaks(index[every], index[self._peaks[:k]], strong[every], w,
+                                  cfg.peak_radius)]
         self._peaks[k:k + len(faint)] = faint
         return k, k + len(faint)
 

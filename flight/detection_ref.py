@@ -636,7 +636,7 @@ class TemporalDetector:
                                                  int(round(self.offset[1])), int(round(self.offset[0])), cfg)
             _, strong_peaks = find_peaks(self.zscore, np.where(strong.reshape(self.labels.shape),
                                                                self.labels, 0), n, cfg.peak_radius)
-            faint = d.faint_peaks(peaks, strong_peaks, strong[peaks], self.shape[1], cfg.peak_radius)
+            faint = peaks[d.faint_peaks(peaks, strong_peaks, strong[peaks], self.shape[1], cfg.peak_radius)]
             peaks, n_strong = np.concatenate([strong_peaks, faint]), len(strong_peaks)
         table = measure_targets(frame, self.residual, out["filtered"], self.zscore, self.labels,
                                 sizes, peaks, cfg.aperture_radius, float(cfg.psf_sigma), read_var,
