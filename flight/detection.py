@@ -187,13 +187,18 @@ class DetectorConfig(Settings):
         5.0, "a compact source in the seed frame (matched filter over its ring's mean, in noise or "
         "local clutter sigmas) beyond this is kept out of the model", above=0)
     seed_check: int = setting(
-        0, "frames after the seed when compact sources kept out of the model that a detection still "
-        "sits on (fixed in the scene) are learned from that frame; 0: none are kept out (the default: "
-        "at 1024^2 in cloud, kept-out clutter raised false alarms to 1.4 (cloudy) and 11 (heavy) per "
-        "frame; 10 finds still targets in clear sky)", low=0, high=1000)
+        9, "frames after the seed over which the compact sources the seed kept out of the model are "
+        "watched (SeedSources): those that did not move are learned then, from what the seed frame held "
+        "there, the rest stay out as targets and are looked at again at 3 seed_check; 9 learns them "
+        "with the tenth frame, when the detector has settled (settle_frames); 0: none are kept out, "
+        "a target in view from the first frame is learned as the scene", low=0, high=1000)
     seed_still: float = setting(
-        0.6, "a compact source the seed kept out that moved less than this (px) by seed_check is learned",
-        above=0, high=16)
+        0.45, "a compact source the seed kept out whose detections moved less than this (px) over "
+        "the frames seen is learned", above=0, high=16)
+    seed_motion_sigma: float = setting(
+        4.0, "a compact source the seed kept out is a target, kept out, if a line fitted to its "
+        "detections has a velocity this many standard errors from zero (and moved seed_still)",
+        above=0)
     seed_ring: int = setting(3, "radius (px) of the ring that tells a compact source from an edge in the seed frame",
                              low=2, high=16)
     simd: str = setting(
@@ -591,18 +596,9 @@ def seed_state(frame: np.ndarray, bad: np.ndarray, hot_score: np.ndarray,
     hot_score[spikes] = SCORE_CLIP
     filled = fill_bad(frame, bad != 0)
     if config.seed_check == 0:
-        return filled, scale, np.zeros((0, 2))
+        return filled, scale, SeedSources(np.zeros((0, 2)))
     model, peaks = without_compact_sources(filled, sensor, taps)
-    return model, scale, peaks.astype(np.float64)
-
-
-def moved_peaks(peaks: np.ndarray, ky: int, kx: int, shape) -> np.ndarray:
-    """Model positions (y, x) after the state moved so that a(u) <- a(u + k): u - k, those
-    still on the model."""
-    moved = peaks - np.array([ky, kx], np.float64)
-    h, w = shape
-    keep = (moved[:, 0] > -0.5) & (moved[:, 0] < h - 0.5) & (moved[:, 1] > -0.5) & (moved[:, 1] < w - 0.5)
-    return moved[keep]
+    return model, scale, SeedSources(peaks, filled, config.seed_ring, 3 * config.seed_check)
 
 
 def nearest_detections(peaks: np.ndarray, detections: np.ndarray, offset,
@@ -624,18 +620,104 @@ def nearest_detections(peaks: np.ndarray, detections: np.ndarray, offset,
     return near, found
 
 
-def seed_peaks_seen(peaks: np.ndarray, detections: np.ndarray, offset, config) -> np.ndarray:
-    """The seed's compact sources, each moved to the detection the first frame after the seed
-    made of it (within seed_ring px; its sub-pixel position in the model), else left."""
-    return nearest_detections(peaks, detections, offset, config.seed_ring)[0]
+class SeedSources:
+    """The compact sources the seed kept out of the model (seed_check > 0), what the seed frame
+    held around each, and where the detections put them, frame by frame.
 
+    One frame's detection is not enough to tell a slow target from a fixed source: the centroid
+    of a compact cloud feature wanders by a few tenths of a pixel as jitter resamples it, or
+    hops between two peaks of its own.  A target's detections move on a line.  So at seed_check
+    a straight line is fitted to each source's detections (within seed_ring px), and a source
+    moved if its velocity is seed_motion_sigma standard errors from zero and carried it more
+    than seed_still px over the frames seen.  Every other source (still, wandering, or seen too
+    seldom to tell: fixed, faded or long gone) is the scene: its cells take back what the seed
+    frame held there, as the cells around them did.  The sources that moved are watched on to
+    frame 3 seed_check and tested again with all their detections: clutter that passed by
+    chance is learned then.
+    """
 
-def stationary_peaks(peaks: np.ndarray, detections: np.ndarray, offset, config) -> np.ndarray:
-    """The seed's compact sources (model positions) that a detection still sits on, within
-    seed_still px, seed_check frames on: not a target that moved off but something fixed in
-    the scene (a small bright cloud), or a target slower than seed_still / seed_check px per
-    frame, which is then learned as the scene is."""
-    return peaks[nearest_detections(peaks, detections, offset, config.seed_still)[1]]
+    def __init__(self, peaks: np.ndarray, scene: np.ndarray | None = None, radius: int = 0,
+                 frames: int = 0) -> None:
+        self.peaks = np.asarray(peaks, np.int64).reshape(-1, 2)  # model (y, x), integer cells
+        # per source, per frame from the first after the seed: the detection's (dy, dx) from it
+        self.seen = np.full((len(self.peaks), frames, 2), np.nan)
+        self.radius = radius
+        side = 2 * radius + 1
+        self.patches = np.zeros((len(self.peaks), side, side), np.float32)
+        if len(self.peaks):
+            padded = np.pad(np.asarray(scene, np.float32), radius, mode="edge")
+            for i, (y, x) in enumerate(self.peaks):
+                self.patches[i] = padded[y:y + side, x:x + side]
+
+    def __len__(self) -> int:
+        return len(self.peaks)
+
+    def keep(self, which: np.ndarray) -> None:
+        """Drop every source but `which` (a mask)."""
+        self.peaks, self.seen, self.patches = self.peaks[which], self.seen[which], self.patches[which]
+
+    def moved(self, ky: int, kx: int, shape) -> None:
+        """The state moved so that a(u) <- a(u + k): sources follow, those off the model go."""
+        self.peaks = self.peaks - np.array([ky, kx])
+        h, w = shape
+        y, x = self.peaks[:, 0], self.peaks[:, 1]
+        self.keep((y >= 0) & (y < h) & (x >= 0) & (x < w))
+
+    def see(self, detections: np.ndarray, offset, frames_processed: int, config) -> None:
+        """Note this frame's nearest detection of each source (frame frames_processed)."""
+        peaks = self.peaks.astype(np.float64)
+        near, found = nearest_detections(peaks, detections, offset, config.seed_ring)
+        t = frames_processed - 2
+        if 0 <= t < self.seen.shape[1]:
+            self.seen[found, t] = near[found] - peaks[found]
+
+    def moving(self, config) -> np.ndarray:
+        """Whether each source's detections so far move on a line (see the class)."""
+        seen = ~np.isnan(self.seen[:, :, 0])                     # (source, frame)
+        count = seen.sum(axis=1)
+        enough = count >= 4                                      # a line and its scatter
+        t = np.where(seen[enough], np.arange(self.seen.shape[1], dtype=np.float64), np.nan)
+        t -= np.nanmean(t, axis=1, keepdims=True) if len(t) else 0.0
+        d = self.seen[enough]
+        d -= np.nanmean(d, axis=1, keepdims=True) if len(d) else 0.0
+        t0, d0 = np.nan_to_num(t), np.nan_to_num(d)
+        tt = np.sum(t0 * t0, axis=1)
+        v = np.einsum("ft,fta->fa", t0, d0) / tt[:, None]         # (vy, vx) px/frame
+        residual = d0 - t0[:, :, None] * v[:, None, :]
+        var_v = np.sum(residual**2, axis=1) / (count[enough] - 2)[:, None] / tt[:, None]
+        chi2 = np.sum(v**2 / np.maximum(var_v, 1e-6), axis=1)
+        span = np.nanmax(t, axis=1) - np.nanmin(t, axis=1) if len(t) else np.zeros(0)
+        out = np.zeros(len(self), bool)
+        out[enough] = (chi2 > config.seed_motion_sigma**2) & (np.hypot(v[:, 0], v[:, 1]) * span > config.seed_still)
+        return out
+
+    def restore(self, i: int, model: np.ndarray, lagged: np.ndarray) -> None:
+        """Give source i's cells back what the seed frame held there.  The lagged snapshot
+        (lagged_sources) takes them too: it still holds the cells as the seed left them, without
+        the source, and would take the source back out of the model as one the model gained, to
+        be a false alarm there ever after."""
+        h, w = model.shape
+        r = self.radius
+        y, x = (int(v) for v in self.peaks[i])
+        y0, y1, x0, x1 = max(y - r, 0), min(y + r + 1, h), max(x - r, 0), min(x + r + 1, w)
+        patch = self.patches[i][y0 - (y - r):y1 - (y - r), x0 - (x - r):x1 - (x - r)]
+        model[y0:y1, x0:x1] = patch
+        lagged[y0:y1, x0:x1] = patch
+
+    def watch(self, detections: np.ndarray, offset, frames_processed: int, model: np.ndarray,
+              lagged: np.ndarray, config) -> int:
+        """One frame's part (frames 2..3 seed_check + 1): note the detections; at seed_check + 1
+        learn the sources that did not move, at 3 seed_check + 1 those that no longer do, and
+        forget the rest.  Returns the sources learned."""
+        self.see(detections, offset, frames_processed, config)
+        check = config.seed_check
+        if frames_processed not in (check + 1, 3 * check + 1):
+            return 0
+        moving = self.moving(config)
+        for i in np.flatnonzero(~moving):
+            self.restore(i, model, lagged)
+        self.keep(moving if frames_processed == check + 1 else np.zeros(len(self), bool))
+        return int((~moving).sum())
 
 
 def box_cells(peak, radius: int, shape) -> tuple[slice, slice]:
@@ -1170,7 +1252,7 @@ class TemporalDetector:
         # scaled: what the kernels are given (set by the seed frame)
         self.noise_scale = 1.0
         self.sensor = config
-        self.seed_peaks = np.zeros((0, 2))  # compact sources the seed kept out (model y, x)
+        self.seed_sources = SeedSources(np.zeros((0, 2)))  # what the seed kept out of the model
         self.seed_learned = 0  # of those, found fixed in the scene and learned at seed_check
         self.floor_ratio = 0.0  # keep_variance_floor's, 0 until measured
         self.frames_processed = 0
@@ -1216,7 +1298,7 @@ class TemporalDetector:
         cfg = self.config
         h, w = self.shape
         if self.frames_processed == 0:
-            self.model[...], self.noise_scale, self.seed_peaks = seed_state(
+            self.model[...], self.noise_scale, self.seed_sources = seed_state(
                 frame, self.bad, self.hot_score, cfg, self.taps)
             self.sensor = noise_hints(cfg, self.noise_scale)
             self.variance[...] = self._white_variance(self.model)
@@ -1251,7 +1333,7 @@ class TemporalDetector:
                      float(self.offset[1]), float(self.offset[0]), sensor, self.taps)
             shift_persistence(self.persist, ky, kx)
             shift_lagged(self.lagged, self.model, ky, kx, _temporal.shift_cells)
-            self.seed_peaks = moved_peaks(self.seed_peaks, ky, kx, self.shape)
+            self.seed_sources.moved(ky, kx, self.shape)
         fx, fy = float(self.offset[0]), float(self.offset[1])
         (oy, wy), (ox, wx) = split_shift(fy), split_shift(fx)
         (uy, uwy), (ux, uwx) = split_shift(-fy), split_shift(-fx)
@@ -1292,16 +1374,9 @@ class TemporalDetector:
         self.last_candidates = m
         self.table = table
         detections, self.faint = finish_detections(table, cfg, np.arange(m) >= n_strong)
-        if self.frames_processed == 2 and len(self.seed_peaks):
-            self.seed_peaks = seed_peaks_seen(self.seed_peaks, detections, self.offset, cfg)
-        if self.frames_processed == cfg.seed_check + 1 and len(self.seed_peaks):
-            # what the seed kept out and is still where it was is the scene: learn it now
-            for peak in stationary_peaks(self.seed_peaks, detections, self.offset, cfg):
-                self.seed_learned += 1
-                rows, cols = box_cells(peak, cfg.seed_ring, self.shape)
-                fill_new_cells(frame, self.bad, self.model, self.variance, rows, cols, fy, fx,
-                               sensor, self.taps)
-            self.seed_peaks = self.seed_peaks[:0]
+        if len(self.seed_sources):
+            self.seed_learned += self.seed_sources.watch(detections, self.offset, self.frames_processed,
+                                                         self.model, self.lagged, cfg)
         return detections
 
 

@@ -571,6 +571,7 @@ class TemporalDetector:
         self.drift = np.zeros(2)
         self.frames_processed = 0
         self.faint = np.empty(0, DETECTION_DTYPE)
+        self.seed_sources = d.SeedSources(np.zeros((0, 2)))
         self.seed_learned = 0
         self.floor_ratio = 0.0
         self.usual_inliers = float(d.registration_points(self.shape, config.register_stride,
@@ -581,7 +582,7 @@ class TemporalDetector:
         d, cfg = self._d, self.config
         check_frame(frame, self.shape)
         if self.frames_processed == 0:
-            self.model, self.noise_scale, self.seed_peaks = d.seed_state(
+            self.model, self.noise_scale, self.seed_sources = d.seed_state(
                 frame, self.bad, self.hot_score, cfg, self.taps)
             self.sensor = d.noise_hints(cfg, self.noise_scale)
             self.variance = d.initial_variance(self.model, self.sensor, self.taps)
@@ -611,7 +612,7 @@ class TemporalDetector:
                        shift=shift_cells, fill=fill_new_cells)
             d.shift_persistence(self.persist, ky, kx)
             d.shift_lagged(self.lagged, self.model, ky, kx, shift_cells)
-            self.seed_peaks = d.moved_peaks(self.seed_peaks, ky, kx, self.shape)
+            self.seed_sources.moved(ky, kx, self.shape)
         out = detect_pass(frame, self.bad, self.model, self.row_age, self.col_age, self.variance,
                           self.hot_score, (float(self.offset[0]), float(self.offset[1])), self.taps,
                           sensor, d.VARIANCE_FLOOR, self.frames_processed % cfg.hot_every,
@@ -643,16 +644,9 @@ class TemporalDetector:
                                 inv_gain)
         self.frames_processed += 1
         detections, self.faint = d.finish_detections(table, cfg, np.arange(len(peaks)) >= n_strong)
-        if self.frames_processed == 2 and len(self.seed_peaks):
-            self.seed_peaks = d.seed_peaks_seen(self.seed_peaks, detections, self.offset, cfg)
-        if self.frames_processed == cfg.seed_check + 1 and len(self.seed_peaks):
-            fx, fy = float(self.offset[0]), float(self.offset[1])
-            for peak in d.stationary_peaks(self.seed_peaks, detections, self.offset, cfg):
-                self.seed_learned += 1
-                rows, cols = d.box_cells(peak, cfg.seed_ring, self.shape)
-                fill_new_cells(frame, self.bad, self.model, self.variance, rows, cols, fy, fx,
-                               sensor, self.taps)
-            self.seed_peaks = self.seed_peaks[:0]
+        if len(self.seed_sources):
+            self.seed_learned += self.seed_sources.watch(detections, self.offset, self.frames_processed,
+                                                         self.model, self.lagged, cfg)
         return detections
 
 
