@@ -534,14 +534,15 @@ cdef inline hot_void _clamped_columns(const float* acc, float* vold, float* v_ro
                                       Py_ssize_t learn_x1, bint hold_in_row, Py_ssize_t hold_x0,
                                       Py_ssize_t hold_x1, float k2, float m2, float clip2,
                                       float rate, float keep, float hold, float hold_keep,
+                                      float young_clip2, float young_rate,
                                       float floor_, int* count) noexcept nogil:
     """detect_pass's threshold and variance update for columns x0..x1 whose variance cell
     (x + vx clamped to the row) other columns share: in raster order, each reading the
-    last update (held above k2, in cells hold_x0..hold_x1 of a row that holds).  Adds the
-    count above m2 to count[0]."""
+    last update (held above k2, in cells hold_x0..hold_x1 of a row that holds; the cells
+    outside learn with young_clip2 and young_rate).  Adds the count above m2 to count[0]."""
     cdef Py_ssize_t x, vxx
     cdef float v, fa, f2, q
-    cdef int above
+    cdef int above, inside
     for x in range(x0, x1):
         vxx = min(max(x + vx, 0), W - 1)
         v = v_row[vxx]
@@ -549,16 +550,17 @@ cdef inline hot_void _clamped_columns(const float* acc, float* vold, float* v_ro
         fa = acc[x]
         f2 = fa * fa
         above = ((fa > 0.0) & (f2 > k2 * v)) | (p_row[vxx] > p_hold)
-        above = above & hold_in_row & (vxx >= hold_x0) & (vxx < hold_x1)
+        inside = hold_in_row & (vxx >= hold_x0) & (vxx < hold_x1)
+        above = above & inside
         count[0] += (fa > 0.0) & (f2 > m2 * v)
         if not learn_in_row or x < learn_x0 or x >= learn_x1:
             continue
-        q = clip2 * v
+        q = (clip2 if inside else young_clip2) * v
         f2 = q if q < f2 else f2
         if above:
             v = hold_keep * v + hold * f2
         else:
-            v = keep * v + rate * f2
+            v = keep * v + (rate if inside else young_rate) * f2
         v_row[vxx] = v if v > floor_ else floor_
 
 
@@ -629,6 +631,8 @@ ctypedef struct PassArgs:
     float variance_rate
     float variance_keep
     float variance_clip2
+    float young_rate              # what variance_rate and variance_clip2 are outside the hold window
+    float young_clip2
     float variance_floor
     float k2
     float g2
@@ -683,6 +687,7 @@ cdef inline hot_void _pass_rows(PassArgs* p, Py_ssize_t* n_out) noexcept nogil:
     cdef float f_rate = p.variance_rate, f_keep = p.variance_keep
     cdef float f_hold = p.hold_rate, f_hold_keep = p.hold_keep
     cdef float f_clip2 = p.variance_clip2, f_floor = p.variance_floor
+    cdef float y_rate = p.young_rate, y_clip2 = p.young_clip2
     cdef float f_mrate = p.model_rate, f_one = 1.0, f_zero = 0.0
     cdef Py_ssize_t s, a, b, c, u, x, ys, y, next_m, vyy, xa, xb, la, lb, ha, hb
     cdef Py_ssize_t ncand = 0
@@ -792,15 +797,15 @@ cdef inline hot_void _pass_rows(PassArgs* p, Py_ssize_t* n_out) noexcept nogil:
                 _filter5_count(h_rows, acc, v_row + vx, vold, xa, la, tap[2], tap[3], tap[4],
                                f_m2, &count)
                 _filter5_count_learn(h_rows, acc, v_row + vx, vold, p_row + vx, 255, la, ha,
-                                     tap[2], tap[3], tap[4], f_g2, f_m2, f_clip2, f_rate, f_keep,
-                                     f_rate, f_keep, f_floor, &count)
+                                     tap[2], tap[3], tap[4], f_g2, f_m2, y_clip2, y_rate, f_keep,
+                                     y_rate, f_keep, f_floor, &count)
                 _filter5_count_learn(h_rows, acc, v_row + vx, vold, p_row + vx, p.ps.hold, ha, hb,
                                      tap[2], tap[3],
                                      tap[4], f_g2, f_m2, f_clip2, f_rate, f_keep, f_hold,
                                      f_hold_keep, f_floor, &count)
                 _filter5_count_learn(h_rows, acc, v_row + vx, vold, p_row + vx, 255, hb, lb,
-                                     tap[2], tap[3], tap[4], f_g2, f_m2, f_clip2, f_rate, f_keep,
-                                     f_rate, f_keep, f_floor, &count)
+                                     tap[2], tap[3], tap[4], f_g2, f_m2, y_clip2, y_rate, f_keep,
+                                     y_rate, f_keep, f_floor, &count)
                 _filter5_count(h_rows, acc, v_row + vx, vold, lb, xb, tap[2], tap[3], tap[4],
                                f_m2, &count)
             else:
@@ -812,18 +817,18 @@ cdef inline hot_void _pass_rows(PassArgs* p, Py_ssize_t* n_out) noexcept nogil:
             # vold keeps for the scan); no unclamped column reads their cells
             _clamped_columns(acc, vold, v_row, p_row, p.ps.hold, 0, xa, vx, W, learn_in_row, p.learn_x0,
                              p.learn_x1, hold_in_row, p.hold_x0, p.hold_x1, f_g2, f_m2, f_clip2,
-                             f_rate, f_keep, f_hold, f_hold_keep, f_floor, &count)
+                             f_rate, f_keep, f_hold, f_hold_keep, y_clip2, y_rate, f_floor, &count)
             _clamped_columns(acc, vold, v_row, p_row, p.ps.hold, xb, W, vx, W, learn_in_row, p.learn_x0,
                              p.learn_x1, hold_in_row, p.hold_x0, p.hold_x1, f_g2, f_m2, f_clip2,
-                             f_rate, f_keep, f_hold, f_hold_keep, f_floor, &count)
+                             f_rate, f_keep, f_hold, f_hold_keep, y_clip2, y_rate, f_floor, &count)
             if r != 2:
                 # vold holds what the scan reads, so the unclamped cells can learn first
-                _learn(acc, v_row + vx, p_row + vx, 255, la, ha, f_g2, f_clip2, f_rate,
-                       f_keep, f_rate, f_keep, f_floor)
+                _learn(acc, v_row + vx, p_row + vx, 255, la, ha, f_g2, y_clip2, y_rate,
+                       f_keep, y_rate, f_keep, f_floor)
                 _learn(acc, v_row + vx, p_row + vx, p.ps.hold, ha, hb, f_g2, f_clip2, f_rate,
                        f_keep, f_hold, f_hold_keep, f_floor)
-                _learn(acc, v_row + vx, p_row + vx, 255, hb, lb, f_g2, f_clip2, f_rate,
-                       f_keep, f_rate, f_keep, f_floor)
+                _learn(acc, v_row + vx, p_row + vx, 255, hb, lb, f_g2, y_clip2, y_rate,
+                       f_keep, y_rate, f_keep, f_floor)
             # the persistence learns after the variance, whose hold read it as it was
             count += _persist_row(acc, vold, p_row, flags, W, vx, xa, xb, la, lb, p.ps)
             p.row_start[b] = <int32_t>ncand
@@ -895,7 +900,8 @@ def detect_pass(const uint16_t[:, ::1] frame, uint8_t[:, ::1] bad,
                 Py_ssize_t reach,
                 float[:, ::1] scratch, int32_t[::1] cand_index, float[::1] cand_z,
                 int32_t[::1] row_start, str isa="best", uint8_t[:, ::1] persist=None,
-                persistence=(0.0, 0.0, 255, 255), hold_window=None):
+                persistence=(0.0, 0.0, 255, 255), hold_window=None, double variance_gain=1.0,
+                young_variance=None):
     """One frame of the temporal model, in one pass down the rows.  Returns the
     number of candidates (pixels with Z > k_sigma, bad ones included, raster order).
 
@@ -921,7 +927,10 @@ def detect_pass(const uint16_t[:, ::1] frame, uint8_t[:, ::1] bad,
             positive residual (a target and its wings, A included)
       H   = F > 0 and F^2 > h^2 V, h = hold_sigma <= g: G included
       V  <- EMA of min(F^2, variance_clip^2 V), at hold_rate where G, only
-            inside the learn window, floored; clamped columns share a cell:
+            inside the learn window, floored, each frame's term times
+            variance_gain (which unbiases the clip); outside hold_window the
+            clip and gain are young_variance's (clip, gain), where given;
+            clamped columns share a cell:
             raster order.  A target does not teach V that it is noise;
             the slow hold_rate is the cap that lets a lasting change in the
             scene be learned in the end (V grows until G no longer holds).
@@ -1044,14 +1053,18 @@ def detect_pass(const uint16_t[:, ::1] frame, uint8_t[:, ::1] bad,
     args.hot_keep = <float>(1.0 - hot_rate)
     args.hot_on = <float>hot_on
     args.hot_off = <float>hot_off
-    args.variance_rate = <float>variance_rate
+    # variance_gain scales what a frame adds, not what it keeps: the clipped update's bias
+    args.variance_rate = <float>(variance_rate * variance_gain)
     args.variance_keep = <float>(1.0 - variance_rate)
     args.variance_clip2 = <float>(variance_clip * variance_clip)
+    young_clip, young_gain = (variance_clip, variance_gain) if young_variance is None else young_variance
+    args.young_rate = <float>(variance_rate * young_gain)
+    args.young_clip2 = <float>(young_clip * young_clip)
     args.variance_floor = <float>variance_floor
     args.k2 = <float>(k_sigma * k_sigma)
     args.g2 = <float>(gate_sigma * gate_sigma)
     args.m2 = <float>(hold_sigma * hold_sigma)
-    args.hold_rate = <float>hold_rate
+    args.hold_rate = <float>(hold_rate * variance_gain)
     args.hold_keep = <float>(1.0 - hold_rate)
     args.model_rate = <float>model_rate
     args.scratch = &scratch[0, 0]

@@ -95,7 +95,16 @@ class DetectorConfig(Settings):
     model_clip_low: float = setting(5.0, "negative residuals update the model at most this many noise sigmas", above=0)
     variance_rate: float = setting(0.03, "update rate of the per-pixel variance of the filtered residual",
                                    above=0, high=1)
-    variance_clip: float = setting(2.5, "a frame raises the variance at most as by this many sigmas", low=1)
+    variance_clip: float = setting(
+        1.75, "a frame raises the variance at most as by this many sigmas (its term unbiased on noise: "
+        "variance_gain), in the cells where the variance may be held (variance_hold_age): a slow "
+        "target's own residual and wings, on the same cells for tens of frames, taught the "
+        "variance at 2.5 that they were noise", low=1)
+    variance_clip_young: float = setting(
+        2.5, "variance_clip of the cells younger than variance_hold_age (a strip a drift brought "
+        "into view): their variance starts from an estimate and must be free to rise fast; at "
+        "1.75 a development heavy-cloud scene drifting 1.4 px/frame went from 3.4 to 8.6 false "
+        "alarms a frame", low=1)
     variance_hold: float = setting(
         0.1, "variance rate multiplier where the statistic is above the gate (gate_sigma)", low=0, high=1)
     variance_hold_age: int = setting(
@@ -1099,6 +1108,19 @@ def shift_lagged(lagged: np.ndarray, model: np.ndarray, ky: int, kx: int, shift)
     lagged[:, vac_cols] = model[:, vac_cols]
 
 
+def variance_gain(clip: float) -> float:
+    """What each frame's term of the variance's update is multiplied by, so that on Gaussian
+    noise the estimate is unbiased.  A frame adds min(F^2, c^2 V) (c = variance_clip): the clip
+    keeps a target's own residual, or its wings, from teaching the variance that it is noise
+    (a slow target sits on the same cells for tens of frames), but it also cuts the noise's
+    tail, and the estimate settles where V = E[min(F^2, c^2 V)]: 0.90 of the true variance at
+    c = 2, 0.975 at 2.5.  With the gain 1 / E[min(z^2, c^2)] (z standard normal) it settles on
+    the true variance, and the threshold means what it says."""
+    c = float(clip)
+    tail = c * math.exp(-0.5 * c * c) / math.sqrt(2.0 * math.pi) + (1.0 - c * c) * 0.5 * math.erfc(c / math.sqrt(2.0))
+    return 1.0 / (1.0 - 2.0 * tail)
+
+
 def gate_sigma(config: DetectorConfig) -> float:
     """The gate of detect_pass: gate_sigma, but never above the threshold (k_sigma is a
     parameter the ground may lower), so every candidate is held."""
@@ -1351,7 +1373,9 @@ class TemporalDetector:
             cfg.model_rate, self._reach,
             self._scratch, self._cand_index, self._cand_z, self._row_start, isa=cfg.simd,
             persist=self.persist, persistence=persistence(cfg),
-            hold_window=hold_window(self.row_age, self.col_age, cfg.variance_hold_age))
+            hold_window=hold_window(self.row_age, self.col_age, cfg.variance_hold_age),
+            variance_gain=variance_gain(cfg.variance_clip),
+            young_variance=(cfg.variance_clip_young, variance_gain(cfg.variance_clip_young)))
         self.floor_ratio = keep_variance_floor(self.variance, self.model, self.row_age, self.col_age,
                                                self.frames_processed, self.floor_ratio, sensor, self.taps)
         self.sources_taken_back += lagged_sources(self.model, self.lagged, self.variance,
