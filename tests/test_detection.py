@@ -272,7 +272,9 @@ def pass_states(draw):
                             hot_rate=0.3, model_rate=0.1, variance_rate=0.1,
                             hot_every=draw(st.integers(1, 4)), gate_sigma=draw(st.floats(0.0, 7.0)),
                             hold_sigma=draw(st.floats(0.0, 7.0)),
-                            variance_hold_age=draw(st.sampled_from([0, 2, 5, 41])))
+                            variance_hold_age=draw(st.sampled_from([0, 2, 5, 41])),
+                            variance_clip=draw(st.floats(1.0, 3.0)),
+                            variance_clip_young=draw(st.floats(1.0, 3.0)))
     phase = draw(st.integers(0, config.hot_every - 1))
     return frame, model, row_age, col_age, variance, hot, bad, offset, config, phase
 
