@@ -729,14 +729,6 @@ class SeedSources:
         return int((~moving).sum())
 
 
-def box_cells(peak, radius: int, shape) -> tuple[slice, slice]:
-    """The square of model cells within radius of peak (y, x), clipped to the model."""
-    h, w = shape
-    y, x = int(round(float(peak[0]))), int(round(float(peak[1])))
-    return (slice(max(y - radius, 0), min(y + radius + 1, h)),
-            slice(max(x - radius, 0), min(x + radius + 1, w)))
-
-
 def initial_variance(model: np.ndarray, config: DetectorConfig, taps: np.ndarray) -> np.ndarray:
     """Variance of the filtered residual before any is seen: white shot+read noise,
     doubled because the first model is itself one noisy frame."""
@@ -1121,6 +1113,14 @@ def variance_gain(clip: float) -> float:
     return 1.0 / (1.0 - 2.0 * tail)
 
 
+def variance_learning(config: DetectorConfig) -> dict:
+    """What detect_pass (and its twin's matched_filter) is given for the variance's update
+    beyond its rate and clip, as keyword arguments: the gain of variance_clip, and the clip and
+    gain of the cells outside the hold window."""
+    return {"variance_gain": variance_gain(config.variance_clip),
+            "young_variance": (config.variance_clip_young, variance_gain(config.variance_clip_young))}
+
+
 def gate_sigma(config: DetectorConfig) -> float:
     """The gate of detect_pass: gate_sigma, but never above the threshold (k_sigma is a
     parameter the ground may lower), so every candidate is held."""
@@ -1374,8 +1374,7 @@ class TemporalDetector:
             self._scratch, self._cand_index, self._cand_z, self._row_start, isa=cfg.simd,
             persist=self.persist, persistence=persistence(cfg),
             hold_window=hold_window(self.row_age, self.col_age, cfg.variance_hold_age),
-            variance_gain=variance_gain(cfg.variance_clip),
-            young_variance=(cfg.variance_clip_young, variance_gain(cfg.variance_clip_young)))
+            **variance_learning(cfg))
         self.floor_ratio = keep_variance_floor(self.variance, self.model, self.row_age, self.col_age,
                                                self.frames_processed, self.floor_ratio, sensor, self.taps)
         self.sources_taken_back += lagged_sources(self.model, self.lagged, self.variance,

@@ -322,8 +322,8 @@ def filter_separable(residual, taps):
 
 def matched_filter(residual, taps, variance, vy, vx, rate, clip, variance_floor, hold_z, hold_rate,
                    learn=(0, 2**31, 0, 2**31), gate_z=None, model_z=None, persist=None,
-                   persistence=(0.0, 0.0, 255, 255), hold_window=(0, 2**31, 0, 2**31), gain=1.0,
-                   young=None):
+                   persistence=(0.0, 0.0, 255, 255), hold_window=(0, 2**31, 0, 2**31),
+                   variance_gain=1.0, young_variance=None):
     """(filtered, zscore, above, gated, held, new variance) as detect_pass computes them
     (float32): above is F > 0 and F^2 > k^2 V (k = hold_z), gated F > 0 and F^2 > g^2 V
     (g = gate_z, k if None) or the cell's persistence was above its hold byte (the
@@ -333,8 +333,8 @@ def matched_filter(residual, taps, variance, vy, vx, rate, clip, variance_floor,
     learns, as detect_pass's P) and persistence = (p, pk, hold, detect): a pixel whose
     persistence is at least detect and F > 0 and F^2 > pk^2 V is above too.  The variance
     learns at hold_rate only in cells (rows y0..y1, columns x0..x1 of hold_window); each
-    frame's term is times gain, and outside hold_window the clip and gain are young's
-    (clip, gain), where given."""
+    frame's term is times variance_gain, and outside hold_window the clip and gain are
+    young_variance's (clip, gain), where given."""
     h, w = residual.shape
     acc = filter_separable(residual, taps)
     variance = variance.astype(F32).copy()
@@ -350,9 +350,10 @@ def matched_filter(residual, taps, variance, vy, vx, rate, clip, variance_floor,
     p_sigma, p_k, p_hold, p_detect = persistence
     p2, pk2 = F32(p_sigma * p_sigma), F32(p_k * p_k)
     keep_rate, keep_hold = F32(1.0 - rate), F32(1.0 - hold_rate)
-    young_clip, young_gain = (clip, gain) if young is None else young
+    young_clip, young_gain = (clip, variance_gain) if young_variance is None else young_variance
     young_rate, young_clip2 = F32(rate * young_gain), F32(young_clip * young_clip)
-    rate, hold_rate, clip2 = F32(rate * gain), F32(hold_rate * gain), F32(clip * clip)
+    rate, hold_rate = F32(rate * variance_gain), F32(hold_rate * variance_gain)
+    clip2 = F32(clip * clip)
     floor, hold_z = F32(variance_floor), F32(hold_z)
     # pixels read the variance cell (y + vy, x + vx) clamped: done in raster order
     # because clamped edge pixels share a cell, each reading the previous update
@@ -405,7 +406,7 @@ def detect_pass(frame, bad, model, row_age, col_age, variance, hot_score, offset
         cfg.variance_clip, variance_floor, d.candidate_sigma(cfg), cfg.variance_rate * cfg.variance_hold,
         d.learn_window(frame.shape, oy, ox, len(taps) // 2), d.gate_sigma(cfg), d.hold_sigma(cfg),
         persist, d.persistence(cfg), d.hold_window(row_age, col_age, cfg.variance_hold_age),
-        d.variance_gain(cfg.variance_clip), (cfg.variance_clip_young, d.variance_gain(cfg.variance_clip_young)))
+        **d.variance_learning(cfg))
     clipped = np.where(held & (bad == 0), F32(0), clipped)  # hold the model above its gate
     update, outside_u = warp_separable(clipped, uy, ux, d.as_weights(uwy), d.as_weights(uwx))
     model, row_age, col_age = apply_update(model, update, outside_u, row_age, col_age,

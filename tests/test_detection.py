@@ -312,8 +312,7 @@ def run_pass(frame, model, row_age, col_age, variance, hot, bad, offset, config,
                        cand_index, cand_z, row_start, isa=isa, persist=state["persist"],
                        persistence=fd.persistence(c),
                        hold_window=fd.hold_window(row_age, col_age, c.variance_hold_age),
-                       variance_gain=fd.variance_gain(c.variance_clip),
-                       young_variance=(c.variance_clip_young, fd.variance_gain(c.variance_clip_young)))
+                       **fd.variance_learning(c))
     state.update(cand_index=cand_index[:n], cand_z=cand_z[:n], row_start=row_start)
     return state
 
@@ -1245,6 +1244,23 @@ def test_seed_sources_kept_out_and_learned_equal_reference():
     assert all((20, 30) in f for f in found[1:6])  # kept out of the model until seed_check
     assert all((20, 30) not in f for f in found[6:])  # then learned as the scene
     assert all(any(y == 34 for y, _ in f) for f in found[1:])  # the mover, all along
+
+
+@pytest.mark.parametrize("clip", [1.5, 1.75, 2.5])
+def test_the_clipped_variance_update_settles_on_the_true_variance(clip):
+    # reference: the noise's own variance.  The update as the pass does it, v <- (1 - a) v +
+    # a g min(F^2, c^2 v), on seeded Gaussian F of variance 4: with the gain it settles on 4;
+    # without it, low (0.90 at c = 2, 0.83 at 1.5: a threshold lowered by the back door)
+    rng = np.random.default_rng(11)
+    f2 = rng.normal(0.0, 2.0, 400_000) ** 2
+    rate = 0.03
+    for gain, low, high in ((fd.variance_gain(clip), 0.97, 1.03), (1.0, 0.0, 0.985)):
+        v, seen = 4.0, []
+        for i, x in enumerate(f2):
+            v = (1.0 - rate) * v + rate * gain * min(x, clip * clip * v)
+            if i >= 1000:
+                seen.append(v)
+        assert low * 4.0 <= np.mean(seen) <= high * 4.0, (clip, gain, np.mean(seen))
 
 
 def test_a_seed_source_moved_if_its_detections_lie_on_a_moving_line():
