@@ -28,6 +28,8 @@ Per frame, on buffers the wrapper (flight/detection.py) checked and allocated:
                      on x86_64, for AVX2 too, picked at run time (see
                      isa_paths below).
   shift_cells        whole-pixel move of a state array in place (re-anchoring)
+  lagged_band        lagged_sources' filtered model difference and its scan,
+                     one band of rows
   fill_new_cells     the cells re-anchoring brought into view, from the frame
   label_candidates   8-connected components of the good candidates, by
                      union-find over the candidate list alone
@@ -1359,6 +1361,127 @@ def shift_cells(float[:, ::1] array, Py_ssize_t ky, Py_ssize_t kx):
         elif ky < 0:
             for y in range(-ky):
                 memcpy(&array[y, 0], &array[-ky, 0], W * sizeof(float))
+
+
+cdef inline void _column_in_turn(const float** rows, f32_out out, Py_ssize_t W,
+                                 const float* tap, Py_ssize_t nt) noexcept nogil:
+    """out[x] = 0 + tap[0] rows[0][x] + tap[1] rows[1][x] + ..., in that order."""
+    cdef Py_ssize_t x, k
+    cdef float t = tap[0], zero = 0.0
+    cdef f32_in src = rows[0]
+    for x in range(W):
+        out[x] = zero + t * src[x]
+    for k in range(1, nt):
+        t = tap[k]
+        src = rows[k]
+        for x in range(W):
+            out[x] = out[x] + t * src[x]
+
+
+cdef inline void _taps_in_turn(f32_in src, f32_out out, Py_ssize_t W,
+                               const float* tap, Py_ssize_t nt) noexcept nogil:
+    """out[x] = 0 + tap[0] src[x] + tap[1] src[x + 1] + ..., summed in that order
+    (separable_filter's: its sums start from 0, so -0.0 becomes +0.0)."""
+    cdef Py_ssize_t x, k
+    cdef float t = tap[0], zero = 0.0
+    for x in range(W):
+        out[x] = zero + t * src[x]
+    for k in range(1, nt):
+        t = tap[k]
+        for x in range(W):
+            out[x] = out[x] + t * src[x + k]
+
+
+cdef inline float _clamped_at(const float* g, Py_ssize_t rows, Py_ssize_t W, Py_ssize_t y,
+                              Py_ssize_t x) noexcept nogil:
+    return g[min(max(y, 0), rows - 1) * W + min(max(x, 0), W - 1)]
+
+
+def lagged_band(const float[:, ::1] model, const float[:, ::1] lagged,
+                const float[:, ::1] variance, const uint16_t[::1] row_age,
+                const uint16_t[::1] col_age, Py_ssize_t a0, Py_ssize_t a1, Py_ssize_t y0,
+                Py_ssize_t y1, Py_ssize_t lag, const float[::1] taps, float noise_factor,
+                float sigma2, Py_ssize_t radius, float[:, ::1] g, float[:, ::1] h,
+                float[::1] pad_row, int32_t[::1] ys, int32_t[::1] xs):
+    """lagged_sources' scan of one band (flight/detection.py; lagged_band there is its twin).
+
+    g[i] = (model - lagged)[a0 + i] filtered by taps along x, then along y, for
+    0 <= i < a1 - a0, edges repeated (rows beyond a0 .. a1 - 1 are those rows:
+    np.pad(mode='edge') of that slice), every sum in separable_filter's order;
+    h holds the x-filtered rows.  Then the cells of rows y0 .. y1 - 1 with
+    row_age > lag, col_age > lag, G > 0, G^2 > sigma2 * (noise_factor * V),
+    G at least each of its 8 neighbours and above every cell of the ring
+    `radius` px out (g's edges repeated), in raster order: their row in g into
+    ys, their column into xs.  Returns how many (at most len(ys))."""
+    cdef Py_ssize_t H = model.shape[0], W = model.shape[1], nt = taps.shape[0], r = nt // 2
+    cdef Py_ssize_t rows = a1 - a0, i, k, x, y, dy, dx, n = 0, cap = ys.shape[0]
+    cdef float gv
+    cdef float* pad
+    cdef const float* gp
+    cdef const float* hp
+    cdef const float* vp
+    cdef const float* tap = &taps[0]
+    cdef const float* rows_of_h[MAX_TAPS]
+    cdef bint peak
+    if not (0 <= a0 <= y0 <= y1 <= a1 <= H) or nt % 2 == 0 or nt > MAX_TAPS or radius < 1:
+        raise ValueError(f"need 0 <= a0 <= y0 <= y1 <= a1 <= {H}, odd taps (at most {MAX_TAPS}) "
+                         f"and radius >= 1, got {a0}, {y0}, {y1}, {a1}, {nt} taps, {radius}")
+    for name, a in (("lagged", lagged), ("variance", variance)):
+        _check_plane(name, a.shape[0], a.shape[1], H, W)
+    if g.shape[0] < rows or h.shape[0] < rows or g.shape[1] != W or h.shape[1] != W:
+        raise ValueError(f"g and h need {rows} rows of {W}, got {g.shape[0]}x{g.shape[1]}, "
+                         f"{h.shape[0]}x{h.shape[1]}")
+    if pad_row.shape[0] < W + 2 * r or xs.shape[0] < cap:
+        raise ValueError(f"pad_row needs {W + 2 * r} entries and xs as many as ys")
+    if row_age.shape[0] != H or col_age.shape[0] != W:
+        raise ValueError(f"row_age, col_age must have {H}, {W} entries")
+    if rows == 0:
+        return 0
+    pad = &pad_row[0]
+    gp = &g[0, 0]
+    with nogil:
+        for i in range(rows):
+            y = a0 + i
+            for x in range(W):
+                pad[r + x] = model[y, x] - lagged[y, x]
+            for x in range(r):
+                pad[x] = pad[r]
+                pad[r + W + x] = pad[r + W - 1]
+            _taps_in_turn(pad, &h[i, 0], W, tap, nt)
+        hp = &h[0, 0]
+        for i in range(rows):
+            for k in range(nt):  # the column's rows, edges repeated
+                rows_of_h[k] = hp + min(max(i - r + k, 0), rows - 1) * W
+            _column_in_turn(rows_of_h, &g[i, 0], W, tap, nt)
+        for y in range(y0, y1):
+            if row_age[y] <= lag:
+                continue
+            i = y - a0
+            vp = &variance[y, 0]
+            for x in range(W):
+                gv = gp[i * W + x]
+                # one branch, seldom taken, rather than three, one of them a coin toss (G > 0)
+                if not ((gv > 0.0) & (gv * gv > sigma2 * (noise_factor * vp[x])) & (col_age[x] > lag)):
+                    continue
+                peak = True
+                for dy in range(-radius, radius + 1):
+                    for dx in range(-radius, radius + 1):
+                        if dy == 0 and dx == 0:
+                            continue
+                        if dy == -radius or dy == radius or dx == -radius or dx == radius:
+                            peak = gv > _clamped_at(gp, rows, W, i + dy, x + dx)
+                        elif -1 <= dy <= 1 and -1 <= dx <= 1:
+                            peak = gv >= _clamped_at(gp, rows, W, i + dy, x + dx)
+                        if not peak:
+                            break
+                    if not peak:
+                        break
+                if peak:
+                    if n < cap:
+                        ys[n] = <int32_t>i
+                        xs[n] = <int32_t>x
+                    n += 1
+    return n
 
 
 cdef inline double _repaired_at(const uint16_t[:, ::1] frame, const uint8_t[:, ::1] bad,

@@ -1417,6 +1417,53 @@ def test_lagged_sources_takes_back_a_learned_point_source_but_not_cloud_or_young
     assert fd.lagged_sources(again, snapshot.copy(), variance, row_age, col_age, 1, cfg, taps) == 1
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 40), st.integers(8, 48), st.integers(1, 6), st.integers(0, 2**32 - 1),
+       st.sampled_from([2, 3, 4]), st.booleans())
+def test_the_kernels_lagged_band_equals_numpys_bit_for_bit(h, w, lag, seed, ring, sparse):
+    # reference: lagged_band (numpy).  Random model and snapshot with compact sources (so some
+    # cells pass and are taken back), ages either side of lag, and, when sparse, a difference
+    # that is exactly zero almost everywhere (the signed zeros of the sums)
+    rng = np.random.default_rng(seed)
+    cfg = DetectorConfig(lag_frames=lag, seed_ring=ring)
+    taps = fd.filter_taps(cfg)
+    lagged = rng.normal(1000.0, 30.0, (h, w)).astype(np.float32)
+    step = rng.normal(0.0, 1.0, (h, w)) * (rng.random((h, w)) < 0.1 if sparse else 1.0)
+    model = (lagged + step + 200.0 * (rng.random((h, w)) < 0.02)).astype(np.float32)
+    variance = rng.uniform(0.5, 20.0, (h, w)).astype(np.float32)
+    row_age = rng.integers(0, 2 * lag + 2, h).astype(np.uint16)
+    col_age = rng.integers(0, 2 * lag + 2, w).astype(np.uint16)
+    band = fd.LaggedBand((h, w), cfg, taps)
+    for frame_index in range(lag):
+        rows = fd.band_rows(frame_index, h, lag)
+        margin = len(taps) // 2 + ring
+        a0, a1 = max(rows.start - margin, 0), min(rows.stop + margin, h)
+        if rows.start < rows.stop:
+            args = (model, lagged, variance, row_age, col_age, a0, a1, rows.start, rows.stop, cfg, taps)
+            want, got = fd.lagged_band(*args), band(*args)
+            assert want[0].tobytes() == got[0].tobytes()  # signed zeros too
+            np.testing.assert_array_equal(want[1], got[1])
+            np.testing.assert_array_equal(want[2], got[2])
+        m_ref, l_ref = model.copy(), lagged.copy()
+        taken = fd.lagged_sources(m_ref, l_ref, variance, row_age, col_age, frame_index, cfg, taps)
+        assert fd.lagged_sources(model, lagged, variance, row_age, col_age, frame_index, cfg, taps,
+                                 band) == taken
+        np.testing.assert_array_equal(model, m_ref)
+        np.testing.assert_array_equal(lagged, l_ref)
+
+
+def test_lagged_band_refuses_a_band_outside_the_model():
+    cfg = DetectorConfig(lag_frames=4)
+    taps = fd.filter_taps(cfg)
+    state = np.zeros((16, 16), np.float32)
+    ages = np.full(16, 9, np.uint16)
+    band = fd.LaggedBand((16, 16), cfg, taps)
+    with pytest.raises(ValueError, match="a0 <= y0"):
+        band(state, state, state, ages, ages, 4, 20, 4, 8, cfg, taps)
+    with pytest.raises(ValueError, match="a0 <= y0"):
+        band(state, state, state, ages, ages, 6, 12, 4, 8, cfg, taps)
+
+
 def test_temporal_detector_equals_reference_while_taking_back_learned_sources():
     # slow SNR 8 targets in view from the seed frame, on a drifting cloudy scene: the model
     # learns them and lagged_sources (every 8 frames here) takes them back, on both paths
