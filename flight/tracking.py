@@ -44,6 +44,7 @@ from kestrel.products import Evidence, TrackEnd, TrackKind
 from kestrel.settings import ConfigurationError, Settings, setting
 
 from .assignment import assign
+from .clutter import ClutterMap
 from .kernels import tracking as _kernel
 
 # Smallest measurement sigma (px): keeps the innovation covariance invertible with jitter 0 and a tiny CRB.
@@ -51,6 +52,8 @@ MIN_MEASUREMENT_SIGMA: Final = 0.01
 _POPCOUNT: Final = np.array([bin(i).count("1") for i in range(1 << 16)], dtype=np.int8)
 _NONE: Final = np.empty(0, np.intp)
 _REQUIRED_FIELDS: Final = ("x", "y", "sigma_x", "sigma_y", "flux", "snr")
+# alert_hits: clutter in a gate more often than this is as bad as it gets (ln of it stays below 0)
+CLUTTER_MOST_IN_GATE: Final = 0.5
 # The evidence bits as ints, and every kind and evidence value made once: a report is built per track per frame.
 _MOVING, _SLOW, _FAST = int(Evidence.MOVING), int(Evidence.SLOW), int(Evidence.FAST)
 _BRIGHTENING, _ACCELERATING = int(Evidence.BRIGHTENING), int(Evidence.ACCELERATING)
@@ -115,6 +118,13 @@ class TrackerConfig(Settings):
                                   "whose sigma, from the Cramer-Rao bound, is far below what cloud-edge "
                                   "clutter wanders, and ground-fixed clutter was alerted as moving",
                                   low=1, high=64)
+    clutter_cell: float = setting(4.0, "side (px) of a cell of the clutter map: the ground's cells where detections "
+                                  "no track took are counted (flight.clutter)", above=0, high=1024)
+    clutter_memory: float = setting(64.0, "frames the clutter map averages over; a track needs alert_min_hits "
+                                    "detections scaled by ln(clutter_density A) / ln(local density A), A the gate's "
+                                    "area for a detection of sigma jitter_px, before it is alerted: as unlikely to "
+                                    "be made of clutter as where clutter is at clutter_density (0: no map)",
+                                    low=0, high=100000)
     alert_update_frames: int = setting(10, "an open alert is sent again every this many frames (and whenever "
                                        "its kind changes)", low=1, high=100000)
     classifier_weight: float = setting(2.0, "the track score adds classifier_weight x (2 m - 1), m the mean "
@@ -158,6 +168,8 @@ class TrackReport:
     classifier_score: float
     alertable: bool                  # moving, or boost or glide; never slow
     end: TrackEnd = TrackEnd.OPEN
+    clutter_density: float = 0.0     # unassociated detections per px per frame around it (ClutterMap)
+    alert_hits: int = 0              # detections (not faint) it needs to be alerted, there
 
 
 @dataclass
@@ -198,6 +210,8 @@ class Tracker:
         self._scene_motion = (0.0, 0.0)  # the last update's (dx, dy) of the ground across the sensor, px/frame
         self._ground = (0.0, 0.0)  # the last update's scene offset: sensor pixel p is ground point p + this
         self._offsets: deque = deque()  # (frame, fx, fy) scene offsets of the last history_frames frames
+        self.clutter = (ClutterMap(c.clutter_cell, c.clutter_memory, c.clutter_density)
+                        if c.clutter_memory > 0 else None)
         models = 2 if c.model == "imm" else 1
         cap, hist = c.max_tracks, c.history_frames
         q = np.array([c.process_noise, c.manoeuvre_noise][:models])
@@ -225,6 +239,7 @@ class Tracker:
         self._id = np.zeros(cap, np.int64)
         self._confirmed = np.zeros(cap, bool)
         self._first = np.zeros(cap, np.int64)
+        self._birth = np.zeros((cap, 2))             # ground (x, y) of the detection that started it
         self._kind = np.zeros(cap, np.int64)
         self._kind_evidence = np.zeros(cap, np.int64)
         self._cls_sum = np.zeros(cap)                # classifier scores of the track's detections: sum, count
@@ -326,6 +341,8 @@ class Tracker:
         unassigned = good.copy()
         unassigned[assigned_dets] = False
         if births:
+            if self.clutter is not None:   # an unsettled detector's false alarms say nothing of the scene
+                self.clutter.add(z[unassigned], frame_index)
             self._births(np.flatnonzero(unassigned), sensor_z, z, rx, ry, flux, frame_index, stamp, scores)
         else:
             self.counters.births_withheld += int(np.count_nonzero(unassigned))
@@ -447,6 +464,7 @@ class Tracker:
         self._id[slots] = ids
         self._confirmed[slots] = self.config.confirm_m <= 1
         self._first[slots] = frame_index
+        self._birth[slots] = z[dets]
         self._kind[slots] = TrackKind.UNCLASSIFIED
         self._kind_evidence[slots] = 0
         self._cls_sum[slots] = 0.0
@@ -476,13 +494,16 @@ class Tracker:
         # Per track in plain Python floats: a frame has a few confirmed tracks, and numpy's cost per call
         # on arrays that short was most of this function's time. NaN (too few detections) passes no test.
         manoeuvre = self._mu[slots, 1].tolist() if self.models > 1 else [0.0] * len(slots)
-        columns = zip(slots.tolist(), fits.tolist(), speed, manoeuvre, self._kind[slots].tolist(),
+        density = [self._clutter_density(x + self._ground[0], y + self._ground[1], frame_index, (bx, by, bt))
+                   for (x, y), bx, by, bt in zip(xc[:, :2].tolist(), self._birth[slots, 0].tolist(),
+                                                 self._birth[slots, 1].tolist(), self._first[slots].tolist())]
+        columns = zip(slots.tolist(), fits.tolist(), speed, manoeuvre, density, self._kind[slots].tolist(),
                       self._kind_evidence[slots].tolist(), self._id[slots].tolist(), self._first[slots].tolist(),
                       self._hits[slots].tolist(), self._flux[slots].tolist(), self._score[slots].tolist(),
                       self._cls_sum[slots].tolist(), self._cls_n[slots].tolist(), self._strong[slots].tolist())
         reports = []
-        for i, (slot, fit, speed, manoeuvre, kind, kind_evidence, track_id, first, hits, flux, score, cls_sum,
-                cls_n, strong) in enumerate(columns):
+        for i, (slot, fit, speed, manoeuvre, clutter, kind, kind_evidence, track_id, first, hits, flux, score,
+                cls_sum, cls_n, strong) in enumerate(columns):
             vx, vy, speed_sigma, trend, trend_sigma, ax, ay, accel_sigma = fit
             if speed > 1e-9:
                 ux, uy = vx / speed, vy / speed
@@ -519,7 +540,8 @@ class Tracker:
                 if new != kind:
                     self._kind[slot], self._kind_evidence[slot] = new, e
                     kind, kind_evidence = new, e
-            alertable = strong >= c.alert_min_hits and (kind in (TrackKind.BOOST, TrackKind.GLIDE) or (
+            needed = alert_hits(c, clutter)
+            alertable = strong >= needed and (kind in (TrackKind.BOOST, TrackKind.GLIDE) or (
                 kind == TrackKind.UNCLASSIFIED and bool(e & _MOVING)))
             classifier = cls_sum / cls_n if cls_n > 0 else math.nan
             if cls_n > 0:
@@ -532,8 +554,14 @@ class Tracker:
                 trend=_finite(trend), trend_sigma=_finite(trend_sigma), speed=_finite(speed),
                 speed_sigma=_finite(speed_sigma), accel_along=_finite(along), accel_across=_finite(across),
                 accel_sigma=_finite(accel_sigma), manoeuvre_probability=manoeuvre,
-                score=score, classifier_score=_finite(classifier), alertable=alertable))
+                score=score, classifier_score=_finite(classifier), alertable=alertable,
+                clutter_density=clutter, alert_hits=needed))
         return reports
+
+    def _clutter_density(self, x: float, y: float, frame_index: int, own) -> float:
+        if self.clutter is None:
+            return self.config.clutter_density
+        return self.clutter.density(x, y, frame_index, own)
 
     def classifier_mean(self, slots) -> np.ndarray:
         """Mean filter score of each track's scored detections (NaN for a track with none)."""
@@ -544,6 +572,21 @@ class Tracker:
     @property
     def track_count(self) -> int:
         return int(self._active.sum())
+
+
+def alert_hits(config: TrackerConfig, density: float) -> int:
+    """Detections (not faint) a track needs before it is alerted where clutter comes at `density` per px
+    per frame: alert_min_hits where it is clutter_density or less, and more where it is more, so that a
+    track made of clutter is as unlikely as it is at clutter_density. With A the gate's area for a
+    detection of sigma jitter_px, n detections of clutter fall in line by chance about as (density A)^n:
+    n = alert_min_hits ln(clutter_density A) / ln(density A), rounded, at most history_frames."""
+    area = math.pi * (config.gate_sigma * max(config.jitter_px, MIN_MEASUREMENT_SIGMA)) ** 2
+    base = config.clutter_density * area
+    here = min(max(density, config.clutter_density) * area, CLUTTER_MOST_IN_GATE)
+    if not (base < here and base < CLUTTER_MOST_IN_GATE):
+        return config.alert_min_hits
+    return max(config.alert_min_hits,
+               min(round(config.alert_min_hits * math.log(base) / math.log(here)), config.history_frames))
 
 
 def _finite(value) -> float:
