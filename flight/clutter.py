@@ -9,6 +9,7 @@ so that a track born where false alarms recur needs more detections before it is
 from __future__ import annotations
 
 import math
+
 import numpy as np
 
 
@@ -17,11 +18,13 @@ class ClutterMap:
     `cell_px` square of the ground: an exponential average over about `memory` frames.
 
     density() is the posterior mean of the rate under a gamma prior of mean `prior_density`
-    (detections per px per frame) worth `memory` frames: a single stray detection moves it
-    little, one that fires every few frames far; once `memory` frames have passed it lies
-    halfway between the prior and the rate measured, a shrinkage the tracker's rule
-    (tracking.alert_hits) was measured with. Cells decay lazily: a cell is touched only when a
-    detection lands in it or it is read, and cells gone quiet are dropped.
+    (detections per px per frame) worth `memory` frames: with 4 px cells a single detection
+    within a few px in the last `memory` frames raises it a few times over the prior (a track
+    there needs one detection more), one that fires every few frames far more; once `memory`
+    frames have passed it lies halfway between the prior and the rate measured, a shrinkage the
+    tracker's rule (tracking.alert_hits) was measured with. One factor decays every cell, so a
+    frame costs only the cells its detections land in, and cells gone quiet are dropped every
+    `memory` frames.
 
     Frames must come in order (the tracker checks). Positions are the tracker's ground pixels."""
 

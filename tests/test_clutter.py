@@ -75,6 +75,10 @@ def test_cells_gone_quiet_are_dropped_and_bad_points_are_skipped():
     for frame in range(1, 80):
         m.add(np.array([[200.0, 200.0]]), frame)
     assert len(m) == 1  # the first cell fell below a hundredth of one detection and went
+    shortest = ClutterMap(4.0, 1.0, 1e-5)   # memory 1: each frame forgets the last
+    for frame in range(5):
+        shortest.add(np.array([[1.0, 1.0]]) if frame != 3 else np.empty((0, 2)), frame)
+        assert shortest.density(1.0, 1.0, frame) == pytest.approx(((frame != 3) + 1e-5 * 144) / (2 * 144))
     with pytest.raises(ValueError, match="cell_px > 0"):
         ClutterMap(0.0, 8.0, 1e-5)
     with pytest.raises(ValueError, match="memory >= 1"):
