@@ -459,6 +459,18 @@ def ring_offsets(radius: int) -> list[tuple[int, int]]:
             if max(abs(dy), abs(dx)) == radius]
 
 
+def clamped_gather(g: np.ndarray, ys: np.ndarray, xs: np.ndarray, offsets) -> np.ndarray:
+    """g at (ys + dy, xs + dx) for each (dy, dx) of offsets, g's edges repeated: (len(ys),
+    len(offsets))."""
+    offsets = np.asarray(offsets).reshape(-1, 2)
+    rows = np.clip(ys[:, None] + offsets[:, 0], 0, g.shape[0] - 1)
+    cols = np.clip(xs[:, None] + offsets[:, 1], 0, g.shape[1] - 1)
+    return g[rows, cols]
+
+
+NEIGHBOURS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
+
+
 def tile_medians(values: np.ndarray, good: np.ndarray, tile: int, least: int = 16) -> np.ndarray:
     """Median of the good values in each tile x tile block (NaN with fewer than `least`)."""
     h, w = values.shape
@@ -540,19 +552,12 @@ def compact_sources(level: np.ndarray, config: DetectorConfig, taps: np.ndarray)
     peak = ((g > ring_max) & (contrast > config.seed_sigma * np.maximum(noise, clutter))
             & (misfit < SEED_SMOOTH * noise + SEED_SHAPE * contrast))
     ys, xs = np.nonzero(peak)
-    gp = np.pad(g, 1, mode="edge")
-    local_max = np.ones(len(ys), bool)
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            if dy or dx:
-                local_max &= g[ys, xs] >= gp[ys + 1 + dy, xs + 1 + dx]
+    local_max = g[ys, xs] >= clamped_gather(g, ys, xs, NEIGHBOURS).max(axis=1, initial=-np.inf)
     ys, xs = ys[local_max], xs[local_max]
     # and on a smooth background: the scene on the ring 2 seed_ring + 1 px away departs from
     # its plane by less than SEED_BACKGROUND pixel noise sigmas (cloud texture does not)
     far = np.array(ring_offsets(2 * radius + 1))
-    yy = np.clip(ys[:, None] + far[None, :, 0], 0, h - 1)
-    xx = np.clip(xs[:, None] + far[None, :, 1], 0, w - 1)
-    values = level[yy, xx].astype(np.float64)
+    values = clamped_gather(level, ys, xs, far).astype(np.float64)
     design = np.column_stack([np.ones(len(far)), far[:, 1], far[:, 0]])
     fit = values @ np.linalg.pinv(design).T @ design.T
     rms = np.sqrt(np.mean((values - fit) ** 2, axis=1))
@@ -1034,18 +1039,6 @@ def lag_noise_factor(config: DetectorConfig) -> np.float32:
     return np.float32(2.0 * rate / (2.0 - rate))
 
 
-def clamped_gather(g: np.ndarray, ys: np.ndarray, xs: np.ndarray, offsets) -> np.ndarray:
-    """g at (ys + dy, xs + dx) for each (dy, dx) of offsets, g's edges repeated: (len(ys),
-    len(offsets))."""
-    offsets = np.asarray(offsets).reshape(-1, 2)
-    rows = np.clip(ys[:, None] + offsets[:, 0], 0, g.shape[0] - 1)
-    cols = np.clip(xs[:, None] + offsets[:, 1], 0, g.shape[1] - 1)
-    return g[rows, cols]
-
-
-NEIGHBOURS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
-
-
 def lagged_band(model: np.ndarray, lagged: np.ndarray, variance: np.ndarray, row_age: np.ndarray,
                 col_age: np.ndarray, a0: int, a1: int, y0: int, y1: int, config: DetectorConfig,
                 taps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -1076,7 +1069,6 @@ class LaggedBand:
         h, w = shape
         lag = max(config.lag_frames, 1)
         rows = min(-(-h // lag) + 2 * (len(taps) // 2 + config.seed_ring), h)
-        self._taps = as_weights(taps)
         self._g = np.empty((rows, w), np.float32)
         self._h = np.empty((rows, w), np.float32)
         self._pad_row = np.empty(w + len(taps), np.float32)
@@ -1085,7 +1077,7 @@ class LaggedBand:
 
     def __call__(self, model, lagged, variance, row_age, col_age, a0, a1, y0, y1, config, taps):
         n = _temporal.lagged_band(model, lagged, variance, row_age, col_age, a0, a1, y0, y1,
-                                  config.lag_frames, self._taps, lag_noise_factor(config),
+                                  config.lag_frames, as_weights(taps), lag_noise_factor(config),
                                   np.float32(config.lag_sigma**2), config.seed_ring, self._g,
                                   self._h, self._pad_row, self._ys, self._xs)
         return self._g[:a1 - a0], self._ys[:n], self._xs[:n]

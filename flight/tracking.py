@@ -136,6 +136,9 @@ class TrackerConfig(Settings):
     def check(self) -> None:
         if self.confirm_m > self.confirm_n:
             raise ConfigurationError(f"confirm_m ({self.confirm_m}) must not exceed confirm_n ({self.confirm_n})")
+        if 0 < self.clutter_memory < 1:
+            raise ConfigurationError(f"clutter_memory must be 0 (no clutter map) or at least 1 frame, "
+                                     f"got {self.clutter_memory}")
         if self.classify_min_hits > self.history_frames:
             raise ConfigurationError(f"classify_min_hits ({self.classify_min_hits}) must not exceed "
                                      f"history_frames ({self.history_frames})")

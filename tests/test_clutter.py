@@ -85,6 +85,9 @@ def test_cells_gone_quiet_are_dropped_and_bad_points_are_skipped():
         ClutterMap(4.0, 0.5, 1e-5)
     with pytest.raises(ConfigurationError, match="clutter_cell"):
         TrackerConfig(clutter_cell=0.0)
+    with pytest.raises(ConfigurationError, match="clutter_memory"):
+        TrackerConfig(clutter_memory=0.5)
+    assert TrackerConfig(clutter_memory=0).clutter_memory == 0   # no map
 
 
 def test_alert_hits_scale_with_the_log_of_the_clutter_in_the_gate():

@@ -1419,13 +1419,13 @@ def test_lagged_sources_takes_back_a_learned_point_source_but_not_cloud_or_young
 
 @settings(max_examples=60, deadline=None)
 @given(st.integers(1, 40), st.integers(8, 48), st.integers(1, 6), st.integers(0, 2**32 - 1),
-       st.sampled_from([2, 3, 4]), st.booleans())
-def test_the_kernels_lagged_band_equals_numpys_bit_for_bit(h, w, lag, seed, ring, sparse):
+       st.sampled_from([2, 3, 4]), st.booleans(), st.integers(1, 4))
+def test_the_kernels_lagged_band_equals_numpys_bit_for_bit(h, w, lag, seed, ring, sparse, radius):
     # reference: lagged_band (numpy).  Random model and snapshot with compact sources (so some
-    # cells pass and are taken back), ages either side of lag, and, when sparse, a difference
-    # that is exactly zero almost everywhere (the signed zeros of the sums)
+    # cells pass and are taken back), ages either side of lag, 3 to 9 filter taps, and, when
+    # sparse, a difference that is exactly zero almost everywhere (the signed zeros of the sums)
     rng = np.random.default_rng(seed)
-    cfg = DetectorConfig(lag_frames=lag, seed_ring=ring)
+    cfg = DetectorConfig(lag_frames=lag, seed_ring=ring, filter_radius=radius)
     taps = fd.filter_taps(cfg)
     lagged = rng.normal(1000.0, 30.0, (h, w)).astype(np.float32)
     step = rng.normal(0.0, 1.0, (h, w)) * (rng.random((h, w)) < 0.1 if sparse else 1.0)
