@@ -58,6 +58,9 @@ CLUTTER_LEAST_CELLS = 64  # mature cells clutter_gain needs to measure a gain
 FLOOR_MEASURE_EVERY = 32
 FLOOR_STRIDE = 8
 FLOOR_BANDS = 8
+NOISE_ROW_STRIDE = 4  # residual_noise_scale reads every 4th row: ~8 rows of each 32-px tile
+NOISE_MARGIN = 4
+FREE_CLIP = 1000.0  # sigmas: no clip (variance_learning)
 # lagged_sources: a source the model gained keeps this share of its filtered peak above the
 # mean of its ring seed_ring px out if it is compact (a PSF of sigma <= 2 px keeps ~0.7 at 3 px;
 # a cloud that grows, sigma 6, ~0.1)
@@ -114,6 +117,14 @@ class DetectorConfig(Settings):
         "an estimate, and one held while that estimate is too low stays too low, its clutter a "
         "false alarm frame after frame (a heavy-cloud development scene drifting 1.4 px/frame made "
         "20 a frame in the strip entering view; 0: held from the first frame)", low=0, high=65535)
+    variance_free_frames: int = setting(
+        12, "frames after the seed over which the variance is held nowhere (variance_hold_window) "
+        "but around the compact sources the seed kept out (SeedSources.variance_around), and "
+        "learns without a clip (variance_learning): it starts from the sensor's noise "
+        "(remeasured_noise), and the clutter's must be free to rise above it at once; held from "
+        "the start, a sharp heavy-cloud scene drifting 1.4 px/frame made 5.5-11.7 false alarms a "
+        "frame over frames 10-39, 2.7-2.8 with 12 free frames (0: held from the start)",
+        low=0, high=65535)
     gate_sigma: float = setting(
         3.0, "a positive statistic above this many sigmas (at most k_sigma) is a compact source being "
         "watched: the model is not updated there and the variance learns it at the held rate only",
@@ -471,17 +482,43 @@ def clamped_gather(g: np.ndarray, ys: np.ndarray, xs: np.ndarray, offsets) -> np
 NEIGHBOURS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
 
 
-def tile_medians(values: np.ndarray, good: np.ndarray, tile: int, least: int = 16) -> np.ndarray:
-    """Median of the good values in each tile x tile block (NaN with fewer than `least`)."""
+def tile_medians(values: np.ndarray, good: np.ndarray, tile: int, least: int = 16,
+                 tile_rows: int | None = None) -> np.ndarray:
+    """Median of the good values in each block of tile_rows (default tile) x tile (NaN with
+    fewer than `least`)."""
     h, w = values.shape
-    out = np.full((-(-h // tile), -(-w // tile)), np.nan)
-    for ty in range(out.shape[0]):
-        for tx in range(out.shape[1]):
-            block = (slice(ty * tile, (ty + 1) * tile), slice(tx * tile, (tx + 1) * tile))
-            v = values[block][good[block]]
-            if v.size >= least:
-                out[ty, tx] = np.median(v)
+    rows = tile if tile_rows is None else tile_rows
+    ny, nx = -(-h // rows), -(-w // tile)
+    # blocks side by side, the partial ones at the edges padded with masked cells
+    padded = np.full((ny * rows, nx * tile), np.nan)
+    padded[:h, :w] = np.where(good, values, np.nan)
+    blocks = padded.reshape(ny, rows, nx, tile).swapaxes(1, 2).reshape(ny, nx, rows * tile)
+    counts = np.count_nonzero(~np.isnan(blocks), axis=2)
+    out = np.full((ny, nx), np.nan)
+    enough = counts >= max(least, 1)
+    if enough.any():
+        ordered = np.sort(blocks[enough], axis=1)  # the masked (NaN) cells sort last
+        n = counts[enough][:, None]
+        low = np.take_along_axis(ordered, (n - 1) // 2, axis=1)[:, 0]
+        high = np.take_along_axis(ordered, n // 2, axis=1)[:, 0]
+        out[enough] = (low + high) / 2.0
     return out
+
+
+def tile_noise(values: np.ndarray, good: np.ndarray, tile: int, tile_rows: int | None = None) -> np.ndarray:
+    """Per block (as tile_medians): the variance of the good values as their MAD tells it,
+    which the few a feature or a target spoils do not move."""
+    rows = tile if tile_rows is None else tile_rows
+    centre = np.kron(np.nan_to_num(tile_medians(values, good, tile, tile_rows=rows)),
+                     np.ones((rows, tile)))[:values.shape[0], :values.shape[1]]
+    return (MAD_TO_SIGMA * tile_medians(np.abs(values - centre), good, tile, tile_rows=rows)) ** 2
+
+
+def noise_ratio(spread: np.ndarray, hint: np.ndarray) -> float:
+    """The median over blocks of the measured noise variance over the hinted one (NaN if no
+    block has both)."""
+    ok = np.isfinite(spread) & (spread > 0) & np.isfinite(hint) & (hint > 0)
+    return float(np.median(spread[ok] / hint[ok])) if ok.any() else float("nan")
 
 
 def seed_noise_scale(frame: np.ndarray, bad: np.ndarray, config: DetectorConfig) -> float:
@@ -494,15 +531,42 @@ def seed_noise_scale(frame: np.ndarray, bad: np.ndarray, config: DetectorConfig)
     good = (bad[:, 2:] == 0) & (bad[:, 1:-1] == 0) & (bad[:, :-2] == 0)
     second = f[:, 2:] - 2.0 * f[:, 1:-1] + f[:, :-2]
     t = config.tile_size
-    centre = tile_medians(second, good, t)
-    spread = (MAD_TO_SIGMA * tile_medians(np.abs(second - np.kron(
-        np.nan_to_num(centre), np.ones((t, t)))[:second.shape[0], :second.shape[1]]), good, t)) ** 2
     level = tile_medians(f[:, 1:-1], good, t)
-    hint = 6.0 * (config.read_noise**2 + np.maximum(level, 0.0) / config.gain)
-    ok = np.isfinite(spread) & (spread > 0) & (hint > 0)
-    if not ok.any():
-        return 1.0
-    return float(np.clip(np.median(spread[ok] / hint[ok]), 1.0 / NOISE_SCALE_LIMIT, NOISE_SCALE_LIMIT))
+    ratio = noise_ratio(tile_noise(second, good, t),
+                        6.0 * (config.read_noise**2 + np.maximum(level, 0.0) / config.gain))
+    return 1.0 if math.isnan(ratio) else float(np.clip(ratio, 1.0 / NOISE_SCALE_LIMIT, NOISE_SCALE_LIMIT))
+
+
+def residual_noise_scale(frame: np.ndarray, bad: np.ndarray, model: np.ndarray, fy: float, fx: float,
+                         config: DetectorConfig, stride: int = NOISE_ROW_STRIDE) -> float:
+    """Noise variance over the hints' (as seed_noise_scale) from the first frame after the seed,
+    less the seed's model read at the registered offset (fy, fx) (sensor pixel p sees model
+    p + f) on every stride-th row: the scene cancels there, so the estimate is the sensor's
+    noise, where the seed frame's second differences count the scene's texture too (on
+    development scenes they made it 1.1-3 times too high, the more the sharper and cloudier
+    the scene).  The model is one noisy frame, resampled by the cubic warp, which adds its
+    noise times the warp's weight energy.  NaN when too little of the frame overlaps."""
+    h, w = frame.shape
+    (oy, wy), (ox, wx) = split_shift(fy), split_shift(fx)
+    margin = NOISE_MARGIN
+    y0, y1 = margin + max(0, 1 - oy), h - margin - max(0, oy + 2)
+    x0, x1 = margin + max(0, 1 - ox), w - margin - max(0, ox + 2)
+    if y1 - y0 < stride or x1 - x0 < 2:
+        return float("nan")
+    ys, xs = np.arange(y0, y1, stride), np.arange(x0, x1)
+    warped = np.zeros((len(ys), len(xs)))
+    for j in range(4):
+        rows = model[ys + oy - 1 + j].astype(np.float64)
+        for k in range(4):
+            warped += wy[j] * wx[k] * rows[:, xs + ox - 1 + k]
+    level = frame[np.ix_(ys, xs)].astype(np.float64)
+    good = bad[np.ix_(ys, xs)] == 0
+    t = config.tile_size
+    rows_per_tile = max(t // stride, 1)
+    spread = tile_noise(level - warped, good, t, rows_per_tile)
+    energy = float(np.sum(wy**2) * np.sum(wx**2))
+    hinted = config.read_noise**2 + np.maximum(tile_medians(level, good, t, tile_rows=rows_per_tile), 0.0) / config.gain
+    return noise_ratio(spread, (1.0 + energy) * hinted)
 
 
 def noise_hints(config: DetectorConfig, scale: float) -> DetectorConfig:
@@ -677,6 +741,19 @@ class SeedSources:
         y, x = self.peaks[:, 0], self.peaks[:, 1]
         self.keep((y >= 0) & (y < h) & (x >= 0) & (x < w))
 
+    def variance_around(self, variance: np.ndarray, radius: int) -> list:
+        """Copies of `variance` within `radius` of each source (clipped to it), for
+        put_back_variance: where no cell's variance is held (variance_free_frames), a target in
+        view from the seed, which the seed kept out of the model, must not teach the variance
+        that it is noise either."""
+        h, w = variance.shape
+        saved = []
+        for y, x in self.peaks:
+            cells = (slice(max(y - radius, 0), min(y + radius + 1, h)),
+                     slice(max(x - radius, 0), min(x + radius + 1, w)))
+            saved.append((cells, variance[cells].copy()))
+        return saved
+
     def see(self, detections: np.ndarray, offset, frames_processed: int, config) -> None:
         """Note this frame's nearest detection of each source (frame frames_processed)."""
         peaks = self.peaks.astype(np.float64)
@@ -732,6 +809,18 @@ class SeedSources:
             self.restore(i, model, lagged)
         self.keep(moving if frames_processed == check + 1 else np.zeros(len(self), bool))
         return int((~moving).sum())
+
+
+def put_back_variance(variance: np.ndarray, saved: list) -> None:
+    """Undo a pass's variance update where SeedSources.variance_around copied it."""
+    for cells, values in saved:
+        variance[cells] = values
+
+
+def seed_hold_radius(config: DetectorConfig) -> int:
+    """Cells around a seed source whose variance is held over variance_free_frames: its box
+    (seed_ring) and the matched filter's reach beyond, plus one for the motion meanwhile."""
+    return config.seed_ring + config.filter_radius + 1
 
 
 def initial_variance(model: np.ndarray, config: DetectorConfig, taps: np.ndarray) -> np.ndarray:
@@ -819,6 +908,34 @@ def hold_window(row_age: np.ndarray, col_age: np.ndarray, age: int) -> tuple[int
     rows = np.flatnonzero(row_age >= min(age, int(row_age.max())))
     cols = np.flatnonzero(col_age >= min(age, int(col_age.max())))
     return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def variance_hold_window(row_age: np.ndarray, col_age: np.ndarray, frames_processed: int,
+                         config: DetectorConfig) -> tuple[int, int, int, int]:
+    """hold_window at variance_hold_age, or no cell over the first variance_free_frames."""
+    if frames_processed < config.variance_free_frames:
+        return 0, 0, 0, 0
+    return hold_window(row_age, col_age, config.variance_hold_age)
+
+
+def remeasured_noise(frame: np.ndarray, bad: np.ndarray, model: np.ndarray, variance: np.ndarray,
+                     fy: float, fx: float, scale: float, config: DetectorConfig) -> float:
+    """The noise scale after the first frame past the seed: residual_noise_scale where it is
+    below the seed's `scale` (both count only more than the noise: the lower is the nearer),
+    with the variance, which started from the seed's, scaled to it in place; else `scale`.
+
+    Only the variance (the statistic's noise) takes it.  The pixel noise model that clips the
+    model's update, scores hot pixels and gives the detections' SNR keeps the seed's, which
+    counts the scene's texture too: with the sensor's alone there, sharp heavy-cloud
+    development scenes learned their resampled edges too slowly and made 2-25 times the
+    false alarms."""
+    measured = residual_noise_scale(frame, bad, model, fy, fx, config)
+    if not measured < scale:
+        return scale
+    # to float32, as the state is: the twin's registration may differ in the last bits
+    measured = float(np.float32(max(measured, 1.0 / NOISE_SCALE_LIMIT)))
+    variance *= np.float32(measured / scale)
+    return measured
 
 
 def residual_reach(config: DetectorConfig) -> int:
@@ -1155,12 +1272,15 @@ def variance_gain(clip: float) -> float:
     return 1.0 / (1.0 - 2.0 * tail)
 
 
-def variance_learning(config: DetectorConfig) -> dict:
+def variance_learning(config: DetectorConfig, window=None) -> dict:
     """What detect_pass (and its twin's matched_filter) is given for the variance's update
     beyond its rate and clip, as keyword arguments: the gain of variance_clip, and the clip and
-    gain of the cells outside the hold window."""
+    gain of the cells outside the hold window `window`; over the free frames (no cell held,
+    variance_hold_window) there is no clip (FREE_CLIP): the variance starts from the sensor's
+    noise and the clutter's, many times that in sharp heavy cloud, must be learned at once."""
+    young = FREE_CLIP if window == (0, 0, 0, 0) else config.variance_clip_young
     return {"variance_gain": variance_gain(config.variance_clip),
-            "young_variance": (config.variance_clip_young, variance_gain(config.variance_clip_young))}
+            "young_variance": (young, variance_gain(young))}
 
 
 def gate_sigma(config: DetectorConfig) -> float:
@@ -1316,6 +1436,8 @@ class TemporalDetector:
         # the noise the data show over the hints' (variance), and the config with the hints so
         # scaled: what the kernels are given (set by the seed frame)
         self.noise_scale = 1.0
+        # the variance's, re-measured on the first frame after the seed (remeasured_noise)
+        self.residual_noise_scale = 1.0
         self.sensor = config
         self.seed_sources = SeedSources(np.zeros((0, 2)))  # what the seed kept out of the model
         self.seed_learned = 0  # of those, found fixed in the scene and learned at seed_check
@@ -1400,6 +1522,12 @@ class TemporalDetector:
             shift_lagged(self.lagged, self.model, ky, kx, _temporal.shift_cells)
             self.seed_sources.moved(ky, kx, self.shape)
         fx, fy = float(self.offset[0]), float(self.offset[1])
+        if self.frames_processed == 1:
+            self.residual_noise_scale = remeasured_noise(frame, self.bad, self.model, self.variance,
+                                                         fy, fx, self.noise_scale, cfg)
+        window = variance_hold_window(self.row_age, self.col_age, self.frames_processed, cfg)
+        held = (self.seed_sources.variance_around(self.variance, seed_hold_radius(cfg))
+                if window == (0, 0, 0, 0) else [])
         (oy, wy), (ox, wx) = split_shift(fy), split_shift(fx)
         (uy, uwy), (ux, uwx) = split_shift(-fy), split_shift(-fx)
         n = _temporal.detect_pass(
@@ -1416,8 +1544,8 @@ class TemporalDetector:
             cfg.model_rate, self._reach,
             self._scratch, self._cand_index, self._cand_z, self._row_start, isa=cfg.simd,
             persist=self.persist, persistence=persistence(cfg),
-            hold_window=hold_window(self.row_age, self.col_age, cfg.variance_hold_age),
-            **variance_learning(cfg))
+            hold_window=window, **variance_learning(cfg, window))
+        put_back_variance(self.variance, held)
         self.floor_ratio = keep_variance_floor(self.variance, self.model, self.row_age, self.col_age,
                                                self.frames_processed, self.floor_ratio, sensor, self.taps)
         self.sources_taken_back += lagged_sources(self.model, self.lagged, self.variance,
