@@ -89,7 +89,7 @@ def test_the_link_is_reed_solomon_coded_by_default():
     ("[hil]\nduration_s = nan\n", "duration_s must be a finite number"),
     ("[hil]\nduration_s = inf\n", "duration_s must be a finite number"),
     ("[detection]\nk_sigma = -1\n", "k_sigma must be > 0"),
-    ("[detection]\nhot_off = 5.0\n", "hot_off (5.0) must not exceed hot_on"),
+    ("[detection]\nhot_off = 8.0\n", "hot_off (8.0) must not exceed hot_on"),
     ("[scene]\nspeed_range = [3.0]\n", "scene.speed_range must be an array of 2 values"),
     ("link = 3\n", "link must be a table"),
     ("[link\n", "not valid TOML"),

@@ -176,3 +176,31 @@ def test_tile_medians_equal_the_median_of_each_blocks_good_values(shape, tile, r
         good = rng.random(shape) > rng.uniform(0.0, 0.9)
         got = fd.tile_medians(values, good, tile, least, tile_rows=rows)
         np.testing.assert_array_equal(got, tile_medians_by_loop(values, good, tile, least, rows))
+
+
+def test_a_pixel_going_hot_mid_pass_is_marked_and_a_slow_targets_peak_is_not():
+    # reference: the pixel the test makes hot, and the simulator's target truth.  A pixel
+    # going hot by 30 pixel-noise sigmas at frame 20 is marked within 40 frames; a sharp SNR 12
+    # target crawling 0.05 px/frame over the same sensor pixels (no drift) is never marked
+    sim = SceneSimulator(SceneConfig(kind="clear", seed=4, width=96, height=96, n_targets=4,
+                                     snr_values=(12.0,), speed_range=(0.05, 0.05),
+                                     psf_sigma_range=(0.6, 0.65), optics_sigma=0.6, drift=(0.0, 0.0),
+                                     jitter_rms=0.02, target_lifetime=400, hot_pixel_fraction=0.0,
+                                     dead_pixel_fraction=0.0, cosmic_rate=0.0))
+    det = Detector(DetectorConfig(), (96, 96), sim.calibration_bad_pixels())
+    marked_at = None
+    near_target = 0
+    for i in range(80):
+        frame, truth = sim.frame(i)
+        frame = frame.astype(np.float64)
+        if i >= 20:
+            frame[50, 17] += 30.0 * np.sqrt(10.0**2 + frame[50, 17])
+        det.process(np.clip(frame, 0, 2**14 - 1).astype(np.uint16))
+        flagged = (det.pipeline.bad & fd.BAD_DETECTED) != 0
+        if marked_at is None and flagged[50, 17]:
+            marked_at = i
+        for t in truth:
+            y, x = int(round(t["y"])), int(round(t["x"]))
+            near_target += int(flagged[max(y - 1, 0):y + 2, max(x - 1, 0):x + 2].sum())
+    assert marked_at is not None and 20 < marked_at < 60
+    assert near_target == 0
