@@ -502,12 +502,12 @@ def tile_medians(values: np.ndarray, good: np.ndarray, tile: int, least: int = 1
     counts = np.count_nonzero(~np.isnan(blocks), axis=2)
     out = np.full((ny, nx), np.nan)
     enough = counts >= max(least, 1)
-    if enough.any():
-        ordered = np.sort(blocks[enough], axis=1)  # the masked (NaN) cells sort last
-        n = counts[enough][:, None]
-        low = np.take_along_axis(ordered, (n - 1) // 2, axis=1)[:, 0]
-        high = np.take_along_axis(ordered, n // 2, axis=1)[:, 0]
-        out[enough] = (low + high) / 2.0
+    # blocks with as many good values share the median's two ranks; the masked (NaN) cells
+    # partition last.  Most blocks are whole, so there are few groups
+    for n in np.unique(counts[enough]):
+        which = enough & (counts == n)
+        middle = np.partition(blocks[which], ((n - 1) // 2, n // 2), axis=1)
+        out[which] = (middle[:, (n - 1) // 2] + middle[:, n // 2]) / 2.0
     return out
 
 
@@ -916,12 +916,15 @@ def hold_window(row_age: np.ndarray, col_age: np.ndarray, age: int) -> tuple[int
     return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
-def variance_hold_window(row_age: np.ndarray, col_age: np.ndarray, frames_processed: int,
+def variance_free(frames_processed: int, config: DetectorConfig) -> bool:
+    """Whether the pass after `frames_processed` frames is one of the first variance_free_frames."""
+    return frames_processed < config.variance_free_frames
+
+
+def variance_hold_window(row_age: np.ndarray, col_age: np.ndarray, free: bool,
                          config: DetectorConfig) -> tuple[int, int, int, int]:
-    """hold_window at variance_hold_age, or no cell over the first variance_free_frames."""
-    if frames_processed < config.variance_free_frames:
-        return 0, 0, 0, 0
-    return hold_window(row_age, col_age, config.variance_hold_age)
+    """hold_window at variance_hold_age, or no cell over the free frames (variance_free)."""
+    return (0, 0, 0, 0) if free else hold_window(row_age, col_age, config.variance_hold_age)
 
 
 def remeasured_noise(frame: np.ndarray, bad: np.ndarray, model: np.ndarray, variance: np.ndarray,
@@ -1278,13 +1281,13 @@ def variance_gain(clip: float) -> float:
     return 1.0 / (1.0 - 2.0 * tail)
 
 
-def variance_learning(config: DetectorConfig, window=None) -> dict:
+def variance_learning(config: DetectorConfig, free: bool = False) -> dict:
     """What detect_pass (and its twin's matched_filter) is given for the variance's update
     beyond its rate and clip, as keyword arguments: the gain of variance_clip, and the clip and
-    gain of the cells outside the hold window `window`; over the free frames (no cell held,
-    variance_hold_window) there is no clip (FREE_CLIP): the variance starts from the sensor's
-    noise and the clutter's, many times that in sharp heavy cloud, must be learned at once."""
-    young = FREE_CLIP if window == (0, 0, 0, 0) else config.variance_clip_young
+    gain of the cells outside the hold window; over the free frames (variance_free: no cell is
+    held) there is no clip (FREE_CLIP): the variance starts from the sensor's noise and the
+    clutter's, many times that in sharp heavy cloud, must be learned at once."""
+    young = FREE_CLIP if free else config.variance_clip_young
     return {"variance_gain": variance_gain(config.variance_clip),
             "young_variance": (young, variance_gain(young))}
 
@@ -1531,9 +1534,8 @@ class TemporalDetector:
         if self.frames_processed == 1:
             self.residual_noise_scale = remeasured_noise(frame, self.bad, self.model, self.variance,
                                                          fy, fx, self.noise_scale, cfg)
-        window = variance_hold_window(self.row_age, self.col_age, self.frames_processed, cfg)
-        held = (self.seed_sources.variance_around(self.variance, seed_hold_radius(cfg))
-                if window == (0, 0, 0, 0) else [])
+        free = variance_free(self.frames_processed, cfg)
+        held = self.seed_sources.variance_around(self.variance, seed_hold_radius(cfg)) if free else []
         (oy, wy), (ox, wx) = split_shift(fy), split_shift(fx)
         (uy, uwy), (ux, uwx) = split_shift(-fy), split_shift(-fx)
         n = _temporal.detect_pass(
@@ -1550,7 +1552,8 @@ class TemporalDetector:
             cfg.model_rate, self._reach,
             self._scratch, self._cand_index, self._cand_z, self._row_start, isa=cfg.simd,
             persist=self.persist, persistence=persistence(cfg),
-            hold_window=window, **variance_learning(cfg, window))
+            hold_window=variance_hold_window(self.row_age, self.col_age, free, cfg),
+            **variance_learning(cfg, free))
         put_back_variance(self.variance, held)
         self.floor_ratio = keep_variance_floor(self.variance, self.model, self.row_age, self.col_age,
                                                self.frames_processed, self.floor_ratio, sensor, self.taps)

@@ -384,14 +384,14 @@ def matched_filter(residual, taps, variance, vy, vx, rate, clip, variance_floor,
 
 
 def detect_pass(frame, bad, model, row_age, col_age, variance, hot_score, offset, taps, config,
-                variance_floor, hot_phase=0, persist=None, hold_window=None):
+                variance_floor, hot_phase=0, persist=None, free=False):
     """The twin of the kernel's one pass, stage by stage on whole arrays.
 
     Returns a dict of the new state (model, row_age, col_age, variance, hot_score, bad), the
     residual, filtered and zscore maps, and the candidates (flat index, Z)."""
     from flight import detection as d
     cfg = config
-    window = d.hold_window(row_age, col_age, cfg.variance_hold_age) if hold_window is None else hold_window
+    window = d.variance_hold_window(row_age, col_age, free, cfg)
     if persist is None:
         persist = np.zeros(frame.shape, np.uint8)
     fx, fy = offset
@@ -406,7 +406,7 @@ def detect_pass(frame, bad, model, row_age, col_age, variance, hot_score, offset
         residual, d.as_weights(taps), variance, int(round(fy)), int(round(fx)), cfg.variance_rate,
         cfg.variance_clip, variance_floor, d.candidate_sigma(cfg), cfg.variance_rate * cfg.variance_hold,
         d.learn_window(frame.shape, oy, ox, len(taps) // 2), d.gate_sigma(cfg), d.hold_sigma(cfg),
-        persist, d.persistence(cfg), window, **d.variance_learning(cfg, window))
+        persist, d.persistence(cfg), window, **d.variance_learning(cfg, free))
     clipped = np.where(held & (bad == 0), F32(0), clipped)  # hold the model above its gate
     update, outside_u = warp_separable(clipped, uy, ux, d.as_weights(uwy), d.as_weights(uwx))
     model, row_age, col_age = apply_update(model, update, outside_u, row_age, col_age,
@@ -626,13 +626,12 @@ class TemporalDetector:
         if self.frames_processed == 1:
             self.residual_noise_scale = d.remeasured_noise(frame, self.bad, self.model, self.variance,
                                                            fy, fx, self.noise_scale, cfg)
-        window = d.variance_hold_window(self.row_age, self.col_age, self.frames_processed, cfg)
-        held = (self.seed_sources.variance_around(self.variance, d.seed_hold_radius(cfg))
-                if window == (0, 0, 0, 0) else [])
+        free = d.variance_free(self.frames_processed, cfg)
+        held = self.seed_sources.variance_around(self.variance, d.seed_hold_radius(cfg)) if free else []
         out = detect_pass(frame, self.bad, self.model, self.row_age, self.col_age, self.variance,
                           self.hot_score, (fx, fy), self.taps,
                           sensor, d.VARIANCE_FLOOR, self.frames_processed % cfg.hot_every,
-                          self.persist, window)
+                          self.persist, free)
         self.model, self.variance = out["model"], out["variance"]
         d.put_back_variance(self.variance, held)
         self.row_age, self.col_age = out["row_age"], out["col_age"]

@@ -73,12 +73,15 @@ def test_residual_noise_scale_without_overlap_is_nan_and_the_seeds_stays():
     assert (variance == 1.0).all()
 
 
-def test_no_cell_is_held_over_the_free_frames():
+def test_no_cell_is_held_and_there_is_no_clip_over_the_free_frames():
     rows, cols = np.full(30, 5, np.uint16), np.full(40, 5, np.uint16)
     cfg = DetectorConfig(variance_free_frames=4)
-    assert fd.variance_hold_window(rows, cols, 3, cfg) == (0, 0, 0, 0)
-    assert fd.variance_hold_window(rows, cols, 4, cfg) == fd.hold_window(rows, cols, cfg.variance_hold_age)
-    assert fd.variance_hold_window(rows, cols, 1, DetectorConfig(variance_free_frames=0)) == (0, 30, 0, 40)
+    assert fd.variance_free(3, cfg) and not fd.variance_free(4, cfg)
+    assert not fd.variance_free(1, DetectorConfig(variance_free_frames=0))
+    assert fd.variance_hold_window(rows, cols, True, cfg) == (0, 0, 0, 0)
+    assert fd.variance_hold_window(rows, cols, False, cfg) == fd.hold_window(rows, cols, cfg.variance_hold_age)
+    assert fd.variance_learning(cfg, True)["young_variance"] == (fd.FREE_CLIP, pytest.approx(1.0))
+    assert fd.variance_learning(cfg)["young_variance"][0] == cfg.variance_clip_young
 
 
 def test_the_variance_around_seed_sources_is_put_back():
