@@ -43,13 +43,37 @@ flight/detection_ref.py, which works in float32 too; -ffp-contract=off stops
 the compiler fusing multiply-adds (aarch64 does by default), so the two stay
 bit-identical.  Measurement and registration sums are in double.
 """
-from libc.math cimport log, sqrt, sqrtf, atan2, floor, fabs, M_PI, NAN
+from libc.math cimport log, exp, sqrt, sqrtf, atan2, floor, fabs, isfinite, M_PI, NAN
 from libc.stdint cimport uint8_t, uint16_t, int32_t, int64_t, uint64_t
 from libc.string cimport memcpy, memmove
 
 include "components.pxi"
 
 import numpy as np
+
+# measure_targets' Gaussian fit (_gaussian_fit): limits of one Gauss-Newton step, of the final
+# width (px) and of the final position's distance from the log-parabola vertex, and the
+# damping that keeps a flat window's normal matrix invertible
+cdef extern from *:
+    """
+    #define KESTREL_FIT_STEP_PX 0.5
+    #define KESTREL_FIT_WIDTH_STEP 0.3
+    #define KESTREL_FIT_WIDTH_LOW 0.3
+    #define KESTREL_FIT_WIDTH_HIGH 4.0
+    #define KESTREL_FIT_REACH_PX 1.0
+    #define KESTREL_FIT_DAMPING 1e-9
+    #define KESTREL_FIT_CONVERGED_PX 1e-3
+    """
+    double FIT_STEP_PX "KESTREL_FIT_STEP_PX"
+    double FIT_WIDTH_STEP "KESTREL_FIT_WIDTH_STEP"
+    double FIT_WIDTH_LOW "KESTREL_FIT_WIDTH_LOW"
+    double FIT_WIDTH_HIGH "KESTREL_FIT_WIDTH_HIGH"
+    double FIT_REACH_PX "KESTREL_FIT_REACH_PX"
+    double FIT_DAMPING "KESTREL_FIT_DAMPING"
+    double FIT_CONVERGED_PX "KESTREL_FIT_CONVERGED_PX"
+
+cdef enum:
+    FIT_MAX_RADIUS = 8   # widest window (Chebyshev px) of the Gaussian fit
 
 # Row buffers and state rows never overlap within one loop: saying so lets the compiler
 # vectorise loops that touch many rows without run-time overlap checks.
@@ -1702,18 +1726,150 @@ cdef float _filtered_at(const float[:, ::1] residual, const float* tap, Py_ssize
     return out
 
 
+cdef bint _solve4(double[4][5] a, double* step) noexcept nogil:
+    """Gaussian elimination with partial pivoting of the 4x4 system a | a[:, 4]; False if singular."""
+    cdef int i, j, k, best
+    cdef double t, f
+    for k in range(4):
+        best = k
+        for i in range(k + 1, 4):
+            if fabs(a[i][k]) > fabs(a[best][k]):
+                best = i
+        if not fabs(a[best][k]) > 1e-300:
+            return False
+        if best != k:
+            for j in range(5):
+                t = a[k][j]
+                a[k][j] = a[best][j]
+                a[best][j] = t
+        for i in range(k + 1, 4):
+            f = a[i][k] / a[k][k]
+            for j in range(k, 5):
+                a[i][j] -= f * a[k][j]
+    for k in range(3, -1, -1):
+        t = a[k][4]
+        for j in range(k + 1, 4):
+            t -= a[k][j] * step[j]
+        step[k] = t / a[k][k]
+    return True
+
+
+cdef inline void _gaussian_axis(Py_ssize_t a0, Py_ssize_t a1, double centre, double sigma,
+                                double* out) noexcept nogil:
+    """out[a - a0] = exp(-(a - centre)^2 / (2 sigma^2)) for a in a0 .. a1 - 1."""
+    cdef Py_ssize_t a
+    cdef double d
+    for a in range(a0, a1):
+        d = a - centre
+        out[a - a0] = exp(-d * d / (2.0 * sigma * sigma))
+
+
+cdef bint _gaussian_fit(const float[:, ::1] residual, const uint8_t[:, ::1] bad,
+                        Py_ssize_t py, Py_ssize_t px, Py_ssize_t r, double sigma, int iterations,
+                        double* xc, double* yc) noexcept nogil:
+    """Least-squares fit of a circular Gaussian (position, amplitude, width) to the residual's
+    good pixels within r (Chebyshev) of the peak (py, px), from (xc, yc) and width sigma, by
+    Gauss-Newton (at most `iterations` steps, fewer once a step moves the position by less than
+    FIT_CONVERGED_PX); each step moves the position at most FIT_STEP_PX and the width at most
+    FIT_WIDTH_STEP of itself.  Writes the position and returns True if the fit ends with a
+    positive amplitude, a width between FIT_WIDTH_LOW and FIT_WIDTH_HIGH and within FIT_REACH_PX of the start
+    in each axis; else leaves (xc, yc) as they were.  The numpy twin is
+    detection_ref.gaussian_fit."""
+    cdef Py_ssize_t H = residual.shape[0], W = residual.shape[1], y, x, y0, y1, x0, x1
+    cdef int it, i, j
+    cdef double cx = xc[0], cy = yc[0], s = sigma, amp, num = 0.0, den = 0.0
+    cdef double dx, dy, d2, s2, g, rr
+    cdef double gx[2 * FIT_MAX_RADIUS + 1]
+    cdef double gy[2 * FIT_MAX_RADIUS + 1]
+    cdef double jac[4]
+    cdef double step[4]
+    cdef double a[4][5]
+    r = min(r, FIT_MAX_RADIUS)
+    y0 = max(py - r, 0)
+    y1 = min(py + r + 1, H)
+    x0 = max(px - r, 0)
+    x1 = min(px + r + 1, W)
+    # the Gaussian is separable: one exp per row and per column of the window, not per pixel
+    _gaussian_axis(x0, x1, cx, s, gx)
+    _gaussian_axis(y0, y1, cy, s, gy)
+    for y in range(y0, y1):
+        for x in range(x0, x1):
+            if bad[y, x]:
+                continue
+            g = gx[x - x0] * gy[y - y0]
+            num += <double>residual[y, x] * g
+            den += g * g
+    if not den > 0.0:
+        return False
+    amp = num / den
+    for it in range(iterations):
+        for i in range(4):
+            for j in range(5):
+                a[i][j] = 0.0
+        s2 = s * s
+        _gaussian_axis(x0, x1, cx, s, gx)
+        _gaussian_axis(y0, y1, cy, s, gy)
+        for y in range(y0, y1):
+            for x in range(x0, x1):
+                if bad[y, x]:
+                    continue
+                dx = x - cx
+                dy = y - cy
+                d2 = dx * dx + dy * dy
+                g = gx[x - x0] * gy[y - y0]
+                jac[0] = amp * g * dx / s2
+                jac[1] = amp * g * dy / s2
+                jac[2] = g
+                jac[3] = amp * g * d2 / (s2 * s)
+                rr = <double>residual[y, x] - amp * g
+                for i in range(4):
+                    for j in range(i, 4):
+                        a[i][j] += jac[i] * jac[j]
+                    a[i][4] += jac[i] * rr
+        for i in range(4):
+            a[i][i] += FIT_DAMPING
+            for j in range(i):
+                a[i][j] = a[j][i]
+        if not _solve4(a, step):
+            return False
+        cx += min(max(step[0], -FIT_STEP_PX), FIT_STEP_PX)
+        cy += min(max(step[1], -FIT_STEP_PX), FIT_STEP_PX)
+        amp += step[2]
+        s += min(max(step[3], -FIT_WIDTH_STEP * s), FIT_WIDTH_STEP * s)
+        if fabs(step[0]) < FIT_CONVERGED_PX and fabs(step[1]) < FIT_CONVERGED_PX:
+            break
+    if not (isfinite(cx) and isfinite(cy) and amp > 0.0 and FIT_WIDTH_LOW < s < FIT_WIDTH_HIGH
+            and fabs(cx - xc[0]) <= FIT_REACH_PX and fabs(cy - yc[0]) <= FIT_REACH_PX):
+        return False
+    xc[0] = cx
+    yc[0] = cy
+    return True
+
+
+def fit_constants():
+    """The Gaussian fit's limits, for the numpy twin: step (px), width step, width range, reach, damping."""
+    return {"step_px": FIT_STEP_PX, "width_step": FIT_WIDTH_STEP,
+            "width_range": (FIT_WIDTH_LOW, FIT_WIDTH_HIGH),
+            "reach_px": FIT_REACH_PX, "damping": FIT_DAMPING, "max_radius": FIT_MAX_RADIUS,
+            "converged_px": FIT_CONVERGED_PX}
+
+
 def measure_targets(const uint16_t[:, ::1] frame, const float[:, ::1] residual,
                     const float[::1] taps, const int32_t[::1] cand_index,
                     const float[::1] cand_z, const int32_t[::1] labels,
                     const int32_t[::1] sizes, const int32_t[::1] peaks, Py_ssize_t n,
                     Py_ssize_t radius, double psf_sigma, double read_var, double inv_gain,
-                    double[:, ::1] out):
+                    double[:, ::1] out, const uint8_t[:, ::1] bad, Py_ssize_t fit_radius,
+                    int fit_iterations):
     """One row per peak (columns as COLUMNS).
 
     The centroid is the log-parabola vertex through the filtered residual at
     the peak and its row/column neighbours: the matched-filter output of a
     Gaussian PSF is again a Gaussian, so the fit is unbiased and uses the
-    whole PSF's signal rather than three noisy pixels.  Flux and shape come
+    whole PSF's signal rather than three noisy pixels.  With fit_iterations > 0 the
+    reported position is then that of a Gaussian fitted (position, amplitude and width:
+    _gaussian_fit) to the residual's good pixels within fit_radius of the peak, where the
+    fit holds; the vertex stays the centre of the shape and sharpness measures.  Flux and shape come
     from the residual in the (2*radius+1)^2 window; sharpness is the peak
     residual pixel over the 3x3 residual sum, near 1 for a cosmic ray or a
     single hot pixel and below ~0.4 for an optical PSF; npix is the size of
@@ -1727,6 +1883,9 @@ def measure_targets(const uint16_t[:, ::1] frame, const float[:, ::1] residual,
     cdef float tap[MAX_TAPS]
     if nt > MAX_TAPS:
         raise ValueError(f"at most {MAX_TAPS} filter taps, got {nt}")
+    if bad.shape[0] != residual.shape[0] or bad.shape[1] != residual.shape[1]:
+        raise ValueError(f"bad must be {residual.shape[0]} x {residual.shape[1]}, got "
+                         f"{bad.shape[0]} x {bad.shape[1]}")
     if out.shape[1] != N_COLUMNS or out.shape[0] < n or peaks.shape[0] < n:
         raise ValueError(f"out must be at least {n} x {N_COLUMNS} (COLUMNS) and peaks hold {n}, got "
                          f"{out.shape[0]} x {out.shape[1]} and {peaks.shape[0]}")
@@ -1805,6 +1964,8 @@ def measure_targets(const uint16_t[:, ::1] frame, const float[:, ::1] residual,
                 crb = min(sqrt(8.0 * M_PI) * psf_sigma * psf_sigma * sigma_n / flux, 1.0)
             else:
                 crb = 1.0
+            if fit_iterations > 0:
+                _gaussian_fit(residual, bad, py, px, fit_radius, psf_sigma, fit_iterations, &xc, &yc)
             out[i, C_X] = xc
             out[i, C_Y] = yc
             out[i, C_SX] = crb

@@ -48,6 +48,8 @@ VARIANCE_FLOOR = 1e-6
 # the kernel clamps the hot score's input to this many noise sigmas (detect_pass)
 SCORE_CLIP = 20.0
 BAD_DETECTED = _temporal.BAD_BITS["detected"]
+# the limits of measure_targets' Gaussian fit of the centroid (centroid_fit_iterations)
+GAUSSIAN_FIT = _temporal.fit_constants()
 MAD_TO_SIGMA = 1.482602218505602  # sigma of a normal distribution over its median absolute deviation
 # the noise the data show is taken to lie within this factor (in variance) of the hints
 NOISE_SCALE_LIMIT = 64.0
@@ -201,6 +203,15 @@ class DetectorConfig(Settings):
         "frames 1-9, about 4 from frame 15)", low=0, high=100000)
     peak_radius: int = setting(2, "a detection is a local maximum of the statistic over this radius (px)",
                                low=1, high=8)
+    centroid_fit_iterations: int = setting(
+        2, "Gauss-Newton steps of the Gaussian (position, amplitude, width) fitted to the "
+        "residual around each peak for its position, from the log-parabola vertex of the "
+        "matched filter (0: the vertex alone).  On 24 development family scenes the centroid "
+        "error at SNR >= 8 went from 1.99 / 2.29 / 2.04 times the Cramer-Rao bound (clear, "
+        "cloudy, heavy) to 1.87 / 2.19 / 1.91 with 1 step, 1.83 / 2.11 / 1.84 with 2, 1.88 / "
+        "2.12 / 1.87 with 3 and 1.92 / 2.13 / 1.89 with 5: further steps fit the width to "
+        "the part of a slow target the model has not learned; each step costs ~0.6 us a peak",
+        low=0, high=50)
     max_sharpness: float = setting(0.5, "peak pixel / 3x3 sum above which a hit is a cosmic ray or hot pixel",
                                    above=0, high=1)
     max_line_fraction: float = setting(
@@ -1573,7 +1584,7 @@ class TemporalDetector:
         _temporal.measure_targets(frame, self.residual, self._taps32, self._cand_index,
                                   self._cand_z, self._cand_label, self._sizes, self._peaks, m,
                                   cfg.aperture_radius, float(cfg.psf_sigma), read_var, inv_gain,
-                                  table)
+                                  table, self.bad, self._reach, cfg.centroid_fit_iterations)
         self.frames_processed += 1
         self.last_candidates = m
         self.table = table

@@ -457,8 +457,48 @@ def find_peaks(zscore, labels, n, radius):
     return sizes, np.array(peaks, np.int64)
 
 
+def gaussian_fit(residual, bad, py, px, r, sigma, iterations, xc, yc):
+    """Twin of the kernel's _gaussian_fit: (x, y) of a circular Gaussian fitted by Gauss-Newton
+    to the good residual pixels within r of (py, px), from (xc, yc) and width sigma, or
+    (xc, yc) where the fit does not hold."""
+    from flight import detection as d
+    limits = d.GAUSSIAN_FIT
+    h, w = residual.shape
+    r = min(r, limits["max_radius"])
+    ys, xs = np.mgrid[max(py - r, 0):min(py + r + 1, h), max(px - r, 0):min(px + r + 1, w)]
+    good = bad[ys, xs] == 0
+    ys, xs = ys[good].astype(np.float64), xs[good].astype(np.float64)
+    data = residual[ys.astype(int), xs.astype(int)].astype(np.float64)
+    cx, cy, s = xc, yc, sigma
+    g = np.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2.0 * s * s))
+    if not np.sum(g * g) > 0.0:
+        return xc, yc
+    amp = np.sum(data * g) / np.sum(g * g)
+    for _ in range(iterations):
+        dx, dy = xs - cx, ys - cy
+        d2, s2 = dx * dx + dy * dy, s * s
+        g = np.exp(-d2 / (2.0 * s2))
+        jac = np.stack([amp * g * dx / s2, amp * g * dy / s2, g, amp * g * d2 / (s2 * s)], axis=1)
+        normal = jac.T @ jac + limits["damping"] * np.eye(4)
+        try:
+            step = np.linalg.solve(normal, jac.T @ (data - amp * g))
+        except np.linalg.LinAlgError:
+            return xc, yc
+        cx += min(max(step[0], -limits["step_px"]), limits["step_px"])
+        cy += min(max(step[1], -limits["step_px"]), limits["step_px"])
+        amp += step[2]
+        s += min(max(step[3], -limits["width_step"] * s), limits["width_step"] * s)
+        if abs(step[0]) < limits["converged_px"] and abs(step[1]) < limits["converged_px"]:
+            break
+    low, high = limits["width_range"]
+    if (math.isfinite(cx) and math.isfinite(cy) and amp > 0.0 and low < s < high
+            and abs(cx - xc) <= limits["reach_px"] and abs(cy - yc) <= limits["reach_px"]):
+        return cx, cy
+    return xc, yc
+
+
 def measure_targets(frame, residual, filtered, zscore, labels, sizes, peaks, radius, psf_sigma,
-                    read_var, inv_gain):
+                    read_var, inv_gain, bad=None, fit_radius=0, fit_iterations=0):
     h, w = residual.shape
     res = residual.astype(np.float64)
     filt = filtered.astype(np.float64)
@@ -503,7 +543,10 @@ def measure_targets(frame, residual, filtered, zscore, labels, sizes, peaks, rad
         prediction = float(frame[py, px]) - res[py, px]
         sigma_n = math.sqrt(read_var + max(prediction, 0.0) * inv_gain)
         crb = min(math.sqrt(8.0 * math.pi) * psf_sigma ** 2 * sigma_n / flux, 1.0) if flux > 0 else 1.0
-        out[i] = (xc, yc, crb, crb, flux, float(zscore[py, px]), peak_r, sizes[labels[py, px] - 1],
+        fx, fy = xc, yc
+        if fit_iterations > 0:
+            fx, fy = gaussian_fit(res, bad, py, px, fit_radius, psf_sigma, fit_iterations, xc, yc)
+        out[i] = (fx, fy, crb, crb, flux, float(zscore[py, px]), peak_r, sizes[labels[py, px] - 1],
                   math.sqrt(half + root),
                   math.sqrt(max(half - root, 0.0)), 0.5 * math.atan2(2.0 * sxy, sxx - syy),
                   peak_r / sum3 if sum3 > 0.0 else 1.0,
@@ -657,7 +700,7 @@ class TemporalDetector:
             peaks, n_strong = np.concatenate([strong_peaks, faint]), len(strong_peaks)
         table = measure_targets(frame, self.residual, out["filtered"], self.zscore, self.labels,
                                 sizes, peaks, cfg.aperture_radius, float(cfg.psf_sigma), read_var,
-                                inv_gain)
+                                inv_gain, self.bad, d.residual_reach(cfg), cfg.centroid_fit_iterations)
         self.frames_processed += 1
         detections, self.faint = d.finish_detections(table, cfg, np.arange(len(peaks)) >= n_strong)
         if len(self.seed_sources):
