@@ -63,6 +63,7 @@ cdef extern from *:
     #define KESTREL_FIT_REACH_PX 1.0
     #define KESTREL_FIT_DAMPING 1e-9
     #define KESTREL_FIT_CONVERGED_PX 1e-3
+    #define KESTREL_CRB_PER_PEAK 0.79788456080286536  /* sqrt(2 / pi) */
     """
     double FIT_STEP_PX "KESTREL_FIT_STEP_PX"
     double FIT_WIDTH_STEP "KESTREL_FIT_WIDTH_STEP"
@@ -71,6 +72,7 @@ cdef extern from *:
     double FIT_REACH_PX "KESTREL_FIT_REACH_PX"
     double FIT_DAMPING "KESTREL_FIT_DAMPING"
     double FIT_CONVERGED_PX "KESTREL_FIT_CONVERGED_PX"
+    double CRB_PER_PEAK "KESTREL_CRB_PER_PEAK"
 
 cdef enum:
     FIT_MAX_RADIUS = 8   # widest window (Chebyshev px) of the Gaussian fit
@@ -1766,14 +1768,14 @@ cdef inline void _gaussian_axis(Py_ssize_t a0, Py_ssize_t a1, double centre, dou
 
 cdef bint _gaussian_fit(const float[:, ::1] residual, const uint8_t[:, ::1] bad,
                         Py_ssize_t py, Py_ssize_t px, Py_ssize_t r, double sigma, int iterations,
-                        double* xc, double* yc) noexcept nogil:
+                        double* xc, double* yc, double* peak) noexcept nogil:
     """Least-squares fit of a circular Gaussian (position, amplitude, width) to the residual's
     good pixels within r (Chebyshev) of the peak (py, px), from (xc, yc) and width sigma, by
     Gauss-Newton (at most `iterations` steps, fewer once a step moves the position by less than
     FIT_CONVERGED_PX); each step moves the position at most FIT_STEP_PX and the width at most
     FIT_WIDTH_STEP of itself.  Writes the position and returns True if the fit ends with a
     positive amplitude, a width between FIT_WIDTH_LOW and FIT_WIDTH_HIGH and within FIT_REACH_PX of the start
-    in each axis; else leaves (xc, yc) as they were.  The numpy twin is
+    in each axis, with the fitted amplitude in peak; else leaves (xc, yc) as they were.  The numpy twin is
     detection_ref.gaussian_fit."""
     cdef Py_ssize_t H = residual.shape[0], W = residual.shape[1], y, x, y0, y1, x0, x1
     cdef int it, i, j
@@ -1843,6 +1845,7 @@ cdef bint _gaussian_fit(const float[:, ::1] residual, const uint8_t[:, ::1] bad,
         return False
     xc[0] = cx
     yc[0] = cy
+    peak[0] = amp
     return True
 
 
@@ -1869,7 +1872,8 @@ def measure_targets(const uint16_t[:, ::1] frame, const float[:, ::1] residual,
     whole PSF's signal rather than three noisy pixels.  With fit_iterations > 0 the
     reported position is then that of a Gaussian fitted (position, amplitude and width:
     _gaussian_fit) to the residual's good pixels within fit_radius of the peak, where the
-    fit holds; the vertex stays the centre of the shape and sharpness measures.  Flux and shape come
+    fit holds, and the Cramer-Rao bound (sigma_x, sigma_y) is the fitted Gaussian's; the
+    vertex stays the centre of the shape and sharpness measures.  Flux and shape come
     from the residual in the (2*radius+1)^2 window; sharpness is the peak
     residual pixel over the 3x3 residual sum, near 1 for a cosmic ray or a
     single hot pixel and below ~0.4 for an optical PSF; npix is the size of
@@ -1879,7 +1883,7 @@ def measure_targets(const uint16_t[:, ::1] frame, const float[:, ::1] residual,
     cdef Py_ssize_t H = residual.shape[0], W = residual.shape[1], nt = taps.shape[0]
     cdef Py_ssize_t y, x, i, ci, py, px, y0, y1, x0, x1, qy, qx, k
     cdef double s, flux, wsum, sxx, syy, sxy, xc, yc, dx, dy, half, root
-    cdef double sigma_n, crb, c, peak_r, sum3, pred, row3, col3, diag3, anti3
+    cdef double sigma_n, crb, c, peak_r, sum3, pred, row3, col3, diag3, anti3, amp = 0.0
     cdef float tap[MAX_TAPS]
     if nt > MAX_TAPS:
         raise ValueError(f"at most {MAX_TAPS} filter taps, got {nt}")
@@ -1964,8 +1968,11 @@ def measure_targets(const uint16_t[:, ::1] frame, const float[:, ::1] residual,
                 crb = min(sqrt(8.0 * M_PI) * psf_sigma * psf_sigma * sigma_n / flux, 1.0)
             else:
                 crb = 1.0
-            if fit_iterations > 0:
-                _gaussian_fit(residual, bad, py, px, fit_radius, psf_sigma, fit_iterations, &xc, &yc)
+            if fit_iterations > 0 and _gaussian_fit(residual, bad, py, px, fit_radius, psf_sigma,
+                                                    fit_iterations, &xc, &yc, &amp):
+                # a Gaussian's bound per axis is sqrt(8 pi) s^2 sigma_n / (2 pi s^2 A), whatever
+                # its width s: the fitted peak A, not psf_sigma and the aperture's flux
+                crb = min(CRB_PER_PEAK * sigma_n / amp, 1.0)
             out[i, C_X] = xc
             out[i, C_Y] = yc
             out[i, C_SX] = crb

@@ -458,9 +458,9 @@ def find_peaks(zscore, labels, n, radius):
 
 
 def gaussian_fit(residual, bad, py, px, r, sigma, iterations, xc, yc):
-    """Twin of the kernel's _gaussian_fit: (x, y) of a circular Gaussian fitted by Gauss-Newton
-    to the good residual pixels within r of (py, px), from (xc, yc) and width sigma, or
-    (xc, yc) where the fit does not hold."""
+    """Twin of the kernel's _gaussian_fit: (x, y, peak) of a circular Gaussian fitted by
+    Gauss-Newton to the good residual pixels within r of (py, px), from (xc, yc) and width
+    sigma, or None where the fit does not hold."""
     from flight import detection as d
     limits = d.GAUSSIAN_FIT
     h, w = residual.shape
@@ -472,7 +472,7 @@ def gaussian_fit(residual, bad, py, px, r, sigma, iterations, xc, yc):
     cx, cy, s = xc, yc, sigma
     g = np.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2.0 * s * s))
     if not np.sum(g * g) > 0.0:
-        return xc, yc
+        return None
     amp = np.sum(data * g) / np.sum(g * g)
     for _ in range(iterations):
         dx, dy = xs - cx, ys - cy
@@ -483,7 +483,7 @@ def gaussian_fit(residual, bad, py, px, r, sigma, iterations, xc, yc):
         try:
             step = np.linalg.solve(normal, jac.T @ (data - amp * g))
         except np.linalg.LinAlgError:
-            return xc, yc
+            return None
         cx += min(max(step[0], -limits["step_px"]), limits["step_px"])
         cy += min(max(step[1], -limits["step_px"]), limits["step_px"])
         amp += step[2]
@@ -493,8 +493,8 @@ def gaussian_fit(residual, bad, py, px, r, sigma, iterations, xc, yc):
     low, high = limits["width_range"]
     if (math.isfinite(cx) and math.isfinite(cy) and amp > 0.0 and low < s < high
             and abs(cx - xc) <= limits["reach_px"] and abs(cy - yc) <= limits["reach_px"]):
-        return cx, cy
-    return xc, yc
+        return cx, cy, amp
+    return None
 
 
 def measure_targets(frame, residual, filtered, zscore, labels, sizes, peaks, radius, psf_sigma,
@@ -544,8 +544,10 @@ def measure_targets(frame, residual, filtered, zscore, labels, sizes, peaks, rad
         sigma_n = math.sqrt(read_var + max(prediction, 0.0) * inv_gain)
         crb = min(math.sqrt(8.0 * math.pi) * psf_sigma ** 2 * sigma_n / flux, 1.0) if flux > 0 else 1.0
         fx, fy = xc, yc
-        if fit_iterations > 0:
-            fx, fy = gaussian_fit(res, bad, py, px, fit_radius, psf_sigma, fit_iterations, xc, yc)
+        fit = gaussian_fit(res, bad, py, px, fit_radius, psf_sigma, fit_iterations, xc, yc) if fit_iterations > 0 else None
+        if fit is not None:
+            fx, fy, peak = fit
+            crb = min(math.sqrt(2.0 / math.pi) * sigma_n / peak, 1.0)
         out[i] = (fx, fy, crb, crb, flux, float(zscore[py, px]), peak_r, sizes[labels[py, px] - 1],
                   math.sqrt(half + root),
                   math.sqrt(max(half - root, 0.0)), 0.5 * math.atan2(2.0 * sxy, sxx - syy),
