@@ -1766,59 +1766,24 @@ cdef inline void _gaussian_axis(Py_ssize_t a0, Py_ssize_t a1, double centre, dou
         out[a - a0] = exp(-d * d / (2.0 * sigma * sigma))
 
 
-cdef void _gaussian_normal(const float[:, ::1] residual, const uint8_t[:, ::1] bad,
-                           Py_ssize_t y0, Py_ssize_t y1, Py_ssize_t x0, Py_ssize_t x1,
-                           double cx, double cy, double s, double amp, double* gx, double* gy,
-                           double[4][5] a) noexcept nogil:
-    """The Gauss-Newton normal equations (upper triangle and right-hand side in a) of the
-    Gaussian amp * exp(-|p - c|^2 / 2 s^2) against the residual's good pixels in the window
-    [y0, y1) x [x0, x1), in the order (cx, cy, amp, s).  With amp 0, a[2][4] / a[2][2] is the
-    least-squares amplitude at (cx, cy, s)."""
-    cdef Py_ssize_t y, x
-    cdef int i, j
-    cdef double dx, dy, d2, s2 = s * s, g, rr
-    cdef double jac[4]
-    for i in range(4):
-        for j in range(5):
-            a[i][j] = 0.0
-    # the Gaussian is separable: one exp per row and per column of the window, not per pixel
-    _gaussian_axis(x0, x1, cx, s, gx)
-    _gaussian_axis(y0, y1, cy, s, gy)
-    for y in range(y0, y1):
-        for x in range(x0, x1):
-            if bad[y, x]:
-                continue
-            dx = x - cx
-            dy = y - cy
-            d2 = dx * dx + dy * dy
-            g = gx[x - x0] * gy[y - y0]
-            jac[0] = amp * g * dx / s2
-            jac[1] = amp * g * dy / s2
-            jac[2] = g
-            jac[3] = amp * g * d2 / (s2 * s)
-            rr = <double>residual[y, x] - amp * g
-            for i in range(4):
-                for j in range(i, 4):
-                    a[i][j] += jac[i] * jac[j]
-                a[i][4] += jac[i] * rr
-
-
 cdef bint _gaussian_fit(const float[:, ::1] residual, const uint8_t[:, ::1] bad,
                         Py_ssize_t py, Py_ssize_t px, Py_ssize_t r, double sigma, int iterations,
                         double* xc, double* yc, double* peak) noexcept nogil:
     """Least-squares fit of a circular Gaussian (position, amplitude, width) to the residual's
-    good pixels within r (Chebyshev) of the peak (py, px), from (xc, yc), width sigma and the
-    amplitude that fits best there, by Gauss-Newton (at most `iterations` steps, fewer once a
-    step moves the position by less than FIT_CONVERGED_PX); each step moves the position at
-    most FIT_STEP_PX and the width at most FIT_WIDTH_STEP of itself.  Writes the position and
-    the fitted amplitude (peak) and returns True if the fit ends with a positive amplitude, a
-    width between FIT_WIDTH_LOW and FIT_WIDTH_HIGH and within FIT_REACH_PX of the start in
-    each axis; else leaves (xc, yc) as they were.  The numpy twin is detection_ref.gaussian_fit."""
-    cdef Py_ssize_t H = residual.shape[0], W = residual.shape[1], y0, y1, x0, x1
+    good pixels within r (Chebyshev) of the peak (py, px), from (xc, yc) and width sigma, by
+    Gauss-Newton (at most `iterations` steps, fewer once a step moves the position by less than
+    FIT_CONVERGED_PX); each step moves the position at most FIT_STEP_PX and the width at most
+    FIT_WIDTH_STEP of itself.  Writes the position and returns True if the fit ends with a
+    positive amplitude, a width between FIT_WIDTH_LOW and FIT_WIDTH_HIGH and within FIT_REACH_PX of the start
+    in each axis, with the fitted amplitude in peak; else leaves (xc, yc) as they were.  The numpy twin is
+    detection_ref.gaussian_fit."""
+    cdef Py_ssize_t H = residual.shape[0], W = residual.shape[1], y, x, y0, y1, x0, x1
     cdef int it, i, j
-    cdef double cx = xc[0], cy = yc[0], s = sigma, amp
+    cdef double cx = xc[0], cy = yc[0], s = sigma, amp, num = 0.0, den = 0.0
+    cdef double dx, dy, d2, s2, g, rr
     cdef double gx[2 * FIT_MAX_RADIUS + 1]
     cdef double gy[2 * FIT_MAX_RADIUS + 1]
+    cdef double jac[4]
     cdef double step[4]
     cdef double a[4][5]
     r = min(r, FIT_MAX_RADIUS)
@@ -1826,12 +1791,45 @@ cdef bint _gaussian_fit(const float[:, ::1] residual, const uint8_t[:, ::1] bad,
     y1 = min(py + r + 1, H)
     x0 = max(px - r, 0)
     x1 = min(px + r + 1, W)
-    _gaussian_normal(residual, bad, y0, y1, x0, x1, cx, cy, s, 0.0, gx, gy, a)
-    if not a[2][2] > 0.0:
+    # the Gaussian is separable: one exp per row and per column of the window, not per pixel.
+    # The starting amplitude needs two sums, not the steps' normal equations: a pass of the
+    # steps' loop with amplitude 0 gives the same bits but made the fit 27 % slower
+    _gaussian_axis(x0, x1, cx, s, gx)
+    _gaussian_axis(y0, y1, cy, s, gy)
+    for y in range(y0, y1):
+        for x in range(x0, x1):
+            if bad[y, x]:
+                continue
+            g = gx[x - x0] * gy[y - y0]
+            num += <double>residual[y, x] * g
+            den += g * g
+    if not den > 0.0:
         return False
-    amp = a[2][4] / a[2][2]
+    amp = num / den
     for it in range(iterations):
-        _gaussian_normal(residual, bad, y0, y1, x0, x1, cx, cy, s, amp, gx, gy, a)
+        for i in range(4):
+            for j in range(5):
+                a[i][j] = 0.0
+        s2 = s * s
+        _gaussian_axis(x0, x1, cx, s, gx)
+        _gaussian_axis(y0, y1, cy, s, gy)
+        for y in range(y0, y1):
+            for x in range(x0, x1):
+                if bad[y, x]:
+                    continue
+                dx = x - cx
+                dy = y - cy
+                d2 = dx * dx + dy * dy
+                g = gx[x - x0] * gy[y - y0]
+                jac[0] = amp * g * dx / s2
+                jac[1] = amp * g * dy / s2
+                jac[2] = g
+                jac[3] = amp * g * d2 / (s2 * s)
+                rr = <double>residual[y, x] - amp * g
+                for i in range(4):
+                    for j in range(i, 4):
+                        a[i][j] += jac[i] * jac[j]
+                    a[i][4] += jac[i] * rr
         for i in range(4):
             a[i][i] += FIT_DAMPING
             for j in range(i):
