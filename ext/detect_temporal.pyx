@@ -7,6 +7,8 @@ Per frame, on buffers the wrapper (flight/detection.py) checked and allocated:
   register_shift     sub-pixel shift of the scene since the last frame, by
                      robust Gauss-Newton on a sparse pixel grid (gathered once
                      into columns, then 4 points a step, branch-free)
+  register_blocks    the same Gauss-Newton on block means, for terrain whose
+                     pixel-scale gradient is mostly noise
   detect_pass        one pass down the frame, a few rows in flight at a time
                      (rolling row buffers that stay in L1/L2):
                        model (scene coordinates) -> separable cubic warp ->
@@ -44,7 +46,7 @@ the compiler fusing multiply-adds (aarch64 does by default), so the two stay
 bit-identical.  Measurement and registration sums are in double.
 """
 from libc.math cimport log, exp, sqrt, sqrtf, atan2, floor, fabs, isfinite, M_PI, NAN
-from libc.stdint cimport uint8_t, uint16_t, int32_t, int64_t, uint64_t
+from libc.stdint cimport uint8_t, uint16_t, int32_t, int64_t, uint64_t, uintptr_t
 from libc.string cimport memcpy, memmove
 
 include "components.pxi"
@@ -1122,7 +1124,7 @@ cdef extern from *:
     """
     enum { KREG_F, KREG_A0, KREG_A1, KREG_A2, KREG_A3, KREG_B0, KREG_B1, KREG_B2, KREG_B3,
            KREG_M0, KREG_M1, KREG_T0, KREG_T1, KREG_COLUMNS };
-    typedef struct { double axx, axy, ayy, bx, by; Py_ssize_t n; } kestrel_reg_sums;
+    typedef struct { double axx, axy, ayy, bx, by, rr, mm; Py_ssize_t n; } kestrel_reg_sums;
     typedef double kreg_v4d __attribute__((vector_size(32)));
     typedef long long kreg_v4l __attribute__((vector_size(32)));
     typedef float kreg_v4f __attribute__((vector_size(16)));
@@ -1142,7 +1144,7 @@ cdef extern from *:
         kreg_v4d vfx = zero + fx, vfy = zero + fy, vcx = zero + (1.0 - fx), vcy = zero + (1.0 - fy);
         kreg_v4d half = zero + 0.5, vclip2 = zero + clip * clip, vrv = zero + read_var;
         kreg_v4d vig = zero + inv_gain;
-        double axx = 0.0, axy = 0.0, ayy = 0.0, bx = 0.0, by = 0.0;
+        double axx = 0.0, axy = 0.0, ayy = 0.0, bx = 0.0, by = 0.0, rr = 0.0, mm = 0.0;
         kreg_v4l cnt = {0, 0, 0, 0};
         Py_ssize_t i;
         for (i = 0; i < npad; i += 4) {
@@ -1167,8 +1169,9 @@ cdef extern from *:
             kreg_v4d gy = KREG_AND(half * ((vcy * h10 + vfy * h20) - (vcy * hm0 + vfy * h00)), keep);
             r = KREG_AND(r, keep);
             kreg_v4d pxx = gx * gx, pxy = gx * gy, pyy = gy * gy, pbx = gx * r, pby = gy * r;
+            kreg_v4d prr = r * r, pmm = KREG_AND(m, keep);
             /* the sums run point by point in raster order, as a plain loop would add them: the
-               five chains are independent, so this costs little, and the result does not
+               seven chains are independent, so this costs little, and the result does not
                depend on the vector width (a masked point adds +0.0: no change) */
             for (int l = 0; l < 4; l++) {
                 axx += pxx[l];
@@ -1176,6 +1179,8 @@ cdef extern from *:
                 ayy += pyy[l];
                 bx += pbx[l];
                 by += pby[l];
+                rr += prr[l];
+                mm += pmm[l];
             }
             cnt -= keep;
         }
@@ -1184,6 +1189,8 @@ cdef extern from *:
         out->ayy = ayy;
         out->bx = bx;
         out->by = by;
+        out->rr = rr;
+        out->mm = mm;
         out->n = (Py_ssize_t)((cnt[0] + cnt[1]) + (cnt[2] + cnt[3]));
     }
 
@@ -1203,7 +1210,7 @@ cdef extern from *:
         KREG_F, KREG_A0, KREG_A1, KREG_A2, KREG_A3, KREG_B0, KREG_B1, KREG_B2, KREG_B3
         KREG_M0, KREG_M1, KREG_T0, KREG_T1, KREG_COLUMNS
     ctypedef struct kestrel_reg_sums:
-        double axx, axy, ayy, bx, by
+        double axx, axy, ayy, bx, by, rr, mm
         Py_ssize_t n
     void _reg_sums_baseline "kestrel_reg_sums_baseline" (
         const float* cols, Py_ssize_t npad, double fx, double fy, double clip,
@@ -1276,6 +1283,179 @@ cdef Py_ssize_t _gather_grid(const uint16_t[:, ::1] frame, const uint8_t[:, ::1]
     return n
 
 
+cdef void _frame_blocks(const uint16_t[:, ::1] frame, const uint8_t[:, ::1] bad, Py_ssize_t block,
+                        Py_ssize_t margin, Py_ssize_t nby, Py_ssize_t nbx, float* fmean,
+                        double* acc) noexcept nogil:
+    """Each block's mean over its good pixels into fmean (NaN where fewer than half are
+    good); acc holds 2 W doubles (column sums and good counts of one row of blocks)."""
+    cdef Py_ssize_t W = frame.shape[1], by, bx, r, x, x_end = margin + nbx * block, Y
+    cdef double* cnt = acc + W
+    cdef double total, good, g
+    for by in range(nby):
+        Y = margin + by * block
+        for x in range(margin, x_end):
+            acc[x] = 0.0
+            cnt[x] = 0.0
+        for r in range(block):
+            for x in range(margin, x_end):
+                # arithmetic, not a branch: the loop vectorises
+                g = <double>(bad[Y + r, x] == 0)
+                acc[x] += g * frame[Y + r, x]
+                cnt[x] += g
+        for bx in range(nbx):
+            total = 0.0
+            good = 0.0
+            for x in range(margin + bx * block, margin + (bx + 1) * block):
+                total += acc[x]
+                good += cnt[x]
+            fmean[by * nbx + bx] = <float>(total / good) if 2.0 * good >= block * block else <float>NAN
+
+
+cdef inline double _window(const double* column_sums, Py_ssize_t x, Py_ssize_t block) noexcept nogil:
+    cdef double total = 0.0
+    cdef Py_ssize_t k
+    for k in range(block):
+        total += column_sums[x + k]
+    return total
+
+
+cdef Py_ssize_t _gather_blocks(const float[:, ::1] model, const float* fmean, Py_ssize_t block,
+                               Py_ssize_t margin, Py_ssize_t nby, Py_ssize_t nbx,
+                               Py_ssize_t iy, Py_ssize_t ix, float* cols, double* acc) noexcept nogil:
+    """_gather_grid's columns for the blocks: a block's frame mean, and the means of the model
+    over the block moved by the whole-pixel shift (iy, ix) and by the 12 one-pixel offsets
+    around it that the bilinear read and its central differences use.  Since every pixel of a
+    block shares the shift's fraction, those 12 means give the bilinear read of the block's
+    mean exactly: the Gauss-Newton sums are the grid's, one point per block.  A block is used
+    where its frame mean is known and every read lies inside the model.  acc holds 4 W
+    doubles (the model's column sums over a row of blocks, at row offsets 0, -1, 1, 2)."""
+    cdef Py_ssize_t H = model.shape[0], W = model.shape[1], by, bx, r, x, y0, x0, n = 0, blk, k
+    cdef Py_ssize_t lo, hi
+    cdef double* c0 = acc
+    cdef double* cm = acc + W
+    cdef double* c1 = acc + 2 * W
+    cdef double* c2 = acc + 3 * W
+    cdef const float* row
+    cdef double inv = 1.0 / <double>(block * block)
+    for by in range(nby):
+        y0 = margin + by * block + iy
+        if y0 < 1 or y0 + block + 1 > H - 1:
+            continue
+        lo = max(margin + ix - 1, 0)
+        hi = min(margin + nbx * block + ix + 2, W)
+        for x in range(lo, hi):
+            c0[x] = 0.0
+        for r in range(block):
+            row = &model[y0 + r, 0]
+            for x in range(lo, hi):
+                c0[x] += row[x]
+        for x in range(lo, hi):
+            cm[x] = c0[x] + model[y0 - 1, x] - model[y0 + block - 1, x]
+            c1[x] = c0[x] - model[y0, x] + model[y0 + block, x]
+            c2[x] = c1[x] - model[y0 + 1, x] + model[y0 + block + 1, x]
+        for bx in range(nbx):
+            x0 = margin + bx * block + ix
+            if x0 < 1 or x0 + block + 1 > W - 1 or not isfinite(fmean[by * nbx + bx]):
+                continue
+            blk = (n >> 2) * (4 * KREG_COLUMNS) + (n & 3)
+            cols[blk + 4 * KREG_F] = fmean[by * nbx + bx]
+            cols[blk + 4 * KREG_A0] = <float>(_window(c0, x0 - 1, block) * inv)
+            cols[blk + 4 * KREG_A1] = <float>(_window(c0, x0, block) * inv)
+            cols[blk + 4 * KREG_A2] = <float>(_window(c0, x0 + 1, block) * inv)
+            cols[blk + 4 * KREG_A3] = <float>(_window(c0, x0 + 2, block) * inv)
+            cols[blk + 4 * KREG_B0] = <float>(_window(c1, x0 - 1, block) * inv)
+            cols[blk + 4 * KREG_B1] = <float>(_window(c1, x0, block) * inv)
+            cols[blk + 4 * KREG_B2] = <float>(_window(c1, x0 + 1, block) * inv)
+            cols[blk + 4 * KREG_B3] = <float>(_window(c1, x0 + 2, block) * inv)
+            cols[blk + 4 * KREG_M0] = <float>(_window(cm, x0, block) * inv)
+            cols[blk + 4 * KREG_M1] = <float>(_window(cm, x0 + 1, block) * inv)
+            cols[blk + 4 * KREG_T0] = <float>(_window(c2, x0, block) * inv)
+            cols[blk + 4 * KREG_T1] = <float>(_window(c2, x0 + 1, block) * inv)
+            n += 1
+    while n & 3:
+        blk = (n >> 2) * (4 * KREG_COLUMNS) + (n & 3)
+        cols[blk + 4 * KREG_F] = <float>NAN
+        for k in range(KREG_A0, KREG_COLUMNS):
+            cols[blk + 4 * k] = 0.0
+        n += 1
+    return n
+
+
+cdef void _gauss_newton(const uint16_t[:, ::1] frame, const uint8_t[:, ::1] bad,
+                        const float[:, ::1] model, double read_var, double inv_gain,
+                        double dx, double dy, Py_ssize_t stride, Py_ssize_t margin,
+                        double clip_sigma, int iterations, Py_ssize_t block, const float* fmean,
+                        double* acc, float* cols, int isa_code, double* res) noexcept nogil:
+    """register_shift's and register_blocks' iterations: res <- (dx, dy, n, det/n^2, mean
+    squared residual, mean model level, axx/n, axy/n, ayy/n) of the last sums taken.  block 0
+    gathers the pixel grid, else the blocks (fmean, acc as _gather_blocks takes them)."""
+    cdef Py_ssize_t H = frame.shape[0], W = frame.shape[1], iy, ix, gy = 0, gx = 0
+    cdef Py_ssize_t n = 0, npad = 0, ny, nx
+    cdef double det = 0.0, ddx, ddy, clip, fy, fx
+    cdef kestrel_reg_sums s
+    cdef bint gathered = False
+    cdef int it
+    s.axx = s.axy = s.ayy = s.bx = s.by = s.rr = s.mm = 0.0
+    s.n = 0
+    if block:
+        ny = (H - 2 * margin) // block if H > 2 * margin else 0
+        nx = (W - 2 * margin) // block if W > 2 * margin else 0
+    else:
+        ny = _grid_count(H, stride, margin)
+        nx = _grid_count(W, stride, margin)
+    for it in range(iterations):
+        # coarse to fine: a far first guess leaves large residuals on every
+        # edge, so the outlier cut starts wide and halves each iteration
+        clip = clip_sigma * (1 << (iterations - 1 - it))
+        iy = <Py_ssize_t>floor(dy)
+        ix = <Py_ssize_t>floor(dx)
+        fy = dy - iy
+        fx = dx - ix
+        if not gathered or iy != gy or ix != gx:
+            if block:
+                npad = _gather_blocks(model, fmean, block, margin, ny, nx, iy, ix, cols, acc)
+            else:
+                npad = _gather_grid(frame, bad, model, stride, margin, ny, nx, iy, ix, cols)
+            gathered = True
+            gy = iy
+            gx = ix
+        if isa_code == ISA_AVX2:
+            _reg_sums_avx2(cols, npad, fx, fy, clip, read_var, inv_gain, &s)
+        else:
+            _reg_sums_baseline(cols, npad, fx, fy, clip, read_var, inv_gain, &s)
+        n = s.n
+        det = s.axx * s.ayy - s.axy * s.axy
+        if n == 0 or det <= 1e-12 * (s.axx + s.ayy) * (s.axx + s.ayy) or det <= 0.0:
+            det = 0.0
+            break
+        ddx = (s.ayy * s.bx - s.axy * s.by) / det
+        ddy = (s.axx * s.by - s.axy * s.bx) / det
+        # a step beyond 2 px is not a linearisation we trust
+        ddx = min(max(ddx, -2.0), 2.0)
+        ddy = min(max(ddy, -2.0), 2.0)
+        dx += ddx
+        dy += ddy
+    res[0] = dx
+    res[1] = dy
+    res[2] = n
+    res[3] = det / (<double>n * n) if n > 0 else 0.0
+    res[4] = s.rr / n if n > 0 else 0.0
+    res[5] = s.mm / n if n > 0 else 0.0
+    res[6] = s.axx / n if n > 0 else 0.0
+    res[7] = s.axy / n if n > 0 else 0.0
+    res[8] = s.ayy / n if n > 0 else 0.0
+
+
+REGISTRATION_OUT = ("dx", "dy", "samples", "det", "mean_square_residual", "mean_level",
+                    "axx", "axy", "ayy")
+
+
+cdef void _copy_out(const double* res, double[::1] out) noexcept:
+    cdef Py_ssize_t k
+    for k in range(min(out.shape[0], 9)):
+        out[k] = res[k]
+
+
 def register_shift(const uint16_t[:, ::1] frame, const uint8_t[:, ::1] bad,
                    const float[:, ::1] model, double read_var, double inv_gain,
                    double dx0, double dy0, Py_ssize_t stride, Py_ssize_t margin,
@@ -1292,17 +1472,15 @@ def register_shift(const uint16_t[:, ::1] frame, const uint8_t[:, ::1] bad,
     clip_sigma noise sigmas in the last iteration (twice that in the one
     before...): hot pixels gone unnoticed, targets and cosmic rays carry no
     weight, which is what makes the estimate robust.
-    out <- (dx, dy, used samples, det of the normal matrix / samples^2).
+    out <- (dx, dy, used samples, det of the normal matrix / samples^2), and
+    where out is longer, the rest of REGISTRATION_OUT from the last iteration's
+    sums: mean squared residual and mean model level over the samples kept,
+    and the normal matrix / samples (up to 9 entries).
     scratch (register_scratch_size entries; allocated here if None) holds the
     gathered grid; isa picks the path as detect_pass's does (same bits).
     """
-    cdef Py_ssize_t H = frame.shape[0], W = frame.shape[1], iy, ix, gy = 0, gx = 0
-    cdef double dx = dx0, dy = dy0, fy, fx
-    cdef double det, ddx, ddy, clip
-    cdef Py_ssize_t n = 0, ny, nx, npad = 0, size
-    cdef kestrel_reg_sums s
-    cdef int it
-    cdef bint gathered = False
+    cdef Py_ssize_t H = frame.shape[0], W = frame.shape[1], size
+    cdef double res[9]
     _check_plane("bad", bad.shape[0], bad.shape[1], H, W)
     _check_plane("model", model.shape[0], model.shape[1], H, W)
     if out.shape[0] < 4:
@@ -1313,44 +1491,66 @@ def register_shift(const uint16_t[:, ::1] frame, const uint8_t[:, ::1] bad,
     elif scratch.shape[0] < size:
         raise ValueError(f"scratch needs {size} entries, got {scratch.shape[0]}")
     cdef int isa_code = _isa_code(isa)
-    ny = _grid_count(H, stride, margin)
-    nx = _grid_count(W, stride, margin)
     cdef float* cols = &scratch[0]
     with nogil:
-        det = 0.0
-        for it in range(iterations):
-            # coarse to fine: a far first guess leaves large residuals on every
-            # edge, so the outlier cut starts wide and halves each iteration
-            clip = clip_sigma * (1 << (iterations - 1 - it))
-            iy = <Py_ssize_t>floor(dy)
-            ix = <Py_ssize_t>floor(dx)
-            fy = dy - iy
-            fx = dx - ix
-            if not gathered or iy != gy or ix != gx:
-                npad = _gather_grid(frame, bad, model, stride, margin, ny, nx, iy, ix, cols)
-                gathered = True
-                gy = iy
-                gx = ix
-            if isa_code == ISA_AVX2:
-                _reg_sums_avx2(cols, npad, fx, fy, clip, read_var, inv_gain, &s)
-            else:
-                _reg_sums_baseline(cols, npad, fx, fy, clip, read_var, inv_gain, &s)
-            n = s.n
-            det = s.axx * s.ayy - s.axy * s.axy
-            if n == 0 or det <= 1e-12 * (s.axx + s.ayy) * (s.axx + s.ayy) or det <= 0.0:
-                det = 0.0
-                break
-            ddx = (s.ayy * s.bx - s.axy * s.by) / det
-            ddy = (s.axx * s.by - s.axy * s.bx) / det
-            # a step beyond 2 px is not a linearisation we trust
-            ddx = min(max(ddx, -2.0), 2.0)
-            ddy = min(max(ddy, -2.0), 2.0)
-            dx += ddx
-            dy += ddy
-        out[0] = dx
-        out[1] = dy
-        out[2] = n
-        out[3] = det / (<double>n * n) if n > 0 else 0.0
+        _gauss_newton(frame, bad, model, read_var, inv_gain, dx0, dy0, stride, margin,
+                      clip_sigma, iterations, 0, NULL, NULL, cols, isa_code, res)
+    _copy_out(res, out)
+
+
+def register_block_scratch_size(Py_ssize_t H, Py_ssize_t W, Py_ssize_t block, Py_ssize_t margin):
+    """float32 entries register_blocks needs as scratch for an H x W frame."""
+    if block < 2 or margin < 0:
+        raise ValueError(f"need block >= 2 and margin >= 0, got {block}, {margin}")
+    cdef Py_ssize_t ny = (H - 2 * margin) // block if H > 2 * margin else 0
+    cdef Py_ssize_t nx = (W - 2 * margin) // block if W > 2 * margin else 0
+    cdef Py_ssize_t cap = (ny * nx + 7) & ~3
+    # the columns, the frame's block means, and 4 W doubles (8 W floats) of column sums
+    return KREG_COLUMNS * cap + cap + 8 * W + 2
+
+
+def register_blocks(const uint16_t[:, ::1] frame, const uint8_t[:, ::1] bad,
+                    const float[:, ::1] model, double read_var, double inv_gain,
+                    double dx0, double dy0, Py_ssize_t block, Py_ssize_t margin,
+                    double clip_sigma, int iterations, double[::1] out,
+                    float[::1] scratch=None, str isa="best"):
+    """register_shift's Gauss-Newton on block means: frame block B ~ the model's mean over
+    B + d, one sample per block x block block (whole blocks from margin on).
+
+    The mean of a bilinear read over a block is the bilinear read of shifted block means, so
+    this is the same estimate with each block as one point.  Why: on terrain of low contrast
+    the pixel grid's model gradient is mostly noise, and Gauss-Newton with a noisy gradient
+    shrinks every step towards its start (errors in variables); a block's mean gradient keeps
+    the terrain's slow slopes and has block^2 times less noise variance.  Frame block means
+    take the good pixels only (a block with fewer than half good is not used); the model's
+    take every pixel.  read_var and inv_gain are a pixel's: a block mean's noise is theirs
+    over block^2.  out <- the 9 REGISTRATION_OUT values, as register_shift's."""
+    cdef Py_ssize_t H = frame.shape[0], W = frame.shape[1], size, ny, nx, cap
+    cdef double res[9]
+    _check_plane("bad", bad.shape[0], bad.shape[1], H, W)
+    _check_plane("model", model.shape[0], model.shape[1], H, W)
+    if out.shape[0] < 9:
+        raise ValueError(f"out needs 9 entries, got {out.shape[0]}")
+    size = register_block_scratch_size(H, W, block, margin)
+    if scratch is None:
+        scratch = np.empty(size, np.float32)
+    elif scratch.shape[0] < size:
+        raise ValueError(f"scratch needs {size} entries, got {scratch.shape[0]}")
+    cdef int isa_code = _isa_code(isa)
+    ny = (H - 2 * margin) // block if H > 2 * margin else 0
+    nx = (W - 2 * margin) // block if W > 2 * margin else 0
+    cap = (ny * nx + 7) & ~3
+    cdef float* cols = &scratch[0]
+    cdef float* fmean = cols + KREG_COLUMNS * cap
+    # 8-byte aligned doubles inside the float scratch
+    cdef uintptr_t at = <uintptr_t>(fmean + cap)
+    cdef double* acc = <double*>((at + 7) & ~(<uintptr_t>7))
+    cdef double b2 = <double>(block * block)
+    with nogil:
+        _frame_blocks(frame, bad, block, margin, ny, nx, fmean, acc)
+        _gauss_newton(frame, bad, model, read_var / b2, inv_gain / b2, dx0, dy0, 0, margin,
+                      clip_sigma, iterations, block, fmean, acc, cols, isa_code, res)
+    _copy_out(res, out)
 
 
 def shift_cells(float[:, ::1] array, Py_ssize_t ky, Py_ssize_t kx):

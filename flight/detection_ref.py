@@ -185,9 +185,50 @@ class SingleFrameDetector:
 BAD_CALIBRATION, BAD_DETECTED = 1, 2
 
 
+# the 12 model reads of a registration point, as (row, column) offsets from its whole-pixel
+# shift: the bilinear read's 2 x 2, and one more either side for its central differences
+REGISTRATION_READS = ((0, -1), (0, 0), (0, 1), (0, 2), (1, -1), (1, 0), (1, 1), (1, 2),
+                      (-1, 0), (-1, 1), (2, 0), (2, 1))
+
+
+def _gauss_newton(gather, read_var, inv_gain, dx, dy, clip_sigma, iterations):
+    """The registration's robust Gauss-Newton over the points gather(iy, ix) returns
+    (frame values, {read offset: model values}); the 9 values of REGISTRATION_OUT."""
+    det, n, s = 0.0, 0, dict(rr=0.0, mm=0.0, axx=0.0, axy=0.0, ayy=0.0)
+    for it in range(iterations):
+        clip = clip_sigma * 2 ** (iterations - 1 - it)
+        iy, ix = math.floor(dy), math.floor(dx)
+        fy, fx = dy - iy, dx - ix
+        cy, cx = 1.0 - fy, 1.0 - fx
+        f, reads = gather(iy, ix)
+
+        def hx(dr, dc):  # bilinear along x in read row dr, between columns dc and dc + 1
+            return cx * reads[dr, dc] + fx * reads[dr, dc + 1]
+        h00, h10 = hx(0, 0), hx(1, 0)
+        m = cy * h00 + fy * h10
+        r = f - m
+        keep = r * r <= clip * clip * (read_var + np.maximum(m, 0.0) * inv_gain)
+        gx = 0.5 * ((cy * hx(0, 1) + fy * hx(1, 1)) - (cy * hx(0, -1) + fy * hx(1, -1)))
+        gy = 0.5 * ((cy * h10 + fy * hx(2, 0)) - (cy * hx(-1, 0) + fy * h00))
+        gx, gy, r, m = gx[keep], gy[keep], r[keep], m[keep]
+        s = dict(axx=(gx * gx).sum(), axy=(gx * gy).sum(), ayy=(gy * gy).sum(), rr=(r * r).sum(),
+                 mm=m.sum())
+        bx, by = (gx * r).sum(), (gy * r).sum()
+        n = len(r)
+        det = s["axx"] * s["ayy"] - s["axy"] ** 2
+        if n == 0 or det <= 1e-12 * (s["axx"] + s["ayy"]) ** 2 or det <= 0.0:
+            det = 0.0
+            break
+        dx += min(max((s["ayy"] * bx - s["axy"] * by) / det, -2.0), 2.0)
+        dy += min(max((s["axx"] * by - s["axy"] * bx) / det, -2.0), 2.0)
+    per = 1.0 / n if n else 0.0
+    return np.array([dx, dy, n, det * per * per, s["rr"] * per, s["mm"] * per,
+                     s["axx"] * per, s["axy"] * per, s["ayy"] * per])
+
+
 def register_shift(frame, bad, model, read_var, inv_gain, dx0, dy0, stride, margin,
                    clip_sigma, iterations):
-    """Robust Gauss-Newton translation on the sparse grid; returns (dx, dy, n, det/n^2).
+    """Robust Gauss-Newton translation on the sparse grid; the 9 values of REGISTRATION_OUT.
 
     Bilinear reads of the model at p + d and one pixel either side, with the
     weights of d's fraction shared by every grid point."""
@@ -195,36 +236,61 @@ def register_shift(frame, bad, model, read_var, inv_gain, dx0, dy0, stride, marg
     ys, xs = np.meshgrid(np.arange(margin, h - margin, stride), np.arange(margin, w - margin, stride),
                          indexing="ij")
     ys, xs = ys.ravel(), xs.ravel()
-    m32 = model.astype(np.float64)
-    dx, dy, det, n = dx0, dy0, 0.0, 0
-    for it in range(iterations):
-        clip = clip_sigma * 2 ** (iterations - 1 - it)
-        iy, ix = math.floor(dy), math.floor(dx)
-        fy, fx = dy - iy, dx - ix
-        cy, cx = 1.0 - fy, 1.0 - fx
+    m64 = model.astype(np.float64)
+
+    def gather(iy, ix):
         y0, x0 = ys + iy, xs + ix
         ok = (y0 >= 1) & (y0 + 2 <= h - 1) & (x0 >= 1) & (x0 + 2 <= w - 1) & (bad[ys, xs] == 0)
         y, x, y0, x0 = ys[ok], xs[ok], y0[ok], x0[ok]
+        return frame[y, x].astype(np.float64), {k: m64[y0 + k[0], x0 + k[1]] for k in REGISTRATION_READS}
+    return _gauss_newton(gather, read_var, inv_gain, dx0, dy0, clip_sigma, iterations)
 
-        def hx(dr, dc):  # bilinear along x in model row y0 + dr, between columns x0 + dc and + 1
-            return cx * m32[y0 + dr, x0 + dc] + fx * m32[y0 + dr, x0 + dc + 1]
-        h00, h10 = hx(0, 0), hx(1, 0)
-        m = cy * h00 + fy * h10
-        r = frame[y, x].astype(np.float64) - m
-        keep = r * r <= clip * clip * (read_var + np.maximum(m, 0.0) * inv_gain)
-        y0, x0, r, h00, h10 = y0[keep], x0[keep], r[keep], h00[keep], h10[keep]
-        gx = 0.5 * ((cy * hx(0, 1) + fy * hx(1, 1)) - (cy * hx(0, -1) + fy * hx(1, -1)))
-        gy = 0.5 * ((cy * h10 + fy * hx(2, 0)) - (cy * hx(-1, 0) + fy * h00))
-        axx, axy, ayy = (gx * gx).sum(), (gx * gy).sum(), (gy * gy).sum()
-        bx, by = (gx * r).sum(), (gy * r).sum()
-        n = len(r)
-        det = axx * ayy - axy * axy
-        if n == 0 or det <= 1e-12 * (axx + ayy) ** 2 or det <= 0.0:
-            det = 0.0
-            break
-        dx += min(max((ayy * bx - axy * by) / det, -2.0), 2.0)
-        dy += min(max((axx * by - axy * bx) / det, -2.0), 2.0)
-    return np.array([dx, dy, n, det / (n * n) if n else 0.0])
+
+def register_blocks(frame, bad, model, read_var, inv_gain, dx0, dy0, block, margin,
+                    clip_sigma, iterations):
+    """register_shift on block means: each whole block x block block from margin on is one
+    point, its frame mean over good pixels (none where fewer than half are good) against the
+    model's mean over the block moved by each read offset; a mean's noise is a pixel's over
+    block^2."""
+    h, w = frame.shape
+    ny, nx = max(h - 2 * margin, 0) // block, max(w - 2 * margin, 0) // block
+    good = bad == 0
+    fsum = np.where(good, frame, 0).astype(np.float64)
+    fmean = np.full((ny, nx), np.nan)
+    for by in range(ny):
+        for bx in range(nx):
+            rows = slice(margin + by * block, margin + (by + 1) * block)
+            cols = slice(margin + bx * block, margin + (bx + 1) * block)
+            count = good[rows, cols].sum()
+            if 2 * count >= block * block:
+                fmean[by, bx] = fsum[rows, cols].sum() / count
+    m64 = model.astype(np.float64)
+    inv = 1.0 / (block * block)
+
+    def running(values, axis):  # a sum in order, one term after another, as the kernel adds
+        return np.cumsum(values, axis=axis)[-1] if axis == 0 else np.cumsum(values)[-1]
+
+    def gather(iy, ix):
+        f, reads = [], {k: [] for k in REGISTRATION_READS}
+        for by in range(ny):
+            y0 = margin + by * block + iy
+            if y0 < 1 or y0 + block + 1 > h - 1:
+                continue
+            # the model's column sums over the block's rows, moved by 0, -1, 1 and 2 rows
+            c = {0: running(m64[y0:y0 + block], 0)}
+            c[-1] = c[0] + m64[y0 - 1] - m64[y0 + block - 1]
+            c[1] = c[0] - m64[y0] + m64[y0 + block]
+            c[2] = c[1] - m64[y0 + 1] + m64[y0 + block + 1]
+            for bx in range(nx):
+                x0 = margin + bx * block + ix
+                if x0 < 1 or x0 + block + 1 > w - 1 or not np.isfinite(fmean[by, bx]):
+                    continue
+                f.append(fmean[by, bx])
+                for (dr, dc), values in reads.items():
+                    values.append(F32(running(c[dr][x0 + dc:x0 + dc + block], 1) * inv))
+        return np.array(f, F32).astype(np.float64), {k: np.array(v, np.float64) for k, v in reads.items()}
+    b2 = float(block * block)
+    return _gauss_newton(gather, read_var / b2, inv_gain / b2, dx0, dy0, clip_sigma, iterations)
 
 
 F32 = np.float32
@@ -631,6 +697,7 @@ class TemporalDetector:
         self.usual_inliers = float(d.registration_points(self.shape, config.register_stride,
                                                          config.register_margin))
         self.registration_retries = 0
+        self.block_registrations = 0
 
     def process(self, frame):
         d, cfg = self._d, self.config
@@ -653,8 +720,14 @@ class TemporalDetector:
             return register_shift(frame, self.bad, self.model, read_var, inv_gain, float(gx),
                                   float(gy), cfg.register_stride, cfg.register_margin,
                                   cfg.register_clip, cfg.register_iterations)
-        reg, retried = d.robust_registration(measure, guess, self.usual_inliers, cfg.register_retry)
+        def measure_blocks(gx, gy):
+            return register_blocks(frame, self.bad, self.model, read_var, inv_gain, float(gx),
+                                   float(gy), cfg.register_block, cfg.register_margin,
+                                   cfg.register_clip, cfg.register_iterations)
+        fine, retried = d.robust_registration(measure, guess, self.usual_inliers, cfg.register_retry)
         self.registration_retries += retried
+        reg, by_blocks = d.checked_by_blocks(fine, measure_blocks, read_var, inv_gain, cfg)
+        self.block_registrations += by_blocks
         self.usual_inliers = d.usual_inliers(self.usual_inliers, reg[2])
         self.drift += cfg.drift_rate * ((reg[:2] - self.offset) - self.drift)
         self.offset = reg[:2].copy()

@@ -4,6 +4,7 @@ Reference for the kernel: its numpy twin flight/detection_ref.py (stage by
 stage and end to end), and scipy.ndimage.label as the peer for connected
 components.  Reference for quality: the scene simulator's ground truth.
 """
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -460,10 +461,84 @@ def test_registration_equals_reference(dx, dy, seed):
     model = field[10:10 + h, 10:10 + w].astype(np.float32)
     frame = shifted_scene(field, h, w, dx, dy, rng)
     bad = (rng.random((h, w)) < 0.01).astype(np.uint8)
-    got = np.empty(4)
+    got = np.empty(len(tk.REGISTRATION_OUT))
     tk.register_shift(frame, bad, model, 400.0, 0.0, 0.1, -0.1, 2, 6, 4.0, 4, got)
     want = detection_ref.register_shift(frame, bad, model, 400.0, 0.0, 0.1, -0.1, 2, 6, 4.0, 4)
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
+    short = np.empty(4)  # the first four alone, where the caller wants no more
+    tk.register_shift(frame, bad, model, 400.0, 0.0, 0.1, -0.1, 2, 6, 4.0, 4, short)
+    np.testing.assert_array_equal(short, got[:4])
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.floats(-3.0, 3.0), st.floats(-3.0, 3.0), st.integers(0, 2**32 - 1),
+       st.sampled_from([4, 7, 16]), st.sampled_from([0.0, 0.01, 0.6]))
+def test_block_registration_equals_reference(dx, dy, seed, block, bad_fraction):
+    # reference: the numpy twin, block by block from slices of the model (the kernel slides
+    # column sums); a bad fraction of 0.6 leaves blocks with fewer than half good out.  That
+    # blocks are used at all, and recover the shift, is the next test's
+    rng = np.random.default_rng(seed)
+    h, w = 70, 90
+    field = smooth_field(rng, h + 20, w + 20)
+    model = field[10:10 + h, 10:10 + w].astype(np.float32)
+    frame = shifted_scene(field, h, w, dx, dy, rng)
+    bad = (rng.random((h, w)) < bad_fraction).astype(np.uint8)
+    got = np.empty(len(tk.REGISTRATION_OUT))
+    tk.register_blocks(frame, bad, model, 400.0, 0.5, 0.2, -0.3, block, 5, 4.0, 4, got)
+    want = detection_ref.register_blocks(frame, bad, model, 400.0, 0.5, 0.2, -0.3, block, 5, 4.0, 4)
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
+
+
+def test_block_registration_paths_agree_and_arguments_are_checked():
+    rng = np.random.default_rng(3)
+    h, w = 96, 112
+    field = smooth_field(rng, h + 20, w + 20)
+    model = field[10:10 + h, 10:10 + w].astype(np.float32)
+    frame = shifted_scene(field, h, w, 1.6, -0.7, rng)
+    bad = (rng.random((h, w)) < 0.02).astype(np.uint8)
+    args = (frame, bad, model, 400.0, 0.5, 0.3, -0.2, 8, 6, 4.0, 3)
+    scratch = np.empty(tk.register_block_scratch_size(h, w, 8, 6), np.float32)
+    outs = []
+    for isa in tk.isa_paths():
+        for buf in (None, scratch):
+            got = np.empty(9)
+            tk.register_blocks(*args, got, buf, isa=isa)
+            outs.append(got)
+    for got in outs[1:]:
+        np.testing.assert_array_equal(got, outs[0])
+    assert outs[0][2] > 50 and abs(outs[0][0] - 1.6) < 0.1 and abs(outs[0][1] + 0.7) < 0.1
+    with pytest.raises(ValueError, match="scratch needs"):
+        tk.register_blocks(*args, np.empty(9), scratch[:-1])
+    with pytest.raises(ValueError, match="out needs 9"):
+        tk.register_blocks(*args, np.empty(4))
+    with pytest.raises(ValueError, match="block >= 2"):
+        tk.register_blocks(*args[:7], 1, *args[8:], np.empty(9))
+    with pytest.raises(ValueError, match="model must have"):
+        tk.register_blocks(frame, bad, model[:-1], *args[3:], np.empty(9))
+
+
+def test_blocks_register_terrain_whose_pixel_gradient_is_mostly_noise():
+    # reference: the known shift.  A field of 0.5 % contrast on slow scales (periods of 17-100
+    # px), and a model as noisy as one frame (the seed): the pixel grid's gradient is mostly
+    # the model's noise, and its Gauss-Newton stops well short of the shift; the block means
+    # keep the slopes with 256 times less noise
+    rng = np.random.default_rng(11)
+    h, w = 320, 384
+    field = smooth_field(rng, h + 20, w + 20, amp=15.0)
+    model = (field[10:10 + h, 10:10 + w] + rng.normal(0, 20.0, (h, w))).astype(np.float32)
+    dx, dy = 0.9, -0.6
+    frame = shifted_scene(field, h, w, dx, dy, rng, hot=0)
+    bad = np.zeros((h, w), np.uint8)
+    fine, blocks = np.empty(9), np.empty(9)
+    tk.register_shift(frame, bad, model, 400.0, 0.0, 0.0, 0.0, 8, 8, 4.0, 3, fine)
+    tk.register_blocks(frame, bad, model, 400.0, 0.0, 0.0, 0.0, 16, 8, 4.0, 3, blocks)
+    assert math.hypot(fine[0] - dx, fine[1] - dy) > 0.4
+    error = math.hypot(blocks[0] - dx, blocks[1] - dy)
+    assert error < 0.1
+    # its own error estimate (0.17 px: the field's slopes here are nearly parallel, so one
+    # direction is poorly pinned) covers its error, and the residual fits the noise
+    assert error < 3 * fd.block_error(blocks) < 0.6
+    assert fd.block_residual_ratio(blocks, 400.0, 0.0, 16) < 3.0
 
 
 def test_registration_paths_agree_and_scratch_is_checked():
@@ -1162,11 +1237,15 @@ def test_registration_tried_again_after_a_jump_beyond_its_reach(seed):
     # reference: the simulator's platform offsets.  Jumps of up to 4 px took the local
     # Gauss-Newton registration to a wrong shift on 6-8 frames of 60 here, each with
     # 140-256 false alarms; a wrong shift keeps fewer points within the clip
-    errors, most, retries = jump_errors(seed, DetectorConfig(register_retry=0.0))
+    errors, most, retries = jump_errors(seed, DetectorConfig(register_retry=0.0, register_block=0))
     assert (errors > 0.2).sum() >= 4 and most > 100 and retries == 0
     errors, most, retries = jump_errors(seed, DetectorConfig())
     assert (errors > 0.2).sum() == 0 and np.sqrt(np.mean(errors**2)) < 0.06
     assert most <= 10 and 1 <= retries <= 15  # retried on a quarter of the frames at most
+    # the block means' Gauss-Newton reaches further (their slopes span a block), and where the
+    # pixel grid was left at a wrong shift they disagree with it: alone, they catch these too
+    errors, most, retries = jump_errors(seed, DetectorConfig(register_retry=0.0))
+    assert (errors > 0.2).sum() == 0 and most <= 10 and retries == 0
 
 
 def test_a_wrong_shift_that_keeps_most_inliers_is_tried_again():
@@ -1178,8 +1257,9 @@ def test_a_wrong_shift_that_keeps_most_inliers_is_tried_again():
     sim = SceneSimulator(scene)
     frames = [sim.frame(i)[0] for i in range(80)]
 
-    def run(retry):
-        det = Detector(DetectorConfig(register_retry=retry), (320, 320), sim.calibration_bad_pixels())
+    def run(retry, block=DetectorConfig().register_block):
+        det = Detector(DetectorConfig(register_retry=retry, register_block=block), (320, 320),
+                       sim.calibration_bad_pixels())
         errors, most = [], 0
         for i, frame in enumerate(frames):
             got = det.process(frame)
@@ -1189,9 +1269,11 @@ def test_a_wrong_shift_that_keeps_most_inliers_is_tried_again():
                 most = max(most, len(got))
         return np.array(errors), most
 
-    errors, most = run(0.95)
+    errors, most = run(0.95, block=0)
     assert (errors > 0.2).sum() >= 4 and most > 50
     errors, most = run(DetectorConfig().register_retry)
+    assert (errors > 0.2).sum() == 0 and most <= 10
+    errors, most = run(0.95)  # the block check alone puts these right too
     assert (errors > 0.2).sum() == 0 and most <= 10
 
 

@@ -214,7 +214,8 @@ class StageClock:
     """CPU time per call of the flight detector's kernel stages: wraps, for the duration of a
     with block, those of the named module functions that exist (the detector may change)."""
 
-    STAGES = ("register_shift", "detect_pass", "label_candidates", "find_peaks", "measure_targets")
+    STAGES = ("register_shift", "register_blocks", "detect_pass", "label_candidates", "find_peaks",
+              "measure_targets")
 
     def __init__(self):
         temporal = getattr(detection, "_temporal", None)
