@@ -46,7 +46,7 @@ the compiler fusing multiply-adds (aarch64 does by default), so the two stay
 bit-identical.  Measurement and registration sums are in double.
 """
 from libc.math cimport log, exp, sqrt, sqrtf, atan2, floor, fabs, isfinite, M_PI, NAN
-from libc.stdint cimport uint8_t, uint16_t, int32_t, int64_t, uint64_t, uintptr_t
+from libc.stdint cimport uint8_t, uint16_t, int32_t, uint32_t, int64_t, uint64_t, uintptr_t
 from libc.string cimport memcpy, memmove
 
 include "components.pxi"
@@ -1285,38 +1285,33 @@ cdef Py_ssize_t _gather_grid(const uint16_t[:, ::1] frame, const uint8_t[:, ::1]
 
 cdef void _frame_blocks(const uint16_t[:, ::1] frame, const uint8_t[:, ::1] bad, Py_ssize_t block,
                         Py_ssize_t margin, Py_ssize_t nby, Py_ssize_t nbx, float* fmean,
-                        double* acc) noexcept nogil:
+                        uint32_t* acc) noexcept nogil:
     """Each block's mean over its good pixels into fmean (NaN where fewer than half are
-    good); acc holds 2 W doubles (column sums and good counts of one row of blocks)."""
+    good); acc holds 2 W integers (column sums and good counts of one row of blocks: whole
+    numbers, so exact in any order)."""
     cdef Py_ssize_t W = frame.shape[1], by, bx, r, x, x_end = margin + nbx * block, Y
-    cdef double* cnt = acc + W
-    cdef double total, good, g
+    cdef uint32_t* cnt = acc + W
+    cdef uint32_t g
+    cdef uint64_t total, good
     for by in range(nby):
         Y = margin + by * block
         for x in range(margin, x_end):
-            acc[x] = 0.0
-            cnt[x] = 0.0
+            acc[x] = 0
+            cnt[x] = 0
         for r in range(block):
             for x in range(margin, x_end):
                 # arithmetic, not a branch: the loop vectorises
-                g = <double>(bad[Y + r, x] == 0)
+                g = bad[Y + r, x] == 0
                 acc[x] += g * frame[Y + r, x]
                 cnt[x] += g
         for bx in range(nbx):
-            total = 0.0
-            good = 0.0
+            total = 0
+            good = 0
             for x in range(margin + bx * block, margin + (bx + 1) * block):
                 total += acc[x]
                 good += cnt[x]
-            fmean[by * nbx + bx] = <float>(total / good) if 2.0 * good >= block * block else <float>NAN
-
-
-cdef inline double _window(const double* column_sums, Py_ssize_t x, Py_ssize_t block) noexcept nogil:
-    cdef double total = 0.0
-    cdef Py_ssize_t k
-    for k in range(block):
-        total += column_sums[x + k]
-    return total
+            fmean[by * nbx + bx] = (<float>(<double>total / <double>good)
+                                    if 2 * good >= <uint64_t>(block * block) else <float>NAN)
 
 
 cdef Py_ssize_t _gather_blocks(const float[:, ::1] model, const float* fmean, Py_ssize_t block,
@@ -1327,14 +1322,20 @@ cdef Py_ssize_t _gather_blocks(const float[:, ::1] model, const float* fmean, Py
     around it that the bilinear read and its central differences use.  Since every pixel of a
     block shares the shift's fraction, those 12 means give the bilinear read of the block's
     mean exactly: the Gauss-Newton sums are the grid's, one point per block.  A block is used
-    where its frame mean is known and every read lies inside the model.  acc holds 4 W
-    doubles (the model's column sums over a row of blocks, at row offsets 0, -1, 1, 2)."""
+    where its frame mean is known and every read lies inside the model.  acc holds 8 W + 4
+    doubles: the model's column sums over a row of blocks, at row offsets 0, -1, 1 and 2, and
+    their running sums along the row, whose differences are the window sums (a sum of
+    block terms per window would be a chain of dependent adds, 12 per block)."""
     cdef Py_ssize_t H = model.shape[0], W = model.shape[1], by, bx, r, x, y0, x0, n = 0, blk, k
-    cdef Py_ssize_t lo, hi
+    cdef Py_ssize_t lo, hi, u
     cdef double* c0 = acc
     cdef double* cm = acc + W
     cdef double* c1 = acc + 2 * W
     cdef double* c2 = acc + 3 * W
+    cdef double* p0 = acc + 4 * W
+    cdef double* pm = p0 + (W + 1)
+    cdef double* p1 = pm + (W + 1)
+    cdef double* p2 = p1 + (W + 1)
     cdef const float* row
     cdef double inv = 1.0 / <double>(block * block)
     for by in range(nby):
@@ -1353,24 +1354,33 @@ cdef Py_ssize_t _gather_blocks(const float[:, ::1] model, const float* fmean, Py
             cm[x] = c0[x] + model[y0 - 1, x] - model[y0 + block - 1, x]
             c1[x] = c0[x] - model[y0, x] + model[y0 + block, x]
             c2[x] = c1[x] - model[y0 + 1, x] + model[y0 + block + 1, x]
+        # p[u] = sum of c[lo .. lo + u - 1], four independent chains
+        p0[0] = pm[0] = p1[0] = p2[0] = 0.0
+        for x in range(lo, hi):
+            u = x - lo
+            p0[u + 1] = p0[u] + c0[x]
+            pm[u + 1] = pm[u] + cm[x]
+            p1[u + 1] = p1[u] + c1[x]
+            p2[u + 1] = p2[u] + c2[x]
         for bx in range(nbx):
             x0 = margin + bx * block + ix
             if x0 < 1 or x0 + block + 1 > W - 1 or not isfinite(fmean[by * nbx + bx]):
                 continue
+            u = x0 - lo  # the window over columns x0 + d .. x0 + d + block - 1
             blk = (n >> 2) * (4 * KREG_COLUMNS) + (n & 3)
             cols[blk + 4 * KREG_F] = fmean[by * nbx + bx]
-            cols[blk + 4 * KREG_A0] = <float>(_window(c0, x0 - 1, block) * inv)
-            cols[blk + 4 * KREG_A1] = <float>(_window(c0, x0, block) * inv)
-            cols[blk + 4 * KREG_A2] = <float>(_window(c0, x0 + 1, block) * inv)
-            cols[blk + 4 * KREG_A3] = <float>(_window(c0, x0 + 2, block) * inv)
-            cols[blk + 4 * KREG_B0] = <float>(_window(c1, x0 - 1, block) * inv)
-            cols[blk + 4 * KREG_B1] = <float>(_window(c1, x0, block) * inv)
-            cols[blk + 4 * KREG_B2] = <float>(_window(c1, x0 + 1, block) * inv)
-            cols[blk + 4 * KREG_B3] = <float>(_window(c1, x0 + 2, block) * inv)
-            cols[blk + 4 * KREG_M0] = <float>(_window(cm, x0, block) * inv)
-            cols[blk + 4 * KREG_M1] = <float>(_window(cm, x0 + 1, block) * inv)
-            cols[blk + 4 * KREG_T0] = <float>(_window(c2, x0, block) * inv)
-            cols[blk + 4 * KREG_T1] = <float>(_window(c2, x0 + 1, block) * inv)
+            cols[blk + 4 * KREG_A0] = <float>((p0[u - 1 + block] - p0[u - 1]) * inv)
+            cols[blk + 4 * KREG_A1] = <float>((p0[u + block] - p0[u]) * inv)
+            cols[blk + 4 * KREG_A2] = <float>((p0[u + 1 + block] - p0[u + 1]) * inv)
+            cols[blk + 4 * KREG_A3] = <float>((p0[u + 2 + block] - p0[u + 2]) * inv)
+            cols[blk + 4 * KREG_B0] = <float>((p1[u - 1 + block] - p1[u - 1]) * inv)
+            cols[blk + 4 * KREG_B1] = <float>((p1[u + block] - p1[u]) * inv)
+            cols[blk + 4 * KREG_B2] = <float>((p1[u + 1 + block] - p1[u + 1]) * inv)
+            cols[blk + 4 * KREG_B3] = <float>((p1[u + 2 + block] - p1[u + 2]) * inv)
+            cols[blk + 4 * KREG_M0] = <float>((pm[u + block] - pm[u]) * inv)
+            cols[blk + 4 * KREG_M1] = <float>((pm[u + 1 + block] - pm[u + 1]) * inv)
+            cols[blk + 4 * KREG_T0] = <float>((p2[u + block] - p2[u]) * inv)
+            cols[blk + 4 * KREG_T1] = <float>((p2[u + 1 + block] - p2[u + 1]) * inv)
             n += 1
     while n & 3:
         blk = (n >> 2) * (4 * KREG_COLUMNS) + (n & 3)
@@ -1505,8 +1515,9 @@ def register_block_scratch_size(Py_ssize_t H, Py_ssize_t W, Py_ssize_t block, Py
     cdef Py_ssize_t ny = (H - 2 * margin) // block if H > 2 * margin else 0
     cdef Py_ssize_t nx = (W - 2 * margin) // block if W > 2 * margin else 0
     cdef Py_ssize_t cap = (ny * nx + 7) & ~3
-    # the columns, the frame's block means, and 4 W doubles (8 W floats) of column sums
-    return KREG_COLUMNS * cap + cap + 8 * W + 2
+    # the columns, the frame's block means, and 8 W + 4 doubles (16 W + 8 floats) of column
+    # sums and their running sums, 8-byte aligned
+    return KREG_COLUMNS * cap + cap + 16 * W + 10
 
 
 def register_blocks(const uint16_t[:, ::1] frame, const uint8_t[:, ::1] bad,
@@ -1547,7 +1558,7 @@ def register_blocks(const uint16_t[:, ::1] frame, const uint8_t[:, ::1] bad,
     cdef double* acc = <double*>((at + 7) & ~(<uintptr_t>7))
     cdef double b2 = <double>(block * block)
     with nogil:
-        _frame_blocks(frame, bad, block, margin, ny, nx, fmean, acc)
+        _frame_blocks(frame, bad, block, margin, ny, nx, fmean, <uint32_t*>acc)
         _gauss_newton(frame, bad, model, read_var / b2, inv_gain / b2, dx0, dy0, 0, margin,
                       clip_sigma, iterations, block, fmean, acc, cols, isa_code, res)
     _copy_out(res, out)

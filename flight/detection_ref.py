@@ -267,9 +267,6 @@ def register_blocks(frame, bad, model, read_var, inv_gain, dx0, dy0, block, marg
     m64 = model.astype(np.float64)
     inv = 1.0 / (block * block)
 
-    def running(values, axis):  # a sum in order, one term after another, as the kernel adds
-        return np.cumsum(values, axis=axis)[-1] if axis == 0 else np.cumsum(values)[-1]
-
     def gather(iy, ix):
         f, reads = [], {k: [] for k in REGISTRATION_READS}
         for by in range(ny):
@@ -277,17 +274,21 @@ def register_blocks(frame, bad, model, read_var, inv_gain, dx0, dy0, block, marg
             if y0 < 1 or y0 + block + 1 > h - 1:
                 continue
             # the model's column sums over the block's rows, moved by 0, -1, 1 and 2 rows
-            c = {0: running(m64[y0:y0 + block], 0)}
+            c = {0: np.cumsum(m64[y0:y0 + block], axis=0)[-1]}
             c[-1] = c[0] + m64[y0 - 1] - m64[y0 + block - 1]
             c[1] = c[0] - m64[y0] + m64[y0 + block]
             c[2] = c[1] - m64[y0 + 1] + m64[y0 + block + 1]
+            # running sums along the row from column lo; a window's sum is a difference of two
+            lo, hi = max(margin + ix - 1, 0), min(margin + nx * block + ix + 2, w)
+            p = {dr: np.concatenate([[0.0], np.cumsum(cs[lo:hi])]) for dr, cs in c.items()}
             for bx in range(nx):
                 x0 = margin + bx * block + ix
                 if x0 < 1 or x0 + block + 1 > w - 1 or not np.isfinite(fmean[by, bx]):
                     continue
                 f.append(fmean[by, bx])
+                u = x0 - lo
                 for (dr, dc), values in reads.items():
-                    values.append(F32(running(c[dr][x0 + dc:x0 + dc + block], 1) * inv))
+                    values.append(F32((p[dr][u + dc + block] - p[dr][u + dc]) * inv))
         return np.array(f, F32).astype(np.float64), {k: np.array(v, np.float64) for k, v in reads.items()}
     b2 = float(block * block)
     return _gauss_newton(gather, read_var / b2, inv_gain / b2, dx0, dy0, clip_sigma, iterations)
