@@ -1283,6 +1283,11 @@ cdef Py_ssize_t _gather_grid(const uint16_t[:, ::1] frame, const uint8_t[:, ::1]
     return n
 
 
+cdef inline Py_ssize_t _block_count(Py_ssize_t n, Py_ssize_t block, Py_ssize_t margin) noexcept nogil:
+    """Whole blocks of side block along n pixels, margin away from either end."""
+    return (n - 2 * margin) // block if n > 2 * margin else 0
+
+
 cdef void _frame_blocks(const uint16_t[:, ::1] frame, const uint8_t[:, ::1] bad, Py_ssize_t block,
                         Py_ssize_t margin, Py_ssize_t nby, Py_ssize_t nbx, float* fmean,
                         uint32_t* acc) noexcept nogil:
@@ -1408,8 +1413,8 @@ cdef void _gauss_newton(const uint16_t[:, ::1] frame, const uint8_t[:, ::1] bad,
     s.axx = s.axy = s.ayy = s.bx = s.by = s.rr = s.mm = 0.0
     s.n = 0
     if block:
-        ny = (H - 2 * margin) // block if H > 2 * margin else 0
-        nx = (W - 2 * margin) // block if W > 2 * margin else 0
+        ny = _block_count(H, block, margin)
+        nx = _block_count(W, block, margin)
     else:
         ny = _grid_count(H, stride, margin)
         nx = _grid_count(W, stride, margin)
@@ -1460,6 +1465,23 @@ REGISTRATION_OUT = ("dx", "dy", "samples", "det", "mean_square_residual", "mean_
                     "axx", "axy", "ayy")
 
 
+cdef float[::1] _registration_checks(const uint16_t[:, ::1] frame, const uint8_t[:, ::1] bad,
+                                     const float[:, ::1] model, double[::1] out, Py_ssize_t least,
+                                     float[::1] scratch, Py_ssize_t size):
+    """register_shift's and register_blocks' argument checks; the scratch to use (allocated
+    here if None)."""
+    cdef Py_ssize_t H = frame.shape[0], W = frame.shape[1]
+    _check_plane("bad", bad.shape[0], bad.shape[1], H, W)
+    _check_plane("model", model.shape[0], model.shape[1], H, W)
+    if out.shape[0] < least:
+        raise ValueError(f"out needs {least} entries, got {out.shape[0]}")
+    if scratch is None:
+        return np.empty(size, np.float32)
+    if scratch.shape[0] < size:
+        raise ValueError(f"scratch needs {size} entries, got {scratch.shape[0]}")
+    return scratch
+
+
 cdef void _copy_out(const double* res, double[::1] out) noexcept:
     cdef Py_ssize_t k
     for k in range(min(out.shape[0], 9)):
@@ -1489,17 +1511,9 @@ def register_shift(const uint16_t[:, ::1] frame, const uint8_t[:, ::1] bad,
     scratch (register_scratch_size entries; allocated here if None) holds the
     gathered grid; isa picks the path as detect_pass's does (same bits).
     """
-    cdef Py_ssize_t H = frame.shape[0], W = frame.shape[1], size
     cdef double res[9]
-    _check_plane("bad", bad.shape[0], bad.shape[1], H, W)
-    _check_plane("model", model.shape[0], model.shape[1], H, W)
-    if out.shape[0] < 4:
-        raise ValueError(f"out needs 4 entries, got {out.shape[0]}")
-    size = register_scratch_size(H, W, stride, margin)
-    if scratch is None:
-        scratch = np.empty(size, np.float32)
-    elif scratch.shape[0] < size:
-        raise ValueError(f"scratch needs {size} entries, got {scratch.shape[0]}")
+    scratch = _registration_checks(frame, bad, model, out, 4, scratch, register_scratch_size(
+        frame.shape[0], frame.shape[1], stride, margin))
     cdef int isa_code = _isa_code(isa)
     cdef float* cols = &scratch[0]
     with nogil:
@@ -1512,9 +1526,7 @@ def register_block_scratch_size(Py_ssize_t H, Py_ssize_t W, Py_ssize_t block, Py
     """float32 entries register_blocks needs as scratch for an H x W frame."""
     if block < 2 or margin < 0:
         raise ValueError(f"need block >= 2 and margin >= 0, got {block}, {margin}")
-    cdef Py_ssize_t ny = (H - 2 * margin) // block if H > 2 * margin else 0
-    cdef Py_ssize_t nx = (W - 2 * margin) // block if W > 2 * margin else 0
-    cdef Py_ssize_t cap = (ny * nx + 7) & ~3
+    cdef Py_ssize_t cap = (_block_count(H, block, margin) * _block_count(W, block, margin) + 7) & ~3
     # the columns, the frame's block means, and 8 W + 4 doubles (16 W + 8 floats) of column
     # sums and their running sums, 8-byte aligned
     return KREG_COLUMNS * cap + cap + 16 * W + 10
@@ -1536,20 +1548,13 @@ def register_blocks(const uint16_t[:, ::1] frame, const uint8_t[:, ::1] bad,
     take the good pixels only (a block with fewer than half good is not used); the model's
     take every pixel.  read_var and inv_gain are a pixel's: a block mean's noise is theirs
     over block^2.  out <- the 9 REGISTRATION_OUT values, as register_shift's."""
-    cdef Py_ssize_t H = frame.shape[0], W = frame.shape[1], size, ny, nx, cap
+    cdef Py_ssize_t H = frame.shape[0], W = frame.shape[1], ny, nx, cap
     cdef double res[9]
-    _check_plane("bad", bad.shape[0], bad.shape[1], H, W)
-    _check_plane("model", model.shape[0], model.shape[1], H, W)
-    if out.shape[0] < 9:
-        raise ValueError(f"out needs 9 entries, got {out.shape[0]}")
-    size = register_block_scratch_size(H, W, block, margin)
-    if scratch is None:
-        scratch = np.empty(size, np.float32)
-    elif scratch.shape[0] < size:
-        raise ValueError(f"scratch needs {size} entries, got {scratch.shape[0]}")
+    scratch = _registration_checks(frame, bad, model, out, 9, scratch,
+                                   register_block_scratch_size(H, W, block, margin))
     cdef int isa_code = _isa_code(isa)
-    ny = (H - 2 * margin) // block if H > 2 * margin else 0
-    nx = (W - 2 * margin) // block if W > 2 * margin else 0
+    ny = _block_count(H, block, margin)
+    nx = _block_count(W, block, margin)
     cap = (ny * nx + 7) & ~3
     cdef float* cols = &scratch[0]
     cdef float* fmean = cols + KREG_COLUMNS * cap

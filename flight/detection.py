@@ -1524,6 +1524,7 @@ class TemporalDetector:
         self._reg = np.zeros(len(_temporal.REGISTRATION_OUT), np.float64)
         self._reg_scratch = np.empty(_temporal.register_scratch_size(
             h, w, config.register_stride, config.register_margin), np.float32)
+        self._blocks = np.zeros(len(_temporal.REGISTRATION_OUT), np.float64)
         self._block_scratch = np.empty(_temporal.register_block_scratch_size(
             h, w, max(config.register_block, 2), config.register_margin), np.float32)
         self.offset = np.zeros(2)  # (fx, fy): sensor pixel p sees model p + f
@@ -1609,13 +1610,12 @@ class TemporalDetector:
             return self._reg.copy()
 
         def measure_blocks(gx, gy):
-            blocks = np.empty(len(_temporal.REGISTRATION_OUT))
             _temporal.register_blocks(frame, self.bad, self.model, read_var, inv_gain,
                                       float(gx), float(gy), cfg.register_block,
                                       cfg.register_margin, cfg.register_clip,
-                                      cfg.register_iterations, blocks, self._block_scratch,
+                                      cfg.register_iterations, self._blocks, self._block_scratch,
                                       isa=cfg.simd)
-            return blocks
+            return self._blocks
         fine, retried = robust_registration(measure, guess, self.usual_inliers, cfg.register_retry)
         self.registration_retries += retried
         self._reg[:], by_blocks = checked_by_blocks(fine, measure_blocks, read_var, inv_gain, cfg)

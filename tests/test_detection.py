@@ -489,24 +489,36 @@ def test_block_registration_equals_reference(dx, dy, seed, block, bad_fraction):
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
 
 
-def test_block_registration_paths_agree_and_arguments_are_checked():
-    rng = np.random.default_rng(3)
-    h, w = 96, 112
+def registration_case(seed, dx, dy, h=96, w=112):
+    """(frame, bad, model): a smooth field, the frame seeing it shifted by (dx, dy), 2 % bad."""
+    rng = np.random.default_rng(seed)
     field = smooth_field(rng, h + 20, w + 20)
     model = field[10:10 + h, 10:10 + w].astype(np.float32)
-    frame = shifted_scene(field, h, w, 1.6, -0.7, rng)
-    bad = (rng.random((h, w)) < 0.02).astype(np.uint8)
-    args = (frame, bad, model, 400.0, 0.5, 0.3, -0.2, 8, 6, 4.0, 3)
-    scratch = np.empty(tk.register_block_scratch_size(h, w, 8, 6), np.float32)
+    frame = shifted_scene(field, h, w, dx, dy, rng)
+    return frame, (rng.random((h, w)) < 0.02).astype(np.uint8), model
+
+
+def same_on_every_path(kernel, args, scratch, n_out):
+    """kernel(*args, out, buf, isa=...) on every instruction-set path, with and without the
+    caller's scratch: asserts the same bits everywhere, and returns them."""
     outs = []
     for isa in tk.isa_paths():
         for buf in (None, scratch):
-            got = np.empty(9)
-            tk.register_blocks(*args, got, buf, isa=isa)
+            got = np.empty(n_out)
+            kernel(*args, got, buf, isa=isa)
             outs.append(got)
     for got in outs[1:]:
         np.testing.assert_array_equal(got, outs[0])
-    assert outs[0][2] > 50 and abs(outs[0][0] - 1.6) < 0.1 and abs(outs[0][1] + 0.7) < 0.1
+    return outs[0]
+
+
+def test_block_registration_paths_agree_and_arguments_are_checked():
+    frame, bad, model = registration_case(3, 1.6, -0.7)
+    h, w = frame.shape
+    args = (frame, bad, model, 400.0, 0.5, 0.3, -0.2, 8, 6, 4.0, 3)
+    scratch = np.empty(tk.register_block_scratch_size(h, w, 8, 6), np.float32)
+    got = same_on_every_path(tk.register_blocks, args, scratch, 9)
+    assert got[2] > 50 and abs(got[0] - 1.6) < 0.1 and abs(got[1] + 0.7) < 0.1
     with pytest.raises(ValueError, match="scratch needs"):
         tk.register_blocks(*args, np.empty(9), scratch[:-1])
     with pytest.raises(ValueError, match="out needs 9"):
@@ -584,23 +596,12 @@ def test_blocks_register_terrain_whose_pixel_gradient_is_mostly_noise():
 def test_registration_paths_agree_and_scratch_is_checked():
     # reference: the baseline path; both paths sum the same lanes in the same order, so the
     # same bits, with or without a caller's scratch
-    rng = np.random.default_rng(7)
-    h, w = 96, 112
-    field = smooth_field(rng, h + 20, w + 20)
-    model = field[10:10 + h, 10:10 + w].astype(np.float32)
-    frame = shifted_scene(field, h, w, 0.6, -0.4, rng)
-    bad = (rng.random((h, w)) < 0.02).astype(np.uint8)
+    frame, bad, model = registration_case(7, 0.6, -0.4)
+    h, w = frame.shape
     args = (frame, bad, model, 400.0, 0.5, 0.3, -0.2, 3, 6, 4.0, 3)
     scratch = np.empty(tk.register_scratch_size(h, w, 3, 6), np.float32)
-    outs = []
-    for isa in tk.isa_paths():
-        for buf in (None, scratch):
-            got = np.empty(4)
-            tk.register_shift(*args, got, buf, isa=isa)
-            outs.append(got)
-    for got in outs[1:]:
-        np.testing.assert_array_equal(got, outs[0])
-    assert outs[0][2] > 100  # samples were used: the comparison means something
+    got = same_on_every_path(tk.register_shift, args, scratch, 4)
+    assert got[2] > 100  # samples were used: the comparison means something
     with pytest.raises(ValueError, match="scratch needs"):
         tk.register_shift(*args, np.empty(4), scratch[:-1])
     with pytest.raises(ValueError, match="isa must be"):
